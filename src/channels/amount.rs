@@ -1,0 +1,1 @@
+//! Exact money: decimal text into integer minor units. Never floating point.

@@ -1,0 +1,242 @@
+//! Payment-channel notification verifiers: one file per channel, all behind [`Channel`].
+//!
+//! Every verifier is a pure function over (headers, raw body, clock, keys): no I/O and no proxy
+//! types, so every protocol vector of `spec/channels.md` §8 is a unit test and every parser a fuzz
+//! target. The proxy's notify phase does the I/O (buffering, dedup, forwarding) around it.
+
+use std::fmt;
+
+use http::HeaderMap;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+pub mod amount;
+
+/// A notification as received: headers and the raw body bytes exactly as they arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct NotifyRequest<'a> {
+    /// Request headers (names are case-insensitive).
+    pub headers: &'a HeaderMap,
+    /// The request body, after transfer decoding, before anything else.
+    pub body: &'a [u8],
+}
+
+/// Which channel protocol a notification speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelKind {
+    /// Alipay asynchronous notify (form-encoded, RSA2/RSA).
+    Alipay,
+    /// WeChat Pay API v3 (JSON, RSA-SHA256, AES-GCM resource).
+    WechatpayV3,
+    /// WeChat Pay v2 (XML, MD5/HMAC-SHA256).
+    WechatpayV2,
+    /// Stripe webhooks.
+    Stripe,
+    /// UnionPay online payment back notification 5.1.0.
+    Unionpay,
+    /// Standard Webhooks (generic HMAC-signed JSON).
+    StandardWebhooks,
+}
+
+impl ChannelKind {
+    /// The name used in config, events, metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Alipay => "alipay",
+            Self::WechatpayV3 => "wechatpay_v3",
+            Self::WechatpayV2 => "wechatpay_v2",
+            Self::Stripe => "stripe",
+            Self::Unionpay => "unionpay",
+            Self::StandardWebhooks => "standard_webhooks",
+        }
+    }
+}
+
+impl fmt::Display for ChannelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What happened, normalized across channels (product.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventKind {
+    #[serde(rename = "payment.succeeded")]
+    PaymentSucceeded,
+    #[serde(rename = "payment.pending")]
+    PaymentPending,
+    #[serde(rename = "payment.closed")]
+    PaymentClosed,
+    #[serde(rename = "payment.failed")]
+    PaymentFailed,
+    #[serde(rename = "refund.succeeded")]
+    RefundSucceeded,
+    #[serde(rename = "refund.closed")]
+    RefundClosed,
+    #[serde(rename = "refund.abnormal")]
+    RefundAbnormal,
+    #[serde(rename = "other")]
+    Other,
+}
+
+impl EventKind {
+    /// The wire name (`payment.succeeded`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PaymentSucceeded => "payment.succeeded",
+            Self::PaymentPending => "payment.pending",
+            Self::PaymentClosed => "payment.closed",
+            Self::PaymentFailed => "payment.failed",
+            Self::RefundSucceeded => "refund.succeeded",
+            Self::RefundClosed => "refund.closed",
+            Self::RefundAbnormal => "refund.abnormal",
+            Self::Other => "other",
+        }
+    }
+
+    /// True for refund events (the dedup key then carries the refund number).
+    pub fn is_refund(self) -> bool {
+        matches!(self, Self::RefundSucceeded | Self::RefundClosed | Self::RefundAbnormal)
+    }
+}
+
+/// Refund details of a refund event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundInfo {
+    /// Merchant refund number.
+    pub out_refund_no: Option<String>,
+    /// Channel refund id.
+    pub refund_id: Option<String>,
+    /// Refunded amount in minor units (Alipay: cumulative `refund_fee`).
+    pub amount_minor: Option<i64>,
+}
+
+/// Merchant identity the notification was addressed to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantRef {
+    /// Application id (Alipay `app_id`, WeChat `appid`).
+    pub app_id: Option<String>,
+    /// Merchant id (WeChat `mchid`/`mch_id`, UnionPay `merId`, Alipay `seller_id`).
+    pub mch_id: Option<String>,
+}
+
+/// A verified notification, normalized. The notify layer adds `id` and `received_at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifiedEvent {
+    /// Channel protocol.
+    pub channel: ChannelKind,
+    /// Normalized event kind.
+    pub kind: EventKind,
+    /// Merchant order number (dedup key part). Empty only for `other` events that carry none.
+    pub out_trade_no: String,
+    /// Channel transaction id (`trade_no`, `transaction_id`, `pi_…`, `queryId`).
+    pub channel_txn_id: Option<String>,
+    /// Amount in the currency's minor unit, parsed from decimal text (never floating point).
+    pub amount_minor: Option<i64>,
+    /// ISO 4217 currency, upper case.
+    pub currency: Option<String>,
+    /// Refund details for refund events, `None` otherwise.
+    pub refund: Option<RefundInfo>,
+    /// When it happened, RFC 3339 with the channel's offset.
+    pub occurred_at: Option<String>,
+    /// The channel's notification id, stable across retries.
+    pub notification_id: Option<String>,
+    /// The channel's own status string (`TRADE_SUCCESS`, `SUCCESS`, ...).
+    pub raw_status: Option<String>,
+    /// Merchant identity from the notification.
+    pub merchant: MerchantRef,
+    /// The verified (and decrypted) channel fields as JSON.
+    pub raw: serde_json::Value,
+}
+
+/// Why a notification was refused. Maps to the notification outcome metric and the channel's
+/// failure acknowledgement in one place (the notify layer).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    /// The request is not a well-formed notification of this channel (bad encoding, missing
+    /// field, duplicate security header, DTD in XML, oversized).
+    #[error("malformed notification: {0}")]
+    Malformed(String),
+    /// The signature (or MAC) does not verify.
+    #[error("signature verification failed: {0}")]
+    Signature(String),
+    /// The timestamp is outside the configured window.
+    #[error("stale notification: {0}")]
+    Stale(String),
+    /// The notification names a key (certificate serial, public-key id, cert SN) that is not
+    /// configured. Answered with the channel failure so it retries after operators add the key.
+    #[error("unknown key: {0}")]
+    UnknownKey(String),
+    /// The encrypted resource could not be decrypted or authenticated.
+    #[error("decryption failed: {0}")]
+    Decrypt(String),
+    /// Verified, but addressed to another merchant/app than configured.
+    #[error("business check failed: {0}")]
+    Business(String),
+    /// A signing scheme or algorithm this channel instance is not configured to accept.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+}
+
+impl ChannelError {
+    /// Stable outcome label for metrics and logs (product.md §8).
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "rejected_malformed",
+            Self::Signature(_) | Self::Unsupported(_) => "rejected_signature",
+            Self::Stale(_) => "rejected_stale",
+            Self::UnknownKey(_) => "rejected_unknown_key",
+            Self::Decrypt(_) => "rejected_decrypt",
+            Self::Business(_) => "rejected_business",
+        }
+    }
+}
+
+/// An HTTP answer to the channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    /// HTTP status.
+    pub status: u16,
+    /// Content type of `body`, if any.
+    pub content_type: Option<&'static str>,
+    /// Exact body bytes the channel expects.
+    pub body: Vec<u8>,
+}
+
+/// One channel protocol, configured for one merchant (keys, expected ids, windows).
+pub trait Channel: Send + Sync + fmt::Debug {
+    /// The protocol.
+    fn kind(&self) -> ChannelKind;
+
+    /// Verifies a notification over its raw bytes at instant `now`, decrypts what the channel
+    /// encrypts, applies the configured business checks (app id / merchant id) and returns the
+    /// normalized event. Any failure inside (bad base64, wrong key length, ...) is an error,
+    /// never a skipped check.
+    fn verify(&self, req: &NotifyRequest<'_>, now: Timestamp) -> Result<VerifiedEvent, ChannelError>;
+
+    /// The acknowledgement that tells the channel the notification was accepted.
+    fn success_ack(&self) -> Ack;
+
+    /// The answer that tells the channel to retry later; `reason` is short and carries no secret.
+    fn failure_ack(&self, reason: &str) -> Ack;
+}
+
+/// The single value of header `name`. More than one occurrence is ambiguous and rejected
+/// (channels.md §0.1); a value that is not visible ASCII/UTF-8 is malformed.
+pub fn single_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, ChannelError> {
+    let mut values = headers.get_all(name).iter();
+    let Some(first) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(ChannelError::Malformed(format!("header {name} appears more than once")));
+    }
+    first
+        .to_str()
+        .map(Some)
+        .map_err(|_| ChannelError::Malformed(format!("header {name} is not visible ASCII")))
+}
+
+/// Like [`single_header`] but the header must be present.
+pub fn required_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<&'h str, ChannelError> {
+    single_header(headers, name)?.ok_or_else(|| ChannelError::Malformed(format!("header {name} is missing")))
+}
