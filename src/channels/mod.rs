@@ -240,3 +240,57 @@ pub fn single_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'
 pub fn required_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<&'h str, ChannelError> {
     single_header(headers, name)?.ok_or_else(|| ChannelError::Malformed(format!("header {name} is missing")))
 }
+
+/// What `payguard simulate`, `payguard demo` and the tests ask a channel to produce: a valid
+/// notification for one event, signed (and for WeChat Pay v3 encrypted) with test keys.
+#[derive(Debug, Clone)]
+pub struct SimulateSpec {
+    /// Merchant order number.
+    pub out_trade_no: String,
+    /// Order amount in minor units.
+    pub amount_minor: i64,
+    /// ISO 4217 currency (channels with a fixed currency ignore it).
+    pub currency: String,
+    /// Event to produce (payment.succeeded, payment.pending, payment.closed, refund.succeeded, ...).
+    pub kind: EventKind,
+    /// Merchant refund number for refund events.
+    pub out_refund_no: Option<String>,
+    /// Refund amount in minor units for refund events.
+    pub refund_amount_minor: Option<i64>,
+    /// Channel transaction id.
+    pub channel_txn_id: String,
+    /// Signing instant (timestamps in headers/body).
+    pub at: Timestamp,
+    /// Channel notification/event id.
+    pub notification_id: String,
+    /// App id to put in the notification.
+    pub app_id: Option<String>,
+    /// Merchant id to put in the notification.
+    pub mch_id: Option<String>,
+}
+
+/// Test keys for [`SimulateSpec`]; each channel uses the fields it needs and says which is missing.
+#[derive(Debug, Clone, Default)]
+pub struct SimulateKeys {
+    /// PEM private key (PKCS#8 or PKCS#1) for RSA-signing channels (Alipay, WeChat v3, UnionPay).
+    pub private_key_pem: Option<String>,
+    /// PEM certificate that goes with the private key (UnionPay `signPubKeyCert`).
+    pub certificate_pem: Option<String>,
+    /// Key id / certificate serial to announce (WeChat v3 `Wechatpay-Serial`).
+    pub key_id: Option<String>,
+    /// Shared secret: Stripe `whsec_…`, Standard Webhooks `whsec_…` (base64), WeChat v2 API key.
+    pub secret: Option<Vec<u8>>,
+    /// WeChat Pay v3 APIv3 key (32 ASCII bytes) for resource encryption.
+    pub api_v3_key: Option<Vec<u8>>,
+}
+
+/// A notification ready to send: headers, content type and raw body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimulatedNotification {
+    /// Headers to send (besides `Content-Type`).
+    pub headers: Vec<(String, String)>,
+    /// `Content-Type` value.
+    pub content_type: String,
+    /// Raw body bytes.
+    pub body: Vec<u8>,
+}
