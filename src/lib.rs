@@ -1,11 +1,18 @@
 //! payguard: a payment-security sidecar built on Pingora.
 //!
 //! Two kinds of traffic pass through it: client API calls (signature, nonce, rate, order and IP
-//! rules: [`guard`]) and payment-channel notifications (verify, decrypt, dedup, forward, ack:
-//! [`channels`], [`notify`]). Shared state lives in a [`store`]. The file format is parsed by
-//! [`config`] into an internal form the [`proxy`] uses.
+//! rules) and payment-channel notifications (verify, decrypt, dedup, forward, ack:
+//! [`channels`]). Shared state lives in a [`store`]. The file format is parsed by [`config`]
+//! into an internal form the [`proxy`] uses.
 
+pub mod admin;
 pub mod channels;
+pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod metrics;
+pub mod proxy;
+pub mod server;
+pub mod state;
 pub mod store;
+pub mod telemetry;

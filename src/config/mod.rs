@@ -1,3 +1,310 @@
-//! Configuration: the YAML file format, its JSON Schema, and the internal config the proxy uses.
+//! Configuration: the YAML file format ([`FileConfig`]), its JSON Schema (generated from the same
+//! types), validation that reports every error with its key path, and the internal [`Config`] the
+//! proxy uses (the file format never reaches the hot path).
 
+pub mod load;
+pub mod reload;
 pub mod secret;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use load::{check_text, load_file, schema_json, ConfigIssue, ConfigIssues};
+
+/// The configuration file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "payguard configuration")]
+pub struct FileConfig {
+    /// Proxy listener and worker threads.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// Admin listener (health, readiness, metrics, mutating admin API).
+    #[serde(default)]
+    pub admin: AdminSection,
+    /// The backend every proxied request goes to.
+    pub upstream: UpstreamSection,
+    /// Shared state: embedded (single instance, default) or Redis.
+    #[serde(default)]
+    pub store: crate::store::StoreConfig,
+    /// Log format and level.
+    #[serde(default)]
+    pub log: LogSection,
+    /// Reload on file change (SIGHUP always reloads).
+    #[serde(default)]
+    pub reload: ReloadSection,
+    /// Routes, tried in order; the first match selects the policy.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// What happens to a request no route matches.
+    #[serde(default)]
+    pub default_action: DefaultAction,
+}
+
+/// Proxy listener settings. Changing them needs a restart.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Address of the proxy listener, `host:port`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Worker threads of the proxy (Pingora's own default is one; payguard's is 2).
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// On SIGTERM: how long to keep accepting while the pod is taken out of rotation.
+    #[serde(default = "default_grace", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub grace_period: Duration,
+    /// On SIGTERM: how long in-flight requests may take to finish after the grace period.
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub shutdown_timeout: Duration,
+}
+
+fn default_listen() -> String {
+    "0.0.0.0:8080".into()
+}
+fn default_threads() -> usize {
+    2
+}
+fn default_grace() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            threads: default_threads(),
+            grace_period: default_grace(),
+            shutdown_timeout: default_shutdown_timeout(),
+        }
+    }
+}
+
+/// Admin listener settings. Changing them needs a restart.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Address of the admin listener, `host:port`. Keep it off the public network.
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+    /// Bearer token for mutating admin endpoints (`env:NAME` or `file:/path`). Without it those
+    /// endpoints answer 403.
+    #[serde(default)]
+    pub token: Option<secret::SecretRef>,
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:9464".into()
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        Self { listen: default_admin_listen(), token: None }
+    }
+}
+
+/// The backend (upstream) behind payguard.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    /// Backend address, `host:port` (plain HTTP/1.1, usually the app container on loopback).
+    pub address: String,
+    /// Time to establish a TCP connection.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub connect_timeout: Duration,
+    /// Longest wait for each read from the backend (response header or body chunk).
+    #[serde(default = "default_io_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub read_timeout: Duration,
+    /// Longest wait for each write to the backend.
+    #[serde(default = "default_io_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub write_timeout: Duration,
+    /// How long an idle keep-alive connection stays in the pool.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub idle_timeout: Duration,
+    /// Maximum idle keep-alive connections kept (restart to change).
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_io_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_pool_size() -> usize {
+    128
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `json` (default, one object per line) or `text` (human-readable).
+    #[serde(default)]
+    pub format: LogFormat,
+    /// Level filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing filter directive).
+    /// `RUST_LOG` overrides it.
+    #[serde(default = "default_level")]
+    pub level: String,
+}
+
+fn default_level() -> String {
+    "info".into()
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self { format: LogFormat::Json, level: default_level() }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// Automatic reload.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadSection {
+    /// Reload when the file's content changes (checked every `interval`; works with Kubernetes
+    /// ConfigMap symlink swaps). SIGHUP reloads regardless.
+    #[serde(default = "default_true")]
+    pub watch: bool,
+    /// How often the file is checked.
+    #[serde(default = "default_reload_interval", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub interval: Duration,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_reload_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+impl Default for ReloadSection {
+    fn default() -> Self {
+        Self { watch: true, interval: default_reload_interval() }
+    }
+}
+
+/// One route: a request matcher and the policy applied to what it matches.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Route name, used in metrics, logs and rule matchers. Unique.
+    pub name: String,
+    /// Which requests this route takes.
+    #[serde(rename = "match")]
+    pub matcher: RouteMatch,
+    /// What payguard does with them.
+    pub policy: PolicyKind,
+}
+
+/// Request matcher of a route. Exactly one of `path` and `path_prefix`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    /// HTTP methods (upper case); empty means any.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Exact path (no query).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Path prefix, matched on whole segments (`/v1` matches `/v1` and `/v1/x`, not `/v10`).
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+}
+
+/// Route policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyKind {
+    /// Proxy only.
+    Pass,
+    /// Client API guard (signature, nonce, rate, order and IP rules).
+    Guard,
+    /// Payment-channel notification endpoint.
+    Notify,
+}
+
+/// Fate of requests no route matches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DefaultAction {
+    /// Proxy them unchanged (a sidecar in front of a whole app; the usual choice).
+    #[default]
+    Pass,
+    /// Answer 404 problem+json without contacting the backend.
+    NotFound,
+}
+
+/// The validated, internal configuration the proxy runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Proxy listener address.
+    pub listen: SocketAddr,
+    /// Proxy worker threads.
+    pub threads: usize,
+    /// Grace period on SIGTERM.
+    pub grace_period: Duration,
+    /// Shutdown timeout after the grace period.
+    pub shutdown_timeout: Duration,
+    /// Admin listener address.
+    pub admin_listen: SocketAddr,
+    /// Admin bearer token, if configured.
+    pub admin_token: Option<secret::Secret>,
+    /// Upstream.
+    pub upstream: Upstream,
+    /// Store selection (used at start; changing it needs a restart).
+    pub store: crate::store::StoreConfig,
+    /// Logging.
+    pub log: LogSection,
+    /// Reload settings.
+    pub reload: ReloadSection,
+    /// Compiled routes.
+    pub routes: crate::proxy::routes::RouteTable,
+}
+
+/// Internal upstream settings.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Backend address as configured (`host:port`).
+    pub address: String,
+    /// The address resolved at load time.
+    pub socket: SocketAddr,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Read timeout.
+    pub read_timeout: Duration,
+    /// Write timeout.
+    pub write_timeout: Duration,
+    /// Idle keep-alive timeout.
+    pub idle_timeout: Duration,
+    /// Idle pool size.
+    pub pool_size: usize,
+}

@@ -165,3 +165,30 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Live members with their remaining time to live.
     async fn set_members(&self, set: &str) -> Result<Vec<(String, Duration)>, StoreError>;
 }
+
+/// Store selection (placeholder until the backends land).
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {}
+
+impl StoreConfig {
+    /// Semantic checks, issues relative to `path`.
+    pub fn validate(&self, _path: &str) -> Vec<crate::config::ConfigIssue> {
+        Vec::new()
+    }
+}
+
+impl StoreConfig {
+    /// One-line description for `payguard check` (never shows secrets).
+    pub fn summary(&self) -> String {
+        "embedded".into()
+    }
+}
+
+/// Opens the configured store (placeholder until the backends land).
+pub async fn open(
+    _cfg: &StoreConfig,
+    _clock: crate::clock::SharedClock,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    Err(StoreError::Unavailable("no store backend built".into()))
+}

@@ -1,0 +1,80 @@
+//! Command line (product.md §2).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// payguard: payment-security sidecar.
+#[derive(Debug, Parser)]
+#[command(name = "payguard", version, about = "Payment-security sidecar: signed client calls, rate and order rules, verified payment notifications")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve: proxy listener + admin listener; reload on SIGHUP and on file change.
+    Run {
+        /// Configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate a configuration without serving; prints every error with its key path.
+    Check {
+        /// Configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Print the JSON Schema of the configuration file.
+    Schema,
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => match crate::server::serve(&config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("payguard: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Check { config } => check(&config),
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&crate::config::schema_json()).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match crate::config::load_file(path) {
+        Ok((_, cfg)) => {
+            println!("{}: OK", path.display());
+            println!("  proxy listener : {} ({} threads)", cfg.listen, cfg.threads);
+            println!("  admin listener : {}{}", cfg.admin_listen, if cfg.admin_token.is_some() { " (token set)" } else { "" });
+            println!("  upstream       : {}", cfg.upstream.address);
+            println!("  store          : {}", cfg.store.summary());
+            println!("  routes         : {}", cfg.routes.routes().len());
+            for r in cfg.routes.routes() {
+                let methods = if r.methods.is_empty() { "*".to_string() } else { r.methods.join(",") };
+                let path = match &r.path {
+                    crate::proxy::routes::PathMatch::Exact(p) => p.clone(),
+                    crate::proxy::routes::PathMatch::Prefix(p) => format!("{p}/**"),
+                };
+                println!("    {:<20} {:<12} {:<30} {:?}", r.name, methods, path, r.policy);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(issues) => {
+            eprintln!("{}: {} error{}", path.display(), issues.0.len(), if issues.0.len() == 1 { "" } else { "s" });
+            for issue in &issues.0 {
+                eprintln!("  {issue}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Prometheus metrics (prefix `payguard_`). Label values come from config names and fixed enums
+//! only, never from request data, so cardinality stays bounded (product.md §8).
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets in seconds: sub-millisecond store calls up to slow backends.
+const LATENCY_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// Every metric payguard exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route and outcome (`proxied`, `rejected`, `not_found`, `upstream_error`, ...).
+    pub requests: IntCounterVec,
+    /// Whole-request latency by route.
+    pub request_duration: HistogramVec,
+    /// Time from choosing the upstream to its response header, by route.
+    pub upstream_duration: HistogramVec,
+    /// Config reloads by result (`success`, `failure`).
+    pub reloads: IntCounterVec,
+    /// Unix time of the last successful (re)load.
+    pub config_loaded_at: IntGauge,
+    /// Store operation latency by backend and operation.
+    pub store_duration: HistogramVec,
+    /// Store errors by backend and operation.
+    pub store_errors: IntCounterVec,
+}
+
+impl Metrics {
+    /// Creates and registers all metrics in a fresh registry.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help).namespace("payguard"), labels)
+                .expect("static metric definition");
+            registry.register(Box::new(c.clone())).expect("unique metric name");
+            c
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).namespace("payguard").buckets(LATENCY_BUCKETS.to_vec()),
+                labels,
+            )
+            .expect("static metric definition");
+            registry.register(Box::new(h.clone())).expect("unique metric name");
+            h
+        };
+        let requests = counter("requests_total", "Requests by route and outcome.", &["route", "outcome"]);
+        let request_duration =
+            histogram("request_duration_seconds", "Whole-request latency by route.", &["route"]);
+        let upstream_duration =
+            histogram("upstream_duration_seconds", "Upstream response-header latency by route.", &["route"]);
+        let reloads = counter("config_reloads_total", "Configuration reloads by result.", &["result"]);
+        let config_loaded_at = IntGauge::with_opts(
+            Opts::new("config_loaded_timestamp_seconds", "Unix time of the last successful configuration load.")
+                .namespace("payguard"),
+        )
+        .expect("static metric definition");
+        registry.register(Box::new(config_loaded_at.clone())).expect("unique metric name");
+        let store_duration =
+            histogram("store_operation_duration_seconds", "Store operation latency.", &["backend", "op"]);
+        let store_errors = counter("store_errors_total", "Store operation errors.", &["backend", "op"]);
+        Self {
+            registry,
+            requests,
+            request_duration,
+            upstream_duration,
+            reloads,
+            config_loaded_at,
+            store_duration,
+            store_errors,
+        }
+    }
+
+    /// The registry, for components that register their own metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,89 @@
+//! `payguard run`: assembles the Pingora server (proxy listener, admin listener, reloader) over
+//! the shared state and runs it until SIGTERM/SIGINT.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use crate::admin::AdminApp;
+use crate::config::reload::{ReloadService, Reloader};
+use crate::metrics::Metrics;
+use crate::proxy::PayguardProxy;
+use crate::state::SharedState;
+use crate::{clock, config, store, telemetry};
+
+/// Loads `path`, starts every listener and blocks until shutdown.
+pub fn serve(path: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let (_, cfg) = config::check_text(&text)
+        .map_err(|issues| anyhow::anyhow!("{} has errors:\n{issues}", path.display()))?;
+    telemetry::init(cfg.log.format, &cfg.log.level);
+
+    // Store clients (Redis connection drivers) live on a small runtime of their own so they are
+    // independent of Pingora's per-service runtimes.
+    let control = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("payguard-control")
+        .enable_all()
+        .build()
+        .context("cannot start the control runtime")?;
+    let clock = clock::system();
+    let store = control
+        .block_on(store::open(&cfg.store, clock.clone()))
+        .map_err(|e| anyhow::anyhow!("cannot open the store: {e}"))?;
+
+    let metrics = Metrics::new();
+    metrics.reloads.with_label_values(&["success"]);
+    metrics.reloads.with_label_values(&["failure"]);
+    metrics.config_loaded_at.set(clock.unix_seconds());
+
+    let conf = ServerConf {
+        threads: cfg.threads,
+        grace_period_seconds: Some(cfg.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(cfg.shutdown_timeout.as_secs()),
+        upstream_keepalive_pool_size: cfg.upstream.pool_size,
+        ..ServerConf::default()
+    };
+    let listen = cfg.listen.to_string();
+    let admin_listen = cfg.admin_listen.to_string();
+    tracing::info!(
+        listen = %listen,
+        admin = %admin_listen,
+        threads = cfg.threads,
+        upstream = %cfg.upstream.address,
+        store = store.backend(),
+        routes = cfg.routes.routes().len(),
+        "payguard starting"
+    );
+
+    let state = Arc::new(SharedState::new(cfg, path.to_path_buf(), store, clock, metrics));
+    let reloader = Arc::new(Reloader::new(state.clone(), &text));
+
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        PayguardProxy::new(state.clone()),
+        "payguard proxy",
+    );
+    proxy.add_tcp(&listen);
+
+    let mut admin = Service::new("payguard admin".to_string(), AdminApp::new(state.clone(), reloader.clone()));
+    admin.threads = Some(1);
+    admin.add_tcp(&admin_listen);
+
+    let reload = background_service("payguard reload", ReloadService { reloader, state });
+
+    server.add_service(proxy);
+    server.add_service(admin);
+    server.add_service(reload);
+    server.run(RunArgs::default());
+    drop(control);
+    Ok(())
+}

@@ -1,0 +1,42 @@
+//! State shared by the proxy, the admin listener and the reloader.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Everything long-lived: the current config (swapped atomically on reload), metrics, store.
+#[derive(Debug)]
+pub struct SharedState {
+    config: ArcSwap<Config>,
+    /// Metrics registry and handles.
+    pub metrics: Metrics,
+    /// Shared-state store.
+    pub store: Arc<dyn Store>,
+    /// Time source.
+    pub clock: SharedClock,
+    /// The config file, for reloads.
+    pub config_path: PathBuf,
+}
+
+impl SharedState {
+    /// New shared state.
+    pub fn new(config: Config, config_path: PathBuf, store: Arc<dyn Store>, clock: SharedClock, metrics: Metrics) -> Self {
+        Self { config: ArcSwap::from_pointee(config), metrics, store, clock, config_path }
+    }
+
+    /// The current config snapshot; a request keeps the one it started with.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// Replaces the config atomically.
+    pub fn swap_config(&self, config: Config) {
+        self.config.store(Arc::new(config));
+    }
+}
