@@ -74,7 +74,8 @@ pub fn check_text(text: &str) -> Result<(FileConfig, Config), ConfigIssues> {
     let schema = schema_json();
     let validator = jsonschema::validator_for(&schema)
         .map_err(|e| ConfigIssues(vec![ConfigIssue::new("(schema)", e.to_string())]))?;
-    let mut issues: Vec<ConfigIssue> = validator.iter_errors(&json).flat_map(schema_issue).collect();
+    let mut issues: Vec<ConfigIssue> =
+        validator.iter_errors(&json).flat_map(|e| schema_issue(&schema, e)).collect();
     if !issues.is_empty() {
         issues.sort_by(|a, b| a.path.cmp(&b.path));
         issues.dedup();
@@ -275,9 +276,68 @@ fn join_path(base: &str, key: &str) -> String {
     }
 }
 
-fn schema_issue(err: jsonschema::ValidationError<'_>) -> Vec<ConfigIssue> {
+/// The schema node describing the value at `pointer` (following `properties`, `items`,
+/// `additionalProperties` and `$ref`s into `definitions`).
+fn schema_node<'s>(schema: &'s serde_json::Value, pointer: &str) -> Option<&'s serde_json::Value> {
+    let resolve = |mut node: &'s serde_json::Value| {
+        for _ in 0..16 {
+            match node.get("$ref").and_then(|r| r.as_str()).and_then(|r| r.strip_prefix("#/")) {
+                Some(r) => node = schema.pointer(&format!("/{r}"))?,
+                None => {
+                    // Option<T> renders as anyOf [T, null] or allOf [T].
+                    match node.get("allOf").and_then(|a| a.as_array()).filter(|a| a.len() == 1) {
+                        Some(a) => node = &a[0],
+                        None => return Some(node),
+                    }
+                }
+            }
+        }
+        Some(node)
+    };
+    let mut node = resolve(schema)?;
+    for seg in pointer.split('/').skip(1) {
+        let seg = seg.replace("~1", "/").replace("~0", "~");
+        let next = node
+            .get("properties")
+            .and_then(|p| p.get(&seg))
+            .or_else(|| node.get("items"))
+            .or_else(|| node.get("additionalProperties").filter(|a| a.is_object()))?;
+        node = resolve(next)?;
+    }
+    Some(node)
+}
+
+/// Allowed string values of an enum-like schema node (`enum`, or `oneOf`/`anyOf` of enums/consts).
+fn allowed_values(node: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(values) = node.get("enum").and_then(|e| e.as_array()) {
+        out.extend(values.iter().filter_map(|v| v.as_str().map(str::to_string)));
+    }
+    if let Some(c) = node.get("const").and_then(|c| c.as_str()) {
+        out.push(c.to_string());
+    }
+    for key in ["oneOf", "anyOf"] {
+        if let Some(subs) = node.get(key).and_then(|s| s.as_array()) {
+            for sub in subs {
+                out.extend(allowed_values(sub));
+            }
+        }
+    }
+    out
+}
+
+fn schema_issue(schema: &serde_json::Value, err: jsonschema::ValidationError<'_>) -> Vec<ConfigIssue> {
     use jsonschema::error::ValidationErrorKind as K;
-    let path = display_path(&err.instance_path.to_string());
+    let pointer = err.instance_path.to_string();
+    let path = display_path(&pointer);
+    if let (K::OneOfNotValid | K::AnyOf | K::Enum { .. }, serde_json::Value::String(s)) =
+        (&err.kind, err.instance.as_ref())
+    {
+        let allowed = schema_node(schema, &pointer).map(allowed_values).unwrap_or_default();
+        if !allowed.is_empty() {
+            return vec![ConfigIssue::new(path, format!("`{s}` is not one of: {}", allowed.join(", ")))];
+        }
+    }
     match &err.kind {
         K::AdditionalProperties { unexpected } => unexpected
             .iter()

@@ -1,0 +1,62 @@
+//! `payguard check` and `payguard schema` as a user runs them.
+
+use std::process::Command;
+
+fn payguard(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_payguard")).args(args).output().expect("run payguard")
+}
+
+fn repo_file(rel: &str) -> String {
+    format!("{}/{rel}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn check_reports_all_three_mistakes_with_key_paths_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "upstream:\n  address: 127.0.0.1:3000\n  conect_timeout: 1s\nserver:\n  threads: many\nroutes:\n  - name: a\n    match: {path: /x}\n    policy: teleport\n",
+    )
+    .unwrap();
+    let out = payguard(&["check", "-c", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("3 errors"), "{err}");
+    assert!(err.contains("upstream.conect_timeout: unknown key"), "{err}");
+    assert!(err.contains("server.threads: `many` is not"), "{err}");
+    assert!(err.contains("routes[0].policy: `teleport` is not one of: pass, guard, notify"), "{err}");
+}
+
+#[test]
+fn check_accepts_the_shipped_configs_and_prints_a_summary() {
+    for file in ["config/payguard.example.yaml", "config/dev.yaml"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_payguard"))
+            .args(["check", "-c", &repo_file(file)])
+            .env("PAYGUARD_ADMIN_TOKEN", "token-that-must-not-leak")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{file}: {}{}", stdout, String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains(": OK"), "{stdout}");
+        assert!(stdout.contains("upstream"), "{stdout}");
+        assert!(!stdout.contains("token-that-must-not-leak"), "secret leaked: {stdout}");
+    }
+}
+
+#[test]
+fn schema_output_validates_the_example_configs() {
+    let out = payguard(&["schema"]);
+    assert!(out.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).expect("schema is JSON");
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    for file in ["config/payguard.example.yaml", "config/dev.yaml"] {
+        let text = std::fs::read_to_string(repo_file(file)).unwrap();
+        let doc: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&doc).map(|e| format!("{}: {e}", e.instance_path)).collect();
+        assert!(errors.is_empty(), "{file}: {errors:?}");
+    }
+    // And it rejects what check rejects.
+    let bad: serde_json::Value = serde_json::json!({"upstream": {"address": "x:1"}, "nope": 1});
+    assert!(!validator.is_valid(&bad));
+}

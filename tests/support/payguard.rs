@@ -1,0 +1,113 @@
+//! Runs the real `payguard` binary on free loopback ports with a config written to a temp dir.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{die_with_parent, free_port};
+
+/// A running payguard process; killed on drop.
+pub struct Payguard {
+    child: Child,
+    pub port: u16,
+    pub admin_port: u16,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+}
+
+impl Payguard {
+    /// The config text for `body` (everything but `server`/`admin`), on the given ports.
+    pub fn config_text(port: u16, admin_port: u16, body: &str) -> String {
+        format!(
+            "server:\n  listen: 127.0.0.1:{port}\n  threads: 2\n  grace_period: 0s\n  shutdown_timeout: 1s\nadmin:\n  listen: 127.0.0.1:{admin_port}\n  token: test-admin-token\n{body}"
+        )
+    }
+
+    /// Starts payguard with `body` appended to the listener sections and waits until it serves.
+    pub fn start(body: &str) -> Self {
+        let port = free_port();
+        let admin_port = free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("payguard.yaml");
+        std::fs::write(&config_path, Self::config_text(port, admin_port, body)).expect("write config");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_payguard"));
+        cmd.arg("run").arg("-c").arg(&config_path);
+        cmd.stdin(Stdio::null());
+        cmd.stdout(std::fs::File::create(dir.path().join("stdout.log")).expect("log file"));
+        cmd.stderr(std::fs::File::create(dir.path().join("stderr.log")).expect("log file"));
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn().expect("spawn payguard");
+        let mut pg = Self { child, port, admin_port, dir, config_path };
+        pg.wait_ready();
+        pg
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let client = reqwest::blocking::Client::builder().timeout(Duration::from_millis(500)).build().unwrap();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("payguard exited early with {status}:\n{}", self.logs());
+            }
+            let admin_ok = client.get(self.admin_url("/healthz")).send().map(|r| r.status().is_success()).unwrap_or(false);
+            let proxy_ok = std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok();
+            if admin_ok && proxy_ok {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("payguard did not become ready:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// URL on the proxy listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// URL on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    /// Replaces the config file atomically (write + rename), as a ConfigMap update does.
+    pub fn write_config(&self, body: &str) {
+        let tmp = self.dir.path().join("payguard.yaml.tmp");
+        std::fs::write(&tmp, Self::config_text(self.port, self.admin_port, body)).expect("write config");
+        std::fs::rename(&tmp, &self.config_path).expect("rename config");
+    }
+
+    /// Sends SIGHUP.
+    pub fn sighup(&self) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGHUP) };
+    }
+
+    /// Value of a metric sample line `name{labels}` from `/metrics` (0 when absent).
+    pub fn metric(&self, name_and_labels: &str) -> f64 {
+        let text = reqwest::blocking::get(self.admin_url("/metrics")).and_then(|r| r.text()).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name_and_labels).and_then(|rest| rest.trim().parse::<f64>().ok()))
+            .unwrap_or(0.0)
+    }
+
+    /// stdout + stderr so far.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for f in ["stdout.log", "stderr.log"] {
+            if let Ok(mut file) = std::fs::File::open(self.dir.path().join(f)) {
+                let _ = file.read_to_string(&mut out);
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Payguard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
