@@ -10,6 +10,7 @@ pub mod channels;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod metrics;
 pub mod proxy;
 pub mod server;

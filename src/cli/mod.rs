@@ -29,6 +29,16 @@ enum Command {
     },
     /// Print the JSON Schema of the configuration file.
     Schema,
+    /// Run payguard on loopback with the embedded store and a built-in demo backend, send
+    /// requests through it and show what happened.
+    Demo {
+        /// Configuration to run (its upstream address is where the demo backend listens).
+        #[arg(short, long, default_value = "config/dev.yaml")]
+        config: PathBuf,
+        /// Exit after the walkthrough instead of serving until Ctrl-C.
+        #[arg(long)]
+        once: bool,
+    },
 }
 
 /// Parses the command line and runs the command.
@@ -43,6 +53,13 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Check { config } => check(&config),
+        Command::Demo { config, once } => match crate::demo::run(&config, once) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("payguard demo: {e:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&crate::config::schema_json()).unwrap_or_default());
             ExitCode::SUCCESS

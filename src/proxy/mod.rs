@@ -1,6 +1,7 @@
 //! The Pingora proxy: request lifecycle phases (`request_filter` → `upstream_peer` →
 //! `response_filter` → `logging`) with a per-request [`RequestCtx`].
 
+pub mod backend;
 pub mod problem;
 pub mod routes;
 
