@@ -4,6 +4,8 @@
 //! text in major units (Alipay `"88.80"` yuan). Both end up as `i64` minor units
 //! (channels.md §0.3); the decimal text is parsed digit by digit so no value is ever rounded.
 
+use super::ChannelError;
+
 /// Why an amount text was refused. Carries no part of the input beyond its shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AmountError {
@@ -92,6 +94,19 @@ fn parse_digits(text: &str, exponent: u32, negative: bool) -> Result<i64, Amount
             .ok_or(AmountError::Overflow)?;
     }
     Ok(value)
+}
+
+/// Reads an integer minor-unit amount (WeChat fen, Stripe cents) at JSON `pointer`. Absent or
+/// null is `None`; anything but a JSON integer (a fraction, a string) is malformed, so an amount
+/// never passes through floating point.
+pub fn integer_minor_at(object: &serde_json::Value, pointer: &str) -> Result<Option<i64>, ChannelError> {
+    match object.pointer(pointer) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| ChannelError::Malformed(format!("{pointer} is not an integer amount"))),
+    }
 }
 
 /// Number of fraction digits of an ISO 4217 currency (case-insensitive): 0 for JPY, KRW and
@@ -219,6 +234,16 @@ mod tests {
         assert_eq!(format_minor(1999, 0), "1999");
         assert_eq!(format_minor(1234, 3), "1.234");
         assert_eq!(format_minor(i64::MIN, 2), "-92233720368547758.08");
+    }
+
+    #[test]
+    fn integer_minor_at_refuses_fractions_and_strings() {
+        let v = serde_json::json!({"amount": {"total": 8880, "float": 88.8, "text": "8880", "none": null}});
+        assert_eq!(integer_minor_at(&v, "/amount/total"), Ok(Some(8880)));
+        assert_eq!(integer_minor_at(&v, "/amount/missing"), Ok(None));
+        assert_eq!(integer_minor_at(&v, "/amount/none"), Ok(None));
+        assert!(integer_minor_at(&v, "/amount/float").is_err());
+        assert!(integer_minor_at(&v, "/amount/text").is_err());
     }
 
     proptest! {

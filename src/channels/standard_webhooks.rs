@@ -640,7 +640,7 @@ mod tests {
         };
         let ch = cfg.build().unwrap();
         let body = r#"{"event":"order.paid","created":1714536000,"order":{"id":12345,"total":"88.80","currency":"cny","txn":"T1"}}"#;
-        let sig = sign_standard_webhook(&decode_secret(SECRET.as_bytes()).unwrap().expose().to_vec(), "m1", SW2_TS, body.as_bytes());
+        let sig = sign_standard_webhook(decode_secret(SECRET.as_bytes()).unwrap().expose(), "m1", SW2_TS, body.as_bytes());
         let event = verify_with(&ch, "m1", &SW2_TS.to_string(), &sig, body, SW2_TS).unwrap();
         assert_eq!(event.kind, EventKind::PaymentSucceeded);
         assert_eq!(event.out_trade_no, "12345");
@@ -696,6 +696,9 @@ mod tests {
         assert_eq!(cfg.mapping.amount, None);
         assert_eq!(cfg.mapping.currency.as_deref(), Some("/data/currency"));
         assert!(serde_json::from_value::<StandardWebhooksConfig>(json!({"secrets": [], "mapping": {"order": "/id"}})).is_err());
+        let schema = serde_json::to_value(schemars::schema_for!(StandardWebhooksConfig)).unwrap();
+        assert_eq!(schema["properties"]["tolerance"]["type"], "string");
+        assert!(schema["definitions"]["PayloadMapping"]["properties"]["kinds"].is_object());
     }
 
     #[test]

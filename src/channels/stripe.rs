@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use super::amount::integer_minor_at;
 use super::{
     required_header, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo,
     SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent,
@@ -198,16 +199,6 @@ fn str_at(object: &Value, pointer: &str) -> Option<String> {
     object.pointer(pointer).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned)
 }
 
-fn int_at(object: &Value, pointer: &str) -> Result<Option<i64>, ChannelError> {
-    match object.pointer(pointer) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_i64()
-            .map(Some)
-            .ok_or_else(|| ChannelError::Malformed(format!("{pointer} is not an integer"))),
-    }
-}
-
 /// §4.5: event type → kind, order number, amount.
 fn normalize(event: Value, order_key: &str) -> Result<VerifiedEvent, ChannelError> {
     if event.get("object").and_then(Value::as_str) == Some("v2.core.event") {
@@ -263,7 +254,7 @@ fn normalize(event: Value, order_key: &str) -> Result<VerifiedEvent, ChannelErro
     };
     let refund = if kind.is_refund() {
         // amount_refunded is cumulative over partial refunds (§4.5).
-        Some(RefundInfo { out_refund_no: None, refund_id: None, amount_minor: int_at(object, "/amount_refunded")? })
+        Some(RefundInfo { out_refund_no: None, refund_id: None, amount_minor: integer_minor_at(object, "/amount_refunded")? })
     } else {
         None
     };
@@ -277,7 +268,7 @@ fn normalize(event: Value, order_key: &str) -> Result<VerifiedEvent, ChannelErro
         kind,
         out_trade_no,
         channel_txn_id: txn_id,
-        amount_minor: int_at(object, amount_pointer)?,
+        amount_minor: integer_minor_at(object, amount_pointer)?,
         currency: str_at(object, "/currency").map(|c| c.to_ascii_uppercase()),
         refund,
         occurred_at,
@@ -618,6 +609,8 @@ mod tests {
         assert_eq!(cfg.tolerance, Duration::from_secs(300));
         assert!(serde_json::from_value::<StripeConfig>(json!({"endpoint_secrets": [], "secret": "x"})).is_err());
         assert!(!format!("{:?}", channel()).contains("test_secret"));
+        let schema = serde_json::to_value(schemars::schema_for!(StripeConfig)).unwrap();
+        assert_eq!(schema["properties"]["tolerance"]["type"], "string");
     }
 
     #[test]

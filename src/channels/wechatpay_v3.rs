@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
+use super::amount::integer_minor_at;
 use super::{
     required_header, single_header, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest,
     RefundInfo, SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent,
@@ -469,17 +470,6 @@ fn str_at(object: &Value, pointer: &str) -> Option<String> {
     object.pointer(pointer).and_then(Value::as_str).map(str::to_owned)
 }
 
-/// An integer amount in fen; present but not an integer is malformed (never read as float).
-fn int_at(object: &Value, pointer: &str) -> Result<Option<i64>, ChannelError> {
-    match object.pointer(pointer) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_i64()
-            .map(Some)
-            .ok_or_else(|| ChannelError::Malformed(format!("{pointer} is not an integer"))),
-    }
-}
-
 /// Payment notifications: `TRANSACTION.SUCCESS`, and for other `TRANSACTION.*` the
 /// `trade_state` decides (§2.6).
 fn payment_kind(event_type: &str, trade_state: Option<&str>) -> EventKind {
@@ -514,7 +504,7 @@ fn normalize(envelope: &Envelope, object: Value) -> Result<VerifiedEvent, Channe
         Some(RefundInfo {
             out_refund_no: str_at(&object, "/out_refund_no"),
             refund_id: str_at(&object, "/refund_id"),
-            amount_minor: int_at(&object, "/amount/refund")?,
+            amount_minor: integer_minor_at(&object, "/amount/refund")?,
         })
     } else {
         None
@@ -525,7 +515,7 @@ fn normalize(envelope: &Envelope, object: Value) -> Result<VerifiedEvent, Channe
         app_id: str_at(&object, "/appid").or_else(|| str_at(&object, "/sp_appid")),
         mch_id: str_at(&object, "/mchid").or_else(|| str_at(&object, "/sp_mchid")),
     };
-    let amount_minor = int_at(&object, "/amount/total")?;
+    let amount_minor = integer_minor_at(&object, "/amount/total")?;
     // WeChat Pay v3 refund notifications carry no currency; domestic merchants settle in CNY.
     let currency = str_at(&object, "/amount/currency")
         .or_else(|| amount_minor.map(|_| "CNY".to_string()))
@@ -1121,6 +1111,9 @@ mod tests {
         assert!(unknown.is_err());
         let defaulted: WechatpayV3Config = serde_json::from_value(json!({"mchid": "1", "api_v3_key": "x"})).unwrap();
         assert_eq!(defaulted.tolerance, Duration::from_secs(300));
+        let schema = serde_json::to_value(schemars::schema_for!(WechatpayV3Config)).unwrap();
+        assert_eq!(schema["properties"]["tolerance"]["type"], "string");
+        assert_eq!(schema["additionalProperties"], false);
     }
 
     #[test]
