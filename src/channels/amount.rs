@@ -70,7 +70,11 @@ fn parse_digits(text: &str, exponent: u32, negative: bool) -> Result<i64, Amount
     };
     let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
     if !all_digits(int_part) || !frac_part.is_none_or(all_digits) {
-        return Err(if text.contains(['+', '-']) { AmountError::UnexpectedSign } else { AmountError::InvalidCharacter });
+        return Err(if text.contains(['+', '-']) {
+            AmountError::UnexpectedSign
+        } else {
+            AmountError::InvalidCharacter
+        });
     }
     if int_part.is_empty() {
         return Err(AmountError::MisplacedPoint);
@@ -88,10 +92,7 @@ fn parse_digits(text: &str, exponent: u32, negative: bool) -> Result<i64, Amount
     let digits = int_part.bytes().chain(frac.bytes()).chain(std::iter::repeat_n(b'0', padding));
     for b in digits {
         let d = i64::from(b - b'0');
-        value = value
-            .checked_mul(10)
-            .and_then(|v| v.checked_add(sign * d))
-            .ok_or(AmountError::Overflow)?;
+        value = value.checked_mul(10).and_then(|v| v.checked_add(sign * d)).ok_or(AmountError::Overflow)?;
     }
     Ok(value)
 }
@@ -102,10 +103,9 @@ fn parse_digits(text: &str, exponent: u32, negative: bool) -> Result<i64, Amount
 pub fn integer_minor_at(object: &serde_json::Value, pointer: &str) -> Result<Option<i64>, ChannelError> {
     match object.pointer(pointer) {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(v) => v
-            .as_i64()
-            .map(Some)
-            .ok_or_else(|| ChannelError::Malformed(format!("{pointer} is not an integer amount"))),
+        Some(v) => {
+            v.as_i64().map(Some).ok_or_else(|| ChannelError::Malformed(format!("{pointer} is not an integer amount")))
+        }
     }
 }
 
@@ -114,8 +114,8 @@ pub fn integer_minor_at(object: &serde_json::Value, pointer: &str) -> Result<Opt
 /// 2 otherwise (channels.md §0.3).
 pub fn currency_exponent(code: &str) -> u32 {
     const ZERO: &[&str] = &[
-        "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND", "VUV", "XAF",
-        "XOF", "XPF",
+        "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND", "VUV", "XAF", "XOF",
+        "XPF",
     ];
     const THREE: &[&str] = &["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"];
     const FOUR: &[&str] = &["CLF", "UYW"];

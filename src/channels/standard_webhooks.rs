@@ -172,7 +172,10 @@ impl StandardWebhooksConfig {
         ];
         for (name, pointer) in pointers {
             if let Some(p) = pointer.filter(|p| !p.is_empty() && !p.starts_with('/')) {
-                issues.push(ConfigIssue::new(format!("mapping.{name}"), format!("{p:?} is not a JSON pointer (starts with /)")));
+                issues.push(ConfigIssue::new(
+                    format!("mapping.{name}"),
+                    format!("{p:?} is not a JSON pointer (starts with /)"),
+                ));
             }
         }
         if m.amount_exponent.is_some_and(|e| e > 18) {
@@ -184,7 +187,10 @@ impl StandardWebhooksConfig {
                 Some(k) => {
                     kinds.insert(value.clone(), k);
                 }
-                None => issues.push(ConfigIssue::new(format!("mapping.kinds.{value}"), format!("{kind:?} is not a normalized event kind"))),
+                None => issues.push(ConfigIssue::new(
+                    format!("mapping.kinds.{value}"),
+                    format!("{kind:?} is not a normalized event kind"),
+                )),
             }
         }
         if !issues.is_empty() {
@@ -207,9 +213,7 @@ fn parse_event_kind(name: &str) -> Option<EventKind> {
 fn decode_secret(text: &[u8]) -> Result<Secret, String> {
     let text = std::str::from_utf8(text).map_err(|_| "secret is not text".to_string())?.trim();
     let b64 = text.strip_prefix(SECRET_PREFIX).unwrap_or(text);
-    let key = BASE64_LENIENT
-        .decode(b64)
-        .map_err(|_| "secret is not whsec_ followed by base64".to_string())?;
+    let key = BASE64_LENIENT.decode(b64).map_err(|_| "secret is not whsec_ followed by base64".to_string())?;
     if key.is_empty() {
         return Err("secret is empty".into());
     }
@@ -322,7 +326,10 @@ impl Channel for StandardWebhooks {
         let ts: i64 = timestamp.parse().map_err(|_| ChannelError::Malformed("webhook-timestamp".into()))?;
         // §6: five minutes both directions ("too old" / "too new").
         if now.as_second().abs_diff(ts) > self.tolerance_secs.unsigned_abs() {
-            return Err(ChannelError::Stale(format!("webhook-timestamp {ts} is outside the {}s window", self.tolerance_secs)));
+            return Err(ChannelError::Stale(format!(
+                "webhook-timestamp {ts} is outside the {}s window",
+                self.tolerance_secs
+            )));
         }
         let candidates: Vec<Vec<u8>> = signatures
             .split(' ')
@@ -361,7 +368,8 @@ impl Channel for StandardWebhooks {
 impl StandardWebhooks {
     fn normalize(&self, payload: Value, msg_id: &str) -> Result<VerifiedEvent, ChannelError> {
         let m = &self.mapping;
-        let at = |pointer: &Option<String>| pointer.as_deref().and_then(|p| payload.pointer(p)).filter(|v| !v.is_null());
+        let at =
+            |pointer: &Option<String>| pointer.as_deref().and_then(|p| payload.pointer(p)).filter(|v| !v.is_null());
         let text = |pointer: &Option<String>, field: &str| -> Result<Option<String>, ChannelError> {
             match at(pointer) {
                 None => Ok(None),
@@ -372,7 +380,9 @@ impl StandardWebhooks {
         };
         let raw_status = text(&m.kind, "kind")?;
         let kind = match raw_status.as_deref() {
-            Some(value) => self.kinds.get(value).copied().or_else(|| parse_event_kind(value)).unwrap_or(EventKind::Other),
+            Some(value) => {
+                self.kinds.get(value).copied().or_else(|| parse_event_kind(value)).unwrap_or(EventKind::Other)
+            }
             None => EventKind::Other,
         };
         let out_trade_no = text(&Some(m.out_trade_no.clone()), "out_trade_no")?.unwrap_or_default();
@@ -452,9 +462,8 @@ pub fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNot
             }
         }
     }
-    let body = json!({"type": spec.kind.as_str(), "timestamp": spec.at.to_string(), "data": data})
-        .to_string()
-        .into_bytes();
+    let body =
+        json!({"type": spec.kind.as_str(), "timestamp": spec.at.to_string(), "data": data}).to_string().into_bytes();
     let ts = spec.at.as_second();
     let signature = sign_standard_webhook(key.expose(), &spec.notification_id, ts, &body);
     Ok(SimulatedNotification {
@@ -485,7 +494,11 @@ mod tests {
     const SW2_SIG: &str = "v1,YL2H1zQDTgiQs2xQxnnjOQjNbbDhRVpoSkMJNj6COtI=";
 
     fn config() -> StandardWebhooksConfig {
-        StandardWebhooksConfig { secrets: vec![SecretRef::new(SECRET)], tolerance: default_tolerance(), mapping: PayloadMapping::default() }
+        StandardWebhooksConfig {
+            secrets: vec![SecretRef::new(SECRET)],
+            tolerance: default_tolerance(),
+            mapping: PayloadMapping::default(),
+        }
     }
 
     fn channel() -> StandardWebhooks {
@@ -504,7 +517,14 @@ mod tests {
         map
     }
 
-    fn verify_with(ch: &StandardWebhooks, id: &str, ts: &str, sig: &str, body: &str, now: i64) -> Result<VerifiedEvent, ChannelError> {
+    fn verify_with(
+        ch: &StandardWebhooks,
+        id: &str,
+        ts: &str,
+        sig: &str,
+        body: &str,
+        now: i64,
+    ) -> Result<VerifiedEvent, ChannelError> {
         let h = headers(&[("webhook-id", id), ("webhook-timestamp", ts), ("webhook-signature", sig)]);
         ch.verify(&NotifyRequest { headers: &h, body: body.as_bytes() }, at(now))
     }
@@ -546,7 +566,9 @@ mod tests {
     #[test]
     fn sw2_accepts_v1a_and_wrong_v1_entries_before_the_valid_one() {
         assert!(verify_sw2(&format!("v1a,xxxx {SW2_SIG}"), SW2_BODY, SW2_TS).is_ok());
-        assert!(verify_sw2(&format!("v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= {SW2_SIG}"), SW2_BODY, SW2_TS).is_ok());
+        assert!(
+            verify_sw2(&format!("v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= {SW2_SIG}"), SW2_BODY, SW2_TS).is_ok()
+        );
         assert!(verify_sw2(&format!("v1,AAAA... {SW2_SIG}"), SW2_BODY, SW2_TS).is_ok());
     }
 
@@ -570,7 +592,13 @@ mod tests {
 
     #[test]
     fn signature_without_any_decodable_v1_is_rejected() {
-        for sig in ["", "v1a,abc", "v2,YL2H1zQDTgiQs2xQxnnjOQjNbbDhRVpoSkMJNj6COtI=", "v1,%%%%", "YL2H1zQDTgiQs2xQxnnjOQjNbbDhRVpoSkMJNj6COtI="] {
+        for sig in [
+            "",
+            "v1a,abc",
+            "v2,YL2H1zQDTgiQs2xQxnnjOQjNbbDhRVpoSkMJNj6COtI=",
+            "v1,%%%%",
+            "YL2H1zQDTgiQs2xQxnnjOQjNbbDhRVpoSkMJNj6COtI=",
+        ] {
             assert!(matches!(verify_sw2(sig, SW2_BODY, SW2_TS), Err(ChannelError::Signature(_))), "{sig:?}");
         }
     }
@@ -578,7 +606,12 @@ mod tests {
     #[test]
     fn duplicate_or_missing_headers_are_malformed() {
         let ts = SW2_TS.to_string();
-        let h = headers(&[("webhook-id", SW2_ID), ("webhook-timestamp", &ts), ("webhook-signature", SW2_SIG), ("webhook-signature", SW2_SIG)]);
+        let h = headers(&[
+            ("webhook-id", SW2_ID),
+            ("webhook-timestamp", &ts),
+            ("webhook-signature", SW2_SIG),
+            ("webhook-signature", SW2_SIG),
+        ]);
         let dup = channel().verify(&NotifyRequest { headers: &h, body: SW2_BODY.as_bytes() }, at(SW2_TS));
         assert!(matches!(dup, Err(ChannelError::Malformed(_))));
         let h = headers(&[("webhook-id", SW2_ID), ("webhook-signature", SW2_SIG)]);
@@ -588,9 +621,18 @@ mod tests {
 
     #[test]
     fn id_with_dot_and_non_numeric_timestamp_are_malformed() {
-        assert!(matches!(verify_with(&channel(), "msg.1", "1714536000", SW2_SIG, SW2_BODY, SW2_TS), Err(ChannelError::Malformed(_))));
+        assert!(matches!(
+            verify_with(&channel(), "msg.1", "1714536000", SW2_SIG, SW2_BODY, SW2_TS),
+            Err(ChannelError::Malformed(_))
+        ));
         for ts in ["1714536000.5", "-1714536000", "+1714536000", "", "2024-05-01T04:00:00Z"] {
-            assert!(matches!(verify_with(&channel(), SW2_ID, ts, SW2_SIG, SW2_BODY, SW2_TS), Err(ChannelError::Malformed(_))), "{ts:?}");
+            assert!(
+                matches!(
+                    verify_with(&channel(), SW2_ID, ts, SW2_SIG, SW2_BODY, SW2_TS),
+                    Err(ChannelError::Malformed(_))
+                ),
+                "{ts:?}"
+            );
         }
     }
 
@@ -632,7 +674,10 @@ mod tests {
             amount_exponent: Some(2),
             currency: Some("/order/currency".into()),
             kind: Some("/event".into()),
-            kinds: BTreeMap::from([("order.paid".to_string(), "payment.succeeded".to_string()), ("order.refunded".to_string(), "refund.succeeded".to_string())]),
+            kinds: BTreeMap::from([
+                ("order.paid".to_string(), "payment.succeeded".to_string()),
+                ("order.refunded".to_string(), "refund.succeeded".to_string()),
+            ]),
             channel_txn_id: Some("/order/txn".into()),
             occurred_at: Some("/created".into()),
             out_refund_no: Some("/order/refund_no".into()),
@@ -640,7 +685,8 @@ mod tests {
         };
         let ch = cfg.build().unwrap();
         let body = r#"{"event":"order.paid","created":1714536000,"order":{"id":12345,"total":"88.80","currency":"cny","txn":"T1"}}"#;
-        let sig = sign_standard_webhook(decode_secret(SECRET.as_bytes()).unwrap().expose(), "m1", SW2_TS, body.as_bytes());
+        let sig =
+            sign_standard_webhook(decode_secret(SECRET.as_bytes()).unwrap().expose(), "m1", SW2_TS, body.as_bytes());
         let event = verify_with(&ch, "m1", &SW2_TS.to_string(), &sig, body, SW2_TS).unwrap();
         assert_eq!(event.kind, EventKind::PaymentSucceeded);
         assert_eq!(event.out_trade_no, "12345");
@@ -649,17 +695,24 @@ mod tests {
         assert_eq!(event.channel_txn_id.as_deref(), Some("T1"));
         assert_eq!(event.occurred_at.as_deref(), Some("2024-05-01T04:00:00Z"));
 
-        let refund: Value = serde_json::from_str(r#"{"event":"order.refunded","order":{"id":"O1","total":88,"refunded":"10.5","refund_no":"R1"}}"#).unwrap();
+        let refund: Value = serde_json::from_str(
+            r#"{"event":"order.refunded","order":{"id":"O1","total":88,"refunded":"10.5","refund_no":"R1"}}"#,
+        )
+        .unwrap();
         let event = ch.normalize(refund, "m2").unwrap();
         assert_eq!(event.kind, EventKind::RefundSucceeded);
         assert_eq!(event.amount_minor, Some(8800));
-        assert_eq!(event.refund, Some(RefundInfo { out_refund_no: Some("R1".into()), refund_id: None, amount_minor: Some(1050) }));
+        assert_eq!(
+            event.refund,
+            Some(RefundInfo { out_refund_no: Some("R1".into()), refund_id: None, amount_minor: Some(1050) })
+        );
 
         let unknown: Value = serde_json::from_str(r#"{"event":"order.viewed","order":{}}"#).unwrap();
         assert_eq!(ch.normalize(unknown, "m3").unwrap().kind, EventKind::Other);
         let float: Value = serde_json::from_str(r#"{"event":"order.paid","order":{"id":"O1","total":88.8}}"#).unwrap();
         assert!(matches!(ch.normalize(float, "m4"), Err(ChannelError::Malformed(_))));
-        let three_decimals: Value = serde_json::from_str(r#"{"event":"order.paid","order":{"id":"O1","total":"88.801"}}"#).unwrap();
+        let three_decimals: Value =
+            serde_json::from_str(r#"{"event":"order.paid","order":{"id":"O1","total":"88.801"}}"#).unwrap();
         assert!(matches!(ch.normalize(three_decimals, "m5"), Err(ChannelError::Malformed(_))));
     }
 
@@ -667,7 +720,8 @@ mod tests {
     fn payment_kind_without_order_number_is_malformed() {
         let payload: Value = serde_json::from_str(r#"{"type":"payment.succeeded","data":{"amount":1}}"#).unwrap();
         assert!(matches!(channel().normalize(payload, "m"), Err(ChannelError::Malformed(_))));
-        let fractional_minor: Value = serde_json::from_str(r#"{"type":"payment.succeeded","data":{"out_trade_no":"O","amount":"1.5"}}"#).unwrap();
+        let fractional_minor: Value =
+            serde_json::from_str(r#"{"type":"payment.succeeded","data":{"out_trade_no":"O","amount":"1.5"}}"#).unwrap();
         assert!(matches!(channel().normalize(fractional_minor, "m"), Err(ChannelError::Malformed(_))));
     }
 
@@ -692,10 +746,12 @@ mod tests {
         assert_eq!(cfg.mapping.out_trade_no, "/data/out_trade_no");
         assert_eq!(cfg.mapping.kind.as_deref(), Some("/type"));
         let cfg: StandardWebhooksConfig =
-            serde_json::from_value(json!({"secrets": ["x"], "mapping": {"out_trade_no": "/id", "amount": null}})).unwrap();
+            serde_json::from_value(json!({"secrets": ["x"], "mapping": {"out_trade_no": "/id", "amount": null}}))
+                .unwrap();
         assert_eq!(cfg.mapping.amount, None);
         assert_eq!(cfg.mapping.currency.as_deref(), Some("/data/currency"));
-        assert!(serde_json::from_value::<StandardWebhooksConfig>(json!({"secrets": [], "mapping": {"order": "/id"}})).is_err());
+        assert!(serde_json::from_value::<StandardWebhooksConfig>(json!({"secrets": [], "mapping": {"order": "/id"}}))
+            .is_err());
         let schema = serde_json::to_value(schemars::schema_for!(StandardWebhooksConfig)).unwrap();
         assert_eq!(schema["properties"]["tolerance"]["type"], "string");
         assert!(schema["definitions"]["PayloadMapping"]["properties"]["kinds"].is_object());
@@ -751,11 +807,23 @@ mod tests {
                 assert_eq!(event.refund.unwrap().amount_minor, Some(100));
             }
         }
-        assert!(simulate(&SimulateSpec {
-            out_trade_no: "O".into(), amount_minor: 1, currency: "USD".into(), kind: EventKind::PaymentSucceeded,
-            out_refund_no: None, refund_amount_minor: None, channel_txn_id: "T".into(), at: at(SW2_TS),
-            notification_id: "m".into(), app_id: None, mch_id: None,
-        }, &SimulateKeys::default()).is_err());
+        assert!(simulate(
+            &SimulateSpec {
+                out_trade_no: "O".into(),
+                amount_minor: 1,
+                currency: "USD".into(),
+                kind: EventKind::PaymentSucceeded,
+                out_refund_no: None,
+                refund_amount_minor: None,
+                channel_txn_id: "T".into(),
+                at: at(SW2_TS),
+                notification_id: "m".into(),
+                app_id: None,
+                mch_id: None,
+            },
+            &SimulateKeys::default()
+        )
+        .is_err());
     }
 
     #[test]

@@ -117,11 +117,12 @@ pub fn parse_signature_header(header: &str) -> Result<StripeSignatureHeader<'_>,
     let mut timestamp_text = None;
     let mut v1 = Vec::new();
     for item in header.split(',') {
-        let (key, value) = item
-            .split_once('=')
-            .ok_or_else(|| ChannelError::Malformed("Stripe-Signature item without '='".into()))?;
+        let (key, value) =
+            item.split_once('=').ok_or_else(|| ChannelError::Malformed("Stripe-Signature item without '='".into()))?;
         match key {
-            "t" if timestamp_text.is_some() => return Err(ChannelError::Malformed("Stripe-Signature has two t".into())),
+            "t" if timestamp_text.is_some() => {
+                return Err(ChannelError::Malformed("Stripe-Signature has two t".into()))
+            }
             "t" => timestamp_text = Some(value),
             "v1" => {
                 let mut mac = [0u8; 32];
@@ -164,7 +165,10 @@ impl Channel for Stripe {
         // §4.4: the libraries only refuse old timestamps; we refuse both directions (a future t
         // would otherwise extend a captured request's replay window).
         if now.as_second().abs_diff(header.timestamp) > self.tolerance_secs.unsigned_abs() {
-            return Err(ChannelError::Stale(format!("Stripe-Signature t={} is outside the {}s window", header.timestamp, self.tolerance_secs)));
+            return Err(ChannelError::Stale(format!(
+                "Stripe-Signature t={} is outside the {}s window",
+                header.timestamp, self.tolerance_secs
+            )));
         }
         let mut matched = subtle::Choice::from(0);
         for secret in &self.secrets {
@@ -176,7 +180,8 @@ impl Channel for Stripe {
         if !bool::from(matched) {
             return Err(ChannelError::Signature("no v1 signature matches an endpoint secret".into()));
         }
-        let event: Value = serde_json::from_slice(req.body).map_err(|e| ChannelError::Malformed(format!("event body: {e}")))?;
+        let event: Value =
+            serde_json::from_slice(req.body).map_err(|e| ChannelError::Malformed(format!("event body: {e}")))?;
         if let (Some(expected), Some(actual)) = (self.livemode, event.get("livemode").and_then(Value::as_bool)) {
             if expected != actual {
                 return Err(ChannelError::Business(format!("event livemode={actual}, endpoint expects {expected}")));
@@ -215,11 +220,16 @@ fn normalize(event: Value, order_key: &str) -> Result<VerifiedEvent, ChannelErro
     let payment_status = str_at(object, "/payment_status");
 
     let (kind, amount_pointer, txn_id, raw_status) = match event_type.as_str() {
-        "payment_intent.succeeded" => (EventKind::PaymentSucceeded, "/amount_received", object_id, str_at(object, "/status")),
+        "payment_intent.succeeded" => {
+            (EventKind::PaymentSucceeded, "/amount_received", object_id, str_at(object, "/status"))
+        }
         "payment_intent.processing" => (EventKind::PaymentPending, "/amount", object_id, str_at(object, "/status")),
         "payment_intent.payment_failed" => (EventKind::PaymentFailed, "/amount", object_id, str_at(object, "/status")),
         "payment_intent.canceled" => (EventKind::PaymentClosed, "/amount", object_id, str_at(object, "/status")),
-        "checkout.session.completed" | "checkout.session.async_payment_succeeded" | "checkout.session.async_payment_failed" | "checkout.session.expired" => {
+        "checkout.session.completed"
+        | "checkout.session.async_payment_succeeded"
+        | "checkout.session.async_payment_failed"
+        | "checkout.session.expired" => {
             // §4.5: a completed session is paid only when payment_status says so; delayed
             // methods complete later with async_payment_succeeded/failed.
             let kind = match (event_type.as_str(), payment_status.as_deref()) {
@@ -233,7 +243,11 @@ fn normalize(event: Value, order_key: &str) -> Result<VerifiedEvent, ChannelErro
         }
         "charge.refunded" => {
             let txn = str_at(object, "/payment_intent").or(object_id);
-            let status = if object.get("refunded").and_then(Value::as_bool) == Some(true) { "refunded" } else { "partially_refunded" };
+            let status = if object.get("refunded").and_then(Value::as_bool) == Some(true) {
+                "refunded"
+            } else {
+                "partially_refunded"
+            };
             (EventKind::RefundSucceeded, "/amount", txn, Some(status.to_string()))
         }
         _ => (EventKind::Other, "/amount", object_id, str_at(object, "/status")),
@@ -254,7 +268,11 @@ fn normalize(event: Value, order_key: &str) -> Result<VerifiedEvent, ChannelErro
     };
     let refund = if kind.is_refund() {
         // amount_refunded is cumulative over partial refunds (§4.5).
-        Some(RefundInfo { out_refund_no: None, refund_id: None, amount_minor: integer_minor_at(object, "/amount_refunded")? })
+        Some(RefundInfo {
+            out_refund_no: None,
+            refund_id: None,
+            amount_minor: integer_minor_at(object, "/amount_refunded")?,
+        })
     } else {
         None
     };
@@ -288,16 +306,19 @@ pub fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNot
     let (event_type, object) = match spec.kind {
         EventKind::RefundSucceeded => {
             let refunded = spec.refund_amount_minor.unwrap_or(spec.amount_minor);
-            ("charge.refunded", json!({
-                "id": format!("ch_{}", spec.channel_txn_id.trim_start_matches("pi_")),
-                "object": "charge",
-                "amount": spec.amount_minor,
-                "amount_refunded": refunded,
-                "refunded": refunded >= spec.amount_minor,
-                "currency": currency,
-                "payment_intent": spec.channel_txn_id,
-                "metadata": metadata,
-            }))
+            (
+                "charge.refunded",
+                json!({
+                    "id": format!("ch_{}", spec.channel_txn_id.trim_start_matches("pi_")),
+                    "object": "charge",
+                    "amount": spec.amount_minor,
+                    "amount_refunded": refunded,
+                    "refunded": refunded >= spec.amount_minor,
+                    "currency": currency,
+                    "payment_intent": spec.channel_txn_id,
+                    "metadata": metadata,
+                }),
+            )
         }
         kind => {
             let (event_type, status, received) = match kind {
@@ -307,15 +328,18 @@ pub fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNot
                 EventKind::PaymentClosed => ("payment_intent.canceled", "canceled", 0),
                 other => return Err(format!("stripe cannot simulate {}", other.as_str())),
             };
-            (event_type, json!({
-                "id": spec.channel_txn_id,
-                "object": "payment_intent",
-                "amount": spec.amount_minor,
-                "amount_received": received,
-                "currency": currency,
-                "status": status,
-                "metadata": metadata,
-            }))
+            (
+                event_type,
+                json!({
+                    "id": spec.channel_txn_id,
+                    "object": "payment_intent",
+                    "amount": spec.amount_minor,
+                    "amount_received": received,
+                    "currency": currency,
+                    "status": status,
+                    "metadata": metadata,
+                }),
+            )
         }
     };
     let body = json!({
@@ -516,7 +540,8 @@ mod tests {
     #[test]
     fn duplicate_or_missing_stripe_signature_header_is_malformed() {
         let mut h = HeaderMap::new();
-        let req = |h: &HeaderMap| channel().verify(&NotifyRequest { headers: h, body: S1_BODY.as_bytes() }, at(1714536000));
+        let req =
+            |h: &HeaderMap| channel().verify(&NotifyRequest { headers: h, body: S1_BODY.as_bytes() }, at(1714536000));
         assert!(matches!(req(&h), Err(ChannelError::Malformed(_))));
         h.append("stripe-signature", HeaderValue::from_static(S1_HEADER));
         assert!(req(&h).is_ok());
@@ -528,7 +553,10 @@ mod tests {
     fn livemode_mismatch_is_a_business_failure() {
         let mut cfg = config(&[SECRET]);
         cfg.livemode = Some(true);
-        assert!(matches!(verify(&cfg.build().unwrap(), S1_HEADER, S1_BODY, 1714536000), Err(ChannelError::Business(_))));
+        assert!(matches!(
+            verify(&cfg.build().unwrap(), S1_HEADER, S1_BODY, 1714536000),
+            Err(ChannelError::Business(_))
+        ));
         cfg.livemode = Some(false);
         assert!(verify(&cfg.build().unwrap(), S1_HEADER, S1_BODY, 1714536000).is_ok());
     }
@@ -556,7 +584,13 @@ mod tests {
     #[test]
     fn simulated_events_round_trip_through_verify() {
         let keys = SimulateKeys { secret: Some(SECRET.as_bytes().to_vec()), ..SimulateKeys::default() };
-        for kind in [EventKind::PaymentSucceeded, EventKind::PaymentPending, EventKind::PaymentFailed, EventKind::PaymentClosed, EventKind::RefundSucceeded] {
+        for kind in [
+            EventKind::PaymentSucceeded,
+            EventKind::PaymentPending,
+            EventKind::PaymentFailed,
+            EventKind::PaymentClosed,
+            EventKind::RefundSucceeded,
+        ] {
             let spec = SimulateSpec {
                 out_trade_no: "ORDER-SIM-1".into(),
                 amount_minor: 1999,

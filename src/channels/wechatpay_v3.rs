@@ -109,7 +109,10 @@ impl WechatpayV3Config {
             Ok(key) if key.expose().len() == 32 => Some(key),
             Ok(key) => {
                 let len = key.expose().len();
-                issues.push(ConfigIssue::new("api_v3_key", format!("must be 32 bytes, {} has {len}", self.api_v3_key.describe())));
+                issues.push(ConfigIssue::new(
+                    "api_v3_key",
+                    format!("must be 32 bytes, {} has {len}", self.api_v3_key.describe()),
+                ));
                 None
             }
             Err(e) => {
@@ -228,7 +231,10 @@ impl Channel for WechatpayV3 {
         let ts: i64 = timestamp.parse().map_err(|_| ChannelError::Malformed("Wechatpay-Timestamp".into()))?;
         // §2.4: reject when |now - ts| >= window (wechatpay-go uses >= five minutes).
         if now.as_second().abs_diff(ts) >= self.tolerance_secs.unsigned_abs() {
-            return Err(ChannelError::Stale(format!("Wechatpay-Timestamp {ts} is outside the {}s window", self.tolerance_secs)));
+            return Err(ChannelError::Stale(format!(
+                "Wechatpay-Timestamp {ts} is outside the {}s window",
+                self.tolerance_secs
+            )));
         }
         if signature.starts_with(PROBE_PREFIX) {
             return Err(ChannelError::Signature("signature probe (WECHATPAY/SIGNTEST/) rejected".into()));
@@ -243,14 +249,19 @@ impl Channel for WechatpayV3 {
         key.verify(&message, &sig)
             .map_err(|_| ChannelError::Signature("RSA-SHA256 signature does not verify".into()))?;
 
-        let envelope: Envelope = serde_json::from_slice(req.body)
-            .map_err(|e| ChannelError::Malformed(format!("notification body: {e}")))?;
+        let envelope: Envelope =
+            serde_json::from_slice(req.body).map_err(|e| ChannelError::Malformed(format!("notification body: {e}")))?;
         let resource = &envelope.resource;
         if resource.algorithm != RESOURCE_ALGORITHM {
             return Err(ChannelError::Unsupported(format!("resource.algorithm {:.40}", resource.algorithm)));
         }
         let aad = resource.associated_data.as_deref().unwrap_or("");
-        let plaintext = decrypt_resource(self.api_v3_key.expose(), resource.nonce.as_bytes(), aad.as_bytes(), &resource.ciphertext)?;
+        let plaintext = decrypt_resource(
+            self.api_v3_key.expose(),
+            resource.nonce.as_bytes(),
+            aad.as_bytes(),
+            &resource.ciphertext,
+        )?;
         let object: Value = serde_json::from_slice(&plaintext)
             .map_err(|_| ChannelError::Malformed("decrypted resource is not JSON".into()))?;
         let event = normalize(&envelope, object)?;
@@ -283,11 +294,9 @@ impl WechatpayV3 {
         }
         let wanted = normalize_serial(serial)
             .ok_or_else(|| ChannelError::Malformed("Wechatpay-Serial is neither hex nor PUB_KEY_ID_".into()))?;
-        let found = self
-            .platform_keys
-            .iter()
-            .find(|k| k.serial == wanted)
-            .ok_or_else(|| ChannelError::UnknownKey(format!("platform certificate serial {wanted:.64} is not configured")))?;
+        let found = self.platform_keys.iter().find(|k| k.serial == wanted).ok_or_else(|| {
+            ChannelError::UnknownKey(format!("platform certificate serial {wanted:.64} is not configured"))
+        })?;
         let now = now.as_second();
         if now < found.not_before || now > found.not_after {
             return Err(ChannelError::UnknownKey(format!("platform certificate {wanted} is not valid at this time")));
@@ -400,17 +409,26 @@ fn checked_verifying_key(key: RsaPublicKey) -> Result<VerifyingKey<Sha256>, Stri
 /// Decrypts a `resource` (§2.5): `ciphertext_b64` is base64 of ciphertext ‖ 16-byte tag, `key`
 /// the APIv3 key's ASCII bytes (16, 24 or 32 bytes: the official vectors use 16-byte keys),
 /// `nonce` the 12 ASCII bytes of `resource.nonce`, `associated_data` the AAD (may be empty).
-pub fn decrypt_resource(key: &[u8], nonce: &[u8], associated_data: &[u8], ciphertext_b64: &str) -> Result<Vec<u8>, ChannelError> {
-    let ciphertext = BASE64
-        .decode(ciphertext_b64)
-        .map_err(|_| ChannelError::Decrypt("resource.ciphertext is not base64".into()))?;
+pub fn decrypt_resource(
+    key: &[u8],
+    nonce: &[u8],
+    associated_data: &[u8],
+    ciphertext_b64: &str,
+) -> Result<Vec<u8>, ChannelError> {
+    let ciphertext =
+        BASE64.decode(ciphertext_b64).map_err(|_| ChannelError::Decrypt("resource.ciphertext is not base64".into()))?;
     aes_gcm_apply(key, nonce, Payload { msg: &ciphertext, aad: associated_data }, Direction::Decrypt)
         .map_err(|e| ChannelError::Decrypt(e.into()))
 }
 
 /// Encrypts `plaintext` the way WeChat Pay does (the inverse of [`decrypt_resource`]), returning
 /// base64 of ciphertext ‖ tag. Used by [`simulate`] and tests.
-pub fn encrypt_resource(key: &[u8], nonce: &[u8], associated_data: &[u8], plaintext: &[u8]) -> Result<String, ChannelError> {
+pub fn encrypt_resource(
+    key: &[u8],
+    nonce: &[u8],
+    associated_data: &[u8],
+    plaintext: &[u8],
+) -> Result<String, ChannelError> {
     aes_gcm_apply(key, nonce, Payload { msg: plaintext, aad: associated_data }, Direction::Encrypt)
         .map(|ct| BASE64.encode(ct))
         .map_err(|e| ChannelError::Decrypt(e.into()))
@@ -422,7 +440,12 @@ enum Direction {
     Decrypt,
 }
 
-fn aes_gcm_apply(key: &[u8], nonce: &[u8], payload: Payload<'_, '_>, direction: Direction) -> Result<Vec<u8>, &'static str> {
+fn aes_gcm_apply(
+    key: &[u8],
+    nonce: &[u8],
+    payload: Payload<'_, '_>,
+    direction: Direction,
+) -> Result<Vec<u8>, &'static str> {
     if nonce.len() != 12 {
         return Err("resource.nonce must be 12 bytes");
     }
@@ -599,8 +622,13 @@ pub fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNot
         }
     };
     let resource_nonce = Alphanumeric.sample_string(&mut rand::thread_rng(), 12);
-    let ciphertext = encrypt_resource(api_v3_key, resource_nonce.as_bytes(), original_type.as_bytes(), object.to_string().as_bytes())
-        .map_err(|e| e.to_string())?;
+    let ciphertext = encrypt_resource(
+        api_v3_key,
+        resource_nonce.as_bytes(),
+        original_type.as_bytes(),
+        object.to_string().as_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
     let body = json!({
         "id": spec.notification_id,
         "create_time": when,
@@ -900,7 +928,10 @@ mod tests {
     #[test]
     fn tampered_body_byte_fails_signature() {
         let body = DW1_BODY.replace("TRANSACTION.SUCCESS", "TRANSACTION.SUCCESs");
-        assert!(matches!(verify(&channel(), &dw1_headers(DW_SERIAL), body.as_bytes(), dw1_now()), Err(ChannelError::Signature(_))));
+        assert!(matches!(
+            verify(&channel(), &dw1_headers(DW_SERIAL), body.as_bytes(), dw1_now()),
+            Err(ChannelError::Signature(_))
+        ));
     }
 
     #[test]
@@ -957,10 +988,16 @@ mod tests {
             assert!(decrypt_resource(&key, b"abcdefghijkl", b"refund", &ct).is_err(), "AAD is authenticated");
         }
         for len in [0, 15, 31, 33] {
-            assert!(matches!(encrypt_resource(&vec![b'k'; len], b"abcdefghijkl", b"", b"{}"), Err(ChannelError::Decrypt(_))));
+            assert!(matches!(
+                encrypt_resource(&vec![b'k'; len], b"abcdefghijkl", b"", b"{}"),
+                Err(ChannelError::Decrypt(_))
+            ));
         }
         assert!(matches!(decrypt_resource(&[b'k'; 32], b"short", b"", "AAAA"), Err(ChannelError::Decrypt(_))));
-        assert!(matches!(decrypt_resource(&[b'k'; 32], b"abcdefghijkl", b"", "not base64!"), Err(ChannelError::Decrypt(_))));
+        assert!(matches!(
+            decrypt_resource(&[b'k'; 32], b"abcdefghijkl", b"", "not base64!"),
+            Err(ChannelError::Decrypt(_))
+        ));
     }
 
     #[test]
@@ -972,7 +1009,13 @@ mod tests {
 
     #[test]
     fn duplicate_security_header_is_malformed() {
-        for name in ["Wechatpay-Signature", "Wechatpay-Serial", "Wechatpay-Timestamp", "Wechatpay-Nonce", "Wechatpay-Signature-Type"] {
+        for name in [
+            "Wechatpay-Signature",
+            "Wechatpay-Serial",
+            "Wechatpay-Timestamp",
+            "Wechatpay-Nonce",
+            "Wechatpay-Signature-Type",
+        ] {
             let mut h = dw1_headers(DW_SERIAL);
             let value = h.get(name).unwrap().clone();
             h.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), value);
@@ -986,7 +1029,10 @@ mod tests {
         for name in ["Wechatpay-Signature", "Wechatpay-Serial", "Wechatpay-Timestamp", "Wechatpay-Nonce"] {
             let mut h = dw1_headers(DW_SERIAL);
             h.remove(name);
-            assert!(matches!(verify(&channel(), &h, DW1_BODY.as_bytes(), dw1_now()), Err(ChannelError::Malformed(_))), "{name}");
+            assert!(
+                matches!(verify(&channel(), &h, DW1_BODY.as_bytes(), dw1_now()), Err(ChannelError::Malformed(_))),
+                "{name}"
+            );
         }
     }
 
@@ -995,7 +1041,10 @@ mod tests {
         for ts in ["+1714536006", " 1714536006", "01714536006", "1714536006.0", "-1", ""] {
             let mut h = dw1_headers(DW_SERIAL);
             h.insert("wechatpay-timestamp", HeaderValue::from_str(ts).unwrap());
-            assert!(matches!(verify(&channel(), &h, DW1_BODY.as_bytes(), dw1_now()), Err(ChannelError::Malformed(_))), "{ts:?}");
+            assert!(
+                matches!(verify(&channel(), &h, DW1_BODY.as_bytes(), dw1_now()), Err(ChannelError::Malformed(_))),
+                "{ts:?}"
+            );
         }
     }
 
@@ -1004,7 +1053,10 @@ mod tests {
         for sig in ["%%%not-base64%%%", "AAAA", &DW1_SIG[..DW1_SIG.len() - 4]] {
             let mut h = dw1_headers(DW_SERIAL);
             h.insert("wechatpay-signature", HeaderValue::from_str(sig).unwrap());
-            assert!(matches!(verify(&channel(), &h, DW1_BODY.as_bytes(), dw1_now()), Err(ChannelError::Signature(_))), "{sig}");
+            assert!(
+                matches!(verify(&channel(), &h, DW1_BODY.as_bytes(), dw1_now()), Err(ChannelError::Signature(_))),
+                "{sig}"
+            );
         }
     }
 
@@ -1034,7 +1086,9 @@ mod tests {
     #[test]
     fn simulated_payment_round_trips_through_verify() {
         let ch = sim_channel();
-        for kind in [EventKind::PaymentSucceeded, EventKind::PaymentPending, EventKind::PaymentClosed, EventKind::PaymentFailed] {
+        for kind in
+            [EventKind::PaymentSucceeded, EventKind::PaymentPending, EventKind::PaymentClosed, EventKind::PaymentFailed]
+        {
             let n = simulate(&sim_spec(kind), &sim_keys(SIM_SERIAL)).unwrap();
             assert_eq!(n.content_type, "application/json");
             let event = verify(&ch, &send(&n), &n.body, at(1714536006)).unwrap();
@@ -1107,7 +1161,8 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.tolerance, Duration::from_secs(300));
         assert!(matches!(cfg.platform_certificates[1], PlatformCertificate::Pinned(_)));
-        let unknown = serde_json::from_value::<WechatpayV3Config>(json!({"mchid": "1", "api_v3_key": "x", "apikey": "y"}));
+        let unknown =
+            serde_json::from_value::<WechatpayV3Config>(json!({"mchid": "1", "api_v3_key": "x", "apikey": "y"}));
         assert!(unknown.is_err());
         let defaulted: WechatpayV3Config = serde_json::from_value(json!({"mchid": "1", "api_v3_key": "x"})).unwrap();
         assert_eq!(defaulted.tolerance, Duration::from_secs(300));
