@@ -11,6 +11,9 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 pub mod amount;
+pub mod standard_webhooks;
+pub mod stripe;
+pub mod wechatpay_v3;
 
 /// A notification as received: headers and the raw body bytes exactly as they arrived.
 #[derive(Debug, Clone, Copy)]
