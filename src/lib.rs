@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod metrics;
+pub mod notify;
 pub mod proxy;
 pub mod server;
 pub mod state;

@@ -27,6 +27,10 @@ pub struct Metrics {
     pub store_duration: HistogramVec,
     /// Store errors by backend and operation.
     pub store_errors: IntCounterVec,
+    /// Notifications by route, channel and outcome.
+    pub notifications: IntCounterVec,
+    /// Backend latency of forwarded notifications, by route.
+    pub notify_backend_duration: HistogramVec,
 }
 
 impl Metrics {
@@ -63,7 +67,19 @@ impl Metrics {
         let store_duration =
             histogram("store_operation_duration_seconds", "Store operation latency.", &["backend", "op"]);
         let store_errors = counter("store_errors_total", "Store operation errors.", &["backend", "op"]);
+        let notifications = counter(
+            "notifications_total",
+            "Payment notifications by route, channel and outcome.",
+            &["route", "channel", "outcome"],
+        );
+        let notify_backend_duration = histogram(
+            "notify_backend_duration_seconds",
+            "Backend latency of forwarded notifications.",
+            &["route"],
+        );
         Self {
+            notifications,
+            notify_backend_duration,
             registry,
             requests,
             request_duration,

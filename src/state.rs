@@ -8,6 +8,7 @@ use arc_swap::ArcSwap;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::proxy::backend::HttpBackend;
 use crate::store::Store;
 
 /// Everything long-lived: the current config (swapped atomically on reload), metrics, store.
@@ -22,12 +23,16 @@ pub struct SharedState {
     pub clock: SharedClock,
     /// The config file, for reloads.
     pub config_path: PathBuf,
+    /// Pooled client for paths where payguard consults the backend itself.
+    pub backend: HttpBackend,
 }
 
 impl SharedState {
     /// New shared state.
     pub fn new(config: Config, config_path: PathBuf, store: Arc<dyn Store>, clock: SharedClock, metrics: Metrics) -> Self {
-        Self { config: ArcSwap::from_pointee(config), metrics, store, clock, config_path }
+        let up = &config.upstream;
+        let backend = HttpBackend::new(up.connect_timeout, up.idle_timeout, up.pool_size);
+        Self { config: ArcSwap::from_pointee(config), metrics, store, clock, config_path, backend }
     }
 
     /// The current config snapshot; a request keeps the one it started with.

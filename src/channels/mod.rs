@@ -11,6 +11,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 pub mod amount;
+pub mod registry;
 pub mod standard_webhooks;
 pub mod stripe;
 pub mod wechatpay_v3;

@@ -223,6 +223,9 @@ pub struct RouteConfig {
     pub matcher: RouteMatch,
     /// What payguard does with them.
     pub policy: PolicyKind,
+    /// Settings of a `notify` route (required with `policy: notify`).
+    #[serde(default)]
+    pub notify: Option<crate::notify::config::NotifyConfig>,
 }
 
 /// Request matcher of a route. Exactly one of `path` and `path_prefix`.

@@ -98,6 +98,120 @@ async fn respond_problem(session: &mut Session, ctx: &RequestCtx, mut problem: P
     respond(session, problem.status, Some(PROBLEM_JSON), &[], &ctx.request_id, problem.body()).await
 }
 
+/// Reads the whole request body, stopping once it exceeds `cap` bytes (`Err(len_so_far)`).
+async fn read_body_capped(session: &mut Session, cap: usize) -> Result<std::result::Result<Bytes, usize>> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        if buf.len() + chunk.len() > cap {
+            return Ok(Err(buf.len() + chunk.len()));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Ok(buf.freeze()))
+}
+
+impl PayguardProxy {
+    /// A notification endpoint: payguard answers the channel itself after consulting the backend
+    /// (the acknowledgement depends on the backend's answer), so nothing reaches the backend
+    /// before verification and nothing is acknowledged before the backend accepted.
+    async fn handle_notify(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        config: &Config,
+        route: &crate::notify::NotifyRoute,
+    ) -> Result<()> {
+        ctx.outcome = "notification";
+        let channel = route.channel.kind();
+        let (reply, record) = if session.req_header().method != http::Method::POST {
+            let mut record = crate::notify::NotifyRecord { outcome: "rejected_method", ..Default::default() };
+            record.reason = Some(format!("method {} is not POST", session.req_header().method));
+            (crate::notify::Reply::from(route.channel.failure_ack("method not allowed")), record)
+        } else {
+            match read_body_capped(session, route.max_body).await? {
+                Err(len) => {
+                    let record = crate::notify::NotifyRecord {
+                        outcome: "body_too_large",
+                        reason: Some(format!("body exceeds {} bytes (read {len})", route.max_body)),
+                        ..Default::default()
+                    };
+                    (crate::notify::Reply::from(route.channel.failure_ack("body too large")), record)
+                }
+                Ok(body) => self.notify_with_body(session, ctx, config, route, body).await,
+            }
+        };
+        self.finish_notify(session, ctx, channel, reply, record).await
+    }
+
+    async fn notify_with_body(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        config: &Config,
+        route: &crate::notify::NotifyRoute,
+        body: Bytes,
+    ) -> (crate::notify::Reply, crate::notify::NotifyRecord) {
+        {
+            let headers = session.req_header().headers.clone();
+            let path_and_query =
+                session.req_header().uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+            let io = crate::notify::NotifyIo {
+                store: self.state.store.as_ref(),
+                backend: &self.state.backend,
+                upstream: config.upstream.socket,
+                clock: self.state.clock.as_ref(),
+            };
+            let incoming = crate::notify::Incoming {
+                path_and_query: &path_and_query,
+                headers: &headers,
+                body: &body,
+                request_id: &ctx.request_id,
+            };
+            crate::notify::handle_notification(route, io, incoming).await
+        }
+    }
+
+    async fn finish_notify(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        channel: crate::channels::ChannelKind,
+        reply: crate::notify::Reply,
+        record: crate::notify::NotifyRecord,
+    ) -> Result<()> {
+        let m = &self.state.metrics;
+        m.notifications.with_label_values(&[ctx.route.as_str(), channel.as_str(), record.outcome]).inc();
+        if let Some(latency) = record.backend_latency {
+            m.notify_backend_duration.with_label_values(&[ctx.route.as_str()]).observe(latency.as_secs_f64());
+        }
+        // The transaction log the shop's support team reads (product.md §9).
+        tracing::info!(
+            target: "payguard::notify",
+            request_id = %ctx.request_id,
+            route = %ctx.route,
+            channel = channel.as_str(),
+            outcome = record.outcome,
+            event_id = record.event_id.as_deref(),
+            kind = record.kind,
+            out_trade_no = record.out_trade_no.as_deref(),
+            dedup = record.dedup,
+            backend_status = record.backend_status,
+            backend_latency_ms = record.backend_latency.map(|d| d.as_secs_f64() * 1000.0),
+            reason = record.reason.as_deref(),
+            answered = reply.status,
+            "notification"
+        );
+        let content_type = reply
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            .map(|(_, v)| v.clone());
+        let extra: Vec<(String, String)> =
+            reply.headers.into_iter().filter(|(k, _)| !k.eq_ignore_ascii_case("content-type")).collect();
+        respond(session, reply.status, content_type.as_deref(), &extra, &ctx.request_id, reply.body).await
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for PayguardProxy {
     type CTX = RequestCtx;
@@ -126,10 +240,14 @@ impl ProxyHttp for PayguardProxy {
         match config.routes.route(&method, &path) {
             Routed::Route(route) => {
                 ctx.route = route.name.clone();
-                match route.policy {
-                    PolicyKind::Pass => Ok(false),
+                match (route.policy, route.notify.clone()) {
+                    (PolicyKind::Pass, _) => Ok(false),
+                    (PolicyKind::Notify, Some(notify)) => {
+                        self.handle_notify(session, ctx, &config, &notify).await?;
+                        Ok(true)
+                    }
                     // Rejected by config validation until their handlers exist.
-                    PolicyKind::Guard | PolicyKind::Notify => {
+                    _ => {
                         ctx.outcome = "misconfigured";
                         respond_problem(session, ctx, Problem::new(500, "INTERNAL", "Route policy unavailable"))
                             .await?;

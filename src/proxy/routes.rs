@@ -37,6 +37,8 @@ pub struct Route {
     pub path: PathMatch,
     /// Policy.
     pub policy: PolicyKind,
+    /// Notification handler of a `notify` route.
+    pub notify: Option<std::sync::Arc<crate::notify::NotifyRoute>>,
 }
 
 /// All routes in order plus the default action.
@@ -90,18 +92,24 @@ impl RouteTable {
                     None
                 }
             };
-            match r.policy {
-                PolicyKind::Pass => {}
-                PolicyKind::Guard | PolicyKind::Notify => issues.push(ConfigIssue::new(
+            let mut notify = None;
+            match (r.policy, &r.notify) {
+                (PolicyKind::Pass, None) => {}
+                (PolicyKind::Notify, Some(cfg)) => match cfg.build(&r.name) {
+                    Ok(n) => notify = Some(n),
+                    Err(e) => issues.extend(e.into_iter().map(|i| ConfigIssue::new(at(&format!("notify.{}", i.path)), i.message))),
+                },
+                (PolicyKind::Notify, None) => {
+                    issues.push(ConfigIssue::new(at("notify"), "required with `policy: notify`"))
+                }
+                (_, Some(_)) => issues.push(ConfigIssue::new(at("notify"), "only allowed with `policy: notify`")),
+                (PolicyKind::Guard, None) => issues.push(ConfigIssue::new(
                     at("policy"),
-                    format!(
-                        "policy `{}` is not supported by this version of payguard",
-                        if r.policy == PolicyKind::Guard { "guard" } else { "notify" }
-                    ),
+                    "policy `guard` is not supported by this version of payguard",
                 )),
             }
             if let Some(path) = path {
-                compiled.push(Route { name: r.name.clone(), methods, path, policy: r.policy });
+                compiled.push(Route { name: r.name.clone(), methods, path, policy: r.policy, notify });
             }
         }
         if issues.is_empty() {
@@ -149,6 +157,7 @@ mod tests {
                 path_prefix: prefix.map(Into::into),
             },
             policy: PolicyKind::Pass,
+            notify: None,
         }
     }
 

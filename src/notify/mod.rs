@@ -1,0 +1,394 @@
+//! Payment-notification handling (product.md §6, channels.md §0.4): verify → normalize →
+//! business checks (inside the channel) → claim the dedup key → forward → on backend acceptance
+//! mark done and acknowledge; otherwise release the claim and answer the channel's failure so it
+//! retries. Nothing is acknowledged unless the backend accepted it or it is a proven duplicate.
+
+pub mod config;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use sha2::{Digest, Sha256};
+
+use crate::channels::{Ack, Channel, ChannelKind, EventKind, NotifyRequest, VerifiedEvent};
+use crate::clock::Clock;
+use crate::channels::standard_webhooks::StandardWebhookSigner;
+use crate::proxy::backend::{is_hop_by_hop, Backend, BackendError, BackendRequest};
+use crate::store::{CounterSpec, CounterWindow, DedupClaim, Store};
+
+/// What is forwarded to the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardMode {
+    /// The normalized event as JSON, signed with Standard Webhooks headers.
+    Normalized,
+    /// The original body and headers plus `X-PG-Verified: 1` and `X-PG-Event-Id`; the backend's
+    /// reply is relayed to the channel.
+    Passthrough,
+}
+
+/// A configured notification endpoint.
+#[derive(Debug, Clone)]
+pub struct NotifyRoute {
+    /// Route name (metrics, logs).
+    pub name: String,
+    /// The channel verifier.
+    pub channel: Arc<dyn Channel>,
+    /// Forward mode.
+    pub forward: ForwardMode,
+    /// Backend path; `None` forwards to the path the notification arrived on.
+    pub backend_path: Option<String>,
+    /// Whole backend exchange timeout.
+    pub timeout: Duration,
+    /// Signs forwarded requests with Standard Webhooks headers.
+    pub signer: Option<StandardWebhookSigner>,
+    /// Lease of a dedup claim (longer than `timeout`).
+    pub lease: Duration,
+    /// How long a completed notification is remembered.
+    pub keep: Duration,
+    /// Largest accepted notification body.
+    pub max_body: usize,
+}
+
+/// The notification as received.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    /// Path and query it arrived on.
+    pub path_and_query: &'a str,
+    /// Headers.
+    pub headers: &'a HeaderMap,
+    /// Raw body.
+    pub body: &'a [u8],
+    /// Request id (logged and passed to the backend).
+    pub request_id: &'a str,
+}
+
+/// Where and how to do I/O.
+#[derive(Debug, Clone, Copy)]
+pub struct NotifyIo<'a> {
+    /// Shared state.
+    pub store: &'a dyn Store,
+    /// Backend client.
+    pub backend: &'a dyn Backend,
+    /// Backend address.
+    pub upstream: SocketAddr,
+    /// Time source.
+    pub clock: &'a dyn Clock,
+}
+
+/// The answer to send to the channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers (content type included).
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl From<Ack> for Reply {
+    fn from(a: Ack) -> Self {
+        Self {
+            status: a.status,
+            headers: a.content_type.map(|ct| vec![("content-type".to_string(), ct.to_string())]).unwrap_or_default(),
+            body: a.body,
+        }
+    }
+}
+
+/// One line of the transaction log (product.md §9) and the metric labels.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotifyRecord {
+    /// Outcome label: `forwarded`, `duplicate`, `in_flight`, `late_pending`, `rejected_*`,
+    /// `backend_error`, `store_error`, `body_too_large`.
+    pub outcome: &'static str,
+    /// Why it was refused (no secrets, no signatures).
+    pub reason: Option<String>,
+    /// Stable event id.
+    pub event_id: Option<String>,
+    /// Normalized kind.
+    pub kind: Option<&'static str>,
+    /// Merchant order number.
+    pub out_trade_no: Option<String>,
+    /// Dedup result: `claimed`, `done`, `in_flight`, `skipped`.
+    pub dedup: Option<&'static str>,
+    /// Backend status, when it answered.
+    pub backend_status: Option<u16>,
+    /// Backend latency.
+    pub backend_latency: Option<Duration>,
+}
+
+/// Handles one notification end to end.
+pub async fn handle_notification(route: &NotifyRoute, io: NotifyIo<'_>, incoming: Incoming<'_>) -> (Reply, NotifyRecord) {
+    let channel = route.channel.as_ref();
+    let mut record = NotifyRecord::default();
+    let fail = |record: &mut NotifyRecord, outcome: &'static str, reason: String, ack_reason: &str| {
+        record.outcome = outcome;
+        record.reason = Some(reason);
+        Reply::from(channel.failure_ack(ack_reason))
+    };
+
+    if incoming.body.len() > route.max_body {
+        let reason = format!("body of {} bytes exceeds {} bytes", incoming.body.len(), route.max_body);
+        return (fail(&mut record, "body_too_large", reason, "body too large"), record);
+    }
+
+    let now = io.clock.now();
+    let event = match channel.verify(&NotifyRequest { headers: incoming.headers, body: incoming.body }, now) {
+        Ok(ev) => ev,
+        Err(e) => {
+            let ack_reason = match e.outcome() {
+                "rejected_stale" => "stale notification",
+                "rejected_business" => "merchant mismatch",
+                "rejected_unknown_key" => "unknown key",
+                "rejected_malformed" => "malformed notification",
+                "rejected_decrypt" => "decryption failed",
+                _ => "signature verification failed",
+            };
+            let outcome = e.outcome();
+            return (fail(&mut record, outcome, e.to_string(), ack_reason), record);
+        }
+    };
+
+    let keys = EventKeys::of(&event, incoming.body);
+    record.event_id = Some(keys.event_id.clone());
+    record.kind = Some(event.kind.as_str());
+    record.out_trade_no = Some(event.out_trade_no.clone());
+
+    // A late `payment.pending` after `payment.succeeded` must not reach the backend (§6).
+    if event.kind == EventKind::PaymentPending {
+        match io.store.count(&keys.paid_marker(route.keep, 0)).await {
+            Ok(n) if n > 0 => {
+                record.outcome = "late_pending";
+                record.dedup = Some("skipped");
+                return (Reply::from(channel.success_ack()), record);
+            }
+            Ok(_) => {}
+            Err(e) => return (fail(&mut record, "store_error", e.to_string(), "temporarily unavailable"), record),
+        }
+    }
+
+    let token = match io.store.dedup_claim(&keys.dedup_key, route.lease).await {
+        Ok(DedupClaim::Claimed { token }) => {
+            record.dedup = Some("claimed");
+            token
+        }
+        Ok(DedupClaim::Done) => {
+            record.outcome = "duplicate";
+            record.dedup = Some("done");
+            return (Reply::from(channel.success_ack()), record);
+        }
+        Ok(DedupClaim::InFlight) => {
+            record.dedup = Some("in_flight");
+            let reply = fail(&mut record, "in_flight", "another delivery of this event is being processed".into(), "in progress, retry later");
+            return (reply, record);
+        }
+        // Fail closed: the channel retries later (product.md §3).
+        Err(e) => return (fail(&mut record, "store_error", e.to_string(), "temporarily unavailable"), record),
+    };
+
+    let request = match route.forward {
+        ForwardMode::Normalized => normalized_request(route, &event, &keys, incoming, io.clock),
+        ForwardMode::Passthrough => passthrough_request(route, &keys, incoming),
+    };
+    let started = Instant::now();
+    let result = io.backend.send(io.upstream, request).await;
+    record.backend_latency = Some(started.elapsed());
+
+    let accepted = match &result {
+        Ok(resp) => {
+            record.backend_status = Some(resp.status);
+            match route.forward {
+                ForwardMode::Normalized => (200..300).contains(&resp.status),
+                ForwardMode::Passthrough => backend_acknowledged(channel.kind(), resp.status, &resp.body),
+            }
+        }
+        Err(_) => false,
+    };
+
+    if accepted {
+        match io.store.dedup_complete(&keys.dedup_key, &token, route.keep).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(event_id = %keys.event_id, "dedup lease expired before the backend answered; the event may be forwarded again"),
+            Err(e) => tracing::warn!(event_id = %keys.event_id, error = %e, "could not record the event as done; a retry may be forwarded again"),
+        }
+        if event.kind == EventKind::PaymentSucceeded {
+            if let Err(e) = io.store.count(&keys.paid_marker(route.keep, 1)).await {
+                tracing::warn!(event_id = %keys.event_id, error = %e, "could not record the paid state of the order");
+            }
+        }
+        record.outcome = "forwarded";
+        let reply = match (route.forward, result) {
+            (ForwardMode::Passthrough, Ok(resp)) => relay(resp),
+            _ => Reply::from(channel.success_ack()),
+        };
+        return (reply, record);
+    }
+
+    if let Err(e) = io.store.dedup_release(&keys.dedup_key, &token).await {
+        // The lease expires by itself; the channel's retry succeeds after that.
+        tracing::warn!(event_id = %keys.event_id, error = %e, "could not release the dedup claim");
+    }
+    let reason = match &result {
+        Ok(resp) => format!("backend answered {}", resp.status),
+        Err(e) => e.to_string(),
+    };
+    let reply = match (route.forward, result) {
+        // The legacy handler answered in the channel's own format: relay it.
+        (ForwardMode::Passthrough, Ok(resp)) => {
+            record.outcome = "backend_error";
+            record.reason = Some(reason);
+            relay(resp)
+        }
+        (_, Err(BackendError::Timeout(_))) => fail(&mut record, "backend_error", reason, "backend timeout"),
+        _ => fail(&mut record, "backend_error", reason, "backend did not accept the event"),
+    };
+    (reply, record)
+}
+
+/// Whether a legacy backend's own reply means "accepted" in the channel's terms (§0.5):
+/// Alipay needs exactly `success`, WeChat Pay v2 needs `return_code` SUCCESS, the others 2xx.
+pub fn backend_acknowledged(kind: ChannelKind, status: u16, body: &[u8]) -> bool {
+    match kind {
+        ChannelKind::Alipay => status == 200 && body == b"success",
+        ChannelKind::WechatpayV2 => {
+            status == 200 && {
+                let text = String::from_utf8_lossy(body);
+                let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+                compact.contains("<return_code><![CDATA[SUCCESS]]></return_code>")
+                    || compact.contains("<return_code>SUCCESS</return_code>")
+            }
+        }
+        ChannelKind::WechatpayV3 => status == 200 || status == 204,
+        ChannelKind::Unionpay => status == 200,
+        ChannelKind::Stripe | ChannelKind::StandardWebhooks => (200..300).contains(&status),
+    }
+}
+
+fn relay(resp: crate::proxy::backend::BackendResponse) -> Reply {
+    let headers = resp
+        .headers
+        .iter()
+        .filter(|(k, _)| !is_hop_by_hop(k.as_str()))
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
+        .collect();
+    Reply { status: resp.status, headers, body: resp.body.to_vec() }
+}
+
+/// Store keys and the event id derived from the dedup tuple
+/// (channel, merchant, out_trade_no, kind, refund number) — product.md §6.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventKeys {
+    /// Stable event id, the same for every retry of the event.
+    pub event_id: String,
+    /// Dedup key in the store.
+    pub dedup_key: String,
+    /// Per-order key marking that the payment succeeded.
+    paid_key: String,
+}
+
+impl EventKeys {
+    /// Keys for `event`. Request data is hashed, so keys are bounded and carry no raw values.
+    pub fn of(event: &VerifiedEvent, body: &[u8]) -> Self {
+        let merchant = event.merchant.mch_id.as_deref().or(event.merchant.app_id.as_deref()).unwrap_or("");
+        let refund_no = event.refund.as_ref().and_then(|r| r.out_refund_no.as_deref().or(r.refund_id.as_deref())).unwrap_or("");
+        // Events without an order number are keyed by the channel's notification id, or the
+        // body itself, so unrelated `other` events never collapse into one.
+        let order = if !event.out_trade_no.is_empty() {
+            format!("o:{}", event.out_trade_no)
+        } else if let Some(id) = event.notification_id.as_deref().filter(|s| !s.is_empty()) {
+            format!("n:{id}")
+        } else {
+            format!("b:{}", hex::encode(Sha256::digest(body)))
+        };
+        let digest = |parts: &[&str]| {
+            let mut h = Sha256::new();
+            for p in parts {
+                h.update((p.len() as u64).to_be_bytes());
+                h.update(p.as_bytes());
+            }
+            hex::encode(h.finalize())
+        };
+        let channel = event.channel.as_str();
+        let full = digest(&[channel, merchant, &order, event.kind.as_str(), refund_no]);
+        let order_digest = digest(&[channel, merchant, &order]);
+        Self {
+            event_id: format!("evt_{}", &full[..32]),
+            dedup_key: format!("notify:dedup:{}", &full[..40]),
+            paid_key: format!("notify:paid:{}", &order_digest[..40]),
+        }
+    }
+
+    fn paid_marker(&self, keep: Duration, incr: u64) -> CounterSpec {
+        CounterSpec {
+            key: self.paid_key.clone(),
+            window: CounterWindow::Fixed { window_id: "all".into(), ttl: keep },
+            incr,
+        }
+    }
+}
+
+fn header(name: &'static str, value: &str) -> Option<(HeaderName, HeaderValue)> {
+    HeaderValue::from_str(value).ok().map(|v| (HeaderName::from_static(name), v))
+}
+
+fn normalized_request(
+    route: &NotifyRoute,
+    event: &VerifiedEvent,
+    keys: &EventKeys,
+    incoming: Incoming<'_>,
+    clock: &dyn Clock,
+) -> BackendRequest {
+    let now = clock.now();
+    let mut json = serde_json::to_value(event).unwrap_or_default();
+    if let Some(obj) = json.as_object_mut() {
+        obj.insert("id".into(), keys.event_id.clone().into());
+        obj.insert("received_at".into(), now.to_string().into());
+    }
+    let body = Bytes::from(serde_json::to_vec(&json).unwrap_or_default());
+    let ts = now.as_second();
+    let mut headers: Vec<(HeaderName, HeaderValue)> = [
+        header("content-type", "application/json"),
+        header("x-request-id", incoming.request_id),
+        header("x-pg-event-id", &keys.event_id),
+        header("webhook-id", &keys.event_id),
+        header("webhook-timestamp", &ts.to_string()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if let Some(signer) = &route.signer {
+        headers.extend(header("webhook-signature", &signer.sign(&keys.event_id, ts, &body)));
+    }
+    BackendRequest {
+        method: Method::POST,
+        path_and_query: route.backend_path.clone().unwrap_or_else(|| incoming.path_and_query.to_string()),
+        headers,
+        body,
+        timeout: route.timeout,
+    }
+}
+
+fn passthrough_request(route: &NotifyRoute, keys: &EventKeys, incoming: Incoming<'_>) -> BackendRequest {
+    let mut headers: Vec<(HeaderName, HeaderValue)> = incoming
+        .headers
+        .iter()
+        // Never let a caller pre-set payguard's own verdict headers.
+        .filter(|(k, _)| !k.as_str().starts_with("x-pg-") && k.as_str() != "x-request-id")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    headers.extend(header("x-pg-verified", "1"));
+    headers.extend(header("x-pg-event-id", &keys.event_id));
+    headers.extend(header("x-request-id", incoming.request_id));
+    BackendRequest {
+        method: Method::POST,
+        path_and_query: route.backend_path.clone().unwrap_or_else(|| incoming.path_and_query.to_string()),
+        headers,
+        body: Bytes::copy_from_slice(incoming.body),
+        timeout: route.timeout,
+    }
+}
