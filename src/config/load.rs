@@ -132,7 +132,7 @@ fn build(file: &FileConfig) -> Result<Config, ConfigIssues> {
         issues.push(ConfigIssue::new("reload.interval", "must be greater than zero"));
     }
 
-    issues.extend(file.store.validate("store"));
+    issues.extend(file.store.validate().into_iter().map(|(p, m)| ConfigIssue::new(format!("store.{p}"), m)));
 
     let routes = match RouteTable::compile(&file.routes, file.default_action) {
         Ok(table) => Some(table),

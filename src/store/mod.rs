@@ -4,9 +4,20 @@
 //! Every operation is atomic on its own. On Redis each one is a single Lua script from `lua/`
 //! (time from Redis `TIME`, every key with a TTL, all keys of one call in one hash slot).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::SharedClock;
+
+pub mod embedded;
+pub mod redis_store;
+
+pub use embedded::{EmbeddedStore, EmbeddedStoreConfig};
+pub use redis_store::{RedisStore, RedisStoreConfig};
 
 /// A store failure (timeout, connection refused, script error). Callers apply the rule's
 /// `on_store_error` policy; the message never contains secrets.
@@ -166,48 +177,96 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn set_members(&self, set: &str) -> Result<Vec<(String, Duration)>, StoreError>;
 }
 
-/// Store selection (placeholder until the backends land).
-#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
+/// Which store backend holds payguard's shared state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    /// In-process, bounded; state is per replica and lost on restart.
+    #[default]
+    Embedded,
+    /// Redis standalone or Cluster; state is shared by every replica.
+    Redis,
+}
+
+/// The `store` section: which backend, and its settings.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct StoreConfig { #[serde(default)] pub backend: Option<String>, #[serde(default)] pub embedded: Option<serde_json::Value>, #[serde(default)] pub redis: Option<serde_json::Value> }
-
-impl StoreConfig {
-    /// Semantic checks, issues relative to `path`.
-    pub fn validate(&self, _path: &str) -> Vec<crate::config::ConfigIssue> {
-        Vec::new()
-    }
+pub struct StoreConfig {
+    /// `embedded` (default) or `redis`.
+    #[serde(default)]
+    pub backend: StoreBackend,
+    /// Settings of the embedded store (used when `backend: embedded`).
+    #[serde(default)]
+    pub embedded: EmbeddedStoreConfig,
+    /// Settings of the Redis store (required when `backend: redis`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisStoreConfig>,
 }
 
 impl StoreConfig {
-    /// One-line description for `payguard check` (never shows secrets).
+    /// Problems with this section as (key path relative to it, message); empty when usable.
+    /// Resolves the Redis password reference, so a missing secret is reported at check time.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut issues = Vec::new();
+        if self.embedded.max_entries == 0 {
+            issues.push(("embedded.max_entries".to_string(), "must be at least 1".to_string()));
+        }
+        match (self.backend, &self.redis) {
+            (StoreBackend::Redis, None) => {
+                issues.push(("redis".to_string(), "required when backend is redis".to_string()));
+            }
+            (_, Some(redis)) => {
+                issues.extend(redis.validate().into_iter().map(|(path, msg)| (format!("redis.{path}"), msg)));
+            }
+            (StoreBackend::Embedded, None) => {}
+        }
+        issues
+    }
+}
+
+/// Opens the configured store. `clock` drives the embedded store; Redis uses its own `TIME`.
+/// Fails (within `connect_timeout`) when Redis cannot be reached or the section is invalid.
+pub async fn open(cfg: &StoreConfig, clock: SharedClock) -> Result<Arc<dyn Store>, StoreError> {
+    match (cfg.backend, &cfg.redis) {
+        (StoreBackend::Embedded, _) => Ok(Arc::new(EmbeddedStore::new(&cfg.embedded, clock))),
+        (StoreBackend::Redis, Some(redis)) => Ok(Arc::new(redis_store::connect(redis).await?)),
+        (StoreBackend::Redis, None) => {
+            Err(StoreError::Unavailable("store.redis is required when backend is redis".to_string()))
+        }
+    }
+}
+
+/// Whole milliseconds of `d`, at least 1 (stores reject a zero TTL; a zero period would divide
+/// by zero) and at most 100 years (Redis rejects expiry times that overflow).
+pub(crate) fn millis(d: Duration) -> u64 {
+    const MAX_MS: u64 = 100 * 365 * 86_400_000;
+    u64::try_from(d.as_millis()).unwrap_or(MAX_MS).clamp(1, MAX_MS)
+}
+
+/// A random lease token for a dedup claim (proves ownership on complete/release).
+pub(crate) fn lease_token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+impl StoreConfig {
+    /// One line for `payguard check`: backend and where it is (never the password).
     pub fn summary(&self) -> String {
-        "embedded".into()
+        match (self.backend, &self.redis) {
+            (StoreBackend::Redis, Some(r)) if !r.cluster_nodes.is_empty() => {
+                format!("redis cluster ({} seed nodes, prefix {:?})", r.cluster_nodes.len(), r.key_prefix)
+            }
+            (StoreBackend::Redis, Some(r)) => {
+                let url = r.url.as_deref().unwrap_or("-");
+                // A URL may carry a password (`redis://:pw@host`); show only scheme and host part.
+                let shown = match url.rsplit_once('@') {
+                    Some((scheme_user, host)) => {
+                        format!("{}://…@{host}", scheme_user.split("://").next().unwrap_or("redis"))
+                    }
+                    None => url.to_string(),
+                };
+                format!("redis {shown} (prefix {:?})", r.key_prefix)
+            }
+            _ => format!("embedded (max {} entries)", self.embedded.max_entries),
+        }
     }
 }
-
-/// Opens the configured store (placeholder until the backends land).
-pub async fn open(
-    _cfg: &StoreConfig,
-    _clock: crate::clock::SharedClock,
-) -> Result<std::sync::Arc<dyn Store>, StoreError> {
-    open_tmp().await
-}
-#[derive(Debug)]
-struct TmpStore;
-#[async_trait]
-impl Store for TmpStore {
-    fn backend(&self) -> &'static str { "embedded" }
-    async fn ping(&self) -> Result<(), StoreError> { Ok(()) }
-    async fn take_buckets(&self, _: &[BucketSpec]) -> Result<Vec<BucketDecision>, StoreError> { todo!() }
-    async fn claim_nonce(&self, _: &str, _: Duration) -> Result<bool, StoreError> { todo!() }
-    async fn count(&self, _: &CounterSpec) -> Result<u64, StoreError> { todo!() }
-    async fn guard(&self, _: &GuardBatch) -> Result<GuardOutcome, StoreError> { todo!() }
-    async fn dedup_claim(&self, _: &str, _: Duration) -> Result<DedupClaim, StoreError> { todo!() }
-    async fn dedup_complete(&self, _: &str, _: &str, _: Duration) -> Result<bool, StoreError> { todo!() }
-    async fn dedup_release(&self, _: &str, _: &str) -> Result<bool, StoreError> { todo!() }
-    async fn set_add(&self, _: &str, _: &str, _: Duration) -> Result<(), StoreError> { todo!() }
-    async fn set_remove(&self, _: &str, _: &str) -> Result<bool, StoreError> { todo!() }
-    async fn set_contains(&self, _: &str, _: &str) -> Result<bool, StoreError> { todo!() }
-    async fn set_members(&self, _: &str) -> Result<Vec<(String, Duration)>, StoreError> { todo!() }
-}
-pub async fn open_tmp() -> Result<std::sync::Arc<dyn Store>, StoreError> { Ok(std::sync::Arc::new(TmpStore)) }

@@ -1,0 +1,10 @@
+-- dedup_claim: claims a notification dedup key with a lease (product.md §6).
+-- KEYS[1]  dedup key; value 'lease:<token>' while claimed, 'done' once completed
+-- ARGV[1]  token (random, proves ownership of the lease)
+-- ARGV[2]  lease_ms
+-- Returns 'claimed', 'inflight' (another live lease) or 'done'.
+local v = redis.call('GET', KEYS[1])
+if v == 'done' then return 'done' end
+if v then return 'inflight' end
+redis.call('SET', KEYS[1], 'lease:' .. ARGV[1], 'PX', arg_ms(ARGV[2]))
+return 'claimed'

@@ -1,0 +1,702 @@
+//! The Redis store: payguard's shared state in Redis standalone or Redis Cluster, shared by every
+//! replica.
+//!
+//! Lessons from the gateways in prior-art.md (rate limiting) shape this file:
+//! - every operation is ONE Lua script from `lua/` (Kong #5311 and APISIX #12592 raced with
+//!   read-then-write round trips), loaded by SHA with a `NOSCRIPT` fallback;
+//! - time comes from Redis `TIME`, so replicas with skewed clocks agree;
+//! - every key gets a TTL (Kong #5763);
+//! - every call is bounded by `command_timeout` and fails fast while Redis is down (Envoy #462,
+//!   #978): the caller then applies the rule's `on_store_error` policy. The connection is
+//!   re-established in the background, never on the request path.
+//!
+//! Keys are `<key_prefix>{<kind>:<key>}`: the hash tag holds the whole logical key, so the keys
+//! of one operation (a sliding counter's event set and its sum) share a Cluster slot while
+//! different identities spread over the cluster. A `key_prefix` with its own hash tag
+//! (e.g. `{pg}:`) pins everything to one slot.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::Slot;
+use redis::{ErrorKind, FromRedisValue, IntoConnectionInfo, RedisError, Script, ScriptInvocation};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    lease_token, millis, BucketDecision, BucketSpec, CounterSpec, CounterWindow, DedupClaim, GuardBatch,
+    GuardOutcome, Store, StoreError,
+};
+use crate::config::secret::SecretRef;
+
+/// Settings of the Redis store. Set exactly one of `url` (standalone) or `cluster_nodes`.
+#[derive(Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedisStoreConfig {
+    /// Standalone Redis, `redis://host:port[/db]`. Put the password in `password`, not here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Redis Cluster seed nodes, `redis://host:port` each; the rest is discovered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster_nodes: Vec<String>,
+    /// Prefix of every key payguard writes.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// Longest a store call may take; after that the rule's `on_store_error` policy applies.
+    #[serde(default = "default_command_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub command_timeout: Duration,
+    /// Longest the initial connection (and each reconnection attempt) may take.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub connect_timeout: Duration,
+    /// Redis password (`AUTH`), as `env:NAME` or `file:/path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<SecretRef>,
+}
+
+fn default_key_prefix() -> String {
+    "pg:".to_string()
+}
+
+fn default_command_timeout() -> Duration {
+    Duration::from_millis(50)
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+
+impl Default for RedisStoreConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            cluster_nodes: Vec::new(),
+            key_prefix: default_key_prefix(),
+            command_timeout: default_command_timeout(),
+            connect_timeout: default_connect_timeout(),
+            password: None,
+        }
+    }
+}
+
+/// A URL with any `user:password@` part hidden, for Debug output and errors.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}<redacted>{}", &url[..scheme_end + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl std::fmt::Debug for RedisStoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStoreConfig")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("cluster_nodes", &self.cluster_nodes.iter().map(|n| redact_url(n)).collect::<Vec<_>>())
+            .field("key_prefix", &self.key_prefix)
+            .field("command_timeout", &self.command_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("password", &self.password)
+            .finish()
+    }
+}
+
+impl RedisStoreConfig {
+    /// Problems as (key path relative to this section, message); empty when usable. Resolves
+    /// the password reference, so a missing secret is reported at check time.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut issues = Vec::new();
+        let mut issue = |path: &str, msg: String| issues.push((path.to_string(), msg));
+        match (&self.url, self.cluster_nodes.is_empty()) {
+            (None, true) => issue("url", "set `url` (standalone) or `cluster_nodes` (Redis Cluster)".into()),
+            (Some(_), false) => issue("url", "set either `url` or `cluster_nodes`, not both".into()),
+            (Some(url), true) => {
+                if url.as_str().into_connection_info().is_err() {
+                    issue("url", format!("not a redis:// URL: {}", redact_url(url)));
+                }
+            }
+            (None, false) => {
+                for (i, node) in self.cluster_nodes.iter().enumerate() {
+                    if node.as_str().into_connection_info().is_err() {
+                        issue(&format!("cluster_nodes[{i}]"), format!("not a redis:// URL: {}", redact_url(node)));
+                    }
+                }
+            }
+        }
+        if self.command_timeout.is_zero() {
+            issue("command_timeout", "must be greater than zero".into());
+        }
+        if self.connect_timeout.is_zero() {
+            issue("connect_timeout", "must be greater than zero".into());
+        }
+        if let Some(Err(e)) = self.password.as_ref().map(SecretRef::resolve) {
+            issue("password", e);
+        }
+        issues
+    }
+}
+
+/// The operation scripts: `lua/lib.lua` followed by the operation's own file.
+struct Scripts {
+    take_buckets: Script,
+    refund_buckets: Script,
+    claim_nonce: Script,
+    count: Script,
+    guard: Script,
+    dedup_claim: Script,
+    dedup_complete: Script,
+    dedup_release: Script,
+    set_add: Script,
+    set_remove: Script,
+    set_contains: Script,
+    set_members: Script,
+}
+
+macro_rules! lua {
+    ($file:literal) => {
+        Script::new(concat!(include_str!("../../lua/lib.lua"), "\n", include_str!(concat!("../../lua/", $file))))
+    };
+}
+
+static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    take_buckets: lua!("take_buckets.lua"),
+    refund_buckets: lua!("refund_buckets.lua"),
+    claim_nonce: lua!("claim_nonce.lua"),
+    count: lua!("count.lua"),
+    guard: lua!("guard.lua"),
+    dedup_claim: lua!("dedup_claim.lua"),
+    dedup_complete: lua!("dedup_complete.lua"),
+    dedup_release: lua!("dedup_release.lua"),
+    set_add: lua!("set_add.lua"),
+    set_remove: lua!("set_remove.lua"),
+    set_contains: lua!("set_contains.lua"),
+    set_members: lua!("set_members.lua"),
+});
+
+/// A multiplexed connection that reconnects in the background.
+#[derive(Clone)]
+enum Connection {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// [`Store`] on Redis standalone or Redis Cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: Connection,
+    prefix: String,
+    command_timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = match self.conn {
+            Connection::Standalone(_) => "standalone",
+            Connection::Cluster(_) => "cluster",
+        };
+        f.debug_struct("RedisStore")
+            .field("mode", &mode)
+            .field("prefix", &self.prefix)
+            .field("command_timeout", &self.command_timeout)
+            .finish()
+    }
+}
+
+/// Maps a client error; the text never includes the URL (which could carry a password).
+fn store_error(e: RedisError) -> StoreError {
+    if e.is_timeout() {
+        return StoreError::Unavailable("timed out".to_string());
+    }
+    match e.kind() {
+        ErrorKind::Parse | ErrorKind::UnexpectedReturnType => StoreError::Protocol(e.to_string()),
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+fn protocol(what: &str) -> StoreError {
+    StoreError::Protocol(format!("unexpected reply to {what}"))
+}
+
+/// Connects to Redis (standalone or Cluster) as configured, within `connect_timeout`.
+pub async fn connect(cfg: &RedisStoreConfig) -> Result<RedisStore, StoreError> {
+    if let Some((path, msg)) = cfg.validate().into_iter().next() {
+        return Err(StoreError::Unavailable(format!("invalid store.redis.{path}: {msg}")));
+    }
+    let password = match &cfg.password {
+        Some(secret) => {
+            let secret = secret.resolve().map_err(StoreError::Unavailable)?;
+            Some(secret.expose_str().map_err(StoreError::Unavailable)?.to_string())
+        }
+        None => None,
+    };
+    let conn = tokio::time::timeout(cfg.connect_timeout, open_connection(cfg, password))
+        .await
+        .map_err(|_| StoreError::Timeout(cfg.connect_timeout))??;
+    Ok(RedisStore { conn, prefix: cfg.key_prefix.clone(), command_timeout: cfg.command_timeout })
+}
+
+async fn open_connection(cfg: &RedisStoreConfig, password: Option<String>) -> Result<Connection, StoreError> {
+    if let Some(url) = &cfg.url {
+        let mut info = url.as_str().into_connection_info().map_err(store_error)?;
+        if let Some(password) = &password {
+            let settings = info.redis_settings().clone().set_password(password);
+            info = info.set_redis_settings(settings);
+        }
+        let client = redis::Client::open(info).map_err(store_error)?;
+        // Few, short reconnection attempts: while Redis is down every call fails within
+        // `command_timeout` anyway, and a fresh attempt starts on the next call after these.
+        let manager_cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(cfg.connect_timeout))
+            .set_response_timeout(Some(cfg.command_timeout))
+            .set_number_of_retries(3)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_millis(300));
+        let manager = ConnectionManager::new_with_config(client, manager_cfg).await.map_err(store_error)?;
+        return Ok(Connection::Standalone(manager));
+    }
+    let mut builder = ClusterClientBuilder::new(cfg.cluster_nodes.iter().map(String::as_str))
+        .connection_timeout(cfg.connect_timeout)
+        .response_timeout(cfg.command_timeout)
+        .retries(2)
+        .min_retry_wait(10)
+        .max_retry_wait(300);
+    if let Some(password) = &password {
+        builder = builder.password(password);
+    }
+    let client = builder.build().map_err(store_error)?;
+    Ok(Connection::Cluster(client.get_async_connection().await.map_err(store_error)?))
+}
+
+/// One token bucket's arguments, as `lua/lib.lua` `parse_buckets` reads them.
+fn bucket_args(inv: &mut ScriptInvocation<'_>, key: String, b: &BucketSpec) {
+    inv.key(key)
+        .arg(b.capacity)
+        .arg(b.refill_tokens)
+        .arg(millis(b.refill_period))
+        .arg(b.cost)
+        .arg(if b.enforce { 1 } else { 0 });
+}
+
+/// Four integers (allowed, remaining, retry_after_ms, reset_after_ms) as a decision.
+fn decision(v: &[i64]) -> Option<BucketDecision> {
+    let ms = |x: i64| Duration::from_millis(u64::try_from(x).unwrap_or(0));
+    match v {
+        [allowed, remaining, retry, reset] => Some(BucketDecision {
+            allowed: *allowed == 1,
+            remaining: u64::try_from(*remaining).unwrap_or(0),
+            retry_after: ms(*retry),
+            reset_after: ms(*reset),
+        }),
+        _ => None,
+    }
+}
+
+fn decisions(flat: &[i64], n: usize) -> Result<Vec<BucketDecision>, StoreError> {
+    if flat.len() != n * 4 {
+        return Err(protocol("bucket decisions"));
+    }
+    flat.chunks(4).map(|c| decision(c).ok_or_else(|| protocol("bucket decisions"))).collect()
+}
+
+fn non_negative(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// `<prefix>{<kind>:<key>}`: the hash tag is the whole logical key (see the module docs).
+fn store_key(prefix: &str, kind: &str, key: &str) -> String {
+    format!("{prefix}{{{kind}:{key}}}")
+}
+
+impl RedisStore {
+    fn key(&self, kind: &str, key: &str) -> String {
+        store_key(&self.prefix, kind, key)
+    }
+
+    /// The counter's keys: sliding windows have an event set and a running sum.
+    fn counter_keys(&self, spec: &CounterSpec) -> (String, Option<String>) {
+        match &spec.window {
+            CounterWindow::Sliding(_) => {
+                let events = self.key("cs", &spec.key);
+                let sum = format!("{events}:sum");
+                (events, Some(sum))
+            }
+            CounterWindow::Fixed { window_id, .. } => (self.key("cf", &format!("{}@{window_id}", spec.key)), None),
+        }
+    }
+
+    /// One counter's keys and arguments, as `lua/lib.lua` `parse_counters` reads them.
+    fn counter_args(&self, inv: &mut ScriptInvocation<'_>, spec: &CounterSpec, incr: u64) {
+        let (key, sum) = self.counter_keys(spec);
+        inv.key(key);
+        if let Some(sum) = sum {
+            inv.key(sum);
+        }
+        match &spec.window {
+            CounterWindow::Sliding(window) => inv.arg("s").arg(millis(*window)),
+            CounterWindow::Fixed { ttl, .. } => inv.arg("f").arg(millis(*ttl)),
+        };
+        inv.arg(incr);
+    }
+
+    async fn invoke<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> Result<T, StoreError> {
+        let reply = match &self.conn {
+            Connection::Standalone(c) => inv.invoke_async(&mut c.clone()).await,
+            Connection::Cluster(c) => inv.invoke_async(&mut c.clone()).await,
+        };
+        reply.map_err(store_error)
+    }
+
+    /// Runs `op`, failing with [`StoreError::Timeout`] after `command_timeout`. While Redis is
+    /// down this is the most a call costs.
+    async fn bounded<T>(&self, op: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        tokio::time::timeout(self.command_timeout, op).await.map_err(|_| StoreError::Timeout(self.command_timeout))?
+    }
+
+    fn is_cluster(&self) -> bool {
+        matches!(self.conn, Connection::Cluster(_))
+    }
+
+    /// Bucket indexes grouped by Cluster slot, in first-seen order; one group on standalone.
+    fn slot_groups(&self, buckets: &[BucketSpec]) -> Vec<Vec<usize>> {
+        if !self.is_cluster() {
+            return vec![(0..buckets.len()).collect()];
+        }
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        let mut by_slot: HashMap<Slot, usize> = HashMap::new();
+        for (i, b) in buckets.iter().enumerate() {
+            let slot = Slot::for_key(self.key("b", &b.key));
+            let g = *by_slot.entry(slot).or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+            if let Some(group) = groups.get_mut(g) {
+                group.push(i);
+            }
+        }
+        groups
+    }
+
+    /// `take_buckets.lua` on one slot's buckets. Returns decisions and whether every enforced
+    /// bucket held its cost.
+    async fn take_group(&self, buckets: &[&BucketSpec], take: bool) -> Result<(Vec<BucketDecision>, bool), StoreError> {
+        let mut inv = SCRIPTS.take_buckets.prepare_invoke();
+        inv.arg(if take { "take" } else { "check" }).arg(buckets.len());
+        for b in buckets {
+            bucket_args(&mut inv, self.key("b", &b.key), b);
+        }
+        let flat: Vec<i64> = self.invoke(&inv).await?;
+        let (ok, rest) = flat.split_first().ok_or_else(|| protocol("take_buckets"))?;
+        Ok((decisions(rest, buckets.len())?, *ok == 1))
+    }
+
+    /// Takes from buckets. On standalone one script call. On Cluster a batch whose buckets sit
+    /// in several slots cannot be one script, so it is decided slot by slot: once a slot's
+    /// enforced bucket refuses, later slots are only checked, and enforced tokens already taken
+    /// in earlier slots are refunded. All-or-nothing then holds for the outcome, though another
+    /// request may briefly see the tokens taken.
+    async fn take_buckets_unbounded(&self, buckets: &[BucketSpec]) -> Result<(Vec<BucketDecision>, bool), StoreError> {
+        if buckets.is_empty() {
+            return Ok((Vec::new(), true));
+        }
+        let mut out: Vec<Option<BucketDecision>> = vec![None; buckets.len()];
+        let mut enforced_ok = true;
+        let mut taken: Vec<Vec<usize>> = Vec::new();
+        for group in self.slot_groups(buckets) {
+            let specs: Vec<&BucketSpec> = group.iter().filter_map(|&i| buckets.get(i)).collect();
+            let (ds, ok) = self.take_group(&specs, enforced_ok).await?;
+            if ok && enforced_ok {
+                taken.push(group.clone());
+            }
+            enforced_ok &= ok;
+            for (&i, d) in group.iter().zip(ds) {
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = Some(d);
+                }
+            }
+        }
+        if !enforced_ok {
+            for group in taken {
+                let refund: Vec<usize> = group.into_iter().filter(|&i| buckets.get(i).is_some_and(|b| b.enforce)).collect();
+                self.refund(buckets, &refund, &mut out).await?;
+            }
+        }
+        let out: Option<Vec<BucketDecision>> = out.into_iter().collect();
+        Ok((out.ok_or_else(|| protocol("take_buckets"))?, enforced_ok))
+    }
+
+    /// Gives back the cost of the enforced buckets at `idx` (one slot) and updates their decisions.
+    async fn refund(&self, buckets: &[BucketSpec], idx: &[usize], out: &mut [Option<BucketDecision>]) -> Result<(), StoreError> {
+        if idx.is_empty() {
+            return Ok(());
+        }
+        let mut inv = SCRIPTS.refund_buckets.prepare_invoke();
+        inv.arg(idx.len());
+        for b in idx.iter().filter_map(|&i| buckets.get(i)) {
+            bucket_args(&mut inv, self.key("b", &b.key), b);
+        }
+        let flat: Vec<i64> = self.invoke(&inv).await?;
+        if flat.len() != idx.len() * 2 {
+            return Err(protocol("refund_buckets"));
+        }
+        for (&i, pair) in idx.iter().zip(flat.chunks(2)) {
+            if let (Some(Some(d)), [remaining, reset]) = (out.get_mut(i), pair) {
+                d.remaining = non_negative(*remaining);
+                d.reset_after = Duration::from_millis(non_negative(*reset));
+            }
+        }
+        Ok(())
+    }
+
+    async fn claim_nonce_unbounded(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut inv = SCRIPTS.claim_nonce.prepare_invoke();
+        inv.key(self.key("n", key)).arg(millis(ttl));
+        Ok(self.invoke::<i64>(&inv).await? == 1)
+    }
+
+    async fn count_unbounded(&self, spec: &CounterSpec, incr: u64) -> Result<u64, StoreError> {
+        let mut inv = SCRIPTS.count.prepare_invoke();
+        self.counter_args(&mut inv, spec, incr);
+        Ok(non_negative(self.invoke::<i64>(&inv).await?))
+    }
+
+    async fn set_contains_unbounded(&self, set: &str, member: &str) -> Result<bool, StoreError> {
+        let mut inv = SCRIPTS.set_contains.prepare_invoke();
+        inv.key(self.key("s", set)).arg(member);
+        Ok(self.invoke::<i64>(&inv).await? == 1)
+    }
+
+    /// Every key a guard batch touches, to tell whether they share one slot.
+    fn guard_keys(&self, batch: &GuardBatch) -> Vec<String> {
+        let mut keys = Vec::new();
+        if let Some((set, _)) = &batch.deny {
+            keys.push(self.key("s", set));
+        }
+        if let Some((nonce, _)) = &batch.nonce {
+            keys.push(self.key("n", nonce));
+        }
+        keys.extend(batch.buckets.iter().map(|b| self.key("b", &b.key)));
+        keys.extend(batch.counters.iter().map(|c| self.counter_keys(c).0));
+        keys
+    }
+
+    /// The whole batch as one `guard.lua` call: always on standalone ("one store round trip per
+    /// guarded request"), and on Cluster when every key shares a slot.
+    async fn guard_in_one_call(&self, batch: &GuardBatch) -> Result<GuardOutcome, StoreError> {
+        let mut inv = SCRIPTS.guard.prepare_invoke();
+        match &batch.deny {
+            Some((set, member)) => inv.key(self.key("s", set)).arg(1).arg(member.as_str()),
+            None => inv.arg(0).arg(""),
+        };
+        match &batch.nonce {
+            Some((nonce, ttl)) => inv.key(self.key("n", nonce)).arg(1).arg(millis(*ttl)),
+            None => inv.arg(0).arg(0),
+        };
+        inv.arg(batch.buckets.len());
+        for b in &batch.buckets {
+            bucket_args(&mut inv, self.key("b", &b.key), b);
+        }
+        inv.arg(batch.counters.len());
+        for c in &batch.counters {
+            self.counter_args(&mut inv, c, c.incr);
+        }
+        let flat: Vec<i64> = self.invoke(&inv).await?;
+        let bad = || protocol("guard");
+        let (&denied, rest) = flat.split_first().ok_or_else(bad)?;
+        let (&replayed, rest) = rest.split_first().ok_or_else(bad)?;
+        let (&nb, rest) = rest.split_first().ok_or_else(bad)?;
+        let nb = usize::try_from(nb).map_err(|_| bad())?;
+        let (flat_buckets, rest) = rest.split_at_checked(nb * 4).ok_or_else(bad)?;
+        let (&nc, counters) = rest.split_first().ok_or_else(bad)?;
+        if usize::try_from(nc).ok() != Some(counters.len()) {
+            return Err(bad());
+        }
+        Ok(GuardOutcome {
+            denied: denied == 1,
+            nonce_replayed: replayed == 1,
+            buckets: decisions(flat_buckets, nb)?,
+            counters: counters.iter().map(|&v| non_negative(v)).collect(),
+        })
+    }
+
+    /// A guard batch spread over several Cluster slots: the same order of evaluation, one call
+    /// per step (deny, nonce, buckets by slot, counters in parallel). Each step is atomic; the
+    /// batch as a whole is not, which a Cluster cannot offer across slots.
+    async fn guard_by_slot(&self, batch: &GuardBatch) -> Result<GuardOutcome, StoreError> {
+        if let Some((set, member)) = &batch.deny {
+            if self.set_contains_unbounded(set, member).await? {
+                return Ok(GuardOutcome { denied: true, ..GuardOutcome::default() });
+            }
+        }
+        if let Some((nonce, ttl)) = &batch.nonce {
+            if !self.claim_nonce_unbounded(nonce, *ttl).await? {
+                return Ok(GuardOutcome { nonce_replayed: true, ..GuardOutcome::default() });
+            }
+        }
+        let (buckets, enforced_ok) = self.take_buckets_unbounded(&batch.buckets).await?;
+        let counters = futures::future::try_join_all(
+            batch.counters.iter().map(|c| self.count_unbounded(c, if enforced_ok { c.incr } else { 0 })),
+        )
+        .await?;
+        Ok(GuardOutcome { denied: false, nonce_replayed: false, buckets, counters })
+    }
+
+    async fn dedup_token_op(&self, script: &Script, key: &str, token: &str, keep: Option<Duration>) -> Result<bool, StoreError> {
+        let mut inv = script.prepare_invoke();
+        inv.key(self.key("d", key)).arg(token);
+        if let Some(keep) = keep {
+            inv.arg(millis(keep));
+        }
+        self.bounded(async { Ok(self.invoke::<i64>(&inv).await? == 1) }).await
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let cmd = redis::cmd("PING");
+        self.bounded(async {
+            let reply: redis::RedisResult<String> = match &self.conn {
+                Connection::Standalone(c) => cmd.query_async(&mut c.clone()).await,
+                Connection::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+            };
+            reply.map(drop).map_err(store_error)
+        })
+        .await
+    }
+
+    async fn take_buckets(&self, buckets: &[BucketSpec]) -> Result<Vec<BucketDecision>, StoreError> {
+        self.bounded(async { Ok(self.take_buckets_unbounded(buckets).await?.0) }).await
+    }
+
+    async fn claim_nonce(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.bounded(self.claim_nonce_unbounded(key, ttl)).await
+    }
+
+    async fn count(&self, spec: &CounterSpec) -> Result<u64, StoreError> {
+        self.bounded(self.count_unbounded(spec, spec.incr)).await
+    }
+
+    async fn guard(&self, batch: &GuardBatch) -> Result<GuardOutcome, StoreError> {
+        let one_call = !self.is_cluster() || {
+            let mut slots = self.guard_keys(batch).into_iter().map(Slot::for_key);
+            let first = slots.next();
+            slots.all(|s| Some(s) == first)
+        };
+        if one_call {
+            self.bounded(self.guard_in_one_call(batch)).await
+        } else {
+            self.bounded(self.guard_by_slot(batch)).await
+        }
+    }
+
+    async fn dedup_claim(&self, key: &str, lease: Duration) -> Result<DedupClaim, StoreError> {
+        let token = lease_token();
+        let mut inv = SCRIPTS.dedup_claim.prepare_invoke();
+        inv.key(self.key("d", key)).arg(token.as_str()).arg(millis(lease));
+        let reply: String = self.bounded(self.invoke(&inv)).await?;
+        match reply.as_str() {
+            "claimed" => Ok(DedupClaim::Claimed { token }),
+            "inflight" => Ok(DedupClaim::InFlight),
+            "done" => Ok(DedupClaim::Done),
+            _ => Err(protocol("dedup_claim")),
+        }
+    }
+
+    async fn dedup_complete(&self, key: &str, token: &str, keep: Duration) -> Result<bool, StoreError> {
+        self.dedup_token_op(&SCRIPTS.dedup_complete, key, token, Some(keep)).await
+    }
+
+    async fn dedup_release(&self, key: &str, token: &str) -> Result<bool, StoreError> {
+        self.dedup_token_op(&SCRIPTS.dedup_release, key, token, None).await
+    }
+
+    async fn set_add(&self, set: &str, member: &str, ttl: Duration) -> Result<(), StoreError> {
+        let mut inv = SCRIPTS.set_add.prepare_invoke();
+        inv.key(self.key("s", set)).arg(member).arg(millis(ttl));
+        self.bounded(async { self.invoke::<i64>(&inv).await.map(drop) }).await
+    }
+
+    async fn set_remove(&self, set: &str, member: &str) -> Result<bool, StoreError> {
+        let mut inv = SCRIPTS.set_remove.prepare_invoke();
+        inv.key(self.key("s", set)).arg(member);
+        self.bounded(async { Ok(self.invoke::<i64>(&inv).await? == 1) }).await
+    }
+
+    async fn set_contains(&self, set: &str, member: &str) -> Result<bool, StoreError> {
+        self.bounded(self.set_contains_unbounded(set, member)).await
+    }
+
+    async fn set_members(&self, set: &str) -> Result<Vec<(String, Duration)>, StoreError> {
+        let mut inv = SCRIPTS.set_members.prepare_invoke();
+        inv.key(self.key("s", set));
+        let pairs: Vec<(String, i64)> = self.bounded(self.invoke(&inv)).await?;
+        let mut out: Vec<(String, Duration)> =
+            pairs.into_iter().map(|(m, ms)| (m, Duration::from_millis(non_negative(ms)))).collect();
+        out.sort();
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_match_the_documented_values() {
+        let cfg: RedisStoreConfig = serde_yaml_ng::from_str("url: redis://127.0.0.1:6379").unwrap();
+        assert_eq!(cfg.key_prefix, "pg:");
+        assert_eq!(cfg.command_timeout, Duration::from_millis(50));
+        assert_eq!(cfg.connect_timeout, Duration::from_secs(1));
+        assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
+        let cfg: RedisStoreConfig = serde_yaml_ng::from_str("url: redis://h:1\ncommand_timeout: 20ms").unwrap();
+        assert_eq!(cfg.command_timeout, Duration::from_millis(20));
+        assert!(serde_yaml_ng::from_str::<RedisStoreConfig>("uri: redis://h:1").is_err());
+    }
+
+    #[test]
+    fn validate_requires_exactly_one_of_url_and_cluster_nodes() {
+        let none = RedisStoreConfig::default();
+        assert_eq!(none.validate()[0].0, "url");
+        let both = RedisStoreConfig {
+            url: Some("redis://a:1".into()),
+            cluster_nodes: vec!["redis://b:1".into()],
+            ..RedisStoreConfig::default()
+        };
+        assert_eq!(both.validate()[0].0, "url");
+        let bad_node = RedisStoreConfig { cluster_nodes: vec!["nope://x".into()], ..RedisStoreConfig::default() };
+        assert_eq!(bad_node.validate()[0].0, "cluster_nodes[0]");
+    }
+
+    #[test]
+    fn debug_and_errors_hide_url_passwords() {
+        let cfg = RedisStoreConfig {
+            url: Some("redis://:hunter2@h:1".into()),
+            password: Some(SecretRef::new("hunter3")),
+            ..RedisStoreConfig::default()
+        };
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("hunter3"), "{shown}");
+        assert_eq!(redact_url("redis://u:p@h:1/0"), "redis://<redacted>@h:1/0");
+    }
+
+    #[test]
+    fn keys_carry_the_whole_logical_key_as_hash_tag() {
+        let events = store_key("pg:", "cs", "orders:u1");
+        assert_eq!(events, "pg:{cs:orders:u1}");
+        assert_eq!(Slot::for_key(&events), Slot::for_key(format!("{events}:sum")));
+        // Different identities land in different slots (spread over the cluster).
+        assert_ne!(Slot::for_key(store_key("pg:", "b", "ip:1")), Slot::for_key(store_key("pg:", "b", "ip:2")));
+    }
+}
