@@ -10,7 +10,10 @@ use http::HeaderMap;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+pub mod alipay;
 pub mod amount;
+pub mod unionpay;
+pub mod wechatpay_v2;
 
 /// A notification as received: headers and the raw body bytes exactly as they arrived.
 #[derive(Debug, Clone, Copy)]
