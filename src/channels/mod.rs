@@ -10,10 +10,13 @@ use http::HeaderMap;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+pub mod alipay;
 pub mod amount;
 pub mod registry;
 pub mod standard_webhooks;
 pub mod stripe;
+pub mod unionpay;
+pub mod wechatpay_v2;
 pub mod wechatpay_v3;
 
 /// A notification as received: headers and the raw body bytes exactly as they arrived.

@@ -8,8 +8,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    standard_webhooks, stripe, wechatpay_v3, Channel, ChannelKind, SimulateKeys, SimulateSpec,
-    SimulatedNotification,
+    alipay, standard_webhooks, stripe, unionpay, wechatpay_v2, wechatpay_v3, Channel, ChannelKind, SimulateKeys,
+    SimulateSpec, SimulatedNotification,
 };
 use crate::config::ConfigIssue;
 
@@ -17,10 +17,16 @@ use crate::config::ConfigIssue;
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ChannelConfig {
+    /// Alipay asynchronous notify (channels.md §1).
+    Alipay(alipay::AlipayConfig),
     /// WeChat Pay API v3 (channels.md §2).
     WechatpayV3(wechatpay_v3::WechatpayV3Config),
+    /// WeChat Pay v2, legacy XML (channels.md §3).
+    WechatpayV2(wechatpay_v2::WechatpayV2Config),
     /// Stripe webhooks (channels.md §4).
     Stripe(stripe::StripeConfig),
+    /// UnionPay online payment back notification 5.1.0 (channels.md §5).
+    Unionpay(unionpay::UnionpayConfig),
     /// Standard Webhooks (channels.md §6).
     StandardWebhooks(standard_webhooks::StandardWebhooksConfig),
 }
@@ -29,8 +35,11 @@ impl ChannelConfig {
     /// The protocol.
     pub fn kind(&self) -> ChannelKind {
         match self {
+            Self::Alipay(_) => ChannelKind::Alipay,
             Self::WechatpayV3(_) => ChannelKind::WechatpayV3,
+            Self::WechatpayV2(_) => ChannelKind::WechatpayV2,
             Self::Stripe(_) => ChannelKind::Stripe,
+            Self::Unionpay(_) => ChannelKind::Unionpay,
             Self::StandardWebhooks(_) => ChannelKind::StandardWebhooks,
         }
     }
@@ -42,8 +51,11 @@ impl ChannelConfig {
             r.map(|c| Arc::new(c) as Arc<dyn Channel>)
         }
         let built = match self {
+            Self::Alipay(c) => boxed(c.build()),
             Self::WechatpayV3(c) => boxed(c.build()),
+            Self::WechatpayV2(c) => boxed(c.build()),
             Self::Stripe(c) => boxed(c.build()),
+            Self::Unionpay(c) => boxed(c.build()),
             Self::StandardWebhooks(c) => boxed(c.build()),
         };
         let prefix = self.kind().as_str();
@@ -62,9 +74,11 @@ impl ChannelConfig {
 /// Builds a valid notification of `kind` for `spec` with test keys.
 pub fn simulate(kind: ChannelKind, spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNotification, String> {
     match kind {
+        ChannelKind::Alipay => alipay::simulate(spec, keys),
         ChannelKind::WechatpayV3 => wechatpay_v3::simulate(spec, keys),
+        ChannelKind::WechatpayV2 => wechatpay_v2::simulate(spec, keys),
         ChannelKind::Stripe => stripe::simulate(spec, keys),
+        ChannelKind::Unionpay => unionpay::simulate(spec, keys),
         ChannelKind::StandardWebhooks => standard_webhooks::simulate(spec, keys),
-        other => Err(format!("simulation of {other} is not available in this build")),
     }
 }
