@@ -32,7 +32,10 @@ impl AdminApp {
     fn authorized(&self, session: &ServerSession) -> Result<(), Response<Vec<u8>>> {
         let config = self.state.config();
         let Some(token) = config.admin_token.as_ref() else {
-            return Err(json(StatusCode::FORBIDDEN, serde_json::json!({"error": "admin token not configured"})));
+            return Err(json(
+                StatusCode::FORBIDDEN,
+                serde_json::json!({"error": "admin token not configured"}),
+            ));
         };
         let given = session
             .req_header()
@@ -44,7 +47,10 @@ impl AdminApp {
         if bool::from(given.as_bytes().ct_eq(token.expose())) && !given.is_empty() {
             Ok(())
         } else {
-            Err(json(StatusCode::UNAUTHORIZED, serde_json::json!({"error": "missing or wrong bearer token"})))
+            Err(json(
+                StatusCode::UNAUTHORIZED,
+                serde_json::json!({"error": "missing or wrong bearer token"}),
+            ))
         }
     }
 }
@@ -78,7 +84,10 @@ impl ServeHttp for AdminApp {
             ("GET", "/readyz") => {
                 let store = &self.state.store;
                 match tokio::time::timeout(READY_STORE_TIMEOUT, store.ping()).await {
-                    Ok(Ok(())) => json(StatusCode::OK, serde_json::json!({"ready": true, "store": store.backend()})),
+                    Ok(Ok(())) => json(
+                        StatusCode::OK,
+                        serde_json::json!({"ready": true, "store": store.backend()}),
+                    ),
                     Ok(Err(e)) => json(
                         StatusCode::SERVICE_UNAVAILABLE,
                         serde_json::json!({"ready": false, "store": store.backend(), "error": e.to_string()}),
@@ -89,29 +98,32 @@ impl ServeHttp for AdminApp {
                     ),
                 }
             }
-            ("GET", "/metrics") => {
-                text(StatusCode::OK, "text/plain; version=0.0.4", self.state.metrics.render())
-            }
+            ("GET", "/metrics") => text(StatusCode::OK, "text/plain; version=0.0.4", self.state.metrics.render()),
             ("POST", "/admin/reload") => {
                 if let Err(resp) = self.authorized(session) {
                     return resp;
                 }
                 let reloader = self.reloader.clone();
                 match tokio::task::spawn_blocking(move || reloader.reload("admin", true)).await {
-                    Ok(Ok(ReloadOutcome::Applied { needs_restart })) => {
-                        json(StatusCode::OK, serde_json::json!({"reloaded": true, "needs_restart": needs_restart}))
-                    }
+                    Ok(Ok(ReloadOutcome::Applied { needs_restart })) => json(
+                        StatusCode::OK,
+                        serde_json::json!({"reloaded": true, "needs_restart": needs_restart}),
+                    ),
                     Ok(Ok(ReloadOutcome::Unchanged)) => json(StatusCode::OK, serde_json::json!({"reloaded": false})),
                     Ok(Err(issues)) => json(
                         StatusCode::UNPROCESSABLE_ENTITY,
                         serde_json::json!({"reloaded": false, "errors": issues.0.iter().map(|i| i.to_string()).collect::<Vec<_>>()}),
                     ),
-                    Err(_) => json(StatusCode::INTERNAL_SERVER_ERROR, serde_json::json!({"error": "reload task failed"})),
+                    Err(_) => json(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        serde_json::json!({"error": "reload task failed"}),
+                    ),
                 }
             }
-            (_, "/healthz" | "/readyz" | "/metrics" | "/admin/reload") => {
-                json(StatusCode::METHOD_NOT_ALLOWED, serde_json::json!({"error": "method not allowed"}))
-            }
+            (_, "/healthz" | "/readyz" | "/metrics" | "/admin/reload") => json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                serde_json::json!({"error": "method not allowed"}),
+            ),
             _ => json(StatusCode::NOT_FOUND, serde_json::json!({"error": "not found"})),
         }
     }

@@ -41,7 +41,9 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock pinned at `unix_seconds`.
     pub fn at_unix(unix_seconds: i64) -> Self {
-        Self { millis: AtomicI64::new(unix_seconds.saturating_mul(1000)) }
+        Self {
+            millis: AtomicI64::new(unix_seconds.saturating_mul(1000)),
+        }
     }
 
     /// Moves the clock to `unix_millis`.

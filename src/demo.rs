@@ -50,12 +50,24 @@ impl DemoBackend {
                         let seen = seen.clone();
                         async move {
                             let request_line = format!("{} {}", req.method(), req.uri());
-                            let request_id =
-                                req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
-                            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let request_id = req
+                                .headers()
+                                .get("x-request-id")
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_string);
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
                             let reply = serde_json::json!({"ok": true, "backend": "payguard demo backend", "received_bytes": body.len()});
                             if let Ok(mut s) = seen.lock() {
-                                s.push(Seen { request_line, body_len: body.len(), request_id });
+                                s.push(Seen {
+                                    request_line,
+                                    body_len: body.len(),
+                                    request_id,
+                                });
                             }
                             Ok::<_, Infallible>(
                                 hyper::Response::builder()
@@ -90,7 +102,10 @@ impl Drop for ChildGuard {
 /// Runs the demo with `config_path`; `once` exits after the walkthrough instead of serving on.
 pub fn run(config_path: &Path, once: bool) -> anyhow::Result<()> {
     let (_, cfg) = config::load_file(config_path).map_err(|e| anyhow::anyhow!("{}:\n{e}", config_path.display()))?;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(walkthrough(config_path, &cfg, once))
 }
 
@@ -122,17 +137,22 @@ async fn walkthrough(config_path: &Path, cfg: &Config, once: bool) -> anyhow::Re
         .spawn()
         .context("cannot start payguard")?;
     let mut child = ChildGuard(child);
-    println!("payguard         http://{}   (admin http://{}, logs {})", cfg.listen, cfg.admin_listen, log_path.display());
+    println!(
+        "payguard         http://{}   (admin http://{}, logs {})",
+        cfg.listen,
+        cfg.admin_listen,
+        log_path.display()
+    );
 
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<Bytes>>();
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Ok(Some(status)) = child.0.try_wait() {
             anyhow::bail!("payguard exited with {status}; see {}", log_path.display());
         }
-        let probe = hyper::Request::get(format!("http://{}/healthz", cfg.admin_listen))
-            .body(Full::new(Bytes::new()))?;
+        let probe =
+            hyper::Request::get(format!("http://{}/healthz", cfg.admin_listen)).body(Full::new(Bytes::new()))?;
         if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_millis(500), client.request(probe)).await {
             if r.status().is_success() {
                 break;
@@ -160,8 +180,18 @@ async fn walkthrough(config_path: &Path, cfg: &Config, once: bool) -> anyhow::Re
             .body(Full::new(Bytes::copy_from_slice(body)))?;
         let resp = client.request(req).await.context("request through payguard")?;
         let status = resp.status();
-        let rid = resp.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
-        let text = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let rid = resp
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string();
+        let text = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         println!("{method:<5} {path:<24} → {status}  x-request-id {rid}");
         println!("      answer: {}", String::from_utf8_lossy(&text));
         match backend.seen().get(before) {
@@ -175,11 +205,20 @@ async fn walkthrough(config_path: &Path, cfg: &Config, once: bool) -> anyhow::Re
         }
     }
 
-    let metrics_req = hyper::Request::get(format!("http://{}/metrics", cfg.admin_listen)).body(Full::new(Bytes::new()))?;
+    let metrics_req =
+        hyper::Request::get(format!("http://{}/metrics", cfg.admin_listen)).body(Full::new(Bytes::new()))?;
     if let Ok(resp) = client.request(metrics_req).await {
-        let text = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let text = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         println!("\n── metrics (payguard_requests_total) ──");
-        for line in String::from_utf8_lossy(&text).lines().filter(|l| l.starts_with("payguard_requests_total")) {
+        for line in String::from_utf8_lossy(&text)
+            .lines()
+            .filter(|l| l.starts_with("payguard_requests_total"))
+        {
             println!("{line}");
         }
     }

@@ -1,13 +1,12 @@
 //! Prometheus metrics (prefix `payguard_`). Label values come from config names and fixed enums
 //! only, never from request data, so cardinality stays bounded (product.md §8).
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 /// Latency buckets in seconds: sub-millisecond store calls up to slow backends.
-const LATENCY_BUCKETS: &[f64] =
-    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 /// Every metric payguard exports.
 #[derive(Debug, Clone)]
@@ -45,27 +44,47 @@ impl Metrics {
         };
         let histogram = |name: &str, help: &str, labels: &[&str]| {
             let h = HistogramVec::new(
-                HistogramOpts::new(name, help).namespace("payguard").buckets(LATENCY_BUCKETS.to_vec()),
+                HistogramOpts::new(name, help)
+                    .namespace("payguard")
+                    .buckets(LATENCY_BUCKETS.to_vec()),
                 labels,
             )
             .expect("static metric definition");
             registry.register(Box::new(h.clone())).expect("unique metric name");
             h
         };
-        let requests = counter("requests_total", "Requests by route and outcome.", &["route", "outcome"]);
-        let request_duration =
-            histogram("request_duration_seconds", "Whole-request latency by route.", &["route"]);
-        let upstream_duration =
-            histogram("upstream_duration_seconds", "Upstream response-header latency by route.", &["route"]);
+        let requests = counter(
+            "requests_total",
+            "Requests by route and outcome.",
+            &["route", "outcome"],
+        );
+        let request_duration = histogram(
+            "request_duration_seconds",
+            "Whole-request latency by route.",
+            &["route"],
+        );
+        let upstream_duration = histogram(
+            "upstream_duration_seconds",
+            "Upstream response-header latency by route.",
+            &["route"],
+        );
         let reloads = counter("config_reloads_total", "Configuration reloads by result.", &["result"]);
         let config_loaded_at = IntGauge::with_opts(
-            Opts::new("config_loaded_timestamp_seconds", "Unix time of the last successful configuration load.")
-                .namespace("payguard"),
+            Opts::new(
+                "config_loaded_timestamp_seconds",
+                "Unix time of the last successful configuration load.",
+            )
+            .namespace("payguard"),
         )
         .expect("static metric definition");
-        registry.register(Box::new(config_loaded_at.clone())).expect("unique metric name");
-        let store_duration =
-            histogram("store_operation_duration_seconds", "Store operation latency.", &["backend", "op"]);
+        registry
+            .register(Box::new(config_loaded_at.clone()))
+            .expect("unique metric name");
+        let store_duration = histogram(
+            "store_operation_duration_seconds",
+            "Store operation latency.",
+            &["backend", "op"],
+        );
         let store_errors = counter("store_errors_total", "Store operation errors.", &["backend", "op"]);
         let notifications = counter(
             "notifications_total",

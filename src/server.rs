@@ -20,8 +20,8 @@ use crate::{clock, config, store, telemetry};
 /// Loads `path`, starts every listener and blocks until shutdown.
 pub fn serve(path: &Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let (_, cfg) = config::check_text(&text)
-        .map_err(|issues| anyhow::anyhow!("{} has errors:\n{issues}", path.display()))?;
+    let (_, cfg) =
+        config::check_text(&text).map_err(|issues| anyhow::anyhow!("{} has errors:\n{issues}", path.display()))?;
     telemetry::init(cfg.log.format, &cfg.log.level);
 
     // Store clients (Redis connection drivers) live on a small runtime of their own so they are
@@ -74,7 +74,10 @@ pub fn serve(path: &Path) -> anyhow::Result<()> {
     );
     proxy.add_tcp(&listen);
 
-    let mut admin = Service::new("payguard admin".to_string(), AdminApp::new(state.clone(), reloader.clone()));
+    let mut admin = Service::new(
+        "payguard admin".to_string(),
+        AdminApp::new(state.clone(), reloader.clone()),
+    );
     admin.threads = Some(1);
     admin.add_tcp(&admin_listen);
 

@@ -29,10 +29,23 @@ pub struct SharedState {
 
 impl SharedState {
     /// New shared state.
-    pub fn new(config: Config, config_path: PathBuf, store: Arc<dyn Store>, clock: SharedClock, metrics: Metrics) -> Self {
+    pub fn new(
+        config: Config,
+        config_path: PathBuf,
+        store: Arc<dyn Store>,
+        clock: SharedClock,
+        metrics: Metrics,
+    ) -> Self {
         let up = &config.upstream;
         let backend = HttpBackend::new(up.connect_timeout, up.idle_timeout, up.pool_size);
-        Self { config: ArcSwap::from_pointee(config), metrics, store, clock, config_path, backend }
+        Self {
+            config: ArcSwap::from_pointee(config),
+            metrics,
+            store,
+            clock,
+            config_path,
+            backend,
+        }
     }
 
     /// The current config snapshot; a request keeps the one it started with.

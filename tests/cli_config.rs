@@ -3,7 +3,10 @@
 use std::process::Command;
 
 fn payguard(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_payguard")).args(args).output().expect("run payguard")
+    Command::new(env!("CARGO_BIN_EXE_payguard"))
+        .args(args)
+        .output()
+        .expect("run payguard")
 }
 
 fn repo_file(rel: &str) -> String {
@@ -25,7 +28,10 @@ fn check_reports_all_three_mistakes_with_key_paths_and_fails() {
     assert!(err.contains("3 errors"), "{err}");
     assert!(err.contains("upstream.conect_timeout: unknown key"), "{err}");
     assert!(err.contains("server.threads: `many` is not"), "{err}");
-    assert!(err.contains("routes[0].policy: `teleport` is not one of: pass, guard, notify"), "{err}");
+    assert!(
+        err.contains("routes[0].policy: `teleport` is not one of: pass, guard, notify"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -37,7 +43,12 @@ fn check_accepts_the_shipped_configs_and_prints_a_summary() {
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{file}: {}{}", stdout, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{file}: {}{}",
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(stdout.contains(": OK"), "{stdout}");
         assert!(stdout.contains("upstream"), "{stdout}");
         assert!(!stdout.contains("token-that-must-not-leak"), "secret leaked: {stdout}");
@@ -53,7 +64,10 @@ fn schema_output_validates_the_example_configs() {
     for file in ["config/payguard.example.yaml", "config/dev.yaml"] {
         let text = std::fs::read_to_string(repo_file(file)).unwrap();
         let doc: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
-        let errors: Vec<String> = validator.iter_errors(&doc).map(|e| format!("{}: {e}", e.instance_path)).collect();
+        let errors: Vec<String> = validator
+            .iter_errors(&doc)
+            .map(|e| format!("{}: {e}", e.instance_path))
+            .collect();
         assert!(errors.is_empty(), "{file}: {errors:?}");
     }
     // And it rejects what check rejects.

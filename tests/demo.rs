@@ -21,10 +21,20 @@ fn demo_once_shows_proxied_and_rejected_requests() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("GET   /api/hello?name=demo     → 200 OK"), "{stdout}");
-    assert!(stdout.contains("backend received: POST /api/orders (41 body bytes"), "{stdout}");
+    assert!(
+        stdout.contains("backend received: POST /api/orders (41 body bytes"),
+        "{stdout}"
+    );
     assert!(stdout.contains("/nowhere-routed          → 404"), "{stdout}");
     assert!(stdout.contains("backend received nothing"), "{stdout}");
-    assert!(stdout.contains("payguard_requests_total{outcome=\"proxied\",route=\"api\"} 2"), "{stdout}");
+    assert!(
+        stdout.contains("payguard_requests_total{outcome=\"proxied\",route=\"api\"} 2"),
+        "{stdout}"
+    );
 }

@@ -16,7 +16,10 @@ fn pass_config(upstream: &str, extra_upstream: &str) -> String {
 }
 
 fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 /// A body of `len` bytes covering every byte value.
@@ -51,7 +54,11 @@ fn get_reaches_upstream_with_query_headers_and_a_generated_request_id() {
 fn client_request_id_is_kept_and_passed_upstream() {
     let up = Upstream::start();
     let pg = Payguard::start(&pass_config(&up.addr.to_string(), ""));
-    let resp = client().get(pg.url("/api/x")).header("x-request-id", "abc-123").send().unwrap();
+    let resp = client()
+        .get(pg.url("/api/x"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .unwrap();
     assert_eq!(resp.headers()["x-request-id"], "abc-123");
     assert_eq!(up.requests()[0].header_values("x-request-id"), vec!["abc-123"]);
 }
@@ -70,7 +77,11 @@ fn fixed_length_chunked_and_large_bodies_arrive_byte_identical() {
     // Chunked (unknown length reader → Transfer-Encoding: chunked).
     let chunked = patterned_body(300_000);
     let reader = std::io::Cursor::new(chunked.clone()).take(chunked.len() as u64);
-    let r = c.post(pg.url("/api/chunked")).body(reqwest::blocking::Body::new(reader)).send().unwrap();
+    let r = c
+        .post(pg.url("/api/chunked"))
+        .body(reqwest::blocking::Body::new(reader))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
 
     // 5 MiB fixed length (well above Pingora's 64 KiB retry buffer).
@@ -147,12 +158,18 @@ fn upstream_down_gives_502_problem() {
 #[test]
 fn upstream_timeout_gives_504_problem() {
     let up = Upstream::start();
-    up.set_behavior(Behavior { delay: Duration::from_millis(1500), ..Behavior::default() });
+    up.set_behavior(Behavior {
+        delay: Duration::from_millis(1500),
+        ..Behavior::default()
+    });
     let pg = Payguard::start(&pass_config(&up.addr.to_string(), "  read_timeout: 300ms\n"));
     let started = std::time::Instant::now();
     let r = client().get(pg.url("/api/slow")).send().unwrap();
     assert_eq!(r.status(), 504);
-    assert!(started.elapsed() < Duration::from_millis(1400), "answered before the backend did");
+    assert!(
+        started.elapsed() < Duration::from_millis(1400),
+        "answered before the backend did"
+    );
     let body: serde_json::Value = r.json().unwrap();
     assert_eq!(body["code"], "UPSTREAM_TIMEOUT");
 }
@@ -169,13 +186,24 @@ fn admin_endpoints_answer() {
     assert_eq!(ready["store"], "embedded");
     c.get(pg.url("/api/x")).send().unwrap();
     let metrics = c.get(pg.admin_url("/metrics")).send().unwrap().text().unwrap();
-    assert!(metrics.contains("payguard_requests_total{outcome=\"proxied\",route=\"api\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("payguard_requests_total{outcome=\"proxied\",route=\"api\"} 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("payguard_config_reloads_total"), "{metrics}");
     // Mutating endpoints need the bearer token.
     assert_eq!(c.post(pg.admin_url("/admin/reload")).send().unwrap().status(), 401);
-    let r = c.post(pg.admin_url("/admin/reload")).bearer_auth("wrong").send().unwrap();
+    let r = c
+        .post(pg.admin_url("/admin/reload"))
+        .bearer_auth("wrong")
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = c.post(pg.admin_url("/admin/reload")).bearer_auth("test-admin-token").send().unwrap();
+    let r = c
+        .post(pg.admin_url("/admin/reload"))
+        .bearer_auth("test-admin-token")
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
 
@@ -183,7 +211,11 @@ fn admin_endpoints_answer() {
 fn access_log_has_one_json_line_per_request() {
     let up = Upstream::start();
     let pg = Payguard::start(&pass_config(&up.addr.to_string(), ""));
-    client().get(pg.url("/api/logged")).header("x-request-id", "log-me-1").send().unwrap();
+    client()
+        .get(pg.url("/api/logged"))
+        .header("x-request-id", "log-me-1")
+        .send()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let logs = pg.logs();
     let line = logs

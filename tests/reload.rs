@@ -33,7 +33,10 @@ fn client_loop(pg_url: String) -> (Arc<AtomicBool>, std::thread::JoinHandle<(u64
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     let handle = std::thread::spawn(move || {
-        let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
         let ok = AtomicU64::new(0);
         let failed = AtomicU64::new(0);
         while !s.load(Ordering::SeqCst) {
@@ -58,7 +61,9 @@ fn file_change_reload_applies_new_route_without_failing_requests() {
     let (stop, handle) = client_loop(pg.url("/a"));
     std::thread::sleep(Duration::from_millis(300));
     pg.write_config(&routes(&upstream, &["/a", "/b"], true));
-    wait_until("route /b", || c.get(pg.url("/b")).send().map(|r| r.status() == 200).unwrap_or(false));
+    wait_until("route /b", || {
+        c.get(pg.url("/b")).send().map(|r| r.status() == 200).unwrap_or(false)
+    });
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::SeqCst);
     let (ok, failed) = handle.join().unwrap();
@@ -69,8 +74,14 @@ fn file_change_reload_applies_new_route_without_failing_requests() {
     // A broken file keeps the running config and counts a failure.
     let before = pg.metric("payguard_config_reloads_total{result=\"failure\"}");
     pg.write_config("upstream:\n  address: [not, valid\n");
-    wait_until("failed reload metric", || pg.metric("payguard_config_reloads_total{result=\"failure\"}") > before);
-    assert_eq!(c.get(pg.url("/b")).send().unwrap().status(), 200, "last good config still serves /b");
+    wait_until("failed reload metric", || {
+        pg.metric("payguard_config_reloads_total{result=\"failure\"}") > before
+    });
+    assert_eq!(
+        c.get(pg.url("/b")).send().unwrap().status(),
+        200,
+        "last good config still serves /b"
+    );
     assert_eq!(c.get(pg.url("/a")).send().unwrap().status(), 200);
     assert!(pg.logs().contains("keeping the last good configuration"));
 }
@@ -84,9 +95,15 @@ fn sighup_reloads_even_without_file_watching() {
     let (stop, handle) = client_loop(pg.url("/a"));
     pg.write_config(&routes(&upstream, &["/a", "/c"], false));
     std::thread::sleep(Duration::from_millis(400));
-    assert_eq!(c.get(pg.url("/c")).send().unwrap().status(), 404, "no reload without a signal when watch is off");
+    assert_eq!(
+        c.get(pg.url("/c")).send().unwrap().status(),
+        404,
+        "no reload without a signal when watch is off"
+    );
     pg.sighup();
-    wait_until("route /c", || c.get(pg.url("/c")).send().map(|r| r.status() == 200).unwrap_or(false));
+    wait_until("route /c", || {
+        c.get(pg.url("/c")).send().map(|r| r.status() == 200).unwrap_or(false)
+    });
     stop.store(true, Ordering::SeqCst);
     let (ok, failed) = handle.join().unwrap();
     assert!(ok > 0);
@@ -98,7 +115,9 @@ fn sighup_reloads_even_without_file_watching() {
     bad.push_str("  - name: r0\n    match: {path: /d}\n    policy: pass\n");
     pg.write_config(&bad);
     pg.sighup();
-    wait_until("failed reload metric", || pg.metric("payguard_config_reloads_total{result=\"failure\"}") > before);
+    wait_until("failed reload metric", || {
+        pg.metric("payguard_config_reloads_total{result=\"failure\"}") > before
+    });
     assert_eq!(c.get(pg.url("/c")).send().unwrap().status(), 200);
 }
 
@@ -109,7 +128,11 @@ fn admin_reload_reports_errors_with_key_paths() {
     let pg = Payguard::start(&routes(&upstream, &["/a"], false));
     pg.write_config(&format!("upstream:\n  address: {upstream}\n  bogus: 1\n"));
     let c = reqwest::blocking::Client::new();
-    let r = c.post(pg.admin_url("/admin/reload")).bearer_auth("test-admin-token").send().unwrap();
+    let r = c
+        .post(pg.admin_url("/admin/reload"))
+        .bearer_auth("test-admin-token")
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 422);
     let body: serde_json::Value = r.json().unwrap();
     assert_eq!(body["errors"][0], "upstream.bogus: unknown key");

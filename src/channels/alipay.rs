@@ -119,9 +119,10 @@ impl AlipayConfig {
         }
         let cert_mode = self.alipay_cert.is_some() || !self.additional_alipay_certs.is_empty();
         match (&self.alipay_public_key, cert_mode) {
-            (None, false) => {
-                issues.push(ConfigIssue::new("alipay_public_key", "set alipay_public_key or alipay_cert"))
-            }
+            (None, false) => issues.push(ConfigIssue::new(
+                "alipay_public_key",
+                "set alipay_public_key or alipay_cert",
+            )),
             (Some(_), true) => issues.push(ConfigIssue::new(
                 "alipay_public_key",
                 "alipay_public_key and alipay_cert are exclusive (public-key mode or certificate mode)",
@@ -129,7 +130,10 @@ impl AlipayConfig {
             _ => {}
         }
         if self.alipay_cert.is_none() && !self.additional_alipay_certs.is_empty() {
-            issues.push(ConfigIssue::new("alipay_cert", "additional_alipay_certs needs alipay_cert"));
+            issues.push(ConfigIssue::new(
+                "alipay_cert",
+                "additional_alipay_certs needs alipay_cert",
+            ));
         }
         if let Some(r) = &self.alipay_public_key {
             match r.resolve().and_then(|s| parse_rsa_public_key(s.expose())) {
@@ -138,11 +142,17 @@ impl AlipayConfig {
             }
         }
         let certs = self.alipay_cert.iter().map(|r| ("alipay_cert".to_string(), r)).chain(
-            self.additional_alipay_certs.iter().enumerate().map(|(i, r)| (format!("additional_alipay_certs[{i}]"), r)),
+            self.additional_alipay_certs
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (format!("additional_alipay_certs[{i}]"), r)),
         );
         for (path, r) in certs {
             match r.resolve().and_then(|s| parse_first_certificate(s.expose())) {
-                Ok((cert_sn, key)) => keys.push(AlipayKey { cert_sn: Some(cert_sn), key }),
+                Ok((cert_sn, key)) => keys.push(AlipayKey {
+                    cert_sn: Some(cert_sn),
+                    key,
+                }),
                 Err(e) => issues.push(ConfigIssue::new(path, e)),
             }
         }
@@ -151,7 +161,10 @@ impl AlipayConfig {
             if k.key.n().bits() < min_bits {
                 issues.push(ConfigIssue::new(
                     "sign_type",
-                    format!("{} needs an RSA key of at least {min_bits} bits", self.sign_type.wire_name()),
+                    format!(
+                        "{} needs an RSA key of at least {min_bits} bits",
+                        self.sign_type.wire_name()
+                    ),
                 ));
             }
         }
@@ -171,7 +184,9 @@ impl AlipayConfig {
 /// Parses an RSA public key: PEM `PUBLIC KEY` (SPKI), PEM `RSA PUBLIC KEY` (PKCS#1), or the bare
 /// base64 SPKI the Alipay console shows (§1.5).
 pub(crate) fn parse_rsa_public_key(bytes: &[u8]) -> Result<RsaPublicKey, String> {
-    let text = std::str::from_utf8(bytes).map_err(|_| "public key is not text".to_string())?.trim();
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| "public key is not text".to_string())?
+        .trim();
     let der = if text.starts_with("-----BEGIN") {
         let block = pem::parse(text).map_err(|_| "public key PEM does not parse".to_string())?;
         if block.tag() == "RSA PUBLIC KEY" {
@@ -202,8 +217,11 @@ pub(crate) fn certificate_ders(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
         return Ok(vec![bytes.to_vec()]);
     }
     let blocks = pem::parse_many(bytes).map_err(|_| "certificate PEM does not parse".to_string())?;
-    let ders: Vec<Vec<u8>> =
-        blocks.into_iter().filter(|b| b.tag() == "CERTIFICATE").map(pem::Pem::into_contents).collect();
+    let ders: Vec<Vec<u8>> = blocks
+        .into_iter()
+        .filter(|b| b.tag() == "CERTIFICATE")
+        .map(pem::Pem::into_contents)
+        .collect();
     if ders.is_empty() {
         return Err("no CERTIFICATE block found".to_string());
     }
@@ -334,7 +352,9 @@ pub(crate) fn parse_form_raw(body: &[u8]) -> Result<RawForm, ChannelError> {
         }
         let value = percent_decode_form(v)?;
         if fields.contains_key(&key) {
-            return Err(ChannelError::Malformed(format!("form field {key} appears more than once")));
+            return Err(ChannelError::Malformed(format!(
+                "form field {key} appears more than once"
+            )));
         }
         fields.insert(key, value);
     }
@@ -395,7 +415,9 @@ pub(crate) fn beijing_rfc3339(text: &str) -> Option<String> {
 
 /// The instant as Beijing wall-clock text in `format` (simulation).
 pub(crate) fn beijing_format(at: Timestamp, format: &str) -> String {
-    at.to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(8))).strftime(format).to_string()
+    at.to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(8)))
+        .strftime(format)
+        .to_string()
 }
 
 fn digest_for(sign_type: AlipaySignType, content: &[u8]) -> (Pkcs1v15Sign, Vec<u8>) {
@@ -437,8 +459,8 @@ impl AlipayChannel {
     }
 
     fn check_signature(&self, fields: &RawForm) -> Result<(), ChannelError> {
-        let sign_type = field_ascii(fields, "sign_type")?
-            .ok_or_else(|| ChannelError::Malformed("sign_type is missing".into()))?;
+        let sign_type =
+            field_ascii(fields, "sign_type")?.ok_or_else(|| ChannelError::Malformed("sign_type is missing".into()))?;
         if sign_type != self.sign_type.wire_name() {
             // §1.4 step 6 / §1.9: the configured key fixes the scheme; no downgrade, no MD5.
             return Err(ChannelError::Unsupported(format!(
@@ -446,10 +468,14 @@ impl AlipayChannel {
                 self.sign_type.wire_name()
             )));
         }
-        let sign = fields.get("sign").ok_or_else(|| ChannelError::Malformed("sign is missing".into()))?;
+        let sign = fields
+            .get("sign")
+            .ok_or_else(|| ChannelError::Malformed("sign is missing".into()))?;
         if sign.contains(&b' ') {
             // §1.4 step 2: a space in base64 means something upstream decoded `+` twice.
-            return Err(ChannelError::Signature("sign contains a space (a '+' was decoded twice upstream)".into()));
+            return Err(ChannelError::Signature(
+                "sign contains a space (a '+' was decoded twice upstream)".into(),
+            ));
         }
         let signature = base64::engine::general_purpose::STANDARD
             .decode(sign)
@@ -458,21 +484,29 @@ impl AlipayChannel {
         let keys: Vec<&AlipayKey> = match fields.get("alipay_cert_sn") {
             Some(sn) if self.keys.iter().any(|k| k.cert_sn.is_some()) => {
                 let sn = std::str::from_utf8(sn).unwrap_or_default();
-                let selected: Vec<&AlipayKey> =
-                    self.keys.iter().filter(|k| k.cert_sn.as_deref() == Some(sn)).collect();
+                let selected: Vec<&AlipayKey> = self.keys.iter().filter(|k| k.cert_sn.as_deref() == Some(sn)).collect();
                 if selected.is_empty() {
-                    return Err(ChannelError::UnknownKey(format!("alipay_cert_sn {} is not configured", printable(sn))));
+                    return Err(ChannelError::UnknownKey(format!(
+                        "alipay_cert_sn {} is not configured",
+                        printable(sn)
+                    )));
                 }
                 selected
             }
             _ => self.keys.iter().collect(),
         };
         for content in Self::content_candidates(fields) {
-            if keys.iter().any(|k| rsa_verifies(&k.key, self.sign_type, &content, &signature)) {
+            if keys
+                .iter()
+                .any(|k| rsa_verifies(&k.key, self.sign_type, &content, &signature))
+            {
                 return Ok(());
             }
         }
-        Err(ChannelError::Signature(format!("{} signature does not verify", self.sign_type.wire_name())))
+        Err(ChannelError::Signature(format!(
+            "{} signature does not verify",
+            self.sign_type.wire_name()
+        )))
     }
 
     fn check_business(&self, fields: &BTreeMap<String, String>) -> Result<(), ChannelError> {
@@ -494,7 +528,10 @@ impl AlipayChannel {
         }
         if let (Some(expected), Some(got)) = (&self.seller_id, fields.get("seller_id")) {
             if got != expected {
-                return Err(ChannelError::Business(format!("seller_id {} is not the configured seller", printable(got))));
+                return Err(ChannelError::Business(format!(
+                    "seller_id {} is not the configured seller",
+                    printable(got)
+                )));
             }
         }
         Ok(())
@@ -512,7 +549,10 @@ fn field_ascii<'f>(fields: &'f RawForm, name: &str) -> Result<Option<&'f str>, C
 
 /// A short, log-safe rendering of request text in error messages.
 pub(crate) fn printable(text: &str) -> String {
-    text.chars().take(64).map(|c| if c.is_control() { '?' } else { c }).collect()
+    text.chars()
+        .take(64)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// Transcodes every value from the notification's (signed) `charset` into UTF-8 (§1.4 step 8).
@@ -579,7 +619,9 @@ fn normalize(fields: BTreeMap<String, String>) -> Result<VerifiedEvent, ChannelE
         EventKind::PaymentSucceeded => "gmt_payment",
         _ => "notify_time",
     };
-    let occurred_at = [time_field, "notify_time"].iter().find_map(|k| fields.get(*k).and_then(|v| beijing_rfc3339(v)));
+    let occurred_at = [time_field, "notify_time"]
+        .iter()
+        .find_map(|k| fields.get(*k).and_then(|v| beijing_rfc3339(v)));
     let raw = serde_json::Value::Object(
         fields
             .iter()
@@ -599,7 +641,10 @@ fn normalize(fields: BTreeMap<String, String>) -> Result<VerifiedEvent, ChannelE
         occurred_at,
         notification_id: get("notify_id"),
         raw_status: get("trade_status"),
-        merchant: MerchantRef { app_id: get("app_id"), mch_id: get("seller_id") },
+        merchant: MerchantRef {
+            app_id: get("app_id"),
+            mch_id: get("seller_id"),
+        },
         raw,
     })
 }
@@ -619,27 +664,41 @@ impl Channel for AlipayChannel {
 
     /// HTTP 200 with exactly `success` (§1.7).
     fn success_ack(&self) -> Ack {
-        Ack { status: 200, content_type: Some("text/plain"), body: b"success".to_vec() }
+        Ack {
+            status: 200,
+            content_type: Some("text/plain"),
+            body: b"success".to_vec(),
+        }
     }
 
     /// HTTP 200 with `fail`: anything but `success` makes Alipay retry (§1.7).
     fn failure_ack(&self, _reason: &str) -> Ack {
-        Ack { status: 200, content_type: Some("text/plain"), body: b"fail".to_vec() }
+        Ack {
+            status: 200,
+            content_type: Some("text/plain"),
+            body: b"fail".to_vec(),
+        }
     }
 }
 
 /// Signs `fields` (UTF-8) like Alipay does and returns the form body with `sign` and `sign_type`.
 fn sign_form(fields: &[(&str, String)], key: &RsaPrivateKey, sign_type: AlipaySignType) -> Result<Vec<u8>, String> {
-    let raw: RawForm = fields.iter().map(|(k, v)| ((*k).to_string(), v.clone().into_bytes())).collect();
+    let raw: RawForm = fields
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), v.clone().into_bytes()))
+        .collect();
     let content = sorted_content(&raw, &["sign", "sign_type"], false);
     let (scheme, digest) = digest_for(sign_type, &content);
-    let signature = key.sign(scheme, &digest).map_err(|_| "RSA signing failed".to_string())?;
+    let signature = key
+        .sign(scheme, &digest)
+        .map_err(|_| "RSA signing failed".to_string())?;
     let sign = base64::engine::general_purpose::STANDARD.encode(signature);
     let mut body = form_urlencoded::Serializer::new(String::new());
     for (k, v) in fields {
         body.append_pair(k, v);
     }
-    body.append_pair("sign", &sign).append_pair("sign_type", sign_type.wire_name());
+    body.append_pair("sign", &sign)
+        .append_pair("sign_type", sign_type.wire_name());
     Ok(body.finish().into_bytes())
 }
 
@@ -647,7 +706,10 @@ fn sign_form(fields: &[(&str, String)], key: &RsaPrivateKey, sign_type: AlipaySi
 /// `keys.private_key_pem` (which plays the Alipay key). Needs `spec.app_id`; `spec.mch_id` becomes
 /// `seller_id`. Supports payment succeeded/pending/closed and refund succeeded.
 pub fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNotification, String> {
-    let pem_text = keys.private_key_pem.as_deref().ok_or("alipay simulation needs private_key_pem")?;
+    let pem_text = keys
+        .private_key_pem
+        .as_deref()
+        .ok_or("alipay simulation needs private_key_pem")?;
     let key = parse_rsa_private_key(pem_text)?;
     let app_id = spec.app_id.clone().ok_or("alipay simulation needs app_id")?;
     let time = beijing_format(spec.at, "%Y-%m-%d %H:%M:%S");
@@ -677,8 +739,13 @@ pub fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNot
             fields.push(("gmt_close", time));
         }
         EventKind::RefundSucceeded => {
-            let refund = spec.refund_amount_minor.ok_or("refund simulation needs refund_amount_minor")?;
-            let out_refund_no = spec.out_refund_no.clone().ok_or("refund simulation needs out_refund_no")?;
+            let refund = spec
+                .refund_amount_minor
+                .ok_or("refund simulation needs refund_amount_minor")?;
+            let out_refund_no = spec
+                .out_refund_no
+                .clone()
+                .ok_or("refund simulation needs out_refund_no")?;
             fields.push(("trade_status", "TRADE_SUCCESS".into()));
             fields.push(("refund_fee", format_minor(refund, 2)));
             fields.push(("out_biz_no", out_refund_no));
@@ -734,7 +801,13 @@ mod tests {
 
     fn verify(ch: &AlipayChannel, body: &[u8]) -> Result<VerifiedEvent, ChannelError> {
         let headers = HeaderMap::new();
-        ch.verify(&NotifyRequest { headers: &headers, body }, now())
+        ch.verify(
+            &NotifyRequest {
+                headers: &headers,
+                body,
+            },
+            now(),
+        )
     }
 
     fn private_key() -> RsaPrivateKey {
@@ -744,7 +817,10 @@ mod tests {
     #[test]
     fn alipay_da1_builds_the_exact_spec_content() {
         let fields = parse_form_raw(DA1.as_bytes()).unwrap();
-        assert_eq!(sorted_content(&fields, &["sign", "sign_type"], false), DA1_CONTENT.as_bytes());
+        assert_eq!(
+            sorted_content(&fields, &["sign", "sign_type"], false),
+            DA1_CONTENT.as_bytes()
+        );
     }
 
     #[test]
@@ -755,7 +831,10 @@ mod tests {
         assert_eq!(ev.amount_minor, Some(8880));
         assert_eq!(ev.currency.as_deref(), Some("CNY"));
         assert_eq!(ev.channel_txn_id.as_deref(), Some("2024050122001400000000000001"));
-        assert_eq!(ev.notification_id.as_deref(), Some("2024050100222120006000000000000001"));
+        assert_eq!(
+            ev.notification_id.as_deref(),
+            Some("2024050100222120006000000000000001")
+        );
         assert_eq!(ev.occurred_at.as_deref(), Some("2024-05-01T12:00:05+08:00"));
         assert_eq!(ev.raw["passback_params"], "k%3Dv");
         assert_eq!(ev.raw["subject"], "Widget A+B 测试 & more");
@@ -829,7 +908,9 @@ mod tests {
     fn alipay_v2_content_with_sign_type_fails_and_v1_is_tried_first() {
         let ch = channel(AlipaySignType::Rsa2);
         let fields = parse_form_raw(DA1.as_bytes()).unwrap();
-        let signature = base64::engine::general_purpose::STANDARD.decode(fields.get("sign").unwrap()).unwrap();
+        let signature = base64::engine::general_purpose::STANDARD
+            .decode(fields.get("sign").unwrap())
+            .unwrap();
         let v2 = sorted_content(&fields, &["sign"], false);
         assert!(!rsa_verifies(&ch.keys[0].key, AlipaySignType::Rsa2, &v2, &signature));
         assert_eq!(AlipayChannel::content_candidates(&fields)[0], DA1_CONTENT.as_bytes());
@@ -839,10 +920,14 @@ mod tests {
     #[test]
     fn alipay_v2_rule_fallback_verifies_gateway_notifications() {
         // A gateway notification signed over the set that includes sign_type (§1.4 step 7).
-        let fields: RawForm = [("app_id", "2021000000000001"), ("notify_id", "n1"), ("sign_type", "RSA2")]
-            .iter()
-            .map(|(k, v)| ((*k).to_string(), v.as_bytes().to_vec()))
-            .collect();
+        let fields: RawForm = [
+            ("app_id", "2021000000000001"),
+            ("notify_id", "n1"),
+            ("sign_type", "RSA2"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), v.as_bytes().to_vec()))
+        .collect();
         let content = sorted_content(&fields, &["sign"], false);
         let (scheme, digest) = digest_for(AlipaySignType::Rsa2, &content);
         let sign = base64::engine::general_purpose::STANDARD.encode(private_key().sign(scheme, &digest).unwrap());
@@ -862,7 +947,10 @@ mod tests {
         let err = verify(&channel(AlipaySignType::Rsa2), body.as_bytes()).unwrap_err();
         assert!(matches!(err, ChannelError::Unsupported(_)), "{err:?}");
         let md5 = DA1.replace("sign_type=RSA2", "sign_type=MD5");
-        assert!(matches!(verify(&channel(AlipaySignType::Rsa2), md5.as_bytes()), Err(ChannelError::Unsupported(_))));
+        assert!(matches!(
+            verify(&channel(AlipaySignType::Rsa2), md5.as_bytes()),
+            Err(ChannelError::Unsupported(_))
+        ));
     }
 
     #[test]
@@ -877,10 +965,16 @@ mod tests {
     fn alipay_other_seller_and_auth_app_are_refused() {
         let mut cfg = config(AlipaySignType::Rsa2);
         cfg.seller_id = Some("2088999999999999".into());
-        assert!(matches!(verify(&cfg.build().unwrap(), DA1.as_bytes()), Err(ChannelError::Business(_))));
+        assert!(matches!(
+            verify(&cfg.build().unwrap(), DA1.as_bytes()),
+            Err(ChannelError::Business(_))
+        ));
         let mut cfg = config(AlipaySignType::Rsa2);
         cfg.auth_app_id = Some("2021000000000002".into());
-        assert!(matches!(verify(&cfg.build().unwrap(), DA1.as_bytes()), Err(ChannelError::Business(_))));
+        assert!(matches!(
+            verify(&cfg.build().unwrap(), DA1.as_bytes()),
+            Err(ChannelError::Business(_))
+        ));
         cfg.auth_app_id = Some("2021000000000001".into());
         assert!(verify(&cfg.build().unwrap(), DA1.as_bytes()).is_ok());
     }
@@ -896,7 +990,10 @@ mod tests {
     fn alipay_sign_with_plus_turned_into_space_is_refused() {
         let body = DA1.replace("%2B", "+");
         let err = verify(&channel(AlipaySignType::Rsa2), body.as_bytes()).unwrap_err();
-        assert!(matches!(err, ChannelError::Signature(ref m) if m.contains("space")), "{err:?}");
+        assert!(
+            matches!(err, ChannelError::Signature(ref m) if m.contains("space")),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -917,9 +1014,15 @@ mod tests {
         rsa_cfg.seller_id = None;
         assert!(verify(&rsa_cfg.build().unwrap(), with_empty.as_bytes()).is_ok());
         // Signed with `body=` included (older SDKs): verifies on the retry.
-        let fields: Vec<(&str, String)> =
-            vec![("app_id", "2021000000000001".into()), ("body", String::new()), ("out_trade_no", "O1".into())];
-        let raw: RawForm = fields.iter().map(|(k, v)| ((*k).to_string(), v.clone().into_bytes())).collect();
+        let fields: Vec<(&str, String)> = vec![
+            ("app_id", "2021000000000001".into()),
+            ("body", String::new()),
+            ("out_trade_no", "O1".into()),
+        ];
+        let raw: RawForm = fields
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), v.clone().into_bytes()))
+            .collect();
         let content = sorted_content(&raw, &["sign", "sign_type"], true);
         assert_eq!(content, b"app_id=2021000000000001&body=&out_trade_no=O1");
         let (scheme, digest) = digest_for(AlipaySignType::Rsa2, &content);
@@ -981,7 +1084,10 @@ mod tests {
         // Signed with alipay_cert_sn excluded (smartwalle) and included (Java SDK): both verify.
         let excluded = {
             let f = fields(&own_sn);
-            let raw: RawForm = f.iter().map(|(k, v)| ((*k).to_string(), v.clone().into_bytes())).collect();
+            let raw: RawForm = f
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), v.clone().into_bytes()))
+                .collect();
             let content = sorted_content(&raw, &["sign", "sign_type", "alipay_cert_sn"], false);
             let (scheme, digest) = digest_for(AlipaySignType::Rsa2, &content);
             let sign = base64::engine::general_purpose::STANDARD.encode(private_key().sign(scheme, &digest).unwrap());
@@ -995,9 +1101,19 @@ mod tests {
         let included = sign_form(&fields(&own_sn), &private_key(), AlipaySignType::Rsa2).unwrap();
         assert!(verify(&ch, &included).is_ok());
         // The SN of the other configured cert selects a key that did not sign: signature failure.
-        let other = sign_form(&fields("6f1e366a31d9575cd546914add04f4af"), &private_key(), AlipaySignType::Rsa2).unwrap();
+        let other = sign_form(
+            &fields("6f1e366a31d9575cd546914add04f4af"),
+            &private_key(),
+            AlipaySignType::Rsa2,
+        )
+        .unwrap();
         assert!(matches!(verify(&ch, &other), Err(ChannelError::Signature(_))));
-        let unknown = sign_form(&fields("00000000000000000000000000000000"), &private_key(), AlipaySignType::Rsa2).unwrap();
+        let unknown = sign_form(
+            &fields("00000000000000000000000000000000"),
+            &private_key(),
+            AlipaySignType::Rsa2,
+        )
+        .unwrap();
         assert!(matches!(verify(&ch, &unknown), Err(ChannelError::UnknownKey(_))));
     }
 
@@ -1052,9 +1168,17 @@ mod tests {
 
     #[test]
     fn alipay_simulate_output_verifies_with_matching_config() {
-        let keys = SimulateKeys { private_key_pem: Some(fixture("app_private_key.pem")), ..Default::default() };
+        let keys = SimulateKeys {
+            private_key_pem: Some(fixture("app_private_key.pem")),
+            ..Default::default()
+        };
         let ch = channel(AlipaySignType::Rsa2);
-        for kind in [EventKind::PaymentSucceeded, EventKind::PaymentPending, EventKind::PaymentClosed, EventKind::RefundSucceeded] {
+        for kind in [
+            EventKind::PaymentSucceeded,
+            EventKind::PaymentPending,
+            EventKind::PaymentClosed,
+            EventKind::RefundSucceeded,
+        ] {
             let n = simulate(&sim_spec(kind), &keys).unwrap();
             let ev = verify(&ch, &n.body).unwrap();
             assert_eq!(ev.kind, kind);

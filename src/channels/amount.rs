@@ -89,10 +89,16 @@ fn parse_digits(text: &str, exponent: u32, negative: bool) -> Result<i64, Amount
     let sign: i64 = if negative { -1 } else { 1 };
     let mut value: i64 = 0;
     let padding = exponent as usize - frac.len();
-    let digits = int_part.bytes().chain(frac.bytes()).chain(std::iter::repeat_n(b'0', padding));
+    let digits = int_part
+        .bytes()
+        .chain(frac.bytes())
+        .chain(std::iter::repeat_n(b'0', padding));
     for b in digits {
         let d = i64::from(b - b'0');
-        value = value.checked_mul(10).and_then(|v| v.checked_add(sign * d)).ok_or(AmountError::Overflow)?;
+        value = value
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(sign * d))
+            .ok_or(AmountError::Overflow)?;
     }
     Ok(value)
 }
@@ -103,9 +109,10 @@ fn parse_digits(text: &str, exponent: u32, negative: bool) -> Result<i64, Amount
 pub fn integer_minor_at(object: &serde_json::Value, pointer: &str) -> Result<Option<i64>, ChannelError> {
     match object.pointer(pointer) {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(v) => {
-            v.as_i64().map(Some).ok_or_else(|| ChannelError::Malformed(format!("{pointer} is not an integer amount")))
-        }
+        Some(v) => v
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| ChannelError::Malformed(format!("{pointer} is not an integer amount"))),
     }
 }
 
@@ -141,7 +148,11 @@ pub fn format_minor(minor: i64, exponent: u32) -> String {
     if exp == 0 {
         return format!("{sign}{digits}");
     }
-    let padded = if digits.len() <= exp { format!("{}{digits}", "0".repeat(exp + 1 - digits.len())) } else { digits };
+    let padded = if digits.len() <= exp {
+        format!("{}{digits}", "0".repeat(exp + 1 - digits.len()))
+    } else {
+        digits
+    };
     let (int_part, frac_part) = padded.split_at(padded.len() - exp);
     format!("{sign}{int_part}.{frac_part}")
 }
@@ -166,7 +177,10 @@ mod tests {
         assert_eq!(parse_decimal_minor("1999", currency_exponent("JPY")), Ok(1999));
         assert_eq!(parse_decimal_minor("1.234", currency_exponent("KWD")), Ok(1234));
         assert_eq!(parse_decimal_minor("1.2", currency_exponent("bhd")), Ok(1200));
-        assert_eq!(parse_decimal_minor("1.5", currency_exponent("JPY")), Err(AmountError::MisplacedPoint));
+        assert_eq!(
+            parse_decimal_minor("1.5", currency_exponent("JPY")),
+            Err(AmountError::MisplacedPoint)
+        );
     }
 
     #[test]
@@ -212,17 +226,32 @@ mod tests {
 
     #[test]
     fn more_fraction_digits_than_the_exponent_is_refused_not_rounded() {
-        assert_eq!(parse_decimal_minor("88.801", 2), Err(AmountError::TooManyFractionDigits { exponent: 2 }));
-        assert_eq!(parse_decimal_minor("0.001", 2), Err(AmountError::TooManyFractionDigits { exponent: 2 }));
+        assert_eq!(
+            parse_decimal_minor("88.801", 2),
+            Err(AmountError::TooManyFractionDigits { exponent: 2 })
+        );
+        assert_eq!(
+            parse_decimal_minor("0.001", 2),
+            Err(AmountError::TooManyFractionDigits { exponent: 2 })
+        );
     }
 
     #[test]
     fn overflow_is_refused_at_the_i64_boundary() {
         assert_eq!(parse_decimal_minor("92233720368547758.07", 2), Ok(i64::MAX));
-        assert_eq!(parse_decimal_minor("92233720368547758.08", 2), Err(AmountError::Overflow));
+        assert_eq!(
+            parse_decimal_minor("92233720368547758.08", 2),
+            Err(AmountError::Overflow)
+        );
         assert_eq!(parse_signed_decimal_minor("-92233720368547758.08", 2), Ok(i64::MIN));
-        assert_eq!(parse_signed_decimal_minor("-92233720368547758.09", 2), Err(AmountError::Overflow));
-        assert_eq!(parse_decimal_minor("99999999999999999999", 0), Err(AmountError::Overflow));
+        assert_eq!(
+            parse_signed_decimal_minor("-92233720368547758.09", 2),
+            Err(AmountError::Overflow)
+        );
+        assert_eq!(
+            parse_decimal_minor("99999999999999999999", 0),
+            Err(AmountError::Overflow)
+        );
     }
 
     #[test]

@@ -63,7 +63,11 @@ impl ChannelConfig {
             issues
                 .into_iter()
                 .map(|i| {
-                    let path = if i.path.is_empty() { prefix.to_string() } else { format!("{prefix}.{}", i.path) };
+                    let path = if i.path.is_empty() {
+                        prefix.to_string()
+                    } else {
+                        format!("{prefix}.{}", i.path)
+                    };
                     ConfigIssue::new(path, i.message)
                 })
                 .collect()

@@ -211,9 +211,13 @@ fn parse_event_kind(name: &str) -> Option<EventKind> {
 
 /// Decodes `whsec_<base64>` (prefix optional, padding optional) into the HMAC key.
 fn decode_secret(text: &[u8]) -> Result<Secret, String> {
-    let text = std::str::from_utf8(text).map_err(|_| "secret is not text".to_string())?.trim();
+    let text = std::str::from_utf8(text)
+        .map_err(|_| "secret is not text".to_string())?
+        .trim();
     let b64 = text.strip_prefix(SECRET_PREFIX).unwrap_or(text);
-    let key = BASE64_LENIENT.decode(b64).map_err(|_| "secret is not whsec_ followed by base64".to_string())?;
+    let key = BASE64_LENIENT
+        .decode(b64)
+        .map_err(|_| "secret is not whsec_ followed by base64".to_string())?;
     if key.is_empty() {
         return Err("secret is empty".into());
     }
@@ -252,7 +256,10 @@ fn mac(key: &[u8], msg_id: &str, timestamp: &str, body: &[u8]) -> [u8; 32] {
 /// Signs one message: `v1,<base64 HMAC-SHA256(secret, msg_id "." timestamp "." body)>`, the
 /// `webhook-signature` value. `secret` is the decoded key (the bytes after `whsec_`).
 pub fn sign_standard_webhook(secret: &[u8], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
-    format!("v1,{}", BASE64.encode(mac(secret, msg_id, &timestamp.to_string(), body)))
+    format!(
+        "v1,{}",
+        BASE64.encode(mac(secret, msg_id, &timestamp.to_string(), body))
+    )
 }
 
 /// Signs requests payguard forwards to the backend (product.md §6).
@@ -308,7 +315,11 @@ impl Channel for StandardWebhooks {
     fn verify(&self, req: &NotifyRequest<'_>, now: Timestamp) -> Result<VerifiedEvent, ChannelError> {
         let h = req.headers;
         // Svix sends the same scheme under svix-* names (§6); webhook-* wins when both exist.
-        let prefix = if h.contains_key("webhook-id") || !h.contains_key("svix-id") { "webhook-" } else { "svix-" };
+        let prefix = if h.contains_key("webhook-id") || !h.contains_key("svix-id") {
+            "webhook-"
+        } else {
+            "svix-"
+        };
         let header = |name: &str| {
             let full = format!("{prefix}{name}");
             single_header(h, &full)?.ok_or_else(|| ChannelError::Malformed(format!("header {full} is missing")))
@@ -323,7 +334,9 @@ impl Channel for StandardWebhooks {
         if timestamp.is_empty() || timestamp.len() > 12 || !timestamp.bytes().all(|b| b.is_ascii_digit()) {
             return Err(ChannelError::Malformed("webhook-timestamp is not unix seconds".into()));
         }
-        let ts: i64 = timestamp.parse().map_err(|_| ChannelError::Malformed("webhook-timestamp".into()))?;
+        let ts: i64 = timestamp
+            .parse()
+            .map_err(|_| ChannelError::Malformed("webhook-timestamp".into()))?;
         // §6: five minutes both directions ("too old" / "too new").
         if now.as_second().abs_diff(ts) > self.tolerance_secs.unsigned_abs() {
             return Err(ChannelError::Stale(format!(
@@ -348,7 +361,9 @@ impl Channel for StandardWebhooks {
             }
         }
         if !bool::from(matched) {
-            return Err(ChannelError::Signature("no v1 signature matches a configured secret".into()));
+            return Err(ChannelError::Signature(
+                "no v1 signature matches a configured secret".into(),
+            ));
         }
         let payload: Value =
             serde_json::from_slice(req.body).map_err(|e| ChannelError::Malformed(format!("payload: {e}")))?;
@@ -356,20 +371,32 @@ impl Channel for StandardWebhooks {
     }
 
     fn success_ack(&self) -> Ack {
-        Ack { status: 204, content_type: None, body: Vec::new() }
+        Ack {
+            status: 204,
+            content_type: None,
+            body: Vec::new(),
+        }
     }
 
     fn failure_ack(&self, reason: &str) -> Ack {
         // Any non-2xx retries; never 410, which tells the sender to disable the endpoint (§0.5).
-        Ack { status: 400, content_type: Some("text/plain; charset=utf-8"), body: reason.as_bytes().to_vec() }
+        Ack {
+            status: 400,
+            content_type: Some("text/plain; charset=utf-8"),
+            body: reason.as_bytes().to_vec(),
+        }
     }
 }
 
 impl StandardWebhooks {
     fn normalize(&self, payload: Value, msg_id: &str) -> Result<VerifiedEvent, ChannelError> {
         let m = &self.mapping;
-        let at =
-            |pointer: &Option<String>| pointer.as_deref().and_then(|p| payload.pointer(p)).filter(|v| !v.is_null());
+        let at = |pointer: &Option<String>| {
+            pointer
+                .as_deref()
+                .and_then(|p| payload.pointer(p))
+                .filter(|v| !v.is_null())
+        };
         let text = |pointer: &Option<String>, field: &str| -> Result<Option<String>, ChannelError> {
             match at(pointer) {
                 None => Ok(None),
@@ -380,14 +407,20 @@ impl StandardWebhooks {
         };
         let raw_status = text(&m.kind, "kind")?;
         let kind = match raw_status.as_deref() {
-            Some(value) => {
-                self.kinds.get(value).copied().or_else(|| parse_event_kind(value)).unwrap_or(EventKind::Other)
-            }
+            Some(value) => self
+                .kinds
+                .get(value)
+                .copied()
+                .or_else(|| parse_event_kind(value))
+                .unwrap_or(EventKind::Other),
             None => EventKind::Other,
         };
         let out_trade_no = text(&Some(m.out_trade_no.clone()), "out_trade_no")?.unwrap_or_default();
         if kind != EventKind::Other && out_trade_no.is_empty() {
-            return Err(ChannelError::Malformed(format!("payload has no out_trade_no at {}", m.out_trade_no)));
+            return Err(ChannelError::Malformed(format!(
+                "payload has no out_trade_no at {}",
+                m.out_trade_no
+            )));
         }
         let amount = |pointer: &Option<String>, field: &str| -> Result<Option<i64>, ChannelError> {
             at(pointer).map(|v| self.amount_minor(v, field)).transpose()
@@ -403,7 +436,10 @@ impl StandardWebhooks {
         };
         let occurred_at = match at(&m.occurred_at) {
             Some(Value::String(s)) => Some(s.clone()),
-            Some(Value::Number(n)) => n.as_i64().and_then(|s| Timestamp::from_second(s).ok()).map(|t| t.to_string()),
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .and_then(|s| Timestamp::from_second(s).ok())
+                .map(|t| t.to_string()),
             _ => None,
         };
         Ok(VerifiedEvent {
@@ -432,10 +468,14 @@ impl StandardWebhooks {
                 Some(v) => v
                     .checked_mul(10_i64.checked_pow(exponent).ok_or(bad(AmountError::Overflow))?)
                     .ok_or(bad(AmountError::Overflow)),
-                None => Err(ChannelError::Malformed(format!("{field} must be an integer or a decimal string"))),
+                None => Err(ChannelError::Malformed(format!(
+                    "{field} must be an integer or a decimal string"
+                ))),
             },
             Value::String(s) => parse_decimal_minor(s, exponent).map_err(bad),
-            _ => Err(ChannelError::Malformed(format!("{field} must be an integer or a decimal string"))),
+            _ => Err(ChannelError::Malformed(format!(
+                "{field} must be an integer or a decimal string"
+            ))),
         }
     }
 }
@@ -444,7 +484,10 @@ impl StandardWebhooks {
 /// (`{"type", "timestamp", "data": {out_trade_no, amount, currency, transaction_id, ...}}`),
 /// signed with `keys.secret` (the `whsec_…` text).
 pub fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNotification, String> {
-    let secret = keys.secret.as_deref().ok_or("standard_webhooks needs a whsec_ secret")?;
+    let secret = keys
+        .secret
+        .as_deref()
+        .ok_or("standard_webhooks needs a whsec_ secret")?;
     let key = decode_secret(secret)?;
     let mut data = json!({
         "out_trade_no": spec.out_trade_no,
@@ -462,8 +505,9 @@ pub fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNot
             }
         }
     }
-    let body =
-        json!({"type": spec.kind.as_str(), "timestamp": spec.at.to_string(), "data": data}).to_string().into_bytes();
+    let body = json!({"type": spec.kind.as_str(), "timestamp": spec.at.to_string(), "data": data})
+        .to_string()
+        .into_bytes();
     let ts = spec.at.as_second();
     let signature = sign_standard_webhook(key.expose(), &spec.notification_id, ts, &body);
     Ok(SimulatedNotification {
@@ -512,7 +556,10 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
-            map.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
         }
         map
     }
@@ -525,8 +572,18 @@ mod tests {
         body: &str,
         now: i64,
     ) -> Result<VerifiedEvent, ChannelError> {
-        let h = headers(&[("webhook-id", id), ("webhook-timestamp", ts), ("webhook-signature", sig)]);
-        ch.verify(&NotifyRequest { headers: &h, body: body.as_bytes() }, at(now))
+        let h = headers(&[
+            ("webhook-id", id),
+            ("webhook-timestamp", ts),
+            ("webhook-signature", sig),
+        ]);
+        ch.verify(
+            &NotifyRequest {
+                headers: &h,
+                body: body.as_bytes(),
+            },
+            at(now),
+        )
     }
 
     fn verify_sw2(sig: &str, body: &str, now: i64) -> Result<VerifiedEvent, ChannelError> {
@@ -566,9 +623,12 @@ mod tests {
     #[test]
     fn sw2_accepts_v1a_and_wrong_v1_entries_before_the_valid_one() {
         assert!(verify_sw2(&format!("v1a,xxxx {SW2_SIG}"), SW2_BODY, SW2_TS).is_ok());
-        assert!(
-            verify_sw2(&format!("v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= {SW2_SIG}"), SW2_BODY, SW2_TS).is_ok()
-        );
+        assert!(verify_sw2(
+            &format!("v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= {SW2_SIG}"),
+            SW2_BODY,
+            SW2_TS
+        )
+        .is_ok());
         assert!(verify_sw2(&format!("v1,AAAA... {SW2_SIG}"), SW2_BODY, SW2_TS).is_ok());
     }
 
@@ -576,14 +636,23 @@ mod tests {
     fn sw2_window_is_five_minutes_both_directions() {
         assert!(verify_sw2(SW2_SIG, SW2_BODY, SW2_TS + 300).is_ok());
         assert!(verify_sw2(SW2_SIG, SW2_BODY, SW2_TS - 300).is_ok());
-        assert!(matches!(verify_sw2(SW2_SIG, SW2_BODY, SW2_TS + 301), Err(ChannelError::Stale(_))));
-        assert!(matches!(verify_sw2(SW2_SIG, SW2_BODY, SW2_TS - 301), Err(ChannelError::Stale(_))));
+        assert!(matches!(
+            verify_sw2(SW2_SIG, SW2_BODY, SW2_TS + 301),
+            Err(ChannelError::Stale(_))
+        ));
+        assert!(matches!(
+            verify_sw2(SW2_SIG, SW2_BODY, SW2_TS - 301),
+            Err(ChannelError::Stale(_))
+        ));
     }
 
     #[test]
     fn tampered_body_id_or_timestamp_fails_signature() {
         let body = SW2_BODY.replace("8880", "8881");
-        assert!(matches!(verify_sw2(SW2_SIG, &body, SW2_TS), Err(ChannelError::Signature(_))));
+        assert!(matches!(
+            verify_sw2(SW2_SIG, &body, SW2_TS),
+            Err(ChannelError::Signature(_))
+        ));
         let other_id = verify_with(&channel(), "msg_other", &SW2_TS.to_string(), SW2_SIG, SW2_BODY, SW2_TS);
         assert!(matches!(other_id, Err(ChannelError::Signature(_))));
         let other_ts = verify_with(&channel(), SW2_ID, &(SW2_TS + 1).to_string(), SW2_SIG, SW2_BODY, SW2_TS);
@@ -599,7 +668,10 @@ mod tests {
             "v1,%%%%",
             "YL2H1zQDTgiQs2xQxnnjOQjNbbDhRVpoSkMJNj6COtI=",
         ] {
-            assert!(matches!(verify_sw2(sig, SW2_BODY, SW2_TS), Err(ChannelError::Signature(_))), "{sig:?}");
+            assert!(
+                matches!(verify_sw2(sig, SW2_BODY, SW2_TS), Err(ChannelError::Signature(_))),
+                "{sig:?}"
+            );
         }
     }
 
@@ -612,10 +684,22 @@ mod tests {
             ("webhook-signature", SW2_SIG),
             ("webhook-signature", SW2_SIG),
         ]);
-        let dup = channel().verify(&NotifyRequest { headers: &h, body: SW2_BODY.as_bytes() }, at(SW2_TS));
+        let dup = channel().verify(
+            &NotifyRequest {
+                headers: &h,
+                body: SW2_BODY.as_bytes(),
+            },
+            at(SW2_TS),
+        );
         assert!(matches!(dup, Err(ChannelError::Malformed(_))));
         let h = headers(&[("webhook-id", SW2_ID), ("webhook-signature", SW2_SIG)]);
-        let missing = channel().verify(&NotifyRequest { headers: &h, body: SW2_BODY.as_bytes() }, at(SW2_TS));
+        let missing = channel().verify(
+            &NotifyRequest {
+                headers: &h,
+                body: SW2_BODY.as_bytes(),
+            },
+            at(SW2_TS),
+        );
         assert!(matches!(missing, Err(ChannelError::Malformed(_))));
     }
 
@@ -639,8 +723,20 @@ mod tests {
     #[test]
     fn svix_header_names_are_accepted() {
         let ts = SW2_TS.to_string();
-        let h = headers(&[("svix-id", SW2_ID), ("svix-timestamp", &ts), ("svix-signature", SW2_SIG)]);
-        assert!(channel().verify(&NotifyRequest { headers: &h, body: SW2_BODY.as_bytes() }, at(SW2_TS)).is_ok());
+        let h = headers(&[
+            ("svix-id", SW2_ID),
+            ("svix-timestamp", &ts),
+            ("svix-signature", SW2_SIG),
+        ]);
+        assert!(channel()
+            .verify(
+                &NotifyRequest {
+                    headers: &h,
+                    body: SW2_BODY.as_bytes()
+                },
+                at(SW2_TS)
+            )
+            .is_ok());
     }
 
     #[test]
@@ -653,14 +749,25 @@ mod tests {
         let signer = StandardWebhookSigner::from_whsec(&other).unwrap();
         let sig = signer.sign(SW2_ID, SW2_TS, SW2_BODY.as_bytes());
         assert!(verify_with(&ch, SW2_ID, &SW2_TS.to_string(), &sig, SW2_BODY, SW2_TS).is_ok());
-        assert!(verify_sw2(&sig, SW2_BODY, SW2_TS).is_err(), "the single-secret endpoint does not know it");
+        assert!(
+            verify_sw2(&sig, SW2_BODY, SW2_TS).is_err(),
+            "the single-secret endpoint does not know it"
+        );
     }
 
     #[test]
     fn secret_without_prefix_or_padding_decodes_the_same() {
         let mut cfg = config();
         cfg.secrets = vec![SecretRef::new("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")];
-        assert!(verify_with(&cfg.build().unwrap(), SW2_ID, &SW2_TS.to_string(), SW2_SIG, SW2_BODY, SW2_TS).is_ok());
+        assert!(verify_with(
+            &cfg.build().unwrap(),
+            SW2_ID,
+            &SW2_TS.to_string(),
+            SW2_SIG,
+            SW2_BODY,
+            SW2_TS
+        )
+        .is_ok());
         let unpadded = format!("whsec_{}", BASE64.encode([9u8; 25]).trim_end_matches('='));
         assert!(StandardWebhookSigner::from_whsec(&unpadded).is_ok());
     }
@@ -685,8 +792,12 @@ mod tests {
         };
         let ch = cfg.build().unwrap();
         let body = r#"{"event":"order.paid","created":1714536000,"order":{"id":12345,"total":"88.80","currency":"cny","txn":"T1"}}"#;
-        let sig =
-            sign_standard_webhook(decode_secret(SECRET.as_bytes()).unwrap().expose(), "m1", SW2_TS, body.as_bytes());
+        let sig = sign_standard_webhook(
+            decode_secret(SECRET.as_bytes()).unwrap().expose(),
+            "m1",
+            SW2_TS,
+            body.as_bytes(),
+        );
         let event = verify_with(&ch, "m1", &SW2_TS.to_string(), &sig, body, SW2_TS).unwrap();
         assert_eq!(event.kind, EventKind::PaymentSucceeded);
         assert_eq!(event.out_trade_no, "12345");
@@ -704,7 +815,11 @@ mod tests {
         assert_eq!(event.amount_minor, Some(8800));
         assert_eq!(
             event.refund,
-            Some(RefundInfo { out_refund_no: Some("R1".into()), refund_id: None, amount_minor: Some(1050) })
+            Some(RefundInfo {
+                out_refund_no: Some("R1".into()),
+                refund_id: None,
+                amount_minor: Some(1050)
+            })
         );
 
         let unknown: Value = serde_json::from_str(r#"{"event":"order.viewed","order":{}}"#).unwrap();
@@ -713,29 +828,47 @@ mod tests {
         assert!(matches!(ch.normalize(float, "m4"), Err(ChannelError::Malformed(_))));
         let three_decimals: Value =
             serde_json::from_str(r#"{"event":"order.paid","order":{"id":"O1","total":"88.801"}}"#).unwrap();
-        assert!(matches!(ch.normalize(three_decimals, "m5"), Err(ChannelError::Malformed(_))));
+        assert!(matches!(
+            ch.normalize(three_decimals, "m5"),
+            Err(ChannelError::Malformed(_))
+        ));
     }
 
     #[test]
     fn payment_kind_without_order_number_is_malformed() {
         let payload: Value = serde_json::from_str(r#"{"type":"payment.succeeded","data":{"amount":1}}"#).unwrap();
-        assert!(matches!(channel().normalize(payload, "m"), Err(ChannelError::Malformed(_))));
+        assert!(matches!(
+            channel().normalize(payload, "m"),
+            Err(ChannelError::Malformed(_))
+        ));
         let fractional_minor: Value =
             serde_json::from_str(r#"{"type":"payment.succeeded","data":{"out_trade_no":"O","amount":"1.5"}}"#).unwrap();
-        assert!(matches!(channel().normalize(fractional_minor, "m"), Err(ChannelError::Malformed(_))));
+        assert!(matches!(
+            channel().normalize(fractional_minor, "m"),
+            Err(ChannelError::Malformed(_))
+        ));
     }
 
     #[test]
     fn build_reports_bad_secrets_pointers_and_kinds_by_field() {
         let mut cfg = config();
-        cfg.secrets = vec![SecretRef::new("whsec_%%%not-base64"), SecretRef::new("env:PG_TEST_SW_UNSET")];
+        cfg.secrets = vec![
+            SecretRef::new("whsec_%%%not-base64"),
+            SecretRef::new("env:PG_TEST_SW_UNSET"),
+        ];
         cfg.mapping.amount = Some("data.amount".into());
         cfg.mapping.kinds.insert("paid".into(), "payment.done".into());
         let issues = cfg.build().unwrap_err();
         let paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
-        assert_eq!(paths, ["secrets[0]", "secrets[1]", "mapping.amount", "mapping.kinds.paid"]);
+        assert_eq!(
+            paths,
+            ["secrets[0]", "secrets[1]", "mapping.amount", "mapping.kinds.paid"]
+        );
         assert!(issues.iter().all(|i| !i.message.contains("not-base64")));
-        let empty = StandardWebhooksConfig { secrets: vec![], ..config() };
+        let empty = StandardWebhooksConfig {
+            secrets: vec![],
+            ..config()
+        };
         assert_eq!(empty.build().unwrap_err()[0].path, "secrets");
     }
 
@@ -750,8 +883,10 @@ mod tests {
                 .unwrap();
         assert_eq!(cfg.mapping.amount, None);
         assert_eq!(cfg.mapping.currency.as_deref(), Some("/data/currency"));
-        assert!(serde_json::from_value::<StandardWebhooksConfig>(json!({"secrets": [], "mapping": {"order": "/id"}}))
-            .is_err());
+        assert!(
+            serde_json::from_value::<StandardWebhooksConfig>(json!({"secrets": [], "mapping": {"order": "/id"}}))
+                .is_err()
+        );
         let schema = serde_json::to_value(schemars::schema_for!(StandardWebhooksConfig)).unwrap();
         assert_eq!(schema["properties"]["tolerance"]["type"], "string");
         assert!(schema["definitions"]["PayloadMapping"]["properties"]["kinds"].is_object());
@@ -771,7 +906,9 @@ mod tests {
     #[test]
     fn signer_refuses_short_or_undecodable_secrets_without_echoing_them() {
         let short = format!("whsec_{}", BASE64.encode([1u8; 16]));
-        assert!(StandardWebhookSigner::from_whsec(&short).unwrap_err().contains("24 bytes"));
+        assert!(StandardWebhookSigner::from_whsec(&short)
+            .unwrap_err()
+            .contains("24 bytes"));
         let err = StandardWebhookSigner::from_whsec("whsec_s3cr3t!!").unwrap_err();
         assert!(!err.contains("s3cr3t"));
         let err = StandardWebhookSigner::from_secret_ref(&SecretRef::new("env:PG_TEST_SW_SIGNER_UNSET")).unwrap_err();
@@ -780,8 +917,15 @@ mod tests {
 
     #[test]
     fn simulated_messages_round_trip_through_verify() {
-        let keys = SimulateKeys { secret: Some(SECRET.as_bytes().to_vec()), ..SimulateKeys::default() };
-        for kind in [EventKind::PaymentSucceeded, EventKind::PaymentClosed, EventKind::RefundSucceeded] {
+        let keys = SimulateKeys {
+            secret: Some(SECRET.as_bytes().to_vec()),
+            ..SimulateKeys::default()
+        };
+        for kind in [
+            EventKind::PaymentSucceeded,
+            EventKind::PaymentClosed,
+            EventKind::RefundSucceeded,
+        ] {
             let spec = SimulateSpec {
                 out_trade_no: "ORDER-SIM-3".into(),
                 amount_minor: 8880,
@@ -798,7 +942,15 @@ mod tests {
             let n = simulate(&spec, &keys).unwrap();
             let pairs: Vec<(&str, &str)> = n.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             let h = headers(&pairs);
-            let event = channel().verify(&NotifyRequest { headers: &h, body: &n.body }, at(SW2_TS)).unwrap();
+            let event = channel()
+                .verify(
+                    &NotifyRequest {
+                        headers: &h,
+                        body: &n.body,
+                    },
+                    at(SW2_TS),
+                )
+                .unwrap();
             assert_eq!(event.kind, kind);
             assert_eq!(event.out_trade_no, "ORDER-SIM-3");
             assert_eq!(event.amount_minor, Some(8880));

@@ -54,7 +54,10 @@ impl StripeConfig {
         let mut issues = Vec::new();
         let mut secrets = Vec::new();
         if self.endpoint_secrets.is_empty() {
-            issues.push(ConfigIssue::new("endpoint_secrets", "at least one endpoint secret is required"));
+            issues.push(ConfigIssue::new(
+                "endpoint_secrets",
+                "at least one endpoint secret is required",
+            ));
         }
         for (i, source) in self.endpoint_secrets.iter().enumerate() {
             match source.resolve() {
@@ -117,8 +120,9 @@ pub fn parse_signature_header(header: &str) -> Result<StripeSignatureHeader<'_>,
     let mut timestamp_text = None;
     let mut v1 = Vec::new();
     for item in header.split(',') {
-        let (key, value) =
-            item.split_once('=').ok_or_else(|| ChannelError::Malformed("Stripe-Signature item without '='".into()))?;
+        let (key, value) = item
+            .split_once('=')
+            .ok_or_else(|| ChannelError::Malformed("Stripe-Signature item without '='".into()))?;
         match key {
             "t" if timestamp_text.is_some() => {
                 return Err(ChannelError::Malformed("Stripe-Signature has two t".into()))
@@ -138,11 +142,19 @@ pub fn parse_signature_header(header: &str) -> Result<StripeSignatureHeader<'_>,
     if timestamp_text.is_empty() || timestamp_text.len() > 12 || !timestamp_text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ChannelError::Malformed("Stripe-Signature t is not unix seconds".into()));
     }
-    let timestamp = timestamp_text.parse().map_err(|_| ChannelError::Malformed("Stripe-Signature t".into()))?;
+    let timestamp = timestamp_text
+        .parse()
+        .map_err(|_| ChannelError::Malformed("Stripe-Signature t".into()))?;
     if v1.is_empty() {
-        return Err(ChannelError::Signature("Stripe-Signature has no valid v1 signature".into()));
+        return Err(ChannelError::Signature(
+            "Stripe-Signature has no valid v1 signature".into(),
+        ));
     }
-    Ok(StripeSignatureHeader { timestamp_text, timestamp, v1 })
+    Ok(StripeSignatureHeader {
+        timestamp_text,
+        timestamp,
+        v1,
+    })
 }
 
 /// `HMAC_SHA256(key = the whole "whsec_…" string as bytes, msg = t "." body)` (§4.3).
@@ -178,30 +190,46 @@ impl Channel for Stripe {
             }
         }
         if !bool::from(matched) {
-            return Err(ChannelError::Signature("no v1 signature matches an endpoint secret".into()));
+            return Err(ChannelError::Signature(
+                "no v1 signature matches an endpoint secret".into(),
+            ));
         }
         let event: Value =
             serde_json::from_slice(req.body).map_err(|e| ChannelError::Malformed(format!("event body: {e}")))?;
         if let (Some(expected), Some(actual)) = (self.livemode, event.get("livemode").and_then(Value::as_bool)) {
             if expected != actual {
-                return Err(ChannelError::Business(format!("event livemode={actual}, endpoint expects {expected}")));
+                return Err(ChannelError::Business(format!(
+                    "event livemode={actual}, endpoint expects {expected}"
+                )));
             }
         }
         normalize(event, &self.order_metadata_key)
     }
 
     fn success_ack(&self) -> Ack {
-        Ack { status: 200, content_type: None, body: Vec::new() }
+        Ack {
+            status: 200,
+            content_type: None,
+            body: Vec::new(),
+        }
     }
 
     fn failure_ack(&self, reason: &str) -> Ack {
         // §0.5: any non-2xx makes Stripe retry; the reason is for humans reading the dashboard.
-        Ack { status: 400, content_type: Some("text/plain; charset=utf-8"), body: reason.as_bytes().to_vec() }
+        Ack {
+            status: 400,
+            content_type: Some("text/plain; charset=utf-8"),
+            body: reason.as_bytes().to_vec(),
+        }
     }
 }
 
 fn str_at(object: &Value, pointer: &str) -> Option<String> {
-    object.pointer(pointer).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned)
+    object
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
 }
 
 /// §4.5: event type → kind, order number, amount.
@@ -214,18 +242,39 @@ fn normalize(event: Value, order_key: &str) -> Result<VerifiedEvent, ChannelErro
         .pointer("/data/object")
         .filter(|o| o.is_object())
         .ok_or_else(|| ChannelError::Malformed("event has no data.object".into()))?;
-    let metadata_order = object.get("metadata").and_then(|m| m.get(order_key)).and_then(Value::as_str);
+    let metadata_order = object
+        .get("metadata")
+        .and_then(|m| m.get(order_key))
+        .and_then(Value::as_str);
     let metadata_order = metadata_order.filter(|s| !s.is_empty()).map(str::to_owned);
     let object_id = str_at(object, "/id");
     let payment_status = str_at(object, "/payment_status");
 
     let (kind, amount_pointer, txn_id, raw_status) = match event_type.as_str() {
-        "payment_intent.succeeded" => {
-            (EventKind::PaymentSucceeded, "/amount_received", object_id, str_at(object, "/status"))
-        }
-        "payment_intent.processing" => (EventKind::PaymentPending, "/amount", object_id, str_at(object, "/status")),
-        "payment_intent.payment_failed" => (EventKind::PaymentFailed, "/amount", object_id, str_at(object, "/status")),
-        "payment_intent.canceled" => (EventKind::PaymentClosed, "/amount", object_id, str_at(object, "/status")),
+        "payment_intent.succeeded" => (
+            EventKind::PaymentSucceeded,
+            "/amount_received",
+            object_id,
+            str_at(object, "/status"),
+        ),
+        "payment_intent.processing" => (
+            EventKind::PaymentPending,
+            "/amount",
+            object_id,
+            str_at(object, "/status"),
+        ),
+        "payment_intent.payment_failed" => (
+            EventKind::PaymentFailed,
+            "/amount",
+            object_id,
+            str_at(object, "/status"),
+        ),
+        "payment_intent.canceled" => (
+            EventKind::PaymentClosed,
+            "/amount",
+            object_id,
+            str_at(object, "/status"),
+        ),
         "checkout.session.completed"
         | "checkout.session.async_payment_succeeded"
         | "checkout.session.async_payment_failed"
@@ -292,7 +341,10 @@ fn normalize(event: Value, order_key: &str) -> Result<VerifiedEvent, ChannelErro
         occurred_at,
         notification_id: str_at(&event, "/id"),
         raw_status,
-        merchant: MerchantRef { app_id: None, mch_id: str_at(&event, "/account") },
+        merchant: MerchantRef {
+            app_id: None,
+            mch_id: str_at(&event, "/account"),
+        },
         raw: event,
     })
 }
@@ -300,7 +352,10 @@ fn normalize(event: Value, order_key: &str) -> Result<VerifiedEvent, ChannelErro
 /// Produces a signed Stripe event for `spec` with `keys.secret` (the `whsec_…` string):
 /// PaymentIntent events for payments, `charge.refunded` for refunds.
 pub fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNotification, String> {
-    let secret = keys.secret.as_deref().ok_or("stripe needs an endpoint secret (whsec_...)")?;
+    let secret = keys
+        .secret
+        .as_deref()
+        .ok_or("stripe needs an endpoint secret (whsec_...)")?;
     let currency = spec.currency.to_ascii_lowercase();
     let metadata = json!({"out_trade_no": spec.out_trade_no});
     let (event_type, object) = match spec.kind {
@@ -399,7 +454,13 @@ mod tests {
     fn verify(ch: &Stripe, header: &str, body: &str, now: i64) -> Result<VerifiedEvent, ChannelError> {
         let mut h = HeaderMap::new();
         h.insert("stripe-signature", HeaderValue::from_str(header).unwrap());
-        ch.verify(&NotifyRequest { headers: &h, body: body.as_bytes() }, at(now))
+        ch.verify(
+            &NotifyRequest {
+                headers: &h,
+                body: body.as_bytes(),
+            },
+            at(now),
+        )
     }
 
     #[test]
@@ -421,7 +482,13 @@ mod tests {
     fn s1_rotated_header_with_old_secret_first_and_v0_verifies() {
         assert!(verify(&channel(), S1_ROTATED_HEADER, S1_BODY, 1714536000).is_ok());
         // The endpoint still configured with only the old secret accepts it too.
-        assert!(verify(&config(&[OLD_SECRET]).build().unwrap(), S1_ROTATED_HEADER, S1_BODY, 1714536000).is_ok());
+        assert!(verify(
+            &config(&[OLD_SECRET]).build().unwrap(),
+            S1_ROTATED_HEADER,
+            S1_BODY,
+            1714536000
+        )
+        .is_ok());
     }
 
     #[test]
@@ -429,7 +496,10 @@ mod tests {
         let ch = config(&[OLD_SECRET, SECRET]).build().unwrap();
         assert!(verify(&ch, S1_HEADER, S1_BODY, 1714536000).is_ok());
         let only_old = config(&[OLD_SECRET]).build().unwrap();
-        assert!(matches!(verify(&only_old, S1_HEADER, S1_BODY, 1714536000), Err(ChannelError::Signature(_))));
+        assert!(matches!(
+            verify(&only_old, S1_HEADER, S1_BODY, 1714536000),
+            Err(ChannelError::Signature(_))
+        ));
     }
 
     #[test]
@@ -470,19 +540,28 @@ mod tests {
     #[test]
     fn s1_at_t_plus_301_is_stale_and_t_plus_300_accepted() {
         assert!(verify(&channel(), S1_HEADER, S1_BODY, 1714536300).is_ok());
-        assert!(matches!(verify(&channel(), S1_HEADER, S1_BODY, 1714536301), Err(ChannelError::Stale(_))));
+        assert!(matches!(
+            verify(&channel(), S1_HEADER, S1_BODY, 1714536301),
+            Err(ChannelError::Stale(_))
+        ));
     }
 
     #[test]
     fn future_timestamp_beyond_tolerance_is_stale() {
         assert!(verify(&channel(), S1_HEADER, S1_BODY, 1714536000 - 300).is_ok());
-        assert!(matches!(verify(&channel(), S1_HEADER, S1_BODY, 1714536000 - 301), Err(ChannelError::Stale(_))));
+        assert!(matches!(
+            verify(&channel(), S1_HEADER, S1_BODY, 1714536000 - 301),
+            Err(ChannelError::Stale(_))
+        ));
     }
 
     #[test]
     fn header_with_only_v0_is_rejected() {
         let header = "t=1714536000,v0=6ffbb59b2300aae63f272406069a9788598b792a944a07aba816edb039989a39";
-        assert!(matches!(verify(&channel(), header, S1_BODY, 1714536000), Err(ChannelError::Signature(_))));
+        assert!(matches!(
+            verify(&channel(), header, S1_BODY, 1714536000),
+            Err(ChannelError::Signature(_))
+        ));
     }
 
     #[test]
@@ -503,34 +582,61 @@ mod tests {
         );
         let decoded = lenient.decode("test_secret").unwrap();
         for key in [decoded.as_slice(), b"test_secret".as_slice()] {
-            let header = format!("t={t},v1={}", hex::encode(compute_signature(key, t, S1_BODY.as_bytes())));
-            assert!(matches!(verify(&channel(), &header, S1_BODY, 1714536000), Err(ChannelError::Signature(_))));
+            let header = format!(
+                "t={t},v1={}",
+                hex::encode(compute_signature(key, t, S1_BODY.as_bytes()))
+            );
+            assert!(matches!(
+                verify(&channel(), &header, S1_BODY, 1714536000),
+                Err(ChannelError::Signature(_))
+            ));
         }
     }
 
     #[test]
     fn body_with_one_extra_space_is_rejected() {
         let body = S1_BODY.replacen(',', ", ", 1);
-        assert!(matches!(verify(&channel(), S1_HEADER, &body, 1714536000), Err(ChannelError::Signature(_))));
+        assert!(matches!(
+            verify(&channel(), S1_HEADER, &body, 1714536000),
+            Err(ChannelError::Signature(_))
+        ));
     }
 
     #[test]
     fn header_v1_comma_t_is_malformed() {
-        assert!(matches!(verify(&channel(), "v1,t=1", S1_BODY, 1714536000), Err(ChannelError::Malformed(_))));
+        assert!(matches!(
+            verify(&channel(), "v1,t=1", S1_BODY, 1714536000),
+            Err(ChannelError::Malformed(_))
+        ));
     }
 
     #[test]
     fn tampered_timestamp_in_header_fails_signature() {
         let header = S1_HEADER.replace("t=1714536000", "t=1714536001");
-        assert!(matches!(verify(&channel(), &header, S1_BODY, 1714536000), Err(ChannelError::Signature(_))));
+        assert!(matches!(
+            verify(&channel(), &header, S1_BODY, 1714536000),
+            Err(ChannelError::Signature(_))
+        ));
     }
 
     #[test]
     fn header_parsing_rejects_missing_or_repeated_t_and_non_numeric_t() {
-        assert!(matches!(parse_signature_header("v1=00"), Err(ChannelError::Malformed(_))));
-        assert!(matches!(parse_signature_header("t=1,t=2,v1=00"), Err(ChannelError::Malformed(_))));
-        assert!(matches!(parse_signature_header("t=-1,v1=00"), Err(ChannelError::Malformed(_))));
-        assert!(matches!(parse_signature_header("t=1e9,v1=00"), Err(ChannelError::Malformed(_))));
+        assert!(matches!(
+            parse_signature_header("v1=00"),
+            Err(ChannelError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_signature_header("t=1,t=2,v1=00"),
+            Err(ChannelError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_signature_header("t=-1,v1=00"),
+            Err(ChannelError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_signature_header("t=1e9,v1=00"),
+            Err(ChannelError::Malformed(_))
+        ));
         assert!(matches!(parse_signature_header(""), Err(ChannelError::Malformed(_))));
         let parsed = parse_signature_header(S1_ROTATED_HEADER).unwrap();
         assert_eq!(parsed.timestamp, 1714536000);
@@ -540,8 +646,15 @@ mod tests {
     #[test]
     fn duplicate_or_missing_stripe_signature_header_is_malformed() {
         let mut h = HeaderMap::new();
-        let req =
-            |h: &HeaderMap| channel().verify(&NotifyRequest { headers: h, body: S1_BODY.as_bytes() }, at(1714536000));
+        let req = |h: &HeaderMap| {
+            channel().verify(
+                &NotifyRequest {
+                    headers: h,
+                    body: S1_BODY.as_bytes(),
+                },
+                at(1714536000),
+            )
+        };
         assert!(matches!(req(&h), Err(ChannelError::Malformed(_))));
         h.append("stripe-signature", HeaderValue::from_static(S1_HEADER));
         assert!(req(&h).is_ok());
@@ -565,25 +678,37 @@ mod tests {
     fn payment_event_without_order_metadata_is_malformed_but_other_events_pass() {
         let missing = json!({"id": "evt_1", "type": "payment_intent.succeeded",
             "data": {"object": {"id": "pi_1", "amount_received": 1, "currency": "usd", "metadata": {}}}});
-        assert!(matches!(normalize(missing, "out_trade_no"), Err(ChannelError::Malformed(_))));
+        assert!(matches!(
+            normalize(missing, "out_trade_no"),
+            Err(ChannelError::Malformed(_))
+        ));
         let other = json!({"id": "evt_2", "type": "customer.created", "data": {"object": {"id": "cus_1"}}});
         let event = normalize(other, "out_trade_no").unwrap();
         assert_eq!(event.kind, EventKind::Other);
         assert_eq!(event.out_trade_no, "");
         let thin = json!({"id": "evt_3", "object": "v2.core.event", "type": "v1.billing.meter.error_report_triggered"});
-        assert!(matches!(normalize(thin, "out_trade_no"), Err(ChannelError::Unsupported(_))));
+        assert!(matches!(
+            normalize(thin, "out_trade_no"),
+            Err(ChannelError::Unsupported(_))
+        ));
     }
 
     #[test]
     fn fractional_amount_is_malformed_not_rounded() {
         let event = json!({"id": "evt_1", "type": "payment_intent.succeeded",
             "data": {"object": {"id": "pi_1", "amount_received": 88.8, "currency": "usd", "metadata": {"out_trade_no": "O"}}}});
-        assert!(matches!(normalize(event, "out_trade_no"), Err(ChannelError::Malformed(_))));
+        assert!(matches!(
+            normalize(event, "out_trade_no"),
+            Err(ChannelError::Malformed(_))
+        ));
     }
 
     #[test]
     fn simulated_events_round_trip_through_verify() {
-        let keys = SimulateKeys { secret: Some(SECRET.as_bytes().to_vec()), ..SimulateKeys::default() };
+        let keys = SimulateKeys {
+            secret: Some(SECRET.as_bytes().to_vec()),
+            ..SimulateKeys::default()
+        };
         for kind in [
             EventKind::PaymentSucceeded,
             EventKind::PaymentPending,
@@ -605,7 +730,13 @@ mod tests {
                 mch_id: None,
             };
             let n = simulate(&spec, &keys).unwrap();
-            let event = verify(&channel(), &n.headers[0].1, std::str::from_utf8(&n.body).unwrap(), 1714536000).unwrap();
+            let event = verify(
+                &channel(),
+                &n.headers[0].1,
+                std::str::from_utf8(&n.body).unwrap(),
+                1714536000,
+            )
+            .unwrap();
             assert_eq!(event.kind, kind);
             assert_eq!(event.out_trade_no, "ORDER-SIM-1");
             assert_eq!(event.currency.as_deref(), Some("USD"));
@@ -614,8 +745,17 @@ mod tests {
                 assert_eq!(event.refund.unwrap().amount_minor, Some(500));
             }
         }
-        assert!(simulate(&SimulateSpec { kind: EventKind::Other, ..simulate_spec() }, &keys).is_err());
-        assert!(simulate(&simulate_spec(), &SimulateKeys::default()).unwrap_err().contains("secret"));
+        assert!(simulate(
+            &SimulateSpec {
+                kind: EventKind::Other,
+                ..simulate_spec()
+            },
+            &keys
+        )
+        .is_err());
+        assert!(simulate(&simulate_spec(), &SimulateKeys::default())
+            .unwrap_err()
+            .contains("secret"));
     }
 
     fn simulate_spec() -> SimulateSpec {

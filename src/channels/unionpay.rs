@@ -112,7 +112,11 @@ impl UnionpayConfig {
             }
         };
         let roots = load("root_cert", &self.root_cert);
-        let middles = self.middle_cert.as_ref().map(|r| load("middle_cert", r)).unwrap_or_default();
+        let middles = self
+            .middle_cert
+            .as_ref()
+            .map(|r| load("middle_cert", r))
+            .unwrap_or_default();
         if !issues.is_empty() {
             return Err(issues);
         }
@@ -199,7 +203,12 @@ impl UnionpayChannel {
             X509Certificate::from_der(block.contents()).map_err(|_| bad("signPubKeyCert does not parse"))?;
 
         // Owner check (acp SDK CertUtil.verifyCertificate): CN split on '@', element 2.
-        let cn = cert.subject().iter_common_name().next().and_then(|a| a.as_str().ok()).unwrap_or_default();
+        let cn = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|a| a.as_str().ok())
+            .unwrap_or_default();
         if cn.split('@').nth(2) != Some(self.cn_owner.as_str()) {
             return Err(ChannelError::Signature(format!(
                 "signing certificate CN {} does not name the configured owner",
@@ -223,7 +232,9 @@ impl UnionpayChannel {
                 });
             }
             // A self-issued middle would loop forever; the depth bound stops it as well.
-            let Some(middle) = self.middles.iter().find(signed_by).filter(|m| m.subject != m.issuer) else { break };
+            let Some(middle) = self.middles.iter().find(signed_by).filter(|m| m.subject != m.issuer) else {
+                break;
+            };
             not_before = not_before.max(middle.not_before);
             not_after = not_after.min(middle.not_after);
             issuer.clone_from(&middle.issuer);
@@ -231,7 +242,9 @@ impl UnionpayChannel {
             alg.clone_from(&middle.signature_alg);
             signature.clone_from(&middle.signature);
         }
-        Err(ChannelError::Signature("signing certificate does not chain to the configured UnionPay root".into()))
+        Err(ChannelError::Signature(
+            "signing certificate does not chain to the configured UnionPay root".into(),
+        ))
     }
 }
 
@@ -261,7 +274,10 @@ pub fn currency_alpha(numeric: &str) -> Option<&'static str> {
 }
 
 fn currency_numeric(alpha: &str) -> Option<&'static str> {
-    CURRENCIES.iter().find(|(_, a)| a.eq_ignore_ascii_case(alpha)).map(|(n, _)| *n)
+    CURRENCIES
+        .iter()
+        .find(|(_, a)| a.eq_ignore_ascii_case(alpha))
+        .map(|(n, _)| *n)
 }
 
 fn utf8_fields(raw: &RawForm) -> Result<HashMap<String, String>, ChannelError> {
@@ -306,7 +322,11 @@ fn normalize(fields: HashMap<String, String>) -> Result<VerifiedEvent, ChannelEr
         refund_id: get("queryId"),
         amount_minor,
     });
-    let channel_txn_id = if kind.is_refund() { get("origQryId").or_else(|| get("queryId")) } else { get("queryId") };
+    let channel_txn_id = if kind.is_refund() {
+        get("origQryId").or_else(|| get("queryId"))
+    } else {
+        get("queryId")
+    };
     let raw = serde_json::Value::Object(
         fields
             .iter()
@@ -325,7 +345,10 @@ fn normalize(fields: HashMap<String, String>) -> Result<VerifiedEvent, ChannelEr
         occurred_at: get("txnTime").and_then(|t| beijing_rfc3339(&t)),
         notification_id: get("queryId"),
         raw_status: get("respCode"),
-        merchant: MerchantRef { app_id: None, mch_id: get("merId") },
+        merchant: MerchantRef {
+            app_id: None,
+            mch_id: get("merId"),
+        },
         raw,
     })
 }
@@ -380,12 +403,20 @@ impl Channel for UnionpayChannel {
 
     /// HTTP 200 with `ok` (§5.4).
     fn success_ack(&self) -> Ack {
-        Ack { status: 200, content_type: Some("text/plain"), body: b"ok".to_vec() }
+        Ack {
+            status: 200,
+            content_type: Some("text/plain"),
+            body: b"ok".to_vec(),
+        }
     }
 
     /// HTTP 500: any status other than 200 makes UnionPay re-send (§5.4).
     fn failure_ack(&self, _reason: &str) -> Ack {
-        Ack { status: 500, content_type: Some("text/plain"), body: b"fail".to_vec() }
+        Ack {
+            status: 500,
+            content_type: Some("text/plain"),
+            body: b"fail".to_vec(),
+        }
     }
 }
 
@@ -393,8 +424,15 @@ impl Channel for UnionpayChannel {
 /// `keys.private_key_pem` and carrying `keys.certificate_pem` as `signPubKeyCert`. Needs
 /// `spec.mch_id` (merId). Supports payment succeeded/pending/failed and refund succeeded.
 pub fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNotification, String> {
-    let key = parse_rsa_private_key(keys.private_key_pem.as_deref().ok_or("unionpay simulation needs private_key_pem")?)?;
-    let cert = keys.certificate_pem.as_deref().ok_or("unionpay simulation needs certificate_pem")?;
+    let key = parse_rsa_private_key(
+        keys.private_key_pem
+            .as_deref()
+            .ok_or("unionpay simulation needs private_key_pem")?,
+    )?;
+    let cert = keys
+        .certificate_pem
+        .as_deref()
+        .ok_or("unionpay simulation needs certificate_pem")?;
     // UnionPay sends the PEM with CRLF line ends, and they are part of the signed content.
     let cert = cert.trim().lines().map(str::trim_end).collect::<Vec<_>>().join("\r\n") + "\r\n";
     let mer_id = spec.mch_id.clone().ok_or("unionpay simulation needs mch_id (merId)")?;
@@ -406,8 +444,11 @@ pub fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNot
         EventKind::RefundSucceeded => (
             "04",
             "00",
-            spec.out_refund_no.clone().ok_or("refund simulation needs out_refund_no")?,
-            spec.refund_amount_minor.ok_or("refund simulation needs refund_amount_minor")?,
+            spec.out_refund_no
+                .clone()
+                .ok_or("refund simulation needs out_refund_no")?,
+            spec.refund_amount_minor
+                .ok_or("refund simulation needs refund_amount_minor")?,
         ),
         other => return Err(format!("unionpay simulation does not produce {}", other.as_str())),
     };
@@ -432,7 +473,10 @@ pub fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNot
     if spec.kind.is_refund() {
         fields.push(("origQryId", spec.channel_txn_id.clone()));
     }
-    let raw: RawForm = fields.iter().map(|(k, v)| ((*k).to_string(), v.clone().into_bytes())).collect();
+    let raw: RawForm = fields
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), v.clone().into_bytes()))
+        .collect();
     let digest_hex = hex::encode(Sha256::digest(sorted_content(&raw, &["signature"], false)));
     let signature = key
         .sign(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(digest_hex.as_bytes()))
@@ -441,7 +485,10 @@ pub fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNot
     for (k, v) in &fields {
         body.append_pair(k, v);
     }
-    body.append_pair("signature", &base64::engine::general_purpose::STANDARD.encode(signature));
+    body.append_pair(
+        "signature",
+        &base64::engine::general_purpose::STANDARD.encode(signature),
+    );
     Ok(SimulatedNotification {
         headers: Vec::new(),
         content_type: "application/x-www-form-urlencoded; charset=UTF-8".into(),
@@ -481,7 +528,13 @@ mod tests {
 
     fn verify_at(ch: &UnionpayChannel, body: &[u8], at: Timestamp) -> Result<VerifiedEvent, ChannelError> {
         let headers = HeaderMap::new();
-        ch.verify(&NotifyRequest { headers: &headers, body }, at)
+        ch.verify(
+            &NotifyRequest {
+                headers: &headers,
+                body,
+            },
+            at,
+        )
     }
 
     fn verify(ch: &UnionpayChannel, body: &[u8]) -> Result<VerifiedEvent, ChannelError> {
@@ -534,7 +587,10 @@ mod tests {
     #[test]
     fn unionpay_tampered_amount_is_refused() {
         let body = du1().replace("txnAmt=8880", "txnAmt=1");
-        assert!(matches!(verify(&channel(), body.as_bytes()), Err(ChannelError::Signature(_))));
+        assert!(matches!(
+            verify(&channel(), body.as_bytes()),
+            Err(ChannelError::Signature(_))
+        ));
     }
 
     #[test]
@@ -545,20 +601,29 @@ mod tests {
         let du1 = du1();
         let own = du1.split('&').find(|p| p.starts_with("signature=")).unwrap();
         let body = du1.replace(own, sig);
-        assert!(matches!(verify(&channel(), body.as_bytes()), Err(ChannelError::Signature(_))));
+        assert!(matches!(
+            verify(&channel(), body.as_bytes()),
+            Err(ChannelError::Signature(_))
+        ));
     }
 
     #[test]
     fn unionpay_other_merchant_is_refused_after_signature() {
         let mut cfg = config();
         cfg.mer_id = "777290058110099".into();
-        assert!(matches!(verify(&cfg.build().unwrap(), du1().as_bytes()), Err(ChannelError::Business(_))));
+        assert!(matches!(
+            verify(&cfg.build().unwrap(), du1().as_bytes()),
+            Err(ChannelError::Business(_))
+        ));
     }
 
     #[test]
     fn unionpay_expired_signing_certificate_is_refused() {
         let err = verify(&channel(), &signed_with("leaf_expired.pem")).unwrap_err();
-        assert!(matches!(err, ChannelError::Signature(ref m) if m.contains("expired")), "{err:?}");
+        assert!(
+            matches!(err, ChannelError::Signature(ref m) if m.contains("expired")),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -568,28 +633,43 @@ mod tests {
         assert!(verify(&ch, body.as_bytes()).is_ok());
         let before: Timestamp = "2023-12-31T23:59:59Z".parse().unwrap();
         let after: Timestamp = "2034-01-01T00:00:01Z".parse().unwrap();
-        assert!(matches!(verify_at(&ch, body.as_bytes(), before), Err(ChannelError::Signature(_))));
-        assert!(matches!(verify_at(&ch, body.as_bytes(), after), Err(ChannelError::Signature(_))));
+        assert!(matches!(
+            verify_at(&ch, body.as_bytes(), before),
+            Err(ChannelError::Signature(_))
+        ));
+        assert!(matches!(
+            verify_at(&ch, body.as_bytes(), after),
+            Err(ChannelError::Signature(_))
+        ));
         assert!(verify(&ch, body.as_bytes()).is_ok());
     }
 
     #[test]
     fn unionpay_wrong_cn_owner_is_refused() {
         let err = verify(&channel(), &signed_with("leaf_wrong_cn.pem")).unwrap_err();
-        assert!(matches!(err, ChannelError::Signature(ref m) if m.contains("CN")), "{err:?}");
+        assert!(
+            matches!(err, ChannelError::Signature(ref m) if m.contains("CN")),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn unionpay_certificate_from_unconfigured_root_is_refused() {
         let err = verify(&channel(), &signed_with("leaf_rogue.pem")).unwrap_err();
-        assert!(matches!(err, ChannelError::Signature(ref m) if m.contains("chain")), "{err:?}");
+        assert!(
+            matches!(err, ChannelError::Signature(ref m) if m.contains("chain")),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn unionpay_missing_intermediate_breaks_the_chain() {
         let mut cfg = config();
         cfg.middle_cert = None;
-        assert!(matches!(verify(&cfg.build().unwrap(), du1().as_bytes()), Err(ChannelError::Signature(_))));
+        assert!(matches!(
+            verify(&cfg.build().unwrap(), du1().as_bytes()),
+            Err(ChannelError::Signature(_))
+        ));
         // Any configured anchor ends the path (as in PKIX): the intermediate configured as the
         // root certificate is trusted on its own.
         let mut cfg = config();
@@ -608,22 +688,34 @@ mod tests {
     #[test]
     fn unionpay_other_versions_and_sign_methods_are_unsupported() {
         let body = du1().replace("signMethod=01", "signMethod=11");
-        assert!(matches!(verify(&channel(), body.as_bytes()), Err(ChannelError::Unsupported(_))));
+        assert!(matches!(
+            verify(&channel(), body.as_bytes()),
+            Err(ChannelError::Unsupported(_))
+        ));
         let body = du1().replace("version=5.1.0", "version=5.0.0");
-        assert!(matches!(verify(&channel(), body.as_bytes()), Err(ChannelError::Unsupported(_))));
+        assert!(matches!(
+            verify(&channel(), body.as_bytes()),
+            Err(ChannelError::Unsupported(_))
+        ));
     }
 
     #[test]
     fn unionpay_duplicate_parameter_is_malformed() {
         let body = format!("{}&txnAmt=1", du1());
-        assert!(matches!(verify(&channel(), body.as_bytes()), Err(ChannelError::Malformed(_))));
+        assert!(matches!(
+            verify(&channel(), body.as_bytes()),
+            Err(ChannelError::Malformed(_))
+        ));
     }
 
     #[test]
     fn unionpay_cn_owner_is_configurable_for_test_environments() {
         let mut cfg = config();
         cfg.cn_owner = "00040000:SIGN".into();
-        assert!(matches!(verify(&cfg.build().unwrap(), du1().as_bytes()), Err(ChannelError::Signature(_))));
+        assert!(matches!(
+            verify(&cfg.build().unwrap(), du1().as_bytes()),
+            Err(ChannelError::Signature(_))
+        ));
     }
 
     #[test]
@@ -641,8 +733,10 @@ mod tests {
         assert_eq!(ch.success_ack().status, 200);
         assert_eq!(ch.success_ack().body, b"ok");
         assert_ne!(ch.failure_ack("x").status, 200);
-        assert!(serde_json::from_value::<UnionpayConfig>(serde_json::json!({"mer_id": "1", "root_cert": "x", "bad": 1}))
-            .is_err());
+        assert!(serde_json::from_value::<UnionpayConfig>(
+            serde_json::json!({"mer_id": "1", "root_cert": "x", "bad": 1})
+        )
+        .is_err());
         let cfg: UnionpayConfig = serde_json::from_value(serde_json::json!({"mer_id": "1", "root_cert": "x"})).unwrap();
         assert_eq!(cfg.cn_owner, UNIONPAY_CN_OWNER);
         let issues = cfg.build().unwrap_err();
@@ -657,7 +751,12 @@ mod tests {
             ..Default::default()
         };
         let ch = channel();
-        for kind in [EventKind::PaymentSucceeded, EventKind::PaymentPending, EventKind::PaymentFailed, EventKind::RefundSucceeded] {
+        for kind in [
+            EventKind::PaymentSucceeded,
+            EventKind::PaymentPending,
+            EventKind::PaymentFailed,
+            EventKind::RefundSucceeded,
+        ] {
             let n = simulate(&sim_spec(kind), &keys).unwrap();
             let ev = verify(&ch, &n.body).unwrap();
             assert_eq!(ev.kind, kind);

@@ -139,11 +139,15 @@ pub(crate) fn parse_flat_xml(body: &[u8], root_name: &str) -> Result<BTreeMap<St
                 root_seen = true;
             }
             Event::Start(e) if !root_closed && current.is_none() => {
-                let name = std::str::from_utf8(e.name().as_ref()).map_err(|_| malformed("bad tag"))?.to_string();
+                let name = std::str::from_utf8(e.name().as_ref())
+                    .map_err(|_| malformed("bad tag"))?
+                    .to_string();
                 current = Some((name, String::new()));
             }
             Event::Empty(e) if root_seen && !root_closed && current.is_none() => {
-                let name = std::str::from_utf8(e.name().as_ref()).map_err(|_| malformed("bad tag"))?.to_string();
+                let name = std::str::from_utf8(e.name().as_ref())
+                    .map_err(|_| malformed("bad tag"))?
+                    .to_string();
                 insert_field(&mut fields, name, String::new())?;
             }
             Event::Start(_) | Event::Empty(_) => return Err(malformed("nested or trailing XML element")),
@@ -180,7 +184,10 @@ pub(crate) fn parse_flat_xml(body: &[u8], root_name: &str) -> Result<BTreeMap<St
 
 fn insert_field(fields: &mut BTreeMap<String, String>, name: String, value: String) -> Result<(), ChannelError> {
     if fields.contains_key(&name) {
-        return Err(ChannelError::Malformed(format!("XML tag {} appears more than once", printable(&name))));
+        return Err(ChannelError::Malformed(format!(
+            "XML tag {} appears more than once",
+            printable(&name)
+        )));
     }
     fields.insert(name, value);
     Ok(())
@@ -258,7 +265,9 @@ fn encrypt_req_info(plain: &[u8], api_key: &[u8]) -> String {
 fn fen(fields: &BTreeMap<String, String>, name: &str) -> Result<Option<i64>, ChannelError> {
     match fields.get(name).filter(|v| !v.is_empty()) {
         None => Ok(None),
-        Some(v) => parse_decimal_minor(v, 0).map(Some).map_err(|e| ChannelError::Malformed(format!("{name}: {e}"))),
+        Some(v) => parse_decimal_minor(v, 0)
+            .map(Some)
+            .map_err(|e| ChannelError::Malformed(format!("{name}: {e}"))),
     }
 }
 
@@ -267,7 +276,10 @@ fn non_empty(fields: &BTreeMap<String, String>, name: &str) -> Option<String> {
 }
 
 fn to_json(fields: &BTreeMap<String, String>) -> serde_json::Map<String, serde_json::Value> {
-    fields.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect()
+    fields
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect()
 }
 
 impl WechatpayV2Channel {
@@ -307,7 +319,10 @@ impl WechatpayV2Channel {
         if bool::from(expected.as_bytes().ct_eq(sign.as_bytes())) {
             Ok(())
         } else {
-            Err(ChannelError::Signature(format!("{} sign does not match", self.sign_type.wire_name())))
+            Err(ChannelError::Signature(format!(
+                "{} sign does not match",
+                self.sign_type.wire_name()
+            )))
         }
     }
 
@@ -315,10 +330,14 @@ impl WechatpayV2Channel {
     fn verify_payment(&self, fields: BTreeMap<String, String>, sign: &str) -> Result<VerifiedEvent, ChannelError> {
         self.check_signature(&fields, sign)?;
         self.check_merchant(&fields)?;
-        let out_trade_no =
-            non_empty(&fields, "out_trade_no").ok_or_else(|| ChannelError::Malformed("out_trade_no is missing".into()))?;
+        let out_trade_no = non_empty(&fields, "out_trade_no")
+            .ok_or_else(|| ChannelError::Malformed("out_trade_no is missing".into()))?;
         let result_code = non_empty(&fields, "result_code");
-        let kind = if result_code.as_deref() == Some("SUCCESS") { EventKind::PaymentSucceeded } else { EventKind::PaymentFailed };
+        let kind = if result_code.as_deref() == Some("SUCCESS") {
+            EventKind::PaymentSucceeded
+        } else {
+            EventKind::PaymentFailed
+        };
         let mut raw = to_json(&fields);
         raw.remove("sign");
         Ok(VerifiedEvent {
@@ -327,12 +346,19 @@ impl WechatpayV2Channel {
             out_trade_no,
             channel_txn_id: non_empty(&fields, "transaction_id"),
             amount_minor: fen(&fields, "total_fee")?,
-            currency: Some(non_empty(&fields, "fee_type").unwrap_or_else(|| "CNY".into()).to_ascii_uppercase()),
+            currency: Some(
+                non_empty(&fields, "fee_type")
+                    .unwrap_or_else(|| "CNY".into())
+                    .to_ascii_uppercase(),
+            ),
             refund: None,
             occurred_at: fields.get("time_end").and_then(|t| beijing_rfc3339(t)),
             notification_id: None,
             raw_status: result_code,
-            merchant: MerchantRef { app_id: non_empty(&fields, "appid"), mch_id: non_empty(&fields, "mch_id") },
+            merchant: MerchantRef {
+                app_id: non_empty(&fields, "appid"),
+                mch_id: non_empty(&fields, "mch_id"),
+            },
             raw: serde_json::Value::Object(raw),
         })
     }
@@ -343,8 +369,8 @@ impl WechatpayV2Channel {
         let plain = decrypt_req_info(req_info, self.api_key.expose())?;
         let inner = parse_flat_xml(&plain, "root")
             .map_err(|_| ChannelError::Decrypt("decrypted req_info is not well-formed XML".into()))?;
-        let out_trade_no =
-            non_empty(&inner, "out_trade_no").ok_or_else(|| ChannelError::Malformed("out_trade_no is missing".into()))?;
+        let out_trade_no = non_empty(&inner, "out_trade_no")
+            .ok_or_else(|| ChannelError::Malformed("out_trade_no is missing".into()))?;
         let status = non_empty(&inner, "refund_status");
         let kind = match status.as_deref() {
             Some("SUCCESS") => EventKind::RefundSucceeded,
@@ -369,7 +395,10 @@ impl WechatpayV2Channel {
             occurred_at: inner.get("success_time").and_then(|t| beijing_rfc3339(t)),
             notification_id: None,
             raw_status: status,
-            merchant: MerchantRef { app_id: non_empty(&fields, "appid"), mch_id: non_empty(&fields, "mch_id") },
+            merchant: MerchantRef {
+                app_id: non_empty(&fields, "appid"),
+                mch_id: non_empty(&fields, "mch_id"),
+            },
             raw: serde_json::Value::Object(raw),
         })
     }
@@ -407,8 +436,11 @@ impl Channel for WechatpayV2Channel {
 
     /// HTTP 200 with `return_code` FAIL and the reason (kept inside its CDATA section).
     fn failure_ack(&self, reason: &str) -> Ack {
-        let reason: String =
-            printable(reason).replace("]]>", "]] >").chars().filter(|c| !matches!(c, '<' | '>')).collect();
+        let reason: String = printable(reason)
+            .replace("]]>", "]] >")
+            .chars()
+            .filter(|c| !matches!(c, '<' | '>'))
+            .collect();
         Ack {
             status: 200,
             content_type: Some("text/xml"),
@@ -435,7 +467,10 @@ pub fn simulate_signed(
     keys: &SimulateKeys,
     sign_type: WechatV2SignType,
 ) -> Result<SimulatedNotification, String> {
-    let api_key = keys.secret.as_deref().ok_or("wechatpay_v2 simulation needs secret (the API key)")?;
+    let api_key = keys
+        .secret
+        .as_deref()
+        .ok_or("wechatpay_v2 simulation needs secret (the API key)")?;
     let app_id = spec.app_id.clone().ok_or("wechatpay_v2 simulation needs app_id")?;
     let mch_id = spec.mch_id.clone().ok_or("wechatpay_v2 simulation needs mch_id")?;
     // Deterministic nonce so repeated simulations of one spec are byte-identical.
@@ -476,8 +511,13 @@ pub fn simulate_signed(
                 EventKind::RefundClosed => "REFUNDCLOSE",
                 _ => "CHANGE",
             };
-            let refund = spec.refund_amount_minor.ok_or("refund simulation needs refund_amount_minor")?;
-            let out_refund_no = spec.out_refund_no.clone().ok_or("refund simulation needs out_refund_no")?;
+            let refund = spec
+                .refund_amount_minor
+                .ok_or("refund simulation needs refund_amount_minor")?;
+            let out_refund_no = spec
+                .out_refund_no
+                .clone()
+                .ok_or("refund simulation needs out_refund_no")?;
             let success_time = beijing_format(spec.at, "%Y-%m-%d %H:%M:%S");
             let inner = to_xml(
                 "root",
@@ -505,7 +545,11 @@ pub fn simulate_signed(
         }
         other => return Err(format!("wechatpay_v2 simulation does not produce {}", other.as_str())),
     };
-    Ok(SimulatedNotification { headers: Vec::new(), content_type: "text/xml".into(), body: body.into_bytes() })
+    Ok(SimulatedNotification {
+        headers: Vec::new(),
+        content_type: "text/xml".into(),
+        body: body.into_bytes(),
+    })
 }
 
 /// Produces a valid WeChat Pay v2 notification for `spec`: an MD5-signed payment notify, or a
@@ -564,7 +608,13 @@ mod tests {
 
     fn verify(ch: &WechatpayV2Channel, body: &[u8]) -> Result<VerifiedEvent, ChannelError> {
         let headers = HeaderMap::new();
-        ch.verify(&NotifyRequest { headers: &headers, body }, now())
+        ch.verify(
+            &NotifyRequest {
+                headers: &headers,
+                body,
+            },
+            now(),
+        )
     }
 
     #[test]
@@ -579,7 +629,10 @@ mod tests {
         .iter()
         .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
         .collect();
-        assert_eq!(compute_sign(&fields, KEY.as_bytes(), WechatV2SignType::Md5), "9A0A8659F005D6984697E2CA0A9CF3B7");
+        assert_eq!(
+            compute_sign(&fields, KEY.as_bytes(), WechatV2SignType::Md5),
+            "9A0A8659F005D6984697E2CA0A9CF3B7"
+        );
         assert_eq!(
             compute_sign(&fields, KEY.as_bytes(), WechatV2SignType::HmacSha256),
             "6A9AE1657590FD6257D693A078E1C3E4BB6BA4DC30B23E0EE2496E54170DACD6"
@@ -619,20 +672,29 @@ mod tests {
     #[test]
     fn wechat_v2_tampered_field_is_refused() {
         let body = DV2_MD5.replace("<total_fee>1</total_fee>", "<total_fee>100</total_fee>");
-        assert!(matches!(verify(&channel(WechatV2SignType::Md5), body.as_bytes()), Err(ChannelError::Signature(_))));
+        assert!(matches!(
+            verify(&channel(WechatV2SignType::Md5), body.as_bytes()),
+            Err(ChannelError::Signature(_))
+        ));
     }
 
     #[test]
     fn wechat_v2_wrong_key_is_refused() {
         let mut cfg = config(WechatV2SignType::Md5);
         cfg.api_key = SecretRef::new("00000000000000000000000000000000");
-        assert!(matches!(verify(&cfg.build().unwrap(), DV2_MD5.as_bytes()), Err(ChannelError::Signature(_))));
+        assert!(matches!(
+            verify(&cfg.build().unwrap(), DV2_MD5.as_bytes()),
+            Err(ChannelError::Signature(_))
+        ));
     }
 
     #[test]
     fn wechat_v2_lower_case_sign_is_refused() {
         let body = DV2_MD5.replace("6B5D8E5F4D171C78F7D7C25C563E3FC0", "6b5d8e5f4d171c78f7d7c25c563e3fc0");
-        assert!(matches!(verify(&channel(WechatV2SignType::Md5), body.as_bytes()), Err(ChannelError::Signature(_))));
+        assert!(matches!(
+            verify(&channel(WechatV2SignType::Md5), body.as_bytes()),
+            Err(ChannelError::Signature(_))
+        ));
     }
 
     #[test]
@@ -644,8 +706,14 @@ mod tests {
         let body = DV2_MD5.replace("<device_info><![CDATA[]]></device_info>", "<device_info/>");
         assert!(verify(&channel(WechatV2SignType::Md5), body.as_bytes()).is_ok());
         // Non-empty device_info is signed: adding one breaks the signature.
-        let body = DV2_MD5.replace("<device_info><![CDATA[]]></device_info>", "<device_info>1000</device_info>");
-        assert!(matches!(verify(&channel(WechatV2SignType::Md5), body.as_bytes()), Err(ChannelError::Signature(_))));
+        let body = DV2_MD5.replace(
+            "<device_info><![CDATA[]]></device_info>",
+            "<device_info>1000</device_info>",
+        );
+        assert!(matches!(
+            verify(&channel(WechatV2SignType::Md5), body.as_bytes()),
+            Err(ChannelError::Signature(_))
+        ));
     }
 
     #[test]
@@ -654,7 +722,10 @@ mod tests {
             "<?xml version=\"1.0\"?><!DOCTYPE xml [<!ENTITY xxe SYSTEM \"file:///etc/passwd\">]>{}",
             DV2_MD5.replace("<attach><![CDATA[支付测试]]></attach>", "<attach>&xxe;</attach>")
         );
-        assert!(matches!(verify(&channel(WechatV2SignType::Md5), xxe.as_bytes()), Err(ChannelError::Malformed(_))));
+        assert!(matches!(
+            verify(&channel(WechatV2SignType::Md5), xxe.as_bytes()),
+            Err(ChannelError::Malformed(_))
+        ));
         let doctype_only = format!("<!DOCTYPE xml>{DV2_MD5}");
         assert!(matches!(
             verify(&channel(WechatV2SignType::Md5), doctype_only.as_bytes()),
@@ -676,11 +747,28 @@ mod tests {
 
     #[test]
     fn wechat_v2_duplicate_and_nested_tags_are_malformed() {
-        let dup = DV2_MD5.replace("<total_fee>1</total_fee>", "<total_fee>1</total_fee><total_fee>2</total_fee>");
-        assert!(matches!(verify(&channel(WechatV2SignType::Md5), dup.as_bytes()), Err(ChannelError::Malformed(_))));
+        let dup = DV2_MD5.replace(
+            "<total_fee>1</total_fee>",
+            "<total_fee>1</total_fee><total_fee>2</total_fee>",
+        );
+        assert!(matches!(
+            verify(&channel(WechatV2SignType::Md5), dup.as_bytes()),
+            Err(ChannelError::Malformed(_))
+        ));
         let nested = DV2_MD5.replace("<total_fee>1</total_fee>", "<total_fee><x>1</x></total_fee>");
-        assert!(matches!(verify(&channel(WechatV2SignType::Md5), nested.as_bytes()), Err(ChannelError::Malformed(_))));
-        for bad in ["", "<xml>", "<other></other>", "<xml/>", "<xml></xml><xml></xml>", "<xml></xml>trailing", "<xml>t</xml>"] {
+        assert!(matches!(
+            verify(&channel(WechatV2SignType::Md5), nested.as_bytes()),
+            Err(ChannelError::Malformed(_))
+        ));
+        for bad in [
+            "",
+            "<xml>",
+            "<other></other>",
+            "<xml/>",
+            "<xml></xml><xml></xml>",
+            "<xml></xml>trailing",
+            "<xml>t</xml>",
+        ] {
             assert!(parse_flat_xml(bad.as_bytes(), "xml").is_err(), "{bad}");
         }
     }
@@ -689,10 +777,16 @@ mod tests {
     fn wechat_v2_other_merchant_is_refused_after_signature() {
         let mut cfg = config(WechatV2SignType::Md5);
         cfg.mch_id = "10000999".into();
-        assert!(matches!(verify(&cfg.build().unwrap(), DV2_MD5.as_bytes()), Err(ChannelError::Business(_))));
+        assert!(matches!(
+            verify(&cfg.build().unwrap(), DV2_MD5.as_bytes()),
+            Err(ChannelError::Business(_))
+        ));
         let mut cfg = config(WechatV2SignType::Md5);
         cfg.app_id = "wx0000000000000000".into();
-        assert!(matches!(verify(&cfg.build().unwrap(), DV2_MD5.as_bytes()), Err(ChannelError::Business(_))));
+        assert!(matches!(
+            verify(&cfg.build().unwrap(), DV2_MD5.as_bytes()),
+            Err(ChannelError::Business(_))
+        ));
     }
 
     #[test]
@@ -710,7 +804,10 @@ mod tests {
         let ev = verify(&channel(WechatV2SignType::Md5), to_xml("xml", &signed).as_bytes()).unwrap();
         assert_eq!(ev.kind, EventKind::PaymentFailed);
         let body = b"<xml><return_code><![CDATA[FAIL]]></return_code><return_msg><![CDATA[x]]></return_msg></xml>";
-        assert!(matches!(verify(&channel(WechatV2SignType::Md5), body), Err(ChannelError::Malformed(_))));
+        assert!(matches!(
+            verify(&channel(WechatV2SignType::Md5), body),
+            Err(ChannelError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -731,12 +828,21 @@ mod tests {
     fn wechat_v2_refund_with_wrong_key_or_merchant_is_refused() {
         let mut ch = wr_channel();
         ch.api_key = Secret::from_bytes(KEY.as_bytes().to_vec());
-        assert!(matches!(verify(&ch, wr_body().as_bytes()), Err(ChannelError::Decrypt(_))));
+        assert!(matches!(
+            verify(&ch, wr_body().as_bytes()),
+            Err(ChannelError::Decrypt(_))
+        ));
         let mut ch = wr_channel();
         ch.mch_id = "99999999".into();
-        assert!(matches!(verify(&ch, wr_body().as_bytes()), Err(ChannelError::Business(_))));
+        assert!(matches!(
+            verify(&ch, wr_body().as_bytes()),
+            Err(ChannelError::Business(_))
+        ));
         let truncated = wr_body().replace(WR_REQ_INFO, &WR_REQ_INFO[..40]);
-        assert!(matches!(verify(&wr_channel(), truncated.as_bytes()), Err(ChannelError::Decrypt(_))));
+        assert!(matches!(
+            verify(&wr_channel(), truncated.as_bytes()),
+            Err(ChannelError::Decrypt(_))
+        ));
     }
 
     #[test]
@@ -793,7 +899,10 @@ mod tests {
 
     #[test]
     fn wechat_v2_simulate_output_verifies_with_matching_config() {
-        let keys = SimulateKeys { secret: Some(KEY.as_bytes().to_vec()), ..Default::default() };
+        let keys = SimulateKeys {
+            secret: Some(KEY.as_bytes().to_vec()),
+            ..Default::default()
+        };
         for kind in [
             EventKind::PaymentSucceeded,
             EventKind::PaymentFailed,
@@ -810,7 +919,12 @@ mod tests {
                 assert_eq!(ev.refund.unwrap().amount_minor, Some(1000));
             }
         }
-        let n = simulate_signed(&sim_spec(EventKind::PaymentSucceeded), &keys, WechatV2SignType::HmacSha256).unwrap();
+        let n = simulate_signed(
+            &sim_spec(EventKind::PaymentSucceeded),
+            &keys,
+            WechatV2SignType::HmacSha256,
+        )
+        .unwrap();
         assert!(verify(&channel(WechatV2SignType::HmacSha256), &n.body).is_ok());
     }
 

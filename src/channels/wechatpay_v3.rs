@@ -132,7 +132,10 @@ impl WechatpayV3Config {
             (None, None) => None,
             (Some(id), Some(source)) => {
                 if !id.starts_with(PUBLIC_KEY_ID_PREFIX) {
-                    issues.push(ConfigIssue::new("public_key_id", format!("must start with {PUBLIC_KEY_ID_PREFIX}")));
+                    issues.push(ConfigIssue::new(
+                        "public_key_id",
+                        format!("must start with {PUBLIC_KEY_ID_PREFIX}"),
+                    ));
                 }
                 match source.resolve().and_then(|s| public_key_from_pem(&s)) {
                     Ok(key) => Some((id.clone(), key)),
@@ -199,7 +202,10 @@ impl fmt::Debug for WechatpayV3 {
         f.debug_struct("WechatpayV3")
             .field("mchid", &self.mchid)
             .field("appid", &self.appid)
-            .field("platform_serials", &self.platform_keys.iter().map(|k| &k.serial).collect::<Vec<_>>())
+            .field(
+                "platform_serials",
+                &self.platform_keys.iter().map(|k| &k.serial).collect::<Vec<_>>(),
+            )
             .field("public_key_id", &self.public_key.as_ref().map(|(id, _)| id))
             .field("tolerance_secs", &self.tolerance_secs)
             .finish_non_exhaustive()
@@ -220,15 +226,21 @@ impl Channel for WechatpayV3 {
         // §2.1: absent means RSA2048 (wechatpay-go default); SM2 and anything else are refused.
         if let Some(kind) = single_header(headers, "wechatpay-signature-type")? {
             if kind != SIGNATURE_TYPE {
-                return Err(ChannelError::Unsupported(format!("Wechatpay-Signature-Type {kind:.40}")));
+                return Err(ChannelError::Unsupported(format!(
+                    "Wechatpay-Signature-Type {kind:.40}"
+                )));
             }
         }
         // §2.2: the header text is signed as received; requiring 1-10 digits keeps it equal to
         // what the Go SDK re-formats with %d.
         if timestamp.is_empty() || timestamp.len() > 10 || !timestamp.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ChannelError::Malformed("Wechatpay-Timestamp is not 1-10 decimal digits".into()));
+            return Err(ChannelError::Malformed(
+                "Wechatpay-Timestamp is not 1-10 decimal digits".into(),
+            ));
         }
-        let ts: i64 = timestamp.parse().map_err(|_| ChannelError::Malformed("Wechatpay-Timestamp".into()))?;
+        let ts: i64 = timestamp
+            .parse()
+            .map_err(|_| ChannelError::Malformed("Wechatpay-Timestamp".into()))?;
         // §2.4: reject when |now - ts| >= window (wechatpay-go uses >= five minutes).
         if now.as_second().abs_diff(ts) >= self.tolerance_secs.unsigned_abs() {
             return Err(ChannelError::Stale(format!(
@@ -237,7 +249,9 @@ impl Channel for WechatpayV3 {
             )));
         }
         if signature.starts_with(PROBE_PREFIX) {
-            return Err(ChannelError::Signature("signature probe (WECHATPAY/SIGNTEST/) rejected".into()));
+            return Err(ChannelError::Signature(
+                "signature probe (WECHATPAY/SIGNTEST/) rejected".into(),
+            ));
         }
         let key = self.select_key(serial, now)?;
         let sig_bytes = BASE64
@@ -253,7 +267,10 @@ impl Channel for WechatpayV3 {
             serde_json::from_slice(req.body).map_err(|e| ChannelError::Malformed(format!("notification body: {e}")))?;
         let resource = &envelope.resource;
         if resource.algorithm != RESOURCE_ALGORITHM {
-            return Err(ChannelError::Unsupported(format!("resource.algorithm {:.40}", resource.algorithm)));
+            return Err(ChannelError::Unsupported(format!(
+                "resource.algorithm {:.40}",
+                resource.algorithm
+            )));
         }
         let aad = resource.associated_data.as_deref().unwrap_or("");
         let plaintext = decrypt_resource(
@@ -271,7 +288,11 @@ impl Channel for WechatpayV3 {
 
     fn success_ack(&self) -> Ack {
         // §2.8: 200 or 204, no body required.
-        Ack { status: 204, content_type: None, body: Vec::new() }
+        Ack {
+            status: 204,
+            content_type: None,
+            body: Vec::new(),
+        }
     }
 
     fn failure_ack(&self, reason: &str) -> Ack {
@@ -290,7 +311,9 @@ impl WechatpayV3 {
             }
         }
         if serial.starts_with(PUBLIC_KEY_ID_PREFIX) {
-            return Err(ChannelError::UnknownKey(format!("public key id {serial:.64} is not configured")));
+            return Err(ChannelError::UnknownKey(format!(
+                "public key id {serial:.64} is not configured"
+            )));
         }
         let wanted = normalize_serial(serial)
             .ok_or_else(|| ChannelError::Malformed("Wechatpay-Serial is neither hex nor PUB_KEY_ID_".into()))?;
@@ -299,7 +322,9 @@ impl WechatpayV3 {
         })?;
         let now = now.as_second();
         if now < found.not_before || now > found.not_after {
-            return Err(ChannelError::UnknownKey(format!("platform certificate {wanted} is not valid at this time")));
+            return Err(ChannelError::UnknownKey(format!(
+                "platform certificate {wanted} is not valid at this time"
+            )));
         }
         Ok(&found.key)
     }
@@ -309,7 +334,9 @@ impl WechatpayV3 {
         let needs_ids = event.kind != EventKind::Other;
         match event.merchant.mch_id.as_deref() {
             Some(m) if m != self.mchid => {
-                return Err(ChannelError::Business(format!("mchid {m:.32} is not the configured merchant")))
+                return Err(ChannelError::Business(format!(
+                    "mchid {m:.32} is not the configured merchant"
+                )))
             }
             None if needs_ids => return Err(ChannelError::Business("notification carries no mchid".into())),
             _ => {}
@@ -317,7 +344,9 @@ impl WechatpayV3 {
         if let Some(appid) = &self.appid {
             match event.merchant.app_id.as_deref() {
                 Some(a) if a != appid => {
-                    return Err(ChannelError::Business(format!("appid {a:.32} is not the configured app")))
+                    return Err(ChannelError::Business(format!(
+                        "appid {a:.32} is not the configured app"
+                    )))
                 }
                 None if needs_ids && !event.kind.is_refund() => {
                     return Err(ChannelError::Business("payment notification carries no appid".into()))
@@ -333,7 +362,11 @@ impl WechatpayV3 {
 /// `{"code":"FAIL","message":<reason>}`.
 pub fn failure_ack_with_status(status: u16, reason: &str) -> Ack {
     let body = json!({"code": "FAIL", "message": reason}).to_string().into_bytes();
-    Ack { status, content_type: Some("application/json"), body }
+    Ack {
+        status,
+        content_type: Some("application/json"),
+        body,
+    }
 }
 
 /// The signed message of §2.2: three LF-terminated lines, the body as raw bytes.
@@ -352,7 +385,11 @@ fn normalize_serial(serial: &str) -> Option<String> {
         return None;
     }
     let trimmed = serial.trim_start_matches('0');
-    Some(if trimmed.is_empty() { "0".to_string() } else { trimmed.to_ascii_uppercase() })
+    Some(if trimmed.is_empty() {
+        "0".to_string()
+    } else {
+        trimmed.to_ascii_uppercase()
+    })
 }
 
 fn load_platform_certificate(entry: &PlatformCertificate) -> Result<Vec<PlatformKey>, String> {
@@ -370,7 +407,9 @@ fn load_platform_certificate(entry: &PlatformCertificate) -> Result<Vec<Platform
         if pem.label != "CERTIFICATE" {
             continue;
         }
-        let cert = pem.parse_x509().map_err(|_| format!("{} holds an unparsable certificate", source.describe()))?;
+        let cert = pem
+            .parse_x509()
+            .map_err(|_| format!("{} holds an unparsable certificate", source.describe()))?;
         let spki = RsaPublicKey::from_public_key_der(cert.public_key().raw)
             .map_err(|_| format!("{} holds a certificate without an RSA key", source.describe()))?;
         let key = checked_verifying_key(spki)?;
@@ -401,7 +440,9 @@ fn public_key_from_pem(secret: &Secret) -> Result<VerifyingKey<Sha256>, String> 
 fn checked_verifying_key(key: RsaPublicKey) -> Result<VerifyingKey<Sha256>, String> {
     let bits = key.n().bits();
     if bits < MIN_RSA_BITS {
-        return Err(format!("RSA key has {bits} bits, WECHATPAY2-SHA256-RSA2048 needs at least {MIN_RSA_BITS}"));
+        return Err(format!(
+            "RSA key has {bits} bits, WECHATPAY2-SHA256-RSA2048 needs at least {MIN_RSA_BITS}"
+        ));
     }
     Ok(VerifyingKey::new(key))
 }
@@ -415,10 +456,19 @@ pub fn decrypt_resource(
     associated_data: &[u8],
     ciphertext_b64: &str,
 ) -> Result<Vec<u8>, ChannelError> {
-    let ciphertext =
-        BASE64.decode(ciphertext_b64).map_err(|_| ChannelError::Decrypt("resource.ciphertext is not base64".into()))?;
-    aes_gcm_apply(key, nonce, Payload { msg: &ciphertext, aad: associated_data }, Direction::Decrypt)
-        .map_err(|e| ChannelError::Decrypt(e.into()))
+    let ciphertext = BASE64
+        .decode(ciphertext_b64)
+        .map_err(|_| ChannelError::Decrypt("resource.ciphertext is not base64".into()))?;
+    aes_gcm_apply(
+        key,
+        nonce,
+        Payload {
+            msg: &ciphertext,
+            aad: associated_data,
+        },
+        Direction::Decrypt,
+    )
+    .map_err(|e| ChannelError::Decrypt(e.into()))
 }
 
 /// Encrypts `plaintext` the way WeChat Pay does (the inverse of [`decrypt_resource`]), returning
@@ -429,9 +479,17 @@ pub fn encrypt_resource(
     associated_data: &[u8],
     plaintext: &[u8],
 ) -> Result<String, ChannelError> {
-    aes_gcm_apply(key, nonce, Payload { msg: plaintext, aad: associated_data }, Direction::Encrypt)
-        .map(|ct| BASE64.encode(ct))
-        .map_err(|e| ChannelError::Decrypt(e.into()))
+    aes_gcm_apply(
+        key,
+        nonce,
+        Payload {
+            msg: plaintext,
+            aad: associated_data,
+        },
+        Direction::Encrypt,
+    )
+    .map(|ct| BASE64.encode(ct))
+    .map_err(|e| ChannelError::Decrypt(e.into()))
 }
 
 #[derive(Clone, Copy)]
@@ -465,7 +523,9 @@ where
     // Length checked by the caller, so from_slice cannot panic.
     let nonce = aes_gcm::Nonce::<U12>::from_slice(nonce);
     match direction {
-        Direction::Decrypt => cipher.decrypt(nonce, payload).map_err(|_| "AES-GCM authentication failed"),
+        Direction::Decrypt => cipher
+            .decrypt(nonce, payload)
+            .map_err(|_| "AES-GCM authentication failed"),
         Direction::Encrypt => cipher.encrypt(nonce, payload).map_err(|_| "AES-GCM encryption failed"),
     }
 }
@@ -532,7 +592,11 @@ fn normalize(envelope: &Envelope, object: Value) -> Result<VerifiedEvent, Channe
     } else {
         None
     };
-    let raw_status = if kind.is_refund() { str_at(&object, "/refund_status") } else { str_at(&object, "/trade_state") };
+    let raw_status = if kind.is_refund() {
+        str_at(&object, "/refund_status")
+    } else {
+        str_at(&object, "/trade_state")
+    };
     // Partner (服务商) mode names the service provider's ids sp_mchid / sp_appid (§2.6).
     let merchant = MerchantRef {
         app_id: str_at(&object, "/appid").or_else(|| str_at(&object, "/sp_appid")),
@@ -563,14 +627,24 @@ fn normalize(envelope: &Envelope, object: Value) -> Result<VerifiedEvent, Channe
 /// `keys.api_v3_key`, signed with `keys.private_key_pem` (playing the platform key) and announced
 /// under `keys.key_id` (a certificate serial or `PUB_KEY_ID_…`).
 pub fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNotification, String> {
-    let pem = keys.private_key_pem.as_deref().ok_or("wechatpay_v3 needs a private key (private_key_pem)")?;
-    let serial = keys.key_id.as_deref().ok_or("wechatpay_v3 needs a key id (certificate serial or PUB_KEY_ID_...)")?;
+    let pem = keys
+        .private_key_pem
+        .as_deref()
+        .ok_or("wechatpay_v3 needs a private key (private_key_pem)")?;
+    let serial = keys
+        .key_id
+        .as_deref()
+        .ok_or("wechatpay_v3 needs a key id (certificate serial or PUB_KEY_ID_...)")?;
     let api_v3_key = keys.api_v3_key.as_deref().ok_or("wechatpay_v3 needs an APIv3 key")?;
     let private_key = RsaPrivateKey::from_pkcs8_pem(pem)
         .or_else(|_| RsaPrivateKey::from_pkcs1_pem(pem))
         .map_err(|_| "private_key_pem is not a PEM RSA private key".to_string())?;
     let offset = jiff::tz::Offset::constant(8);
-    let when = spec.at.to_zoned(jiff::tz::TimeZone::fixed(offset)).strftime("%Y-%m-%dT%H:%M:%S%:z").to_string();
+    let when = spec
+        .at
+        .to_zoned(jiff::tz::TimeZone::fixed(offset))
+        .strftime("%Y-%m-%dT%H:%M:%S%:z")
+        .to_string();
     let mchid = spec.mch_id.clone().unwrap_or_else(|| "1900000001".into());
     let (event_type, summary, original_type, object) = match spec.kind {
         EventKind::RefundSucceeded | EventKind::RefundClosed | EventKind::RefundAbnormal => {
@@ -716,7 +790,10 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
-            map.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
         }
         map
     }
@@ -803,7 +880,10 @@ mod tests {
         assert_eq!(event.channel_txn_id.as_deref(), Some("4200002000202405010000000001"));
         assert_eq!(event.amount_minor, Some(8880));
         assert_eq!(event.currency.as_deref(), Some("CNY"));
-        assert_eq!(event.notification_id.as_deref(), Some("b3c1f0e2-9a4d-5c6e-8f70-1a2b3c4d5e6f"));
+        assert_eq!(
+            event.notification_id.as_deref(),
+            Some("b3c1f0e2-9a4d-5c6e-8f70-1a2b3c4d5e6f")
+        );
         assert_eq!(event.raw_status.as_deref(), Some("SUCCESS"));
         assert_eq!(event.occurred_at.as_deref(), Some("2024-05-01T12:00:05+08:00"));
         assert_eq!(event.merchant.mch_id.as_deref(), Some("1900000001"));
@@ -829,7 +909,10 @@ mod tests {
         assert_eq!(refund.out_refund_no.as_deref(), Some("REFUND-20240502-0001"));
         assert_eq!(refund.refund_id.as_deref(), Some("50300000002024050200000000001"));
         assert_eq!(refund.amount_minor, Some(1000));
-        assert_eq!(event.notification_id.as_deref(), Some("c4d2a1f3-0b5e-5d7f-9a81-2b3c4d5e6f70"));
+        assert_eq!(
+            event.notification_id.as_deref(),
+            Some("c4d2a1f3-0b5e-5d7f-9a81-2b3c4d5e6f70")
+        );
     }
 
     #[test]
@@ -840,7 +923,10 @@ mod tests {
         assert!(verify_dw1_with(&ch, DW_OWN_SERIAL).is_ok());
         assert!(verify_dw1_with(&ch, &DW_OWN_SERIAL.to_ascii_lowercase()).is_ok());
         assert!(verify_dw1_with(&ch, &format!("00{DW_OWN_SERIAL}")).is_ok());
-        assert!(matches!(verify_dw1_with(&ch, DW_SERIAL), Err(ChannelError::UnknownKey(_))));
+        assert!(matches!(
+            verify_dw1_with(&ch, DW_SERIAL),
+            Err(ChannelError::UnknownKey(_))
+        ));
     }
 
     #[test]
@@ -850,11 +936,20 @@ mod tests {
         cfg.public_key_id = Some(DW_PUB_KEY_ID.into());
         cfg.public_key = Some(SecretRef::new(DW_PUBLIC_KEY));
         let ch = cfg.build().unwrap();
-        assert_eq!(verify_dw1_with(&ch, DW_PUB_KEY_ID).unwrap().out_trade_no, "ORDER-20240501-0101");
+        assert_eq!(
+            verify_dw1_with(&ch, DW_PUB_KEY_ID).unwrap().out_trade_no,
+            "ORDER-20240501-0101"
+        );
         // wechatpay-go SHA256WithRSAPubkeyVerifier: the serial must equal the configured id.
         let other_id = "PUB_KEY_ID_0000000000000024101100397200000007";
-        assert!(matches!(verify_dw1_with(&ch, other_id), Err(ChannelError::UnknownKey(_))));
-        assert!(matches!(verify_dw1_with(&ch, DW_SERIAL), Err(ChannelError::UnknownKey(_))));
+        assert!(matches!(
+            verify_dw1_with(&ch, other_id),
+            Err(ChannelError::UnknownKey(_))
+        ));
+        assert!(matches!(
+            verify_dw1_with(&ch, DW_SERIAL),
+            Err(ChannelError::UnknownKey(_))
+        ));
     }
 
     #[test]
@@ -865,7 +960,10 @@ mod tests {
         let ch = cfg.build().unwrap();
         assert!(verify_dw1_with(&ch, DW_SERIAL).is_ok());
         // The DW1 signature is not made by the simulation key behind the public-key id.
-        assert!(matches!(verify_dw1_with(&ch, SIM_PUB_KEY_ID), Err(ChannelError::Signature(_))));
+        assert!(matches!(
+            verify_dw1_with(&ch, SIM_PUB_KEY_ID),
+            Err(ChannelError::Signature(_))
+        ));
     }
 
     #[test]
@@ -874,9 +972,15 @@ mod tests {
         let h = dw1_headers(DW_SERIAL);
         let body = DW1_BODY.as_bytes();
         assert!(verify(&ch, &h, body, at(1714536006 + 299)).is_ok());
-        assert!(matches!(verify(&ch, &h, body, at(1714536006 + 300)), Err(ChannelError::Stale(_))));
+        assert!(matches!(
+            verify(&ch, &h, body, at(1714536006 + 300)),
+            Err(ChannelError::Stale(_))
+        ));
         assert!(verify(&ch, &h, body, at(1714536006 - 299)).is_ok());
-        assert!(matches!(verify(&ch, &h, body, at(1714536006 - 300)), Err(ChannelError::Stale(_))));
+        assert!(matches!(
+            verify(&ch, &h, body, at(1714536006 - 300)),
+            Err(ChannelError::Stale(_))
+        ));
     }
 
     #[test]
@@ -890,8 +994,14 @@ mod tests {
     #[test]
     fn signtest_probe_signature_is_rejected() {
         let mut h = dw1_headers(DW_SERIAL);
-        h.insert("wechatpay-signature", HeaderValue::from_static("WECHATPAY/SIGNTEST/abc"));
-        assert!(matches!(verify(&channel(), &h, DW1_BODY.as_bytes(), dw1_now()), Err(ChannelError::Signature(_))));
+        h.insert(
+            "wechatpay-signature",
+            HeaderValue::from_static("WECHATPAY/SIGNTEST/abc"),
+        );
+        assert!(matches!(
+            verify(&channel(), &h, DW1_BODY.as_bytes(), dw1_now()),
+            Err(ChannelError::Signature(_))
+        ));
     }
 
     #[test]
@@ -899,21 +1009,33 @@ mod tests {
         let err = verify_dw1_with(&channel(), "5157F09EFDC096DE15EBE81A47057A7232F1B8E1").unwrap_err();
         assert!(matches!(err, ChannelError::UnknownKey(_)), "{err:?}");
         assert_eq!(err.outcome(), "rejected_unknown_key");
-        assert!(matches!(verify_dw1_with(&channel(), "not-hex"), Err(ChannelError::Malformed(_))));
+        assert!(matches!(
+            verify_dw1_with(&channel(), "not-hex"),
+            Err(ChannelError::Malformed(_))
+        ));
     }
 
     #[test]
     fn header_timestamp_changed_by_one_fails_signature() {
         let mut h = dw1_headers(DW_SERIAL);
         h.insert("wechatpay-timestamp", HeaderValue::from_static("1714536007"));
-        assert!(matches!(verify(&channel(), &h, DW1_BODY.as_bytes(), dw1_now()), Err(ChannelError::Signature(_))));
+        assert!(matches!(
+            verify(&channel(), &h, DW1_BODY.as_bytes(), dw1_now()),
+            Err(ChannelError::Signature(_))
+        ));
     }
 
     #[test]
     fn tampered_nonce_fails_signature() {
         let mut h = dw1_headers(DW_SERIAL);
-        h.insert("wechatpay-nonce", HeaderValue::from_static("5K8264ILTKCH16CQ2502SI8ZNMTM67VT"));
-        assert!(matches!(verify(&channel(), &h, DW1_BODY.as_bytes(), dw1_now()), Err(ChannelError::Signature(_))));
+        h.insert(
+            "wechatpay-nonce",
+            HeaderValue::from_static("5K8264ILTKCH16CQ2502SI8ZNMTM67VT"),
+        );
+        assert!(matches!(
+            verify(&channel(), &h, DW1_BODY.as_bytes(), dw1_now()),
+            Err(ChannelError::Signature(_))
+        ));
     }
 
     #[test]
@@ -946,7 +1068,9 @@ mod tests {
     #[test]
     fn resource_algorithm_other_than_aead_aes_256_gcm_is_rejected() {
         let n = simulate(&sim_spec(EventKind::PaymentSucceeded), &sim_keys(SIM_SERIAL)).unwrap();
-        let body = String::from_utf8(n.body).unwrap().replace("AEAD_AES_256_GCM", "AEAD_SM4_GCM");
+        let body = String::from_utf8(n.body)
+            .unwrap()
+            .replace("AEAD_AES_256_GCM", "AEAD_SM4_GCM");
         let h = sim_signed(SIM_SERIAL, "1714536006", body.as_bytes());
         let err = verify(&sim_channel(), &h, body.as_bytes(), at(1714536006)).unwrap_err();
         assert!(matches!(err, ChannelError::Unsupported(_)), "{err:?}");
@@ -984,8 +1108,14 @@ mod tests {
         for len in [16, 24, 32] {
             let key = vec![b'k'; len];
             let ct = encrypt_resource(&key, b"abcdefghijkl", b"transaction", b"{}").unwrap();
-            assert_eq!(decrypt_resource(&key, b"abcdefghijkl", b"transaction", &ct).unwrap(), b"{}");
-            assert!(decrypt_resource(&key, b"abcdefghijkl", b"refund", &ct).is_err(), "AAD is authenticated");
+            assert_eq!(
+                decrypt_resource(&key, b"abcdefghijkl", b"transaction", &ct).unwrap(),
+                b"{}"
+            );
+            assert!(
+                decrypt_resource(&key, b"abcdefghijkl", b"refund", &ct).is_err(),
+                "AAD is authenticated"
+            );
         }
         for len in [0, 15, 31, 33] {
             assert!(matches!(
@@ -993,7 +1123,10 @@ mod tests {
                 Err(ChannelError::Decrypt(_))
             ));
         }
-        assert!(matches!(decrypt_resource(&[b'k'; 32], b"short", b"", "AAAA"), Err(ChannelError::Decrypt(_))));
+        assert!(matches!(
+            decrypt_resource(&[b'k'; 32], b"short", b"", "AAAA"),
+            Err(ChannelError::Decrypt(_))
+        ));
         assert!(matches!(
             decrypt_resource(&[b'k'; 32], b"abcdefghijkl", b"", "not base64!"),
             Err(ChannelError::Decrypt(_))
@@ -1003,8 +1136,14 @@ mod tests {
     #[test]
     fn sm2_signature_type_is_unsupported() {
         let mut h = dw1_headers(DW_SERIAL);
-        h.insert("wechatpay-signature-type", HeaderValue::from_static("WECHATPAY2-SM2-WITH-SM3"));
-        assert!(matches!(verify(&channel(), &h, DW1_BODY.as_bytes(), dw1_now()), Err(ChannelError::Unsupported(_))));
+        h.insert(
+            "wechatpay-signature-type",
+            HeaderValue::from_static("WECHATPAY2-SM2-WITH-SM3"),
+        );
+        assert!(matches!(
+            verify(&channel(), &h, DW1_BODY.as_bytes(), dw1_now()),
+            Err(ChannelError::Unsupported(_))
+        ));
     }
 
     #[test]
@@ -1026,11 +1165,19 @@ mod tests {
 
     #[test]
     fn missing_security_header_is_malformed() {
-        for name in ["Wechatpay-Signature", "Wechatpay-Serial", "Wechatpay-Timestamp", "Wechatpay-Nonce"] {
+        for name in [
+            "Wechatpay-Signature",
+            "Wechatpay-Serial",
+            "Wechatpay-Timestamp",
+            "Wechatpay-Nonce",
+        ] {
             let mut h = dw1_headers(DW_SERIAL);
             h.remove(name);
             assert!(
-                matches!(verify(&channel(), &h, DW1_BODY.as_bytes(), dw1_now()), Err(ChannelError::Malformed(_))),
+                matches!(
+                    verify(&channel(), &h, DW1_BODY.as_bytes(), dw1_now()),
+                    Err(ChannelError::Malformed(_))
+                ),
                 "{name}"
             );
         }
@@ -1042,7 +1189,10 @@ mod tests {
             let mut h = dw1_headers(DW_SERIAL);
             h.insert("wechatpay-timestamp", HeaderValue::from_str(ts).unwrap());
             assert!(
-                matches!(verify(&channel(), &h, DW1_BODY.as_bytes(), dw1_now()), Err(ChannelError::Malformed(_))),
+                matches!(
+                    verify(&channel(), &h, DW1_BODY.as_bytes(), dw1_now()),
+                    Err(ChannelError::Malformed(_))
+                ),
                 "{ts:?}"
             );
         }
@@ -1054,7 +1204,10 @@ mod tests {
             let mut h = dw1_headers(DW_SERIAL);
             h.insert("wechatpay-signature", HeaderValue::from_str(sig).unwrap());
             assert!(
-                matches!(verify(&channel(), &h, DW1_BODY.as_bytes(), dw1_now()), Err(ChannelError::Signature(_))),
+                matches!(
+                    verify(&channel(), &h, DW1_BODY.as_bytes(), dw1_now()),
+                    Err(ChannelError::Signature(_))
+                ),
                 "{sig}"
             );
         }
@@ -1064,10 +1217,16 @@ mod tests {
     fn other_merchant_or_app_is_a_business_failure() {
         let mut cfg = config();
         cfg.mchid = "1900000002".into();
-        assert!(matches!(verify_dw1_with(&cfg.build().unwrap(), DW_SERIAL), Err(ChannelError::Business(_))));
+        assert!(matches!(
+            verify_dw1_with(&cfg.build().unwrap(), DW_SERIAL),
+            Err(ChannelError::Business(_))
+        ));
         let mut cfg = config();
         cfg.appid = Some("wx0000000000000000".into());
-        assert!(matches!(verify_dw1_with(&cfg.build().unwrap(), DW_SERIAL), Err(ChannelError::Business(_))));
+        assert!(matches!(
+            verify_dw1_with(&cfg.build().unwrap(), DW_SERIAL),
+            Err(ChannelError::Business(_))
+        ));
         let mut cfg = config();
         cfg.appid = None;
         assert!(verify_dw1_with(&cfg.build().unwrap(), DW_SERIAL).is_ok());
@@ -1086,9 +1245,12 @@ mod tests {
     #[test]
     fn simulated_payment_round_trips_through_verify() {
         let ch = sim_channel();
-        for kind in
-            [EventKind::PaymentSucceeded, EventKind::PaymentPending, EventKind::PaymentClosed, EventKind::PaymentFailed]
-        {
+        for kind in [
+            EventKind::PaymentSucceeded,
+            EventKind::PaymentPending,
+            EventKind::PaymentClosed,
+            EventKind::PaymentFailed,
+        ] {
             let n = simulate(&sim_spec(kind), &sim_keys(SIM_SERIAL)).unwrap();
             assert_eq!(n.content_type, "application/json");
             let event = verify(&ch, &send(&n), &n.body, at(1714536006)).unwrap();
@@ -1115,7 +1277,9 @@ mod tests {
     #[test]
     fn simulate_names_the_missing_key_material() {
         let spec = sim_spec(EventKind::PaymentSucceeded);
-        assert!(simulate(&spec, &SimulateKeys::default()).unwrap_err().contains("private key"));
+        assert!(simulate(&spec, &SimulateKeys::default())
+            .unwrap_err()
+            .contains("private key"));
         let mut keys = sim_keys(SIM_SERIAL);
         keys.api_v3_key = None;
         assert!(simulate(&spec, &keys).unwrap_err().contains("APIv3"));
@@ -1142,7 +1306,9 @@ mod tests {
         assert_eq!(cfg.build().unwrap_err()[0].path, "platform_certificates");
         cfg.platform_certificates = vec![PlatformCertificate::Pem(SecretRef::new("not a certificate"))];
         assert_eq!(cfg.build().unwrap_err()[0].path, "platform_certificates[0]");
-        cfg.platform_certificates = vec![PlatformCertificate::Pem(SecretRef::new("env:PG_TEST_WECHAT_CERT_UNSET"))];
+        cfg.platform_certificates = vec![PlatformCertificate::Pem(SecretRef::new(
+            "env:PG_TEST_WECHAT_CERT_UNSET",
+        ))];
         let issues = cfg.build().unwrap_err();
         assert!(issues[0].message.contains("PG_TEST_WECHAT_CERT_UNSET"));
         cfg.platform_certificates.clear();

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 
 /// payguard: payment-security sidecar.
 #[derive(Debug, Parser)]
-#[command(name = "payguard", version, about = "Payment-security sidecar: signed client calls, rate and order rules, verified payment notifications")]
+#[command(
+    name = "payguard",
+    version,
+    about = "Payment-security sidecar: signed client calls, rate and order rules, verified payment notifications"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -61,7 +65,10 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Schema => {
-            println!("{}", serde_json::to_string_pretty(&crate::config::schema_json()).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&crate::config::schema_json()).unwrap_or_default()
+            );
             ExitCode::SUCCESS
         }
     }
@@ -72,12 +79,20 @@ fn check(path: &std::path::Path) -> ExitCode {
         Ok((_, cfg)) => {
             println!("{}: OK", path.display());
             println!("  proxy listener : {} ({} threads)", cfg.listen, cfg.threads);
-            println!("  admin listener : {}{}", cfg.admin_listen, if cfg.admin_token.is_some() { " (token set)" } else { "" });
+            println!(
+                "  admin listener : {}{}",
+                cfg.admin_listen,
+                if cfg.admin_token.is_some() { " (token set)" } else { "" }
+            );
             println!("  upstream       : {}", cfg.upstream.address);
             println!("  store          : {}", cfg.store.summary());
             println!("  routes         : {}", cfg.routes.routes().len());
             for r in cfg.routes.routes() {
-                let methods = if r.methods.is_empty() { "*".to_string() } else { r.methods.join(",") };
+                let methods = if r.methods.is_empty() {
+                    "*".to_string()
+                } else {
+                    r.methods.join(",")
+                };
                 let path = match &r.path {
                     crate::proxy::routes::PathMatch::Exact(p) => p.clone(),
                     crate::proxy::routes::PathMatch::Prefix(p) => format!("{p}/**"),
@@ -87,7 +102,12 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(issues) => {
-            eprintln!("{}: {} error{}", path.display(), issues.0.len(), if issues.0.len() == 1 { "" } else { "s" });
+            eprintln!(
+                "{}: {} error{}",
+                path.display(),
+                issues.0.len(),
+                if issues.0.len() == 1 { "" } else { "s" }
+            );
             for issue in &issues.0 {
                 eprintln!("  {issue}");
             }

@@ -20,7 +20,10 @@ pub struct ConfigIssue {
 impl ConfigIssue {
     /// An issue at `path`.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into() }
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -55,7 +58,10 @@ pub fn schema_json() -> serde_json::Value {
 /// Reads and validates a configuration file.
 pub fn load_file(path: &Path) -> Result<(FileConfig, Config), ConfigIssues> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigIssues(vec![ConfigIssue::new("(file)", format!("cannot read {}: {e}", path.display()))])
+        ConfigIssues(vec![ConfigIssue::new(
+            "(file)",
+            format!("cannot read {}: {e}", path.display()),
+        )])
     })?;
     check_text(&text)
 }
@@ -74,8 +80,10 @@ pub fn check_text(text: &str) -> Result<(FileConfig, Config), ConfigIssues> {
     let schema = schema_json();
     let validator = jsonschema::validator_for(&schema)
         .map_err(|e| ConfigIssues(vec![ConfigIssue::new("(schema)", e.to_string())]))?;
-    let mut issues: Vec<ConfigIssue> =
-        validator.iter_errors(&json).flat_map(|e| schema_issue(&schema, e)).collect();
+    let mut issues: Vec<ConfigIssue> = validator
+        .iter_errors(&json)
+        .flat_map(|e| schema_issue(&schema, e))
+        .collect();
     if !issues.is_empty() {
         issues.sort_by(|a, b| a.path.cmp(&b.path));
         issues.dedup();
@@ -83,7 +91,10 @@ pub fn check_text(text: &str) -> Result<(FileConfig, Config), ConfigIssues> {
     }
 
     let file: FileConfig = serde_path_to_error::deserialize(json).map_err(|e| {
-        ConfigIssues(vec![ConfigIssue::new(display_serde_path(&e.path().to_string()), e.inner().to_string())])
+        ConfigIssues(vec![ConfigIssue::new(
+            display_serde_path(&e.path().to_string()),
+            e.inner().to_string(),
+        )])
     })?;
     let config = build(&file)?;
     Ok((file, config))
@@ -120,7 +131,10 @@ fn build(file: &FileConfig) -> Result<Config, ConfigIssues> {
         }
     };
     if up.connect_timeout.is_zero() {
-        issues.push(ConfigIssue::new("upstream.connect_timeout", "must be greater than zero"));
+        issues.push(ConfigIssue::new(
+            "upstream.connect_timeout",
+            "must be greater than zero",
+        ));
     }
     if up.read_timeout.is_zero() {
         issues.push(ConfigIssue::new("upstream.read_timeout", "must be greater than zero"));
@@ -132,7 +146,12 @@ fn build(file: &FileConfig) -> Result<Config, ConfigIssues> {
         issues.push(ConfigIssue::new("reload.interval", "must be greater than zero"));
     }
 
-    issues.extend(file.store.validate().into_iter().map(|(p, m)| ConfigIssue::new(format!("store.{p}"), m)));
+    issues.extend(
+        file.store
+            .validate()
+            .into_iter()
+            .map(|(p, m)| ConfigIssue::new(format!("store.{p}"), m)),
+    );
 
     let routes = match RouteTable::compile(&file.routes, file.default_action) {
         Ok(table) => Some(table),
@@ -145,7 +164,8 @@ fn build(file: &FileConfig) -> Result<Config, ConfigIssues> {
     if !issues.is_empty() {
         return Err(ConfigIssues(issues));
     }
-    let (Some(listen), Some(admin_listen), Some(routes), Some(socket)) = (listen, admin_listen, routes, upstream_socket)
+    let (Some(listen), Some(admin_listen), Some(routes), Some(socket)) =
+        (listen, admin_listen, routes, upstream_socket)
     else {
         return Err(ConfigIssues(vec![ConfigIssue::new("(root)", "invalid configuration")]));
     };
@@ -227,7 +247,10 @@ fn yaml_to_json(value: serde_yaml_ng::Value, path: &str) -> Result<serde_json::V
                     Y::Number(n) => n.to_string(),
                     Y::Bool(b) => b.to_string(),
                     _ => {
-                        return Err(ConfigIssues(vec![ConfigIssue::new(display_path(path), "keys must be strings")]))
+                        return Err(ConfigIssues(vec![ConfigIssue::new(
+                            display_path(path),
+                            "keys must be strings",
+                        )]))
                     }
                 };
                 let child = format!("{path}/{}", key.replace('~', "~0").replace('/', "~1"));
@@ -281,7 +304,11 @@ fn join_path(base: &str, key: &str) -> String {
 fn schema_node<'s>(schema: &'s serde_json::Value, pointer: &str) -> Option<&'s serde_json::Value> {
     let resolve = |mut node: &'s serde_json::Value| {
         for _ in 0..16 {
-            match node.get("$ref").and_then(|r| r.as_str()).and_then(|r| r.strip_prefix("#/")) {
+            match node
+                .get("$ref")
+                .and_then(|r| r.as_str())
+                .and_then(|r| r.strip_prefix("#/"))
+            {
                 Some(r) => node = schema.pointer(&format!("/{r}"))?,
                 None => {
                     // Option<T> renders as anyOf [T, null] or allOf [T].
@@ -335,7 +362,10 @@ fn schema_issue(schema: &serde_json::Value, err: jsonschema::ValidationError<'_>
     {
         let allowed = schema_node(schema, &pointer).map(allowed_values).unwrap_or_default();
         if !allowed.is_empty() {
-            return vec![ConfigIssue::new(path, format!("`{s}` is not one of: {}", allowed.join(", ")))];
+            return vec![ConfigIssue::new(
+                path,
+                format!("`{s}` is not one of: {}", allowed.join(", ")),
+            )];
         }
     }
     match &err.kind {
@@ -344,7 +374,10 @@ fn schema_issue(schema: &serde_json::Value, err: jsonschema::ValidationError<'_>
             .map(|key| ConfigIssue::new(join_path(&path, key), "unknown key"))
             .collect(),
         K::Required { property } => {
-            let key = property.as_str().map(str::to_string).unwrap_or_else(|| property.to_string());
+            let key = property
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| property.to_string());
             vec![ConfigIssue::new(join_path(&path, &key), "required key is missing")]
         }
         K::Type { .. } | K::Enum { .. } => {
@@ -393,7 +426,13 @@ mod tests {
         let text = "server: {listen: nowhere}\nadmin: {listen: 'bad'}\nupstream: {address: 127.0.0.1:3000}\nroutes:\n  - {name: a, match: {path: x}, policy: pass}\n  - {name: a, match: {path: /y}, policy: guard}\n";
         let issues = check_text(text).unwrap_err().0;
         let paths: Vec<_> = issues.iter().map(|i| i.path.as_str()).collect();
-        for p in ["server.listen", "admin.listen", "routes[0].match.path", "routes[1].name", "routes[1].policy"] {
+        for p in [
+            "server.listen",
+            "admin.listen",
+            "routes[0].match.path",
+            "routes[1].name",
+            "routes[1].policy",
+        ] {
             assert!(paths.contains(&p), "missing {p}: {issues:?}");
         }
     }
@@ -402,7 +441,10 @@ mod tests {
     fn secret_values_never_appear_in_errors() {
         let text = "admin: {token: 'env:PG_TEST_UNSET_TOKEN_VAR'}\nupstream: {address: 127.0.0.1:3000}\n";
         let err = check_text(text).unwrap_err().to_string();
-        assert!(err.contains("admin.token") && err.contains("PG_TEST_UNSET_TOKEN_VAR"), "{err}");
+        assert!(
+            err.contains("admin.token") && err.contains("PG_TEST_UNSET_TOKEN_VAR"),
+            "{err}"
+        );
         let text = "admin: {token: 's3cr3t-value', listen: 127.0.0.1:1}\nupstream: {address: 127.0.0.1:3000}\nserver: {threads: 0}\n";
         let err = check_text(text).unwrap_err().to_string();
         assert!(!err.contains("s3cr3t-value"), "{err}");

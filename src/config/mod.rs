@@ -107,7 +107,10 @@ fn default_admin_listen() -> String {
 
 impl Default for AdminSection {
     fn default() -> Self {
-        Self { listen: default_admin_listen(), token: None }
+        Self {
+            listen: default_admin_listen(),
+            token: None,
+        }
     }
 }
 
@@ -170,7 +173,10 @@ fn default_level() -> String {
 
 impl Default for LogSection {
     fn default() -> Self {
-        Self { format: LogFormat::Json, level: default_level() }
+        Self {
+            format: LogFormat::Json,
+            level: default_level(),
+        }
     }
 }
 
@@ -208,7 +214,10 @@ fn default_reload_interval() -> Duration {
 
 impl Default for ReloadSection {
     fn default() -> Self {
-        Self { watch: true, interval: default_reload_interval() }
+        Self {
+            watch: true,
+            interval: default_reload_interval(),
+        }
     }
 }
 

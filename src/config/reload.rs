@@ -34,14 +34,23 @@ pub struct Reloader {
 impl Reloader {
     /// A reloader for `state`; `loaded_text` is the text the running config came from.
     pub fn new(state: Arc<SharedState>, loaded_text: &str) -> Self {
-        Self { state, last_digest: Mutex::new(Sha256::digest(loaded_text.as_bytes()).into()) }
+        Self {
+            state,
+            last_digest: Mutex::new(Sha256::digest(loaded_text.as_bytes()).into()),
+        }
     }
 
     /// Reads, validates and applies the file. `force` reloads even an unchanged file.
     pub fn reload(&self, trigger: &'static str, force: bool) -> Result<ReloadOutcome, ConfigIssues> {
         let path = &self.state.config_path;
         let text = std::fs::read_to_string(path).map_err(|e| {
-            self.failed(trigger, ConfigIssues(vec![load::ConfigIssue::new("(file)", format!("cannot read {}: {e}", path.display()))]))
+            self.failed(
+                trigger,
+                ConfigIssues(vec![load::ConfigIssue::new(
+                    "(file)",
+                    format!("cannot read {}: {e}", path.display()),
+                )]),
+            )
         })?;
         let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
         if !force && digest == *self.last_digest.lock() {

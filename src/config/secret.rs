@@ -118,12 +118,18 @@ mod tests {
     #[test]
     fn env_and_file_sources_resolve() {
         std::env::set_var("PG_TEST_SECRET_REF", "abc");
-        assert_eq!(SecretRef::new("env:PG_TEST_SECRET_REF").resolve().unwrap().expose(), b"abc");
+        assert_eq!(
+            SecretRef::new("env:PG_TEST_SECRET_REF").resolve().unwrap().expose(),
+            b"abc"
+        );
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s");
         std::fs::write(&p, "xyz\n").unwrap();
         let r = SecretRef::new(format!("file:{}", p.display()));
         assert_eq!(r.resolve().unwrap().expose(), b"xyz");
-        assert!(SecretRef::new("env:PG_TEST_NOT_SET_ANYWHERE").resolve().unwrap_err().contains("not set"));
+        assert!(SecretRef::new("env:PG_TEST_NOT_SET_ANYWHERE")
+            .resolve()
+            .unwrap_err()
+            .contains("not set"));
     }
 }

@@ -71,7 +71,10 @@ impl NotifyConfig {
         let channel = match self.channel.build() {
             Ok(c) => Some(c),
             Err(e) => {
-                issues.extend(e.into_iter().map(|i| ConfigIssue::new(format!("channel.{}", i.path), i.message)));
+                issues.extend(
+                    e.into_iter()
+                        .map(|i| ConfigIssue::new(format!("channel.{}", i.path), i.message)),
+                );
                 None
             }
         };
@@ -101,10 +104,16 @@ impl NotifyConfig {
             issues.push(ConfigIssue::new("timeout", "must be greater than zero"));
         }
         if self.lease <= self.timeout {
-            issues.push(ConfigIssue::new("lease", "must be longer than `timeout`, or a slow backend could see the event twice"));
+            issues.push(ConfigIssue::new(
+                "lease",
+                "must be longer than `timeout`, or a slow backend could see the event twice",
+            ));
         }
         if self.keep < Duration::from_secs(24 * 3600) {
-            issues.push(ConfigIssue::new("keep", "must be at least 1 day (channels retry for about 25 hours)"));
+            issues.push(ConfigIssue::new(
+                "keep",
+                "must be at least 1 day (channels retry for about 25 hours)",
+            ));
         }
         if self.max_body_bytes == 0 || self.max_body_bytes > 16 * 1024 * 1024 {
             issues.push(ConfigIssue::new("max_body_bytes", "must be between 1 and 16777216"));

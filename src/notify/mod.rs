@@ -13,9 +13,9 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use sha2::{Digest, Sha256};
 
+use crate::channels::standard_webhooks::StandardWebhookSigner;
 use crate::channels::{Ack, Channel, ChannelKind, EventKind, NotifyRequest, VerifiedEvent};
 use crate::clock::Clock;
-use crate::channels::standard_webhooks::StandardWebhookSigner;
 use crate::proxy::backend::{is_hop_by_hop, Backend, BackendError, BackendRequest};
 use crate::store::{CounterSpec, CounterWindow, DedupClaim, Store};
 
@@ -94,7 +94,10 @@ impl From<Ack> for Reply {
     fn from(a: Ack) -> Self {
         Self {
             status: a.status,
-            headers: a.content_type.map(|ct| vec![("content-type".to_string(), ct.to_string())]).unwrap_or_default(),
+            headers: a
+                .content_type
+                .map(|ct| vec![("content-type".to_string(), ct.to_string())])
+                .unwrap_or_default(),
             body: a.body,
         }
     }
@@ -123,7 +126,11 @@ pub struct NotifyRecord {
 }
 
 /// Handles one notification end to end.
-pub async fn handle_notification(route: &NotifyRoute, io: NotifyIo<'_>, incoming: Incoming<'_>) -> (Reply, NotifyRecord) {
+pub async fn handle_notification(
+    route: &NotifyRoute,
+    io: NotifyIo<'_>,
+    incoming: Incoming<'_>,
+) -> (Reply, NotifyRecord) {
     let channel = route.channel.as_ref();
     let mut record = NotifyRecord::default();
     let fail = |record: &mut NotifyRecord, outcome: &'static str, reason: String, ack_reason: &str| {
@@ -138,7 +145,13 @@ pub async fn handle_notification(route: &NotifyRoute, io: NotifyIo<'_>, incoming
     }
 
     let now = io.clock.now();
-    let event = match channel.verify(&NotifyRequest { headers: incoming.headers, body: incoming.body }, now) {
+    let event = match channel.verify(
+        &NotifyRequest {
+            headers: incoming.headers,
+            body: incoming.body,
+        },
+        now,
+    ) {
         Ok(ev) => ev,
         Err(e) => {
             let ack_reason = match e.outcome() {
@@ -168,7 +181,12 @@ pub async fn handle_notification(route: &NotifyRoute, io: NotifyIo<'_>, incoming
                 return (Reply::from(channel.success_ack()), record);
             }
             Ok(_) => {}
-            Err(e) => return (fail(&mut record, "store_error", e.to_string(), "temporarily unavailable"), record),
+            Err(e) => {
+                return (
+                    fail(&mut record, "store_error", e.to_string(), "temporarily unavailable"),
+                    record,
+                )
+            }
         }
     }
 
@@ -184,11 +202,21 @@ pub async fn handle_notification(route: &NotifyRoute, io: NotifyIo<'_>, incoming
         }
         Ok(DedupClaim::InFlight) => {
             record.dedup = Some("in_flight");
-            let reply = fail(&mut record, "in_flight", "another delivery of this event is being processed".into(), "in progress, retry later");
+            let reply = fail(
+                &mut record,
+                "in_flight",
+                "another delivery of this event is being processed".into(),
+                "in progress, retry later",
+            );
             return (reply, record);
         }
         // Fail closed: the channel retries later (product.md §3).
-        Err(e) => return (fail(&mut record, "store_error", e.to_string(), "temporarily unavailable"), record),
+        Err(e) => {
+            return (
+                fail(&mut record, "store_error", e.to_string(), "temporarily unavailable"),
+                record,
+            )
+        }
     };
 
     let request = match route.forward {
@@ -213,8 +241,12 @@ pub async fn handle_notification(route: &NotifyRoute, io: NotifyIo<'_>, incoming
     if accepted {
         match io.store.dedup_complete(&keys.dedup_key, &token, route.keep).await {
             Ok(true) => {}
-            Ok(false) => tracing::warn!(event_id = %keys.event_id, "dedup lease expired before the backend answered; the event may be forwarded again"),
-            Err(e) => tracing::warn!(event_id = %keys.event_id, error = %e, "could not record the event as done; a retry may be forwarded again"),
+            Ok(false) => {
+                tracing::warn!(event_id = %keys.event_id, "dedup lease expired before the backend answered; the event may be forwarded again")
+            }
+            Err(e) => {
+                tracing::warn!(event_id = %keys.event_id, error = %e, "could not record the event as done; a retry may be forwarded again")
+            }
         }
         if event.kind == EventKind::PaymentSucceeded {
             if let Err(e) = io.store.count(&keys.paid_marker(route.keep, 1)).await {
@@ -276,7 +308,11 @@ fn relay(resp: crate::proxy::backend::BackendResponse) -> Reply {
         .filter(|(k, _)| !is_hop_by_hop(k.as_str()))
         .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
         .collect();
-    Reply { status: resp.status, headers, body: resp.body.to_vec() }
+    Reply {
+        status: resp.status,
+        headers,
+        body: resp.body.to_vec(),
+    }
 }
 
 /// Store keys and the event id derived from the dedup tuple
@@ -294,8 +330,17 @@ pub struct EventKeys {
 impl EventKeys {
     /// Keys for `event`. Request data is hashed, so keys are bounded and carry no raw values.
     pub fn of(event: &VerifiedEvent, body: &[u8]) -> Self {
-        let merchant = event.merchant.mch_id.as_deref().or(event.merchant.app_id.as_deref()).unwrap_or("");
-        let refund_no = event.refund.as_ref().and_then(|r| r.out_refund_no.as_deref().or(r.refund_id.as_deref())).unwrap_or("");
+        let merchant = event
+            .merchant
+            .mch_id
+            .as_deref()
+            .or(event.merchant.app_id.as_deref())
+            .unwrap_or("");
+        let refund_no = event
+            .refund
+            .as_ref()
+            .and_then(|r| r.out_refund_no.as_deref().or(r.refund_id.as_deref()))
+            .unwrap_or("");
         // Events without an order number are keyed by the channel's notification id, or the
         // body itself, so unrelated `other` events never collapse into one.
         let order = if !event.out_trade_no.is_empty() {
@@ -326,14 +371,19 @@ impl EventKeys {
     fn paid_marker(&self, keep: Duration, incr: u64) -> CounterSpec {
         CounterSpec {
             key: self.paid_key.clone(),
-            window: CounterWindow::Fixed { window_id: "all".into(), ttl: keep },
+            window: CounterWindow::Fixed {
+                window_id: "all".into(),
+                ttl: keep,
+            },
             incr,
         }
     }
 }
 
 fn header(name: &'static str, value: &str) -> Option<(HeaderName, HeaderValue)> {
-    HeaderValue::from_str(value).ok().map(|v| (HeaderName::from_static(name), v))
+    HeaderValue::from_str(value)
+        .ok()
+        .map(|v| (HeaderName::from_static(name), v))
 }
 
 fn normalized_request(
@@ -366,7 +416,10 @@ fn normalized_request(
     }
     BackendRequest {
         method: Method::POST,
-        path_and_query: route.backend_path.clone().unwrap_or_else(|| incoming.path_and_query.to_string()),
+        path_and_query: route
+            .backend_path
+            .clone()
+            .unwrap_or_else(|| incoming.path_and_query.to_string()),
         headers,
         body,
         timeout: route.timeout,
@@ -386,7 +439,10 @@ fn passthrough_request(route: &NotifyRoute, keys: &EventKeys, incoming: Incoming
     headers.extend(header("x-request-id", incoming.request_id));
     BackendRequest {
         method: Method::POST,
-        path_and_query: route.backend_path.clone().unwrap_or_else(|| incoming.path_and_query.to_string()),
+        path_and_query: route
+            .backend_path
+            .clone()
+            .unwrap_or_else(|| incoming.path_and_query.to_string()),
         headers,
         body: Bytes::copy_from_slice(incoming.body),
         timeout: route.timeout,

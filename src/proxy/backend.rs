@@ -119,7 +119,11 @@ impl Backend for HttpBackend {
             .body(Full::new(req.body))
             .map_err(|e| BackendError::Unavailable(format!("invalid request: {e}")))?;
         let exchange = async {
-            let resp = self.client.request(request).await.map_err(|e| BackendError::Unavailable(e.to_string()))?;
+            let resp = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| BackendError::Unavailable(e.to_string()))?;
             let (parts, body) = resp.into_parts();
             let body = Limited::new(body, MAX_BACKEND_RESPONSE)
                 .collect()
@@ -136,7 +140,11 @@ impl Backend for HttpBackend {
             for h in HOP_BY_HOP {
                 headers.remove(*h);
             }
-            Ok(BackendResponse { status: parts.status.as_u16(), headers, body })
+            Ok(BackendResponse {
+                status: parts.status.as_u16(),
+                headers,
+                body,
+            })
         };
         match tokio::time::timeout(req.timeout, exchange).await {
             Ok(r) => r,

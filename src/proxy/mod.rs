@@ -95,7 +95,15 @@ pub async fn respond(
 
 async fn respond_problem(session: &mut Session, ctx: &RequestCtx, mut problem: Problem) -> Result<()> {
     problem.request_id = Some(ctx.request_id.clone());
-    respond(session, problem.status, Some(PROBLEM_JSON), &[], &ctx.request_id, problem.body()).await
+    respond(
+        session,
+        problem.status,
+        Some(PROBLEM_JSON),
+        &[],
+        &ctx.request_id,
+        problem.body(),
+    )
+    .await
 }
 
 /// Reads the whole request body, stopping once it exceeds `cap` bytes (`Err(len_so_far)`).
@@ -124,9 +132,15 @@ impl PayguardProxy {
         ctx.outcome = "notification";
         let channel = route.channel.kind();
         let (reply, record) = if session.req_header().method != http::Method::POST {
-            let mut record = crate::notify::NotifyRecord { outcome: "rejected_method", ..Default::default() };
+            let mut record = crate::notify::NotifyRecord {
+                outcome: "rejected_method",
+                ..Default::default()
+            };
             record.reason = Some(format!("method {} is not POST", session.req_header().method));
-            (crate::notify::Reply::from(route.channel.failure_ack("method not allowed")), record)
+            (
+                crate::notify::Reply::from(route.channel.failure_ack("method not allowed")),
+                record,
+            )
         } else {
             match read_body_capped(session, route.max_body).await? {
                 Err(len) => {
@@ -135,7 +149,10 @@ impl PayguardProxy {
                         reason: Some(format!("body exceeds {} bytes (read {len})", route.max_body)),
                         ..Default::default()
                     };
-                    (crate::notify::Reply::from(route.channel.failure_ack("body too large")), record)
+                    (
+                        crate::notify::Reply::from(route.channel.failure_ack("body too large")),
+                        record,
+                    )
                 }
                 Ok(body) => self.notify_with_body(session, ctx, config, route, body).await,
             }
@@ -153,8 +170,12 @@ impl PayguardProxy {
     ) -> (crate::notify::Reply, crate::notify::NotifyRecord) {
         {
             let headers = session.req_header().headers.clone();
-            let path_and_query =
-                session.req_header().uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+            let path_and_query = session
+                .req_header()
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_default();
             let io = crate::notify::NotifyIo {
                 store: self.state.store.as_ref(),
                 backend: &self.state.backend,
@@ -180,9 +201,13 @@ impl PayguardProxy {
         record: crate::notify::NotifyRecord,
     ) -> Result<()> {
         let m = &self.state.metrics;
-        m.notifications.with_label_values(&[ctx.route.as_str(), channel.as_str(), record.outcome]).inc();
+        m.notifications
+            .with_label_values(&[ctx.route.as_str(), channel.as_str(), record.outcome])
+            .inc();
         if let Some(latency) = record.backend_latency {
-            m.notify_backend_duration.with_label_values(&[ctx.route.as_str()]).observe(latency.as_secs_f64());
+            m.notify_backend_duration
+                .with_label_values(&[ctx.route.as_str()])
+                .observe(latency.as_secs_f64());
         }
         // The transaction log the shop's support team reads (product.md §9).
         tracing::info!(
@@ -206,9 +231,20 @@ impl PayguardProxy {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
             .map(|(_, v)| v.clone());
-        let extra: Vec<(String, String)> =
-            reply.headers.into_iter().filter(|(k, _)| !k.eq_ignore_ascii_case("content-type")).collect();
-        respond(session, reply.status, content_type.as_deref(), &extra, &ctx.request_id, reply.body).await
+        let extra: Vec<(String, String)> = reply
+            .headers
+            .into_iter()
+            .filter(|(k, _)| !k.eq_ignore_ascii_case("content-type"))
+            .collect();
+        respond(
+            session,
+            reply.status,
+            content_type.as_deref(),
+            &extra,
+            &ctx.request_id,
+            reply.body,
+        )
+        .await
     }
 }
 
@@ -313,7 +349,10 @@ impl ProxyHttp for PayguardProxy {
                 ctx.outcome = "error";
                 Some(p)
             }
-            (ErrorSource::Upstream, ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout) => {
+            (
+                ErrorSource::Upstream,
+                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
+            ) => {
                 ctx.outcome = "upstream_timeout";
                 Some(Problem::upstream_timeout())
             }
@@ -347,7 +386,10 @@ impl ProxyHttp for PayguardProxy {
             }
             None => 0,
         };
-        FailToProxy { error_code: code, can_reuse_downstream: false }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
@@ -355,7 +397,9 @@ impl ProxyHttp for PayguardProxy {
         let latency = ctx.started.elapsed();
         let m = &self.state.metrics;
         m.requests.with_label_values(&[ctx.route.as_str(), ctx.outcome]).inc();
-        m.request_duration.with_label_values(&[ctx.route.as_str()]).observe(latency.as_secs_f64());
+        m.request_duration
+            .with_label_values(&[ctx.route.as_str()])
+            .observe(latency.as_secs_f64());
         let req = session.req_header();
         tracing::info!(
             target: "payguard::access",

@@ -69,9 +69,15 @@ impl RouteTable {
         for (i, r) in routes.iter().enumerate() {
             let at = |k: &str| format!("routes[{i}].{k}");
             if r.name.is_empty() || !r.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-                issues.push(ConfigIssue::new(at("name"), "must be non-empty and use only A-Z a-z 0-9 - _ ."));
+                issues.push(ConfigIssue::new(
+                    at("name"),
+                    "must be non-empty and use only A-Z a-z 0-9 - _ .",
+                ));
             } else if r.name == DEFAULT_ROUTE_NAME || !names.insert(r.name.clone()) {
-                issues.push(ConfigIssue::new(at("name"), format!("route name `{}` is used more than once", r.name)));
+                issues.push(ConfigIssue::new(
+                    at("name"),
+                    format!("route name `{}` is used more than once", r.name),
+                ));
             }
             let mut methods = Vec::new();
             for (j, m) in r.matcher.methods.iter().enumerate() {
@@ -88,7 +94,10 @@ impl RouteTable {
                 (Some(p), None) => check_path(p, &at("match.path"), &mut issues).map(PathMatch::Exact),
                 (None, Some(p)) => check_path(p, &at("match.path_prefix"), &mut issues).map(PathMatch::Prefix),
                 _ => {
-                    issues.push(ConfigIssue::new(at("match"), "set exactly one of `path` and `path_prefix`"));
+                    issues.push(ConfigIssue::new(
+                        at("match"),
+                        "set exactly one of `path` and `path_prefix`",
+                    ));
                     None
                 }
             };
@@ -97,7 +106,10 @@ impl RouteTable {
                 (PolicyKind::Pass, None) => {}
                 (PolicyKind::Notify, Some(cfg)) => match cfg.build(&r.name) {
                     Ok(n) => notify = Some(n),
-                    Err(e) => issues.extend(e.into_iter().map(|i| ConfigIssue::new(at(&format!("notify.{}", i.path)), i.message))),
+                    Err(e) => issues.extend(
+                        e.into_iter()
+                            .map(|i| ConfigIssue::new(at(&format!("notify.{}", i.path)), i.message)),
+                    ),
                 },
                 (PolicyKind::Notify, None) => {
                     issues.push(ConfigIssue::new(at("notify"), "required with `policy: notify`"))
@@ -109,11 +121,20 @@ impl RouteTable {
                 )),
             }
             if let Some(path) = path {
-                compiled.push(Route { name: r.name.clone(), methods, path, policy: r.policy, notify });
+                compiled.push(Route {
+                    name: r.name.clone(),
+                    methods,
+                    path,
+                    policy: r.policy,
+                    notify,
+                });
             }
         }
         if issues.is_empty() {
-            Ok(Self { routes: compiled, default_action })
+            Ok(Self {
+                routes: compiled,
+                default_action,
+            })
         } else {
             Err(issues)
         }
@@ -136,7 +157,10 @@ impl RouteTable {
 
 fn check_path(p: &str, at: &str, issues: &mut Vec<ConfigIssue>) -> Option<String> {
     if !p.starts_with('/') || p.contains('?') || p.contains('#') {
-        issues.push(ConfigIssue::new(at, format!("`{p}` must start with `/` and carry no query or fragment")));
+        issues.push(ConfigIssue::new(
+            at,
+            format!("`{p}` must start with `/` and carry no query or fragment"),
+        ));
         None
     } else {
         Some(p.to_string())
@@ -164,7 +188,10 @@ mod tests {
     #[test]
     fn first_match_wins_and_prefix_is_segment_wise() {
         let t = RouteTable::compile(
-            &[route("orders", &["POST"], Some("/v1/orders"), None), route("v1", &[], None, Some("/v1"))],
+            &[
+                route("orders", &["POST"], Some("/v1/orders"), None),
+                route("v1", &[], None, Some("/v1")),
+            ],
             DefaultAction::NotFound,
         )
         .unwrap();

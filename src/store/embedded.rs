@@ -19,8 +19,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    lease_token, millis, BucketDecision, BucketSpec, CounterSpec, CounterWindow, DedupClaim, GuardBatch,
-    GuardOutcome, Store, StoreError,
+    lease_token, millis, BucketDecision, BucketSpec, CounterSpec, CounterWindow, DedupClaim, GuardBatch, GuardOutcome,
+    Store, StoreError,
 };
 use crate::clock::SharedClock;
 
@@ -41,7 +41,9 @@ fn default_max_entries() -> u64 {
 
 impl Default for EmbeddedStoreConfig {
     fn default() -> Self {
-        Self { max_entries: default_max_entries() }
+        Self {
+            max_entries: default_max_entries(),
+        }
     }
 }
 
@@ -76,7 +78,10 @@ struct Entry {
 
 impl Entry {
     fn new(value: Value, deadline_ms: i64) -> Arc<Self> {
-        Arc::new(Self { deadline_ms: AtomicI64::new(deadline_ms), value: Mutex::new(value) })
+        Arc::new(Self {
+            deadline_ms: AtomicI64::new(deadline_ms),
+            value: Mutex::new(value),
+        })
     }
 
     fn deadline(&self) -> i64 {
@@ -125,7 +130,9 @@ pub struct EmbeddedStore {
 
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedStore").field("entries", &self.entries.entry_count()).finish()
+        f.debug_struct("EmbeddedStore")
+            .field("entries", &self.entries.entry_count())
+            .finish()
     }
 }
 
@@ -186,9 +193,15 @@ impl EmbeddedStore {
             // Newest keys are admitted and the least recently used dropped: a frequency-based
             // admission policy could refuse to store a fresh nonce and let it be replayed.
             .eviction_policy(EvictionPolicy::lru())
-            .expire_after(UntilDeadline { clock: Arc::clone(&clock) })
+            .expire_after(UntilDeadline {
+                clock: Arc::clone(&clock),
+            })
             .build();
-        Self { clock, entries, lock: Mutex::new(()) }
+        Self {
+            clock,
+            entries,
+            lock: Mutex::new(()),
+        }
     }
 
     /// Number of keys held (after pending evictions ran); for metrics and tests.
@@ -235,7 +248,10 @@ impl EmbeddedStore {
             })
             .collect();
         let tokens: Vec<f64> = specs.iter().zip(&states).map(|(b, s)| tokens_at(b, *s, now)).collect();
-        let enforced_ok = specs.iter().zip(&tokens).all(|(b, t)| !b.enforce || t + EPS >= b.cost as f64);
+        let enforced_ok = specs
+            .iter()
+            .zip(&tokens)
+            .all(|(b, t)| !b.enforce || t + EPS >= b.cost as f64);
 
         let mut after: HashMap<&str, f64> = HashMap::new();
         let mut out = Vec::with_capacity(specs.len());
@@ -247,12 +263,20 @@ impl EmbeddedStore {
                 t = (t - cost).max(0.0);
                 after.insert(&b.key, t);
                 let full_in = wait_ms(b, t, b.capacity as f64).max(1);
-                self.put(key("b", &b.key), Value::Bucket { tokens: t, at_ms: now }, now.saturating_add(full_in));
+                self.put(
+                    key("b", &b.key),
+                    Value::Bucket { tokens: t, at_ms: now },
+                    now.saturating_add(full_in),
+                );
             }
             out.push(BucketDecision {
                 allowed,
                 remaining: (t + EPS).floor() as u64,
-                retry_after: if allowed { Duration::ZERO } else { ms_duration(wait_ms(b, t, cost)) },
+                retry_after: if allowed {
+                    Duration::ZERO
+                } else {
+                    ms_duration(wait_ms(b, t, cost))
+                },
                 reset_after: ms_duration(wait_ms(b, t, b.capacity as f64)),
             });
         }
@@ -289,14 +313,25 @@ impl EmbeddedStore {
                 let entry = match self.live(&k, now) {
                     Some(e) => e,
                     None if incr == 0 => return 0,
-                    None => Entry::new(Value::Events { events: VecDeque::new(), sum: 0 }, now),
+                    None => Entry::new(
+                        Value::Events {
+                            events: VecDeque::new(),
+                            sum: 0,
+                        },
+                        now,
+                    ),
                 };
                 let sum = {
                     let mut value = entry.value.lock();
                     if !matches!(*value, Value::Events { .. }) {
-                        *value = Value::Events { events: VecDeque::new(), sum: 0 };
+                        *value = Value::Events {
+                            events: VecDeque::new(),
+                            sum: 0,
+                        };
                     }
-                    let Value::Events { events, sum } = &mut *value else { return 0 };
+                    let Value::Events { events, sum } = &mut *value else {
+                        return 0;
+                    };
                     while let Some(&(at, amount)) = events.front() {
                         if at > cutoff {
                             break;
@@ -357,12 +392,18 @@ impl Store for EmbeddedStore {
         let now = self.now();
         if let Some((set, member)) = &batch.deny {
             if self.set_contains_locked(set, member, now) {
-                return Ok(GuardOutcome { denied: true, ..GuardOutcome::default() });
+                return Ok(GuardOutcome {
+                    denied: true,
+                    ..GuardOutcome::default()
+                });
             }
         }
         if let Some((nonce, ttl)) = &batch.nonce {
             if !self.claim_nonce_locked(nonce, *ttl, now) {
-                return Ok(GuardOutcome { nonce_replayed: true, ..GuardOutcome::default() });
+                return Ok(GuardOutcome {
+                    nonce_replayed: true,
+                    ..GuardOutcome::default()
+                });
             }
         }
         let (buckets, enforced_ok) = self.take_locked(&batch.buckets, now);
@@ -371,7 +412,12 @@ impl Store for EmbeddedStore {
             .iter()
             .map(|c| self.count_locked(c, if enforced_ok { c.incr } else { 0 }, now))
             .collect();
-        Ok(GuardOutcome { denied: false, nonce_replayed: false, buckets, counters })
+        Ok(GuardOutcome {
+            denied: false,
+            nonce_replayed: false,
+            buckets,
+            counters,
+        })
     }
 
     async fn dedup_claim(&self, k: &str, lease: Duration) -> Result<DedupClaim, StoreError> {
@@ -414,13 +460,17 @@ impl Store for EmbeddedStore {
         let _held = self.lock.lock();
         let now = self.now();
         let k = key("s", set);
-        let entry = self.live(&k, now).unwrap_or_else(|| Entry::new(Value::Members(HashMap::new()), now));
+        let entry = self
+            .live(&k, now)
+            .unwrap_or_else(|| Entry::new(Value::Members(HashMap::new()), now));
         let deadline = {
             let mut value = entry.value.lock();
             if !matches!(*value, Value::Members(_)) {
                 *value = Value::Members(HashMap::new());
             }
-            let Value::Members(members) = &mut *value else { return Ok(()) };
+            let Value::Members(members) = &mut *value else {
+                return Ok(());
+            };
             members.retain(|_, exp| *exp > now);
             members.insert(member.to_string(), now.saturating_add(ms_i64(ttl)));
             members.values().copied().max().unwrap_or(now)
@@ -432,9 +482,13 @@ impl Store for EmbeddedStore {
     async fn set_remove(&self, set: &str, member: &str) -> Result<bool, StoreError> {
         let _held = self.lock.lock();
         let now = self.now();
-        let Some(entry) = self.live(&key("s", set), now) else { return Ok(false) };
+        let Some(entry) = self.live(&key("s", set), now) else {
+            return Ok(false);
+        };
         let mut value = entry.value.lock();
-        let Value::Members(members) = &mut *value else { return Ok(false) };
+        let Value::Members(members) = &mut *value else {
+            return Ok(false);
+        };
         Ok(members.remove(member).is_some_and(|exp| exp > now))
     }
 
@@ -446,12 +500,18 @@ impl Store for EmbeddedStore {
     async fn set_members(&self, set: &str) -> Result<Vec<(String, Duration)>, StoreError> {
         let _held = self.lock.lock();
         let now = self.now();
-        let Some(entry) = self.live(&key("s", set), now) else { return Ok(Vec::new()) };
+        let Some(entry) = self.live(&key("s", set), now) else {
+            return Ok(Vec::new());
+        };
         let mut value = entry.value.lock();
-        let Value::Members(members) = &mut *value else { return Ok(Vec::new()) };
+        let Value::Members(members) = &mut *value else {
+            return Ok(Vec::new());
+        };
         members.retain(|_, exp| *exp > now);
-        let mut out: Vec<(String, Duration)> =
-            members.iter().map(|(m, exp)| (m.clone(), ms_duration(exp - now))).collect();
+        let mut out: Vec<(String, Duration)> = members
+            .iter()
+            .map(|(m, exp)| (m.clone(), ms_duration(exp - now)))
+            .collect();
         out.sort();
         Ok(out)
     }
@@ -474,14 +534,20 @@ mod tests {
 
     fn store(max_entries: u64) -> (EmbeddedStore, Arc<ManualClock>) {
         let clock = Arc::new(ManualClock::at_unix(1_700_000_000));
-        (EmbeddedStore::new(&EmbeddedStoreConfig { max_entries }, clock.clone()), clock)
+        (
+            EmbeddedStore::new(&EmbeddedStoreConfig { max_entries }, clock.clone()),
+            clock,
+        )
     }
 
     #[tokio::test]
     async fn entry_count_stays_within_max_entries() {
         let (store, _clock) = store(100);
         for i in 0..1_000 {
-            store.claim_nonce(&format!("n{i}"), Duration::from_secs(60)).await.unwrap();
+            store
+                .claim_nonce(&format!("n{i}"), Duration::from_secs(60))
+                .await
+                .unwrap();
         }
         assert!(store.entry_count() <= 100, "{} entries", store.entry_count());
         // The newest key is always admitted, so a just-claimed nonce is never replayable.

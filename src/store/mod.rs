@@ -216,7 +216,12 @@ impl StoreConfig {
                 issues.push(("redis".to_string(), "required when backend is redis".to_string()));
             }
             (_, Some(redis)) => {
-                issues.extend(redis.validate().into_iter().map(|(path, msg)| (format!("redis.{path}"), msg)));
+                issues.extend(
+                    redis
+                        .validate()
+                        .into_iter()
+                        .map(|(path, msg)| (format!("redis.{path}"), msg)),
+                );
             }
             (StoreBackend::Embedded, None) => {}
         }
@@ -230,9 +235,9 @@ pub async fn open(cfg: &StoreConfig, clock: SharedClock) -> Result<Arc<dyn Store
     match (cfg.backend, &cfg.redis) {
         (StoreBackend::Embedded, _) => Ok(Arc::new(EmbeddedStore::new(&cfg.embedded, clock))),
         (StoreBackend::Redis, Some(redis)) => Ok(Arc::new(redis_store::connect(redis).await?)),
-        (StoreBackend::Redis, None) => {
-            Err(StoreError::Unavailable("store.redis is required when backend is redis".to_string()))
-        }
+        (StoreBackend::Redis, None) => Err(StoreError::Unavailable(
+            "store.redis is required when backend is redis".to_string(),
+        )),
     }
 }
 
@@ -253,7 +258,11 @@ impl StoreConfig {
     pub fn summary(&self) -> String {
         match (self.backend, &self.redis) {
             (StoreBackend::Redis, Some(r)) if !r.cluster_nodes.is_empty() => {
-                format!("redis cluster ({} seed nodes, prefix {:?})", r.cluster_nodes.len(), r.key_prefix)
+                format!(
+                    "redis cluster ({} seed nodes, prefix {:?})",
+                    r.cluster_nodes.len(),
+                    r.key_prefix
+                )
             }
             (StoreBackend::Redis, Some(r)) => {
                 let url = r.url.as_deref().unwrap_or("-");

@@ -30,8 +30,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    lease_token, millis, BucketDecision, BucketSpec, CounterSpec, CounterWindow, DedupClaim, GuardBatch,
-    GuardOutcome, Store, StoreError,
+    lease_token, millis, BucketDecision, BucketSpec, CounterSpec, CounterWindow, DedupClaim, GuardBatch, GuardOutcome,
+    Store, StoreError,
 };
 use crate::config::secret::SecretRef;
 
@@ -100,7 +100,10 @@ impl std::fmt::Debug for RedisStoreConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStoreConfig")
             .field("url", &self.url.as_deref().map(redact_url))
-            .field("cluster_nodes", &self.cluster_nodes.iter().map(|n| redact_url(n)).collect::<Vec<_>>())
+            .field(
+                "cluster_nodes",
+                &self.cluster_nodes.iter().map(|n| redact_url(n)).collect::<Vec<_>>(),
+            )
             .field("key_prefix", &self.key_prefix)
             .field("command_timeout", &self.command_timeout)
             .field("connect_timeout", &self.connect_timeout)
@@ -116,7 +119,10 @@ impl RedisStoreConfig {
         let mut issues = Vec::new();
         let mut issue = |path: &str, msg: String| issues.push((path.to_string(), msg));
         match (&self.url, self.cluster_nodes.is_empty()) {
-            (None, true) => issue("url", "set `url` (standalone) or `cluster_nodes` (Redis Cluster)".into()),
+            (None, true) => issue(
+                "url",
+                "set `url` (standalone) or `cluster_nodes` (Redis Cluster)".into(),
+            ),
             (Some(_), false) => issue("url", "set either `url` or `cluster_nodes`, not both".into()),
             (Some(url), true) => {
                 if url.as_str().into_connection_info().is_err() {
@@ -126,7 +132,10 @@ impl RedisStoreConfig {
             (None, false) => {
                 for (i, node) in self.cluster_nodes.iter().enumerate() {
                     if node.as_str().into_connection_info().is_err() {
-                        issue(&format!("cluster_nodes[{i}]"), format!("not a redis:// URL: {}", redact_url(node)));
+                        issue(
+                            &format!("cluster_nodes[{i}]"),
+                            format!("not a redis:// URL: {}", redact_url(node)),
+                        );
                     }
                 }
             }
@@ -162,7 +171,11 @@ struct Scripts {
 
 macro_rules! lua {
     ($file:literal) => {
-        Script::new(concat!(include_str!("../../lua/lib.lua"), "\n", include_str!(concat!("../../lua/", $file))))
+        Script::new(concat!(
+            include_str!("../../lua/lib.lua"),
+            "\n",
+            include_str!(concat!("../../lua/", $file))
+        ))
     };
 }
 
@@ -240,7 +253,11 @@ pub async fn connect(cfg: &RedisStoreConfig) -> Result<RedisStore, StoreError> {
     let conn = tokio::time::timeout(cfg.connect_timeout, open_connection(cfg, password))
         .await
         .map_err(|_| StoreError::Timeout(cfg.connect_timeout))??;
-    Ok(RedisStore { conn, prefix: cfg.key_prefix.clone(), command_timeout: cfg.command_timeout })
+    Ok(RedisStore {
+        conn,
+        prefix: cfg.key_prefix.clone(),
+        command_timeout: cfg.command_timeout,
+    })
 }
 
 async fn open_connection(cfg: &RedisStoreConfig, password: Option<String>) -> Result<Connection, StoreError> {
@@ -259,7 +276,9 @@ async fn open_connection(cfg: &RedisStoreConfig, password: Option<String>) -> Re
             .set_number_of_retries(3)
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(Duration::from_millis(300));
-        let manager = ConnectionManager::new_with_config(client, manager_cfg).await.map_err(store_error)?;
+        let manager = ConnectionManager::new_with_config(client, manager_cfg)
+            .await
+            .map_err(store_error)?;
         return Ok(Connection::Standalone(manager));
     }
     let mut builder = ClusterClientBuilder::new(cfg.cluster_nodes.iter().map(String::as_str))
@@ -272,7 +291,9 @@ async fn open_connection(cfg: &RedisStoreConfig, password: Option<String>) -> Re
         builder = builder.password(password);
     }
     let client = builder.build().map_err(store_error)?;
-    Ok(Connection::Cluster(client.get_async_connection().await.map_err(store_error)?))
+    Ok(Connection::Cluster(
+        client.get_async_connection().await.map_err(store_error)?,
+    ))
 }
 
 /// One token bucket's arguments, as `lua/lib.lua` `parse_buckets` reads them.
@@ -303,7 +324,9 @@ fn decisions(flat: &[i64], n: usize) -> Result<Vec<BucketDecision>, StoreError> 
     if flat.len() != n * 4 {
         return Err(protocol("bucket decisions"));
     }
-    flat.chunks(4).map(|c| decision(c).ok_or_else(|| protocol("bucket decisions"))).collect()
+    flat.chunks(4)
+        .map(|c| decision(c).ok_or_else(|| protocol("bucket decisions")))
+        .collect()
 }
 
 fn non_negative(v: i64) -> u64 {
@@ -357,7 +380,9 @@ impl RedisStore {
     /// Runs `op`, failing with [`StoreError::Timeout`] after `command_timeout`. While Redis is
     /// down this is the most a call costs.
     async fn bounded<T>(&self, op: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
-        tokio::time::timeout(self.command_timeout, op).await.map_err(|_| StoreError::Timeout(self.command_timeout))?
+        tokio::time::timeout(self.command_timeout, op)
+            .await
+            .map_err(|_| StoreError::Timeout(self.command_timeout))?
     }
 
     fn is_cluster(&self) -> bool {
@@ -424,7 +449,10 @@ impl RedisStore {
         }
         if !enforced_ok {
             for group in taken {
-                let refund: Vec<usize> = group.into_iter().filter(|&i| buckets.get(i).is_some_and(|b| b.enforce)).collect();
+                let refund: Vec<usize> = group
+                    .into_iter()
+                    .filter(|&i| buckets.get(i).is_some_and(|b| b.enforce))
+                    .collect();
                 self.refund(buckets, &refund, &mut out).await?;
             }
         }
@@ -433,7 +461,12 @@ impl RedisStore {
     }
 
     /// Gives back the cost of the enforced buckets at `idx` (one slot) and updates their decisions.
-    async fn refund(&self, buckets: &[BucketSpec], idx: &[usize], out: &mut [Option<BucketDecision>]) -> Result<(), StoreError> {
+    async fn refund(
+        &self,
+        buckets: &[BucketSpec],
+        idx: &[usize],
+        out: &mut [Option<BucketDecision>],
+    ) -> Result<(), StoreError> {
         if idx.is_empty() {
             return Ok(());
         }
@@ -532,23 +565,43 @@ impl RedisStore {
     async fn guard_by_slot(&self, batch: &GuardBatch) -> Result<GuardOutcome, StoreError> {
         if let Some((set, member)) = &batch.deny {
             if self.set_contains_unbounded(set, member).await? {
-                return Ok(GuardOutcome { denied: true, ..GuardOutcome::default() });
+                return Ok(GuardOutcome {
+                    denied: true,
+                    ..GuardOutcome::default()
+                });
             }
         }
         if let Some((nonce, ttl)) = &batch.nonce {
             if !self.claim_nonce_unbounded(nonce, *ttl).await? {
-                return Ok(GuardOutcome { nonce_replayed: true, ..GuardOutcome::default() });
+                return Ok(GuardOutcome {
+                    nonce_replayed: true,
+                    ..GuardOutcome::default()
+                });
             }
         }
         let (buckets, enforced_ok) = self.take_buckets_unbounded(&batch.buckets).await?;
         let counters = futures::future::try_join_all(
-            batch.counters.iter().map(|c| self.count_unbounded(c, if enforced_ok { c.incr } else { 0 })),
+            batch
+                .counters
+                .iter()
+                .map(|c| self.count_unbounded(c, if enforced_ok { c.incr } else { 0 })),
         )
         .await?;
-        Ok(GuardOutcome { denied: false, nonce_replayed: false, buckets, counters })
+        Ok(GuardOutcome {
+            denied: false,
+            nonce_replayed: false,
+            buckets,
+            counters,
+        })
     }
 
-    async fn dedup_token_op(&self, script: &Script, key: &str, token: &str, keep: Option<Duration>) -> Result<bool, StoreError> {
+    async fn dedup_token_op(
+        &self,
+        script: &Script,
+        key: &str,
+        token: &str,
+        keep: Option<Duration>,
+    ) -> Result<bool, StoreError> {
         let mut inv = script.prepare_invoke();
         inv.key(self.key("d", key)).arg(token);
         if let Some(keep) = keep {
@@ -577,7 +630,8 @@ impl Store for RedisStore {
     }
 
     async fn take_buckets(&self, buckets: &[BucketSpec]) -> Result<Vec<BucketDecision>, StoreError> {
-        self.bounded(async { Ok(self.take_buckets_unbounded(buckets).await?.0) }).await
+        self.bounded(async { Ok(self.take_buckets_unbounded(buckets).await?.0) })
+            .await
     }
 
     async fn claim_nonce(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
@@ -615,7 +669,8 @@ impl Store for RedisStore {
     }
 
     async fn dedup_complete(&self, key: &str, token: &str, keep: Duration) -> Result<bool, StoreError> {
-        self.dedup_token_op(&SCRIPTS.dedup_complete, key, token, Some(keep)).await
+        self.dedup_token_op(&SCRIPTS.dedup_complete, key, token, Some(keep))
+            .await
     }
 
     async fn dedup_release(&self, key: &str, token: &str) -> Result<bool, StoreError> {
@@ -642,8 +697,10 @@ impl Store for RedisStore {
         let mut inv = SCRIPTS.set_members.prepare_invoke();
         inv.key(self.key("s", set));
         let pairs: Vec<(String, i64)> = self.bounded(self.invoke(&inv)).await?;
-        let mut out: Vec<(String, Duration)> =
-            pairs.into_iter().map(|(m, ms)| (m, Duration::from_millis(non_negative(ms)))).collect();
+        let mut out: Vec<(String, Duration)> = pairs
+            .into_iter()
+            .map(|(m, ms)| (m, Duration::from_millis(non_negative(ms))))
+            .collect();
         out.sort();
         Ok(out)
     }
@@ -675,7 +732,10 @@ mod tests {
             ..RedisStoreConfig::default()
         };
         assert_eq!(both.validate()[0].0, "url");
-        let bad_node = RedisStoreConfig { cluster_nodes: vec!["nope://x".into()], ..RedisStoreConfig::default() };
+        let bad_node = RedisStoreConfig {
+            cluster_nodes: vec!["nope://x".into()],
+            ..RedisStoreConfig::default()
+        };
         assert_eq!(bad_node.validate()[0].0, "cluster_nodes[0]");
     }
 
@@ -697,6 +757,9 @@ mod tests {
         assert_eq!(events, "pg:{cs:orders:u1}");
         assert_eq!(Slot::for_key(&events), Slot::for_key(format!("{events}:sum")));
         // Different identities land in different slots (spread over the cluster).
-        assert_ne!(Slot::for_key(store_key("pg:", "b", "ip:1")), Slot::for_key(store_key("pg:", "b", "ip:2")));
+        assert_ne!(
+            Slot::for_key(store_key("pg:", "b", "ip:1")),
+            Slot::for_key(store_key("pg:", "b", "ip:2"))
+        );
     }
 }

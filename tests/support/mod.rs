@@ -8,7 +8,10 @@ use std::net::TcpListener;
 
 /// A free TCP port on 127.0.0.1 (bound then released; collisions are unlikely in one run).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// Makes a spawned child die with the test process (SIGKILL on parent death).

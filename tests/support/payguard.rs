@@ -38,19 +38,32 @@ impl Payguard {
         cmd.stderr(std::fs::File::create(dir.path().join("stderr.log")).expect("log file"));
         die_with_parent(&mut cmd);
         let child = cmd.spawn().expect("spawn payguard");
-        let mut pg = Self { child, port, admin_port, dir, config_path };
+        let mut pg = Self {
+            child,
+            port,
+            admin_port,
+            dir,
+            config_path,
+        };
         pg.wait_ready();
         pg
     }
 
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(15);
-        let client = reqwest::blocking::Client::builder().timeout(Duration::from_millis(500)).build().unwrap();
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_millis(500))
+            .build()
+            .unwrap();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("payguard exited early with {status}:\n{}", self.logs());
             }
-            let admin_ok = client.get(self.admin_url("/healthz")).send().map(|r| r.status().is_success()).unwrap_or(false);
+            let admin_ok = client
+                .get(self.admin_url("/healthz"))
+                .send()
+                .map(|r| r.status().is_success())
+                .unwrap_or(false);
             let proxy_ok = std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok();
             if admin_ok && proxy_ok {
                 return;
@@ -87,9 +100,14 @@ impl Payguard {
 
     /// Value of a metric sample line `name{labels}` from `/metrics` (0 when absent).
     pub fn metric(&self, name_and_labels: &str) -> f64 {
-        let text = reqwest::blocking::get(self.admin_url("/metrics")).and_then(|r| r.text()).unwrap_or_default();
+        let text = reqwest::blocking::get(self.admin_url("/metrics"))
+            .and_then(|r| r.text())
+            .unwrap_or_default();
         text.lines()
-            .find_map(|l| l.strip_prefix(name_and_labels).and_then(|rest| rest.trim().parse::<f64>().ok()))
+            .find_map(|l| {
+                l.strip_prefix(name_and_labels)
+                    .and_then(|rest| rest.trim().parse::<f64>().ok())
+            })
             .unwrap_or(0.0)
     }
 

@@ -25,7 +25,11 @@ pub struct Recorded {
 impl Recorded {
     /// All values of header `name` (lower case).
     pub fn header_values(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     /// The single value of header `name`.
@@ -45,7 +49,12 @@ pub struct Behavior {
 
 impl Default for Behavior {
     fn default() -> Self {
-        Self { status: 200, headers: vec![("x-upstream".into(), "recording".into())], body: b"upstream ok".to_vec(), delay: Duration::ZERO }
+        Self {
+            status: 200,
+            headers: vec![("x-upstream".into(), "recording".into())],
+            body: b"upstream ok".to_vec(),
+            delay: Duration::ZERO,
+        }
     }
 }
 
@@ -65,14 +74,23 @@ pub struct Upstream {
 impl Upstream {
     /// Starts on a free loopback port.
     pub fn start() -> Self {
-        let shared = Arc::new(Shared { requests: Mutex::new(Vec::new()), behavior: Mutex::new(Behavior::default()) });
+        let shared = Arc::new(Shared {
+            requests: Mutex::new(Vec::new()),
+            behavior: Mutex::new(Behavior::default()),
+        });
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let sh = shared.clone();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind upstream");
                 addr_tx.send(listener.local_addr().expect("addr")).expect("send addr");
                 loop {
                     tokio::select! {
@@ -90,7 +108,12 @@ impl Upstream {
             });
         });
         let addr = addr_rx.recv_timeout(Duration::from_secs(5)).expect("upstream started");
-        Self { addr, shared, stop: Some(stop_tx), thread: Some(thread) }
+        Self {
+            addr,
+            shared,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
     }
 
     /// Changes how it answers from now on.
@@ -126,7 +149,12 @@ async fn handle(sh: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Result<
     let headers = parts
         .headers
         .iter()
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     sh.requests.lock().unwrap().push(Recorded {
         method: parts.method.to_string(),

@@ -1,0 +1,128 @@
+//! Stripe notifications through the proxy (embedded store): verify, forward once, ack, dedup,
+//! backend failure releases the claim.
+
+mod support;
+
+use std::time::Duration;
+
+use payguard::channels::{registry, ChannelKind, EventKind, SimulateKeys, SimulateSpec};
+use support::payguard::Payguard;
+use support::upstream::{Behavior, Upstream};
+
+const STRIPE_SECRET: &str = "whsec_test_stripe_endpoint_secret_1234567890";
+const BACKEND_WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn config(upstream: &str) -> String {
+    format!(
+        "upstream:\n  address: {upstream}\nroutes:\n  - name: stripe\n    match: {{path: /notify/stripe}}\n    policy: notify\n    notify:\n      channel:\n        stripe:\n          endpoint_secrets: ['{STRIPE_SECRET}']\n      backend_path: /internal/payments\n      timeout: 1s\n      webhook_secret: '{BACKEND_WHSEC}'\n"
+    )
+}
+
+fn notification(order: &str) -> payguard::channels::SimulatedNotification {
+    let spec = SimulateSpec {
+        out_trade_no: order.into(),
+        amount_minor: 8880,
+        currency: "usd".into(),
+        kind: EventKind::PaymentSucceeded,
+        out_refund_no: None,
+        refund_amount_minor: None,
+        channel_txn_id: "pi_3TestIntent".into(),
+        at: jiff::Timestamp::now(),
+        notification_id: "evt_1TestEvent".into(),
+        app_id: None,
+        mch_id: None,
+    };
+    let keys = SimulateKeys {
+        secret: Some(STRIPE_SECRET.as_bytes().to_vec()),
+        ..Default::default()
+    };
+    registry::simulate(ChannelKind::Stripe, &spec, &keys).expect("simulate")
+}
+
+fn send(pg: &Payguard, n: &payguard::channels::SimulatedNotification) -> reqwest::blocking::Response {
+    let mut req = reqwest::blocking::Client::new()
+        .post(pg.url("/notify/stripe"))
+        .header("content-type", &n.content_type)
+        .body(n.body.clone())
+        .timeout(Duration::from_secs(10));
+    for (k, v) in &n.headers {
+        req = req.header(k, v);
+    }
+    req.send().expect("send")
+}
+
+#[test]
+fn genuine_stripe_event_is_forwarded_once_signed_and_acked() {
+    let up = Upstream::start();
+    let pg = Payguard::start(&config(&up.addr.to_string()));
+    let n = notification("order-1001");
+
+    let r = send(&pg, &n);
+    assert_eq!(r.status(), 200, "{}", pg.logs());
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 1);
+    let fwd = &reqs[0];
+    assert_eq!(fwd.method, "POST");
+    assert_eq!(fwd.target, "/internal/payments");
+    let event: serde_json::Value = serde_json::from_slice(&fwd.body).unwrap();
+    assert_eq!(event["channel"], "stripe");
+    assert_eq!(event["kind"], "payment.succeeded");
+    assert_eq!(event["out_trade_no"], "order-1001");
+    assert_eq!(event["amount_minor"], 8880);
+    assert_eq!(event["currency"], "USD");
+    assert!(event["refund"].is_null());
+    let id = event["id"].as_str().unwrap();
+    assert!(id.starts_with("evt_"));
+    assert_eq!(fwd.header("webhook-id"), Some(id));
+
+    // The backend can check the forwarded request with any Standard Webhooks verifier.
+    let ts: i64 = fwd.header("webhook-timestamp").unwrap().parse().unwrap();
+    let signer = payguard::channels::standard_webhooks::StandardWebhookSigner::from_whsec(BACKEND_WHSEC).unwrap();
+    assert_eq!(fwd.header("webhook-signature").unwrap(), signer.sign(id, ts, &fwd.body));
+
+    // A retry of the same event is acked without reaching the backend.
+    let r = send(&pg, &n);
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.requests().len(), 1);
+    assert!(
+        pg.metric("payguard_notifications_total{channel=\"stripe\",outcome=\"duplicate\",route=\"stripe\"}") >= 1.0
+    );
+}
+
+#[test]
+fn backend_failure_answers_failure_then_the_retry_is_forwarded() {
+    let up = Upstream::start();
+    up.set_behavior(Behavior {
+        status: 500,
+        ..Behavior::default()
+    });
+    let pg = Payguard::start(&config(&up.addr.to_string()));
+    let n = notification("order-2002");
+    let r = send(&pg, &n);
+    assert_eq!(r.status(), 400, "Stripe retries on non-2xx");
+    assert_eq!(up.requests().len(), 1);
+
+    up.set_behavior(Behavior::default());
+    let r = send(&pg, &n);
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.requests().len(), 2, "the released claim lets the retry through");
+    let r = send(&pg, &n);
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.requests().len(), 2);
+}
+
+#[test]
+fn tampered_body_is_rejected_and_nothing_is_forwarded() {
+    let up = Upstream::start();
+    let pg = Payguard::start(&config(&up.addr.to_string()));
+    let mut n = notification("order-3003");
+    let pos = n.body.iter().position(|&b| b == b'8').unwrap();
+    n.body[pos] = b'9';
+    let r = send(&pg, &n);
+    assert_eq!(r.status(), 400);
+    assert!(up.requests().is_empty());
+    assert!(
+        pg.metric("payguard_notifications_total{channel=\"stripe\",outcome=\"rejected_signature\",route=\"stripe\"}")
+            >= 1.0
+    );
+}
