@@ -473,6 +473,21 @@ async fn redis_cluster_every_key_has_a_ttl() {
     assert_every_key_has_a_ttl(&nodes);
 }
 
+/// With a hash tag in the key prefix every key sits in one slot, so the Cluster store runs each
+/// guard batch as one `guard.lua` call instead of slot by slot; the contract still holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_hash_tagged_prefix_keeps_the_guard_contract() {
+    let fixture = || async {
+        let prefix = format!("{{{}}}", unique_prefix());
+        Fixture { store: connect(redis_cfg(None, shared_cluster().urls(), &prefix)).await, manual: None, _server: None }
+    };
+    cases::guard_evaluates_everything_when_nothing_stops_it(&fixture().await).await;
+    cases::guard_denied_member_stops_everything(&fixture().await).await;
+    cases::guard_replayed_nonce_stops_buckets_and_counters(&fixture().await).await;
+    cases::guard_enforced_refusal_only_reads_counters(&fixture().await).await;
+    cases::shadow_bucket_never_blocks_and_is_debited_on_its_own(&fixture().await).await;
+}
+
 fn busy_batch(i: usize) -> GuardBatch {
     GuardBatch {
         deny: Some(("deny".to_string(), format!("10.0.0.{i}"))),
