@@ -364,7 +364,7 @@ impl RedisStore {
             Connection::Standalone(c) => inv.invoke_async(&mut c.clone()).await,
             Connection::Cluster(c) => inv.invoke_async(&mut c.clone()).await,
         };
-        reply.map_err(store_error)
+        reply.map_err(|e| if e.is_timeout() { StoreError::Timeout(self.command_timeout) } else { store_error(e) })
     }
 
     /// Runs `op`, failing with [`StoreError::Timeout`] after `command_timeout`. While Redis is
