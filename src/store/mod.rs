@@ -253,6 +253,45 @@ pub(crate) fn lease_token() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_section_defaults_to_embedded_and_documents_its_keys() {
+        let cfg: StoreConfig = serde_yaml_ng::from_str("{}").unwrap();
+        assert_eq!(cfg.backend, StoreBackend::Embedded);
+        assert!(cfg.validate().is_empty());
+        assert!(serde_yaml_ng::from_str::<StoreConfig>("backend: memcached").is_err());
+        assert!(serde_yaml_ng::from_str::<StoreConfig>("backnd: redis").is_err());
+        let schema = serde_json::to_string(&schemars::schema_for!(StoreConfig)).unwrap();
+        for key in [
+            "backend",
+            "max_entries",
+            "cluster_nodes",
+            "key_prefix",
+            "command_timeout",
+            "password",
+        ] {
+            assert!(schema.contains(key), "schema lacks {key}");
+        }
+    }
+
+    #[test]
+    fn redis_backend_requires_its_section_and_reports_nested_paths() {
+        let cfg: StoreConfig = serde_yaml_ng::from_str("backend: redis\nredis:\n  command_timeout: 0s\n").unwrap();
+        let paths: Vec<String> = cfg.validate().into_iter().map(|(path, _)| path).collect();
+        assert_eq!(paths, ["redis.url", "redis.command_timeout"]);
+    }
+
+    #[test]
+    fn millis_never_yields_zero_or_overflowing_ttls() {
+        assert_eq!(millis(Duration::ZERO), 1);
+        assert_eq!(millis(Duration::from_millis(1500)), 1500);
+        assert!(millis(Duration::MAX) < i64::MAX as u64 / 2);
+    }
+}
+
 impl StoreConfig {
     /// One line for `payguard check`: backend and where it is (never the password).
     pub fn summary(&self) -> String {

@@ -250,14 +250,20 @@ pub async fn connect(cfg: &RedisStoreConfig) -> Result<RedisStore, StoreError> {
         }
         None => None,
     };
-    let conn = tokio::time::timeout(cfg.connect_timeout, open_connection(cfg, password))
+    let connected = async {
+        let conn = open_connection(cfg, password).await?;
+        let store = RedisStore {
+            conn,
+            prefix: cfg.key_prefix.clone(),
+            command_timeout: cfg.command_timeout,
+        };
+        // A connection is not proof of access: PING fails on a wrong or missing password.
+        ping(&store.conn).await?;
+        Ok(store)
+    };
+    tokio::time::timeout(cfg.connect_timeout, connected)
         .await
-        .map_err(|_| StoreError::Timeout(cfg.connect_timeout))??;
-    Ok(RedisStore {
-        conn,
-        prefix: cfg.key_prefix.clone(),
-        command_timeout: cfg.command_timeout,
-    })
+        .map_err(|_| StoreError::Timeout(cfg.connect_timeout))?
 }
 
 async fn open_connection(cfg: &RedisStoreConfig, password: Option<String>) -> Result<Connection, StoreError> {
@@ -294,6 +300,15 @@ async fn open_connection(cfg: &RedisStoreConfig, password: Option<String>) -> Re
     Ok(Connection::Cluster(
         client.get_async_connection().await.map_err(store_error)?,
     ))
+}
+
+async fn ping(conn: &Connection) -> Result<(), StoreError> {
+    let cmd = redis::cmd("PING");
+    let reply: redis::RedisResult<String> = match conn {
+        Connection::Standalone(c) => cmd.query_async(&mut c.clone()).await,
+        Connection::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+    };
+    reply.map(drop).map_err(store_error)
 }
 
 /// One token bucket's arguments, as `lua/lib.lua` `parse_buckets` reads them.
@@ -374,7 +389,13 @@ impl RedisStore {
             Connection::Standalone(c) => inv.invoke_async(&mut c.clone()).await,
             Connection::Cluster(c) => inv.invoke_async(&mut c.clone()).await,
         };
-        reply.map_err(store_error)
+        reply.map_err(|e| {
+            if e.is_timeout() {
+                StoreError::Timeout(self.command_timeout)
+            } else {
+                store_error(e)
+            }
+        })
     }
 
     /// Runs `op`, failing with [`StoreError::Timeout`] after `command_timeout`. While Redis is
@@ -618,15 +639,7 @@ impl Store for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let cmd = redis::cmd("PING");
-        self.bounded(async {
-            let reply: redis::RedisResult<String> = match &self.conn {
-                Connection::Standalone(c) => cmd.query_async(&mut c.clone()).await,
-                Connection::Cluster(c) => cmd.query_async(&mut c.clone()).await,
-            };
-            reply.map(drop).map_err(store_error)
-        })
-        .await
+        self.bounded(ping(&self.conn)).await
     }
 
     async fn take_buckets(&self, buckets: &[BucketSpec]) -> Result<Vec<BucketDecision>, StoreError> {

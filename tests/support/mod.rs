@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod payguard;
+pub mod redis_server;
 pub mod upstream;
 
 use std::net::TcpListener;
