@@ -8,4 +8,5 @@
 pub mod channels;
 pub mod clock;
 pub mod config;
+pub mod guard;
 pub mod store;
