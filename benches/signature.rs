@@ -9,7 +9,9 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use http::HeaderMap;
 use jiff::Timestamp;
 use payguard::config::secret::SecretRef;
-use payguard::guard::signature::{canonical_query, sign_request, AccessKeyConfig, SignatureConfig, SignatureHeaderNames};
+use payguard::guard::signature::{
+    canonical_query, sign_request, AccessKeyConfig, SignatureConfig, SignatureHeaderNames,
+};
 
 const QUERY: &str = "page=2&sort=created_at&filter=%E4%BD%A0%E5%A5%BD&tag=a+b&tag=c&empty=&flag";
 
@@ -29,7 +31,8 @@ fn full_verify(c: &mut Criterion) {
     let body = vec![b'x'; 1024];
     let ts = "1700000000";
     let nonce = "bench-nonce-0123456789";
-    let sig = sign_request(b"bench-secret-value", "POST", "/v1/orders", Some(QUERY), ts, nonce, &body).expect("query is valid");
+    let sig = sign_request(b"bench-secret-value", "POST", "/v1/orders", Some(QUERY), ts, nonce, &body)
+        .expect("query is valid");
     let mut headers = HeaderMap::new();
     headers.insert("x-pg-key", "shop-app".parse().expect("valid"));
     headers.insert("x-pg-timestamp", ts.parse().expect("valid"));
@@ -39,7 +42,9 @@ fn full_verify(c: &mut Criterion) {
     c.bench_function("verify/1KiB_body", |b| {
         b.iter(|| {
             let signed = verifier.verify_headers(black_box(&headers), now).expect("headers verify");
-            verifier.verify_body(&signed, "POST", "/v1/orders", Some(QUERY), black_box(&body)).expect("signature verifies")
+            verifier
+                .verify_body(&signed, "POST", "/v1/orders", Some(QUERY), black_box(&body))
+                .expect("signature verifies")
         })
     });
 }

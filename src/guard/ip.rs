@@ -252,7 +252,10 @@ mod tests {
     fn deny_and_allow_lists_with_most_specific_winning() {
         let r = rules("deny: [10.0.0.0/8, \"2001:db8::/32\"]\nallow: [10.1.2.3/32, 10.0.0.0/8, 192.0.2.0/24]");
         assert_eq!(r.decide(ip("10.1.2.3")), IpDecision::Allow);
-        assert_eq!(r.decide(ip("10.9.9.9")), IpDecision::Deny { rule: "ip_deny", net: Some("10.0.0.0/8".parse().unwrap()) });
+        assert_eq!(
+            r.decide(ip("10.9.9.9")),
+            IpDecision::Deny { rule: "ip_deny", net: Some("10.0.0.0/8".parse().unwrap()) }
+        );
         assert_eq!(r.decide(ip("192.0.2.5")), IpDecision::Allow);
         assert_eq!(r.decide(ip("203.0.113.1")), IpDecision::Deny { rule: "ip_allow", net: None });
         assert!(matches!(r.decide(ip("2001:db8::1")), IpDecision::Deny { rule: "ip_deny", .. }));
@@ -264,5 +267,19 @@ mod tests {
         assert_eq!(dynamic_deny_set(), "deny:ip");
         assert_eq!(dynamic_deny_member(ip("::ffff:192.0.2.1")), "192.0.2.1");
         assert!(rules("{}").dynamic_deny());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn client_ip_comes_from_the_peer_or_the_header(xff_value in "[0-9a-f:.,\\[\\] ]{0,80}") {
+            let r = rules("trusted_proxies: [10.0.0.0/8, \"fd00::/8\"]");
+            let mut h = HeaderMap::new();
+            if let Ok(v) = xff_value.parse() {
+                h.insert("x-forwarded-for", v);
+            }
+            let got = r.client_ip(ip("10.0.0.1"), &h);
+            let from_header = xff_value.split(',').filter_map(|e| parse_forwarded_ip(e.trim())).any(|i| i.to_canonical() == got);
+            proptest::prop_assert!(got == ip("10.0.0.1") || from_header);
+        }
     }
 }

@@ -169,7 +169,11 @@ impl<S> Target<S> {
 
 /// The identity digest of `parts`, applying `policy` when one is missing. The `client_ip`
 /// fallback digest is marked (`ip-...`) so it never shares a bucket with a real identity.
-pub(crate) fn resolve_identity(facts: &RequestFacts<'_>, parts: &[KeyPart], policy: MissingKeyPolicy) -> Target<String> {
+pub(crate) fn resolve_identity(
+    facts: &RequestFacts<'_>,
+    parts: &[KeyPart],
+    policy: MissingKeyPolicy,
+) -> Target<String> {
     match identity_digest(facts, parts) {
         Ok(d) => Target::Use(d),
         Err(part) => match policy {
@@ -245,12 +249,18 @@ impl GuardConfig {
             let uses_key = |p: &KeyPart| *p == KeyPart::AccessKey;
             for (i, r) in self.rate_rules.iter().enumerate() {
                 if r.key.iter().any(uses_key) {
-                    issues.push(ConfigIssue::new(format!("rate_rules[{i}].key"), "access_key needs a `signature` section"));
+                    issues.push(ConfigIssue::new(
+                        format!("rate_rules[{i}].key"),
+                        "access_key needs a `signature` section",
+                    ));
                 }
             }
             for (i, r) in self.order_rules.iter().enumerate() {
                 if uses_key(&r.user) {
-                    issues.push(ConfigIssue::new(format!("order_rules[{i}].user"), "access_key needs a `signature` section"));
+                    issues.push(ConfigIssue::new(
+                        format!("order_rules[{i}].user"),
+                        "access_key needs a `signature` section",
+                    ));
                 }
             }
         }
@@ -367,8 +377,12 @@ impl Guard {
             plan.early.push(RuleDecision::new(kind, name.clone(), Decision::MissingKey, mode));
             if mode == Mode::Enforce && missing.is_none() {
                 missing = Some(
-                    Problem::new(400, IDENTITY_MISSING, format!("rule `{name}` needs `{part}`, which the request does not carry"))
-                        .with_rule(name.to_string()),
+                    Problem::new(
+                        400,
+                        IDENTITY_MISSING,
+                        format!("rule `{name}` needs `{part}`, which the request does not carry"),
+                    )
+                    .with_rule(name.to_string()),
                 );
             }
         };
@@ -378,7 +392,9 @@ impl Guard {
                     plan.batch.buckets.push(b);
                     plan.rate.push(rule.clone());
                 }
-                Target::Skip => plan.early.push(RuleDecision::new(RuleKind::Rate, rule.name.clone(), Decision::Skipped, rule.mode)),
+                Target::Skip => {
+                    plan.early.push(RuleDecision::new(RuleKind::Rate, rule.name.clone(), Decision::Skipped, rule.mode))
+                }
                 Target::MissingKey(part) => note_missing(RuleKind::Rate, &rule.name, rule.mode, part, &mut plan),
             }
         }
@@ -388,7 +404,9 @@ impl Guard {
                     plan.batch.counters.push(c);
                     plan.order.push(rule.clone());
                 }
-                Target::Skip => plan.early.push(RuleDecision::new(RuleKind::Order, rule.name.clone(), Decision::Skipped, rule.mode)),
+                Target::Skip => {
+                    plan.early.push(RuleDecision::new(RuleKind::Order, rule.name.clone(), Decision::Skipped, rule.mode))
+                }
                 Target::MissingKey(part) => note_missing(RuleKind::Order, &rule.name, rule.mode, part, &mut plan),
             }
         }
@@ -437,7 +455,8 @@ impl GuardPlan {
         }
         if outcome.nonce_replayed {
             decisions.push(RuleDecision::new(RuleKind::Signature, NONCE_RULE, Decision::Reject, Mode::Enforce));
-            let p = Problem::new(409, "NONCE_REPLAYED", "this nonce was already used with this access key").with_rule(NONCE_RULE);
+            let p = Problem::new(409, "NONCE_REPLAYED", "this nonce was already used with this access key")
+                .with_rule(NONCE_RULE);
             return Verdict::reject(p, decisions);
         }
         if outcome.buckets.len() != self.rate.len() || outcome.counters.len() != self.order.len() {
@@ -487,10 +506,16 @@ impl GuardPlan {
     pub fn on_store_error(&self) -> Verdict {
         let mut decisions = self.early.clone();
         let unavailable = |rule: &str| {
-            Problem::new(503, "STORE_UNAVAILABLE", "a required check could not be completed; retry later").with_rule(rule.to_string())
+            Problem::new(503, "STORE_UNAVAILABLE", "a required check could not be completed; retry later")
+                .with_rule(rule.to_string())
         };
         if self.batch.deny.is_some() {
-            decisions.push(RuleDecision::new(RuleKind::Ip, DYNAMIC_DENY_RULE, Decision::StoreErrorAllow, Mode::Enforce));
+            decisions.push(RuleDecision::new(
+                RuleKind::Ip,
+                DYNAMIC_DENY_RULE,
+                Decision::StoreErrorAllow,
+                Mode::Enforce,
+            ));
         }
         if self.batch.nonce.is_some() {
             decisions.push(RuleDecision::new(RuleKind::Signature, NONCE_RULE, Decision::StoreErrorDeny, Mode::Enforce));

@@ -159,10 +159,9 @@ impl OrderWindow {
             Self::Calendar { unit, zone } => {
                 let date = now.to_zoned(zone.clone()).date();
                 let (window_id, next_start) = match unit {
-                    CalendarUnit::Day => (
-                        format!("{:04}-{:02}-{:02}", date.year(), date.month(), date.day()),
-                        date.tomorrow().ok(),
-                    ),
+                    CalendarUnit::Day => {
+                        (format!("{:04}-{:02}-{:02}", date.year(), date.month(), date.day()), date.tomorrow().ok())
+                    }
                     CalendarUnit::Week => {
                         let iso = date.iso_week_date();
                         let back = i64::from(date.weekday().to_monday_zero_offset());
@@ -238,7 +237,10 @@ impl OrderRuleConfig {
                 }
             }
             _ => {
-                issues.push(ConfigIssue::new("window", "set exactly one of `sliding: <duration>` or `calendar: day|week`"));
+                issues.push(ConfigIssue::new(
+                    "window",
+                    "set exactly one of `sliding: <duration>` or `calendar: day|week`",
+                ));
                 None
             }
         };
@@ -326,8 +328,12 @@ impl OrderRule {
                 .with_header(HeaderName::from_static(CHALLENGE_HEADER), &self.name),
             ),
             TierAction::Reject => Some(
-                Problem::new(429, "ORDER_LIMIT", format!("order rule `{}` limit reached ({count} in the window)", self.name))
-                    .with_rule(self.name.to_string()),
+                Problem::new(
+                    429,
+                    "ORDER_LIMIT",
+                    format!("order rule `{}` limit reached ({count} in the window)", self.name),
+                )
+                .with_rule(self.name.to_string()),
             ),
         }
     }
@@ -353,7 +359,9 @@ mod tests {
     const TIERS: &str = "tiers: [{over: 3, action: tag}, {over: 10, action: reject}, {over: 5, action: challenge}]\n";
 
     fn day_rule(zone: &str) -> OrderRule {
-        rule(&format!("name: orders-day\nuser: header:x-user-id\nwindow: {{calendar: day, time_zone: {zone}}}\n{TIERS}"))
+        rule(&format!(
+            "name: orders-day\nuser: header:x-user-id\nwindow: {{calendar: day, time_zone: {zone}}}\n{TIERS}"
+        ))
     }
 
     fn ts(s: &str) -> Timestamp {
@@ -383,7 +391,10 @@ mod tests {
     fn upstream_2xx_rules_read_and_count_this_request_as_one_more() {
         let r = rule(&format!("name: o\nuser: access_key\nwindow: {{sliding: 10m}}\ncount_on: upstream_2xx\n{TIERS}"));
         assert_eq!(r.effective_count(3), 4);
-        assert_eq!(r.window.counter_window(ts("2026-01-01T00:00:00Z")), CounterWindow::Sliding(Duration::from_secs(600)));
+        assert_eq!(
+            r.window.counter_window(ts("2026-01-01T00:00:00Z")),
+            CounterWindow::Sliding(Duration::from_secs(600))
+        );
     }
 
     #[test]
@@ -418,7 +429,8 @@ mod tests {
 
     #[test]
     fn calendar_week_uses_iso_week_in_zone() {
-        let r = rule(&format!("name: w\nuser: access_key\nwindow: {{calendar: week, time_zone: Europe/Berlin}}\n{TIERS}"));
+        let r =
+            rule(&format!("name: w\nuser: access_key\nwindow: {{calendar: week, time_zone: Europe/Berlin}}\n{TIERS}"));
         // Monday 2026-11-23 00:30 in Berlin (UTC+1) is Sunday 23:30 UTC.
         let (id, ttl) = fixed(r.window.counter_window(ts("2026-11-22T23:30:00Z")));
         assert_eq!(id, "2026-W48");
@@ -451,8 +463,10 @@ mod tests {
         .unwrap();
         let paths: Vec<String> = bad.build().unwrap_err().into_iter().map(|i| i.path).collect();
         assert_eq!(paths, ["user", "window", "tiers", "challenge_status"]);
-        let bad: OrderRuleConfig =
-            serde_yaml_ng::from_str("name: o\nuser: access_key\nwindow: {calendar: day, time_zone: Mars/Olympus}\ntiers: []\n").unwrap();
+        let bad: OrderRuleConfig = serde_yaml_ng::from_str(
+            "name: o\nuser: access_key\nwindow: {calendar: day, time_zone: Mars/Olympus}\ntiers: []\n",
+        )
+        .unwrap();
         let paths: Vec<String> = bad.build().unwrap_err().into_iter().map(|i| i.path).collect();
         assert_eq!(paths, ["window.time_zone", "tiers"]);
     }

@@ -198,9 +198,10 @@ pub fn interpret(applied: &[(Arc<RateRule>, BucketDecision)]) -> RateResult {
     }
     let rejection = worst.map(|(rule, wait)| {
         let secs = ceil_secs(wait).max(1);
-        let mut p = Problem::new(429, "RATE_LIMITED", format!("rate limit `{}` exceeded; retry after {secs} s", rule.name))
-            .with_rule(rule.name.to_string())
-            .with_header(http::header::RETRY_AFTER, &secs.to_string());
+        let mut p =
+            Problem::new(429, "RATE_LIMITED", format!("rate limit `{}` exceeded; retry after {secs} s", rule.name))
+                .with_rule(rule.name.to_string())
+                .with_header(http::header::RETRY_AFTER, &secs.to_string());
         p.headers.extend(headers.iter().cloned());
         p
     });
@@ -292,7 +293,9 @@ impl LocalPreLimit {
     /// `true` when the client may proceed, `false` when it is over the local limit.
     pub fn check(&self, ip: IpAddr) -> bool {
         let key = match ip.to_canonical() {
-            IpAddr::V6(v6) => Ipv6Net::new(v6, self.ipv6_prefix).map(|n| IpAddr::V6(n.network())).unwrap_or(IpAddr::V6(v6)),
+            IpAddr::V6(v6) => {
+                Ipv6Net::new(v6, self.ipv6_prefix).map(|n| IpAddr::V6(n.network())).unwrap_or(IpAddr::V6(v6))
+            }
             v4 => v4,
         };
         let quota = self.quota;
@@ -320,7 +323,14 @@ mod tests {
     const BASE: &str = "name: per-user\nkey: [header:x-user-id]\nbucket: {capacity: 10, refill: 1, per: 1s}\n";
 
     fn target_for(r: &RateRule, headers: &HeaderMap) -> RateTarget {
-        let v = RequestView { method: "POST", path: "/v1/orders", query: None, headers, client_ip: "192.0.2.1".parse().unwrap(), body: b"" };
+        let v = RequestView {
+            method: "POST",
+            path: "/v1/orders",
+            query: None,
+            headers,
+            client_ip: "192.0.2.1".parse().unwrap(),
+            body: b"",
+        };
         let f = RequestFacts::new(&v, None, None);
         r.target(&f)
     }
@@ -334,7 +344,8 @@ mod tests {
     #[test]
     fn bucket_key_is_stable_across_config_edits() {
         let a = rule(BASE);
-        let b = rule("name: per-user\nkey: [header:X-User-Id]\nbucket: {capacity: 99, refill: 7, per: 1m}\nmode: shadow\n");
+        let b =
+            rule("name: per-user\nkey: [header:X-User-Id]\nbucket: {capacity: 99, refill: 7, per: 1m}\nmode: shadow\n");
         let (Target::Use(ka), Target::Use(kb)) = (target_for(&a, &user("u-1")), target_for(&b, &user("u-1"))) else {
             panic!("expected buckets");
         };
@@ -415,16 +426,22 @@ mod tests {
     #[test]
     fn config_validation_names_paths() {
         let cfg: RateRuleConfig =
-            serde_yaml_ng::from_str("name: \"bad name\"\nkey: []\nbucket: {capacity: 0, refill: 0, per: 0s}\n").unwrap();
+            serde_yaml_ng::from_str("name: \"bad name\"\nkey: []\nbucket: {capacity: 0, refill: 0, per: 0s}\n")
+                .unwrap();
         let paths: Vec<String> = cfg.build().unwrap_err().into_iter().map(|i| i.path).collect();
         assert_eq!(paths, ["name", "key", "bucket.capacity", "bucket.refill", "bucket.per"]);
         assert!(serde_yaml_ng::from_str::<RateRuleConfig>(&format!("{BASE}key2: 1\n")).is_err());
-        assert!(serde_yaml_ng::from_str::<RateRuleConfig>("name: x\nkey: [nope]\nbucket: {capacity: 1, refill: 1, per: 1s}").is_err());
+        assert!(serde_yaml_ng::from_str::<RateRuleConfig>(
+            "name: x\nkey: [nope]\nbucket: {capacity: 1, refill: 1, per: 1s}"
+        )
+        .is_err());
     }
 
     #[test]
     fn local_prelimit_blocks_after_burst_and_groups_ipv6_by_prefix() {
-        let l = LocalPreLimitConfig { per_second: 1, burst: Some(2), max_tracked_ips: 10, ipv6_prefix: 64 }.build().unwrap();
+        let l = LocalPreLimitConfig { per_second: 1, burst: Some(2), max_tracked_ips: 10, ipv6_prefix: 64 }
+            .build()
+            .unwrap();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         assert!(l.check(ip) && l.check(ip));
         assert!(!l.check(ip));
@@ -432,6 +449,8 @@ mod tests {
         assert!(l.check("2001:db8::1".parse().unwrap()) && l.check("2001:db8::2".parse().unwrap()));
         assert!(!l.check("2001:db8::3".parse().unwrap()));
         assert_eq!(l.rejection().code, "RATE_LIMITED");
-        assert!(LocalPreLimitConfig { per_second: 0, burst: None, max_tracked_ips: 0, ipv6_prefix: 0 }.build().is_err());
+        assert!(LocalPreLimitConfig { per_second: 0, burst: None, max_tracked_ips: 0, ipv6_prefix: 0 }
+            .build()
+            .is_err());
     }
 }

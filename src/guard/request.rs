@@ -122,7 +122,9 @@ fn decode_unreserved(path: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            if let (Some(h), Some(l)) = (bytes.get(i + 1).and_then(|b| hex_val(*b)), bytes.get(i + 2).and_then(|b| hex_val(*b))) {
+            if let (Some(h), Some(l)) =
+                (bytes.get(i + 1).and_then(|b| hex_val(*b)), bytes.get(i + 2).and_then(|b| hex_val(*b)))
+            {
                 let c = h * 16 + l;
                 if is_unreserved(c) {
                     out.push(char::from(c));
@@ -241,9 +243,7 @@ impl std::str::FromStr for KeyPart {
             }
             return Ok(Self::Body(ptr.to_string()));
         }
-        Err(format!(
-            "`{s}`: expected client_ip, access_key, route, header:NAME, query:NAME or body:/json/pointer"
-        ))
+        Err(format!("`{s}`: expected client_ip, access_key, route, header:NAME, query:NAME or body:/json/pointer"))
     }
 }
 
@@ -353,7 +353,13 @@ fn non_empty(v: Vec<u8>) -> Option<Cow<'static, [u8]>> {
 mod tests {
     use super::*;
 
-    fn view<'a>(method: &'a str, path: &'a str, query: Option<&'a str>, headers: &'a HeaderMap, body: &'a [u8]) -> RequestView<'a> {
+    fn view<'a>(
+        method: &'a str,
+        path: &'a str,
+        query: Option<&'a str>,
+        headers: &'a HeaderMap,
+        body: &'a [u8],
+    ) -> RequestView<'a> {
         RequestView { method, path, query, headers, client_ip: "192.0.2.1".parse().unwrap(), body }
     }
 

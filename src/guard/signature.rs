@@ -112,7 +112,14 @@ pub fn body_sha256_hex(body: &[u8]) -> String {
 
 /// The string to sign of §4: seven lines joined by `\n`, no trailing newline.
 /// `canonical_query` is the output of [`canonical_query`] (empty without a query).
-pub fn string_to_sign(method: &str, path: &str, canonical_query: &str, timestamp: &str, nonce: &str, body: &[u8]) -> String {
+pub fn string_to_sign(
+    method: &str,
+    path: &str,
+    canonical_query: &str,
+    timestamp: &str,
+    nonce: &str,
+    body: &[u8],
+) -> String {
     let method = method.to_ascii_uppercase();
     let body_hash = body_sha256_hex(body);
     let mut s = String::with_capacity(
@@ -222,9 +229,10 @@ impl SignatureFailure {
     /// Stable problem `code` (product.md §5).
     pub fn code(&self) -> &'static str {
         match self {
-            Self::MissingHeader { .. } | Self::DuplicateHeader { .. } | Self::MalformedHeader { .. } | Self::MalformedNonce { .. } => {
-                "MISSING_CREDENTIALS"
-            }
+            Self::MissingHeader { .. }
+            | Self::DuplicateHeader { .. }
+            | Self::MalformedHeader { .. }
+            | Self::MalformedNonce { .. } => "MISSING_CREDENTIALS",
             Self::UnknownKey => "UNKNOWN_KEY",
             Self::MalformedTimestamp { .. } | Self::TimestampOutOfWindow { .. } => "TIMESTAMP_OUT_OF_WINDOW",
             Self::MalformedQuery(_) | Self::SignatureMismatch => "SIGNATURE_MISMATCH",
@@ -335,7 +343,9 @@ fn default_max_body_bytes() -> u64 {
 }
 
 fn valid_key_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+    !id.is_empty()
+        && id.len() <= 128
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
 impl SignatureConfig {
@@ -348,7 +358,8 @@ impl SignatureConfig {
         }
         for (i, k) in self.keys.iter().enumerate() {
             if !valid_key_id(&k.id) {
-                issues.push(ConfigIssue::new(format!("keys[{i}].id"), "must be 1-128 characters of A-Z a-z 0-9 _ . : -"));
+                issues
+                    .push(ConfigIssue::new(format!("keys[{i}].id"), "must be 1-128 characters of A-Z a-z 0-9 _ . : -"));
             }
             if keys.contains_key(&k.id) {
                 issues.push(ConfigIssue::new(format!("keys[{i}].id"), format!("duplicate access key id `{}`", k.id)));
@@ -551,7 +562,10 @@ mod tests {
     fn verifier() -> SignatureVerifier {
         SignatureConfig {
             keys: vec![
-                AccessKeyConfig { id: "shop-app".into(), secrets: vec![SecretRef::new("old-secret"), SecretRef::new(SECRET)] },
+                AccessKeyConfig {
+                    id: "shop-app".into(),
+                    secrets: vec![SecretRef::new("old-secret"), SecretRef::new(SECRET)],
+                },
                 AccessKeyConfig { id: "partner".into(), secrets: vec![SecretRef::new("partner-secret")] },
             ],
             window: DEFAULT_WINDOW,
@@ -634,8 +648,16 @@ mod tests {
 
     #[test]
     fn full_request_vector_matches_independent_python_hmac() {
-        let sig = sign_request(SECRET.as_bytes(), "POST", "/v1/orders", Some("b=%2B&a=1&b=x%20y"), "1700000000", NONCE, VECTOR_BODY)
-            .unwrap();
+        let sig = sign_request(
+            SECRET.as_bytes(),
+            "POST",
+            "/v1/orders",
+            Some("b=%2B&a=1&b=x%20y"),
+            "1700000000",
+            NONCE,
+            VECTOR_BODY,
+        )
+        .unwrap();
         assert_eq!(sig, VECTOR_SIG);
         let v = verifier();
         let h = headers("shop-app", "1700000000", NONCE, VECTOR_SIG);
@@ -817,14 +839,23 @@ mod tests {
             max_body_bytes: 0,
         };
         let paths: Vec<String> = cfg.build().unwrap_err().into_iter().map(|i| i.path).collect();
-        for p in ["keys[0].id", "keys[0].secrets", "keys[1].secrets[0]", "keys[2].id", "window", "max_body_bytes", "headers.nonce"] {
+        for p in [
+            "keys[0].id",
+            "keys[0].secrets",
+            "keys[1].secrets[0]",
+            "keys[2].id",
+            "window",
+            "max_body_bytes",
+            "headers.nonce",
+        ] {
             assert!(paths.iter().any(|x| x == p), "{p} not in {paths:?}");
         }
     }
 
     #[test]
     fn yaml_shape_with_defaults() {
-        let cfg: SignatureConfig = serde_yaml_ng::from_str("keys:\n  - id: shop-app\n    secrets: [\"env:X\"]\n").unwrap();
+        let cfg: SignatureConfig =
+            serde_yaml_ng::from_str("keys:\n  - id: shop-app\n    secrets: [\"env:X\"]\n").unwrap();
         assert_eq!(cfg.window, DEFAULT_WINDOW);
         assert_eq!(cfg.headers, SignatureHeaderNames::default());
         assert_eq!(cfg.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
@@ -839,5 +870,14 @@ mod tests {
     fn nonce_key_and_ttl() {
         assert_eq!(nonce_key("shop-app", NONCE), "nonce:shop-app:n0nce-0123456789abcdef");
         assert_eq!(verifier().nonce_ttl(), Duration::from_secs(600));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn canonical_query_is_idempotent_and_never_panics(raw in "[a-zA-Z0-9%&=+ ~._\\-\\x{e9}\\x{4f60}]{0,40}") {
+            if let Ok(c) = canonical_query(&raw) {
+                proptest::prop_assert_eq!(canonical_query(&c).unwrap(), c);
+            }
+        }
     }
 }

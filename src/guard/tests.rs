@@ -65,7 +65,14 @@ fn allowed(remaining: u64) -> BucketDecision {
 
 fn plan_for(g: &Guard, body: &[u8]) -> Result<GuardPlan, Box<Verdict>> {
     let h = HeaderMap::new();
-    let v = RequestView { method: "POST", path: "/v1/orders", query: None, headers: &h, client_ip: "198.51.100.7".parse().unwrap(), body };
+    let v = RequestView {
+        method: "POST",
+        path: "/v1/orders",
+        query: None,
+        headers: &h,
+        client_ip: "198.51.100.7".parse().unwrap(),
+        body,
+    };
     g.plan(&v, Some(&signed()), Some("orders"), now())
 }
 
@@ -81,7 +88,9 @@ fn batch_holds_deny_nonce_buckets_and_counters_in_order() {
     assert!(b.buckets[1].key.starts_with("rl:per-ip-shadow:") && !b.buckets[1].enforce);
     assert_eq!(b.counters.len(), 2);
     assert_eq!(b.counters[0].incr, 1);
-    assert!(matches!(&b.counters[0].window, crate::store::CounterWindow::Fixed { window_id, .. } if window_id == "2026-11-23"));
+    assert!(
+        matches!(&b.counters[0].window, crate::store::CounterWindow::Fixed { window_id, .. } if window_id == "2026-11-23")
+    );
     assert_eq!(b.counters[1].incr, 0, "upstream_2xx counters are read-only before forwarding");
     assert!(plan.needs_store());
     let up = plan.upstream_counters();
@@ -93,7 +102,11 @@ fn batch_holds_deny_nonce_buckets_and_counters_in_order() {
 fn allow_carries_ratelimit_headers_and_risk_tag() {
     let g = guard(YAML);
     let plan = plan_for(&g, br#"{"user_id":"u-42"}"#).unwrap();
-    let v = plan.decide(&GuardOutcome { buckets: vec![allowed(4), allowed(99)], counters: vec![4, 0], ..Default::default() });
+    let v = plan.decide(&GuardOutcome {
+        buckets: vec![allowed(4), allowed(99)],
+        counters: vec![4, 0],
+        ..Default::default()
+    });
     let Action::Allow { extra_request_headers, response_headers } = &v.action else { panic!("{v:?}") };
     assert_eq!(extra_request_headers.len(), 1);
     assert_eq!(extra_request_headers[0].0, "x-pg-risk");
@@ -126,8 +139,14 @@ fn dynamic_deny_and_nonce_replay_answers() {
 fn rate_rejection_wins_and_order_rules_are_not_decided() {
     let g = guard(YAML);
     let plan = plan_for(&g, br#"{"user_id":"u"}"#).unwrap();
-    let refused = BucketDecision { allowed: false, remaining: 0, retry_after: Duration::from_millis(300), reset_after: Duration::from_secs(5) };
-    let v = plan.decide(&GuardOutcome { buckets: vec![refused, allowed(1)], counters: vec![50, 50], ..Default::default() });
+    let refused = BucketDecision {
+        allowed: false,
+        remaining: 0,
+        retry_after: Duration::from_millis(300),
+        reset_after: Duration::from_secs(5),
+    };
+    let v =
+        plan.decide(&GuardOutcome { buckets: vec![refused, allowed(1)], counters: vec![50, 50], ..Default::default() });
     let p = v.problem().unwrap();
     assert_eq!((p.code, p.rule.as_deref()), ("RATE_LIMITED", Some("per-key")));
     assert!(v.decisions.iter().all(|d| d.kind == RuleKind::Rate));
@@ -137,8 +156,16 @@ fn rate_rejection_wins_and_order_rules_are_not_decided() {
 fn order_tiers_at_exact_boundaries() {
     let g = guard(YAML);
     let plan = plan_for(&g, br#"{"user_id":"u"}"#).unwrap();
-    let decide = |count: u64, paid: u64| plan.decide(&GuardOutcome { buckets: vec![allowed(1), allowed(1)], counters: vec![count, paid], ..Default::default() });
-    assert!(matches!(&decide(3, 0).action, Action::Allow { extra_request_headers, .. } if extra_request_headers.is_empty()));
+    let decide = |count: u64, paid: u64| {
+        plan.decide(&GuardOutcome {
+            buckets: vec![allowed(1), allowed(1)],
+            counters: vec![count, paid],
+            ..Default::default()
+        })
+    };
+    assert!(
+        matches!(&decide(3, 0).action, Action::Allow { extra_request_headers, .. } if extra_request_headers.is_empty())
+    );
     assert!(decide(5, 0).is_allow());
     let v = decide(6, 0);
     let p = v.problem().unwrap();
@@ -162,7 +189,14 @@ fn store_error_fails_closed_on_nonce_and_applies_rule_policies_otherwise() {
 
     // Without a signature: rate rules allow by default, the order rule with `deny` refuses.
     let h = HeaderMap::new();
-    let req = RequestView { method: "POST", path: "/v1/orders", query: None, headers: &h, client_ip: "198.51.100.7".parse().unwrap(), body: br#"{"user_id":"u"}"# };
+    let req = RequestView {
+        method: "POST",
+        path: "/v1/orders",
+        query: None,
+        headers: &h,
+        client_ip: "198.51.100.7".parse().unwrap(),
+        body: br#"{"user_id":"u"}"#,
+    };
     let plan = g.plan(&req, None, Some("orders"), now()).unwrap_err();
     assert_eq!(plan.problem().unwrap().code, IDENTITY_MISSING, "per-key needs access_key");
     let g2 = guard(
@@ -208,7 +242,14 @@ fn missing_identity_rejects_names_rule_and_shadow_only_reports() {
 fn rules_that_do_not_match_are_not_planned() {
     let g = guard(YAML);
     let h = HeaderMap::new();
-    let v = RequestView { method: "GET", path: "/v1/products", query: None, headers: &h, client_ip: "198.51.100.7".parse().unwrap(), body: b"" };
+    let v = RequestView {
+        method: "GET",
+        path: "/v1/products",
+        query: None,
+        headers: &h,
+        client_ip: "198.51.100.7".parse().unwrap(),
+        body: b"",
+    };
     let plan = g.plan(&v, Some(&signed()), Some("catalog"), now()).unwrap();
     assert_eq!(plan.batch().buckets.len(), 1, "only the catch-all shadow rule");
     assert!(plan.batch().counters.is_empty());
@@ -219,7 +260,10 @@ fn static_ip_rules_and_prelimit_answers() {
     let g = guard("ip: {deny: [203.0.113.0/24]}\nlocal_prelimit: {per_second: 1, burst: 1}\n");
     let ip: IpAddr = "203.0.113.5".parse().unwrap();
     let v = g.check_ip(ip).unwrap();
-    assert_eq!(v.problem().map(|p| (p.status, p.code, p.rule.clone())), Some((403, "IP_DENIED", Some("ip_deny".into()))));
+    assert_eq!(
+        v.problem().map(|p| (p.status, p.code, p.rule.clone())),
+        Some((403, "IP_DENIED", Some("ip_deny".into())))
+    );
     assert!(g.check_ip("192.0.2.1".parse().unwrap()).is_none());
     assert!(g.prelimit(ip).is_none());
     assert_eq!(g.prelimit(ip).unwrap().problem().unwrap().code, "RATE_LIMITED");
@@ -236,9 +280,20 @@ fn config_errors_carry_full_paths() {
     )
     .unwrap();
     let paths: Vec<String> = cfg.build().unwrap_err().into_iter().map(|i| i.path).collect();
-    assert_eq!(paths, ["signature.keys", "rate_rules[0].bucket.capacity", "order_rules[0].name", "local_prelimit.per_second", "local_prelimit.burst"]);
-    let cfg: GuardConfig =
-        serde_yaml_ng::from_str("rate_rules:\n  - {name: a, key: [access_key], bucket: {capacity: 1, refill: 1, per: 1s}}\n").unwrap();
+    assert_eq!(
+        paths,
+        [
+            "signature.keys",
+            "rate_rules[0].bucket.capacity",
+            "order_rules[0].name",
+            "local_prelimit.per_second",
+            "local_prelimit.burst"
+        ]
+    );
+    let cfg: GuardConfig = serde_yaml_ng::from_str(
+        "rate_rules:\n  - {name: a, key: [access_key], bucket: {capacity: 1, refill: 1, per: 1s}}\n",
+    )
+    .unwrap();
     let paths: Vec<String> = cfg.build().unwrap_err().into_iter().map(|i| i.path).collect();
     assert_eq!(paths, ["rate_rules[0].key"]);
     assert!(serde_yaml_ng::from_str::<GuardConfig>("unknown: 1").is_err());

@@ -182,10 +182,7 @@ pub struct Verdict {
 impl Verdict {
     /// Forward without extra headers.
     pub fn allow(decisions: Vec<RuleDecision>) -> Self {
-        Self {
-            action: Action::Allow { extra_request_headers: Vec::new(), response_headers: Vec::new() },
-            decisions,
-        }
+        Self { action: Action::Allow { extra_request_headers: Vec::new(), response_headers: Vec::new() }, decisions }
     }
 
     /// Reject with `problem`.
