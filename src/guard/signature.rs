@@ -454,6 +454,11 @@ impl SignatureVerifier {
         self.max_body_bytes
     }
 
+    /// The configured header names: key, timestamp, nonce, signature.
+    pub fn header_names(&self) -> [&HeaderName; 4] {
+        [&self.key_header, &self.timestamp_header, &self.nonce_header, &self.signature_header]
+    }
+
     /// How long a nonce is kept: twice the window, so a request replayed at the far edge of the
     /// window is still caught (§4).
     pub fn nonce_ttl(&self) -> Duration {
@@ -519,6 +524,15 @@ impl SignatureVerifier {
             Err(SignatureFailure::SignatureMismatch)
         }
     }
+}
+
+/// A fresh random nonce for clients (`payguard sign`, the demo): 32 characters of
+/// `[A-Za-z0-9_-]` (24 random bytes, base64url without padding).
+pub fn new_nonce() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// Store key of a nonce: `nonce:<key id>:<nonce>`. Unambiguous because nonces cannot contain `:`;
@@ -769,12 +783,18 @@ mod tests {
 
     #[test]
     fn timestamp_window_edges_with_pinned_clock() {
+        use crate::clock::{Clock, ManualClock};
         let v = verifier();
         let ts = 1_700_000_000;
         let h = headers("shop-app", &ts.to_string(), NONCE, "AAAA");
-        assert!(v.verify_headers(&h, at(ts + 300)).is_ok());
+        let clock = ManualClock::at_unix(ts + 300);
+        assert!(v.verify_headers(&h, clock.now()).is_ok());
+        // 300.999 s is still inside: whole seconds are compared.
+        clock.advance_millis(999);
+        assert!(v.verify_headers(&h, clock.now()).is_ok());
         assert!(v.verify_headers(&h, at(ts - 300)).is_ok());
-        let late = v.verify_headers(&h, at(ts + 301)).unwrap_err();
+        clock.advance_millis(1);
+        let late = v.verify_headers(&h, clock.now()).unwrap_err();
         assert_eq!(late, SignatureFailure::TimestampOutOfWindow { skew_seconds: 301, window_seconds: 300 });
         assert_eq!((late.code(), late.status()), ("TIMESTAMP_OUT_OF_WINDOW", 401));
         let early = v.verify_headers(&h, at(ts - 301)).unwrap_err();
@@ -864,6 +884,13 @@ mod tests {
         assert_eq!(cfg.window, Duration::from_secs(300));
         assert_eq!(cfg.headers.signature, "X-Sig");
         assert!(serde_yaml_ng::from_str::<SignatureConfig>("keys: []\nbogus: 1").is_err());
+    }
+
+    #[test]
+    fn generated_nonces_are_valid_and_distinct() {
+        let (a, b) = (new_nonce(), new_nonce());
+        assert!(valid_nonce(&a) && valid_nonce(&b) && a != b);
+        assert_eq!(verifier().header_names()[3].as_str(), "x-pg-signature");
     }
 
     #[test]

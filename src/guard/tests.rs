@@ -307,3 +307,17 @@ fn json_schema_is_generated_from_the_same_types() {
         assert!(text.contains(field), "{field}");
     }
 }
+
+#[test]
+fn guard_and_plan_can_be_shared_across_threads_and_outlive_a_reload() {
+    fn assert_send_sync_static<T: Send + Sync + 'static>() {}
+    assert_send_sync_static::<Guard>();
+    assert_send_sync_static::<GuardPlan>();
+    assert_send_sync_static::<Verdict>();
+    let g = guard(YAML);
+    let plan = plan_for(&g, br#"{"user_id":"u"}"#).unwrap();
+    drop(g);
+    assert!(plan
+        .decide(&GuardOutcome { buckets: vec![allowed(1), allowed(1)], counters: vec![0, 0], ..Default::default() })
+        .is_allow());
+}
