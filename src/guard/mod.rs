@@ -165,6 +165,15 @@ impl<S> Target<S> {
             Self::Skip => Target::Skip,
         }
     }
+
+    /// `Ok` with the used value, or `Err` with the missing part (`None` for a skip).
+    pub fn into_result(self) -> Result<S, Option<KeyPart>> {
+        match self {
+            Self::Use(s) => Ok(s),
+            Self::MissingKey(p) => Err(Some(p)),
+            Self::Skip => Err(None),
+        }
+    }
 }
 
 /// The identity digest of `parts`, applying `policy` when one is missing. The `client_ip`
@@ -184,6 +193,17 @@ pub(crate) fn resolve_identity(
                 Err(part) => Target::MissingKey(part),
             },
         },
+    }
+}
+
+/// The built value, or `None` after moving its issues (under `at`) into `issues`.
+fn collect_issues<T>(issues: &mut Vec<ConfigIssue>, at: &str, built: Result<T, Vec<ConfigIssue>>) -> Option<T> {
+    match built {
+        Ok(v) => Some(v),
+        Err(e) => {
+            issues.extend(e.into_iter().map(|i| i.under(at)));
+            None
+        }
     }
 }
 
@@ -212,16 +232,7 @@ impl GuardConfig {
     /// Resolves secrets and validates everything; issue paths are relative to this section.
     pub fn build(&self) -> Result<Guard, Vec<ConfigIssue>> {
         let mut issues = Vec::new();
-        let signature = match &self.signature {
-            Some(s) => match s.build() {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    issues.extend(e.into_iter().map(|i| i.under("signature")));
-                    None
-                }
-            },
-            None => None,
-        };
+        let signature = self.signature.as_ref().and_then(|s| collect_issues(&mut issues, "signature", s.build()));
         let mut names = HashSet::new();
         let mut rate = Vec::new();
         for (i, r) in self.rate_rules.iter().enumerate() {
@@ -229,10 +240,7 @@ impl GuardConfig {
             if !names.insert(r.name.as_str()) {
                 issues.push(ConfigIssue::new(format!("{at}.name"), format!("duplicate rule name `{}`", r.name)));
             }
-            match r.build() {
-                Ok(rule) => rate.push(Arc::new(rule)),
-                Err(e) => issues.extend(e.into_iter().map(|x| x.under(&at))),
-            }
+            rate.extend(collect_issues(&mut issues, &at, r.build()).map(Arc::new));
         }
         let mut order = Vec::new();
         for (i, r) in self.order_rules.iter().enumerate() {
@@ -240,10 +248,7 @@ impl GuardConfig {
             if !names.insert(r.name.as_str()) {
                 issues.push(ConfigIssue::new(format!("{at}.name"), format!("duplicate rule name `{}`", r.name)));
             }
-            match r.build() {
-                Ok(rule) => order.push(Arc::new(rule)),
-                Err(e) => issues.extend(e.into_iter().map(|x| x.under(&at))),
-            }
+            order.extend(collect_issues(&mut issues, &at, r.build()).map(Arc::new));
         }
         if signature.is_none() && self.signature.is_none() {
             let uses_key = |p: &KeyPart| *p == KeyPart::AccessKey;
@@ -264,16 +269,8 @@ impl GuardConfig {
                 }
             }
         }
-        let prelimit = match &self.local_prelimit {
-            Some(p) => match p.build() {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    issues.extend(e.into_iter().map(|i| i.under("local_prelimit")));
-                    None
-                }
-            },
-            None => None,
-        };
+        let prelimit =
+            self.local_prelimit.as_ref().and_then(|p| collect_issues(&mut issues, "local_prelimit", p.build()));
         if !issues.is_empty() {
             return Err(issues);
         }
@@ -373,41 +370,36 @@ impl Guard {
             plan.batch.nonce = Some((signature::nonce_key(&s.key_id, &s.nonce), v.nonce_ttl()));
         }
         let mut missing: Option<Problem> = None;
-        let mut note_missing = |kind: RuleKind, name: &Arc<str>, mode: Mode, part: KeyPart, plan: &mut GuardPlan| {
-            plan.early.push(RuleDecision::new(kind, name.clone(), Decision::MissingKey, mode));
-            if mode == Mode::Enforce && missing.is_none() {
-                missing = Some(
-                    Problem::new(
-                        400,
-                        IDENTITY_MISSING,
-                        format!("rule `{name}` needs `{part}`, which the request does not carry"),
-                    )
-                    .with_rule(name.to_string()),
-                );
-            }
-        };
+        // A rule that applies but has no identity: record it, and reject if it is enforced with
+        // `on_missing_key: reject` (`part` is `None` for `skip`).
+        let mut not_used =
+            |kind: RuleKind, name: &Arc<str>, mode: Mode, part: Option<KeyPart>, plan: &mut GuardPlan| {
+                let Some(part) = part else {
+                    plan.early.push(RuleDecision::new(kind, name.clone(), Decision::Skipped, mode));
+                    return;
+                };
+                plan.early.push(RuleDecision::new(kind, name.clone(), Decision::MissingKey, mode));
+                if mode == Mode::Enforce && missing.is_none() {
+                    let detail = format!("rule `{name}` needs `{part}`, which the request does not carry");
+                    missing = Some(Problem::new(400, IDENTITY_MISSING, detail).with_rule(name.to_string()));
+                }
+            };
         for rule in self.rate.iter().filter(|r| r.applies(&facts)) {
-            match rule.target(&facts) {
-                Target::Use(b) => {
+            match rule.target(&facts).into_result() {
+                Ok(b) => {
                     plan.batch.buckets.push(b);
                     plan.rate.push(rule.clone());
                 }
-                Target::Skip => {
-                    plan.early.push(RuleDecision::new(RuleKind::Rate, rule.name.clone(), Decision::Skipped, rule.mode))
-                }
-                Target::MissingKey(part) => note_missing(RuleKind::Rate, &rule.name, rule.mode, part, &mut plan),
+                Err(part) => not_used(RuleKind::Rate, &rule.name, rule.mode, part, &mut plan),
             }
         }
         for rule in self.order.iter().filter(|r| r.applies(&facts)) {
-            match rule.target(&facts, now) {
-                Target::Use(c) => {
+            match rule.target(&facts, now).into_result() {
+                Ok(c) => {
                     plan.batch.counters.push(c);
                     plan.order.push(rule.clone());
                 }
-                Target::Skip => {
-                    plan.early.push(RuleDecision::new(RuleKind::Order, rule.name.clone(), Decision::Skipped, rule.mode))
-                }
-                Target::MissingKey(part) => note_missing(RuleKind::Order, &rule.name, rule.mode, part, &mut plan),
+                Err(part) => not_used(RuleKind::Order, &rule.name, rule.mode, part, &mut plan),
             }
         }
         match missing {

@@ -63,16 +63,13 @@ fn allowed(remaining: u64) -> BucketDecision {
     BucketDecision { allowed: true, remaining, retry_after: Duration::ZERO, reset_after: Duration::from_secs(1) }
 }
 
+fn view<'a>(method: &'a str, path: &'a str, headers: &'a HeaderMap, body: &'a [u8]) -> RequestView<'a> {
+    RequestView { method, path, query: None, headers, client_ip: "198.51.100.7".parse().unwrap(), body }
+}
+
 fn plan_for(g: &Guard, body: &[u8]) -> Result<GuardPlan, Box<Verdict>> {
     let h = HeaderMap::new();
-    let v = RequestView {
-        method: "POST",
-        path: "/v1/orders",
-        query: None,
-        headers: &h,
-        client_ip: "198.51.100.7".parse().unwrap(),
-        body,
-    };
+    let v = view("POST", "/v1/orders", &h, body);
     g.plan(&v, Some(&signed()), Some("orders"), now())
 }
 
@@ -189,14 +186,7 @@ fn store_error_fails_closed_on_nonce_and_applies_rule_policies_otherwise() {
 
     // Without a signature: rate rules allow by default, the order rule with `deny` refuses.
     let h = HeaderMap::new();
-    let req = RequestView {
-        method: "POST",
-        path: "/v1/orders",
-        query: None,
-        headers: &h,
-        client_ip: "198.51.100.7".parse().unwrap(),
-        body: br#"{"user_id":"u"}"#,
-    };
+    let req = view("POST", "/v1/orders", &h, br#"{"user_id":"u"}"#);
     let plan = g.plan(&req, None, Some("orders"), now()).unwrap_err();
     assert_eq!(plan.problem().unwrap().code, IDENTITY_MISSING, "per-key needs access_key");
     let g2 = guard(
@@ -242,14 +232,7 @@ fn missing_identity_rejects_names_rule_and_shadow_only_reports() {
 fn rules_that_do_not_match_are_not_planned() {
     let g = guard(YAML);
     let h = HeaderMap::new();
-    let v = RequestView {
-        method: "GET",
-        path: "/v1/products",
-        query: None,
-        headers: &h,
-        client_ip: "198.51.100.7".parse().unwrap(),
-        body: b"",
-    };
+    let v = view("GET", "/v1/products", &h, b"");
     let plan = g.plan(&v, Some(&signed()), Some("catalog"), now()).unwrap();
     assert_eq!(plan.batch().buckets.len(), 1, "only the catch-all shadow rule");
     assert!(plan.batch().counters.is_empty());
