@@ -120,11 +120,11 @@ fn decode_unreserved(path: &str) -> String {
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
     let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            if let (Some(h), Some(l)) =
-                (bytes.get(i + 1).and_then(|b| hex_val(*b)), bytes.get(i + 2).and_then(|b| hex_val(*b)))
-            {
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hi = bytes.get(i + 1).and_then(|x| hex_val(*x));
+            let lo = bytes.get(i + 2).and_then(|x| hex_val(*x));
+            if let (Some(h), Some(l)) = (hi, lo) {
                 let c = h * 16 + l;
                 if is_unreserved(c) {
                     out.push(char::from(c));
@@ -133,10 +133,10 @@ fn decode_unreserved(path: &str) -> String {
                 }
             }
         }
-        // Safe: we only split at ASCII positions, so pushing the original char keeps UTF-8 intact.
-        let ch_len = utf8_len(bytes[i]);
+        // `i` is always at a char boundary (we only ever skip ASCII escapes or whole chars).
+        let ch_len = utf8_len(b);
         out.push_str(path.get(i..i + ch_len).unwrap_or(""));
-        i += ch_len.max(1);
+        i += ch_len;
     }
     out
 }
@@ -384,6 +384,15 @@ mod tests {
         assert!(m.matches("POST", "//v1/./orders", None));
         assert!(m.matches("POST", "/v1/x/../orders", None));
         assert!(!m.matches("POST", "/v2/orders", None));
+    }
+
+    #[test]
+    fn normalization_keeps_utf8_and_reserved_escapes() {
+        assert_eq!(normalize_path("/v1/订单/%6Fk"), "/v1/订单/ok");
+        assert_eq!(normalize_path("/a%2Fb/%"), "/a%2Fb/%");
+        assert_eq!(normalize_path("/../.."), "/");
+        assert_eq!(normalize_path("/v1/orders/"), "/v1/orders/");
+        assert_eq!(normalize_path("*"), "/*");
     }
 
     #[test]
