@@ -11,6 +11,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod guard;
 pub mod metrics;
 pub mod notify;
 pub mod proxy;

@@ -1,0 +1,910 @@
+//! `PG-HMAC-SHA256` client request signatures (product.md §4).
+//!
+//! Verification is split in two so the proxy can reject cheaply before buffering a body:
+//! [`SignatureVerifier::verify_headers`] (presence, key, nonce syntax, timestamp window) and
+//! [`SignatureVerifier::verify_body`] (the HMAC over the string to sign). The nonce is claimed in
+//! the store only after both passed, so forged requests cannot burn nonces (§4).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use http::{HeaderMap, HeaderName};
+use jiff::Timestamp;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::request::{hex_val, is_unreserved};
+use super::ConfigIssue;
+use crate::config::secret::{Secret, SecretRef};
+
+/// The algorithm name, first line of the string to sign.
+pub const ALGORITHM: &str = "PG-HMAC-SHA256";
+
+/// Default timestamp window (§4).
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
+
+/// Default body cap for hashing (§4).
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+
+/// The raw query could not be canonicalized.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// A `%` not followed by two hex digits.
+    #[error("invalid percent-encoding at byte {offset} of the query")]
+    InvalidPercentEncoding {
+        /// Byte offset of the `%` within the raw query.
+        offset: usize,
+    },
+}
+
+/// Canonical query of §4: split on `&`, drop empty parts, split each on the first `=`,
+/// percent-decode name and value (`+` stays `+`), re-encode with RFC 3986 unreserved characters
+/// as is and every other byte as upper-case `%XX`, sort the encoded pairs by name then value
+/// (byte order), join as `name=value` with `&`.
+pub fn canonical_query(raw: &str) -> Result<String, SignatureError> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    let mut offset = 0usize;
+    for part in raw.split('&') {
+        let part_offset = offset;
+        offset += part.len() + 1;
+        if part.is_empty() {
+            continue;
+        }
+        let (name, value, value_offset) = match part.split_once('=') {
+            Some((n, v)) => (n, v, part_offset + n.len() + 1),
+            None => (part, "", part_offset + part.len()),
+        };
+        pairs.push((reencode(name, part_offset)?, reencode(value, value_offset)?));
+    }
+    pairs.sort_unstable();
+    let mut out = String::with_capacity(raw.len() + 8);
+    for (i, (n, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(n);
+        out.push('=');
+        out.push_str(v);
+    }
+    Ok(out)
+}
+
+/// Percent-decodes `s` (strictly: every `%` needs two hex digits) and re-encodes it canonically.
+fn reencode(s: &str, base_offset: usize) -> Result<String, SignatureError> {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let bytes = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut push = |b: u8| {
+        if is_unreserved(b) {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        }
+    };
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hi = bytes.get(i + 1).and_then(|x| hex_val(*x));
+            let lo = bytes.get(i + 2).and_then(|x| hex_val(*x));
+            match (hi, lo) {
+                (Some(h), Some(l)) => push(h * 16 + l),
+                _ => return Err(SignatureError::InvalidPercentEncoding { offset: base_offset + i }),
+            }
+            i += 3;
+        } else {
+            push(b);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// Lower-case hex SHA-256 of the body (of the empty string when there is no body).
+pub fn body_sha256_hex(body: &[u8]) -> String {
+    hex::encode(Sha256::digest(body))
+}
+
+/// The string to sign of §4: seven lines joined by `\n`, no trailing newline.
+/// `canonical_query` is the output of [`canonical_query`] (empty without a query).
+pub fn string_to_sign(
+    method: &str,
+    path: &str,
+    canonical_query: &str,
+    timestamp: &str,
+    nonce: &str,
+    body: &[u8],
+) -> String {
+    let method = method.to_ascii_uppercase();
+    let body_hash = body_sha256_hex(body);
+    let mut s = String::with_capacity(
+        ALGORITHM.len() + method.len() + path.len() + canonical_query.len() + timestamp.len() + nonce.len() + 64 + 6,
+    );
+    for (i, line) in [ALGORITHM, &method, path, canonical_query, timestamp, nonce, &body_hash].iter().enumerate() {
+        if i > 0 {
+            s.push('\n');
+        }
+        s.push_str(line);
+    }
+    s
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn mac(secret: &[u8], string_to_sign: &str) -> [u8; 32] {
+    // HMAC accepts keys of any length; `new_from_slice` cannot fail for HMAC.
+    let mut m = match HmacSha256::new_from_slice(secret) {
+        Ok(m) => m,
+        Err(_) => return [0u8; 32],
+    };
+    m.update(string_to_sign.as_bytes());
+    m.finalize().into_bytes().into()
+}
+
+/// Base64 (standard alphabet, padded) of HMAC-SHA256(secret, string_to_sign).
+pub fn sign(secret: &[u8], string_to_sign: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(mac(secret, string_to_sign))
+}
+
+/// Signs a whole request (what `payguard sign` and test clients need): canonicalizes the query,
+/// builds the string to sign and returns the `X-PG-Signature` value.
+pub fn sign_request(
+    secret: &[u8],
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    timestamp: &str,
+    nonce: &str,
+    body: &[u8],
+) -> Result<String, SignatureError> {
+    let cq = canonical_query(query.unwrap_or(""))?;
+    Ok(sign(secret, &string_to_sign(method, path, &cq, timestamp, nonce, body)))
+}
+
+/// Why a request's signature was not accepted. Messages describe the problem without echoing
+/// secrets, the expected signature or the presented key id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureFailure {
+    /// A required header is absent.
+    #[error("header {header} is required")]
+    MissingHeader {
+        /// The header's configured name.
+        header: String,
+    },
+    /// A required header appears more than once.
+    #[error("header {header} must appear exactly once")]
+    DuplicateHeader {
+        /// The header's configured name.
+        header: String,
+    },
+    /// A header value is not visible ASCII.
+    #[error("header {header} must be visible ASCII")]
+    MalformedHeader {
+        /// The header's configured name.
+        header: String,
+    },
+    /// The nonce does not have the §4 syntax.
+    #[error("header {header} must be 16 to 64 characters of A-Z a-z 0-9 _ -")]
+    MalformedNonce {
+        /// The nonce header's configured name.
+        header: String,
+    },
+    /// The access key id is not configured.
+    #[error("the access key is not known")]
+    UnknownKey,
+    /// The timestamp is not decimal unix seconds.
+    #[error("header {header} must be unix seconds in decimal")]
+    MalformedTimestamp {
+        /// The timestamp header's configured name.
+        header: String,
+    },
+    /// The timestamp is further from now than the window.
+    #[error("timestamp is {skew_seconds} s from the server clock; allowed window is {window_seconds} s")]
+    TimestampOutOfWindow {
+        /// now − timestamp (negative when the timestamp is in the future).
+        skew_seconds: i64,
+        /// Configured window.
+        window_seconds: u64,
+    },
+    /// The query cannot be canonicalized, so no signature over it can match.
+    #[error("the query string cannot be canonicalized: {0}")]
+    MalformedQuery(SignatureError),
+    /// No active secret of the key produces the presented signature.
+    #[error("the signature does not match the request")]
+    SignatureMismatch,
+    /// The body exceeds the configured cap.
+    #[error("request body exceeds {limit} bytes")]
+    BodyTooLarge {
+        /// The cap in bytes.
+        limit: u64,
+    },
+}
+
+impl SignatureFailure {
+    /// Stable problem `code` (product.md §5).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingHeader { .. }
+            | Self::DuplicateHeader { .. }
+            | Self::MalformedHeader { .. }
+            | Self::MalformedNonce { .. } => "MISSING_CREDENTIALS",
+            Self::UnknownKey => "UNKNOWN_KEY",
+            Self::MalformedTimestamp { .. } | Self::TimestampOutOfWindow { .. } => "TIMESTAMP_OUT_OF_WINDOW",
+            Self::MalformedQuery(_) | Self::SignatureMismatch => "SIGNATURE_MISMATCH",
+            Self::BodyTooLarge { .. } => "BODY_TOO_LARGE",
+        }
+    }
+
+    /// HTTP status (product.md §5).
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::BodyTooLarge { .. } => 413,
+            _ => 401,
+        }
+    }
+
+    /// Metric label for `payguard_signature_failures_total{reason}` (a fixed enum).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::MissingHeader { .. } => "missing_header",
+            Self::DuplicateHeader { .. } => "duplicate_header",
+            Self::MalformedHeader { .. } => "malformed_header",
+            Self::MalformedNonce { .. } => "malformed_nonce",
+            Self::UnknownKey => "unknown_key",
+            Self::MalformedTimestamp { .. } => "malformed_timestamp",
+            Self::TimestampOutOfWindow { .. } => "timestamp_out_of_window",
+            Self::MalformedQuery(_) => "malformed_query",
+            Self::SignatureMismatch => "signature_mismatch",
+            Self::BodyTooLarge { .. } => "body_too_large",
+        }
+    }
+}
+
+/// Names of the four signature headers.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureHeaderNames {
+    /// Access key id header.
+    #[serde(default = "default_key_header")]
+    pub key: String,
+    /// Unix-seconds timestamp header.
+    #[serde(default = "default_timestamp_header")]
+    pub timestamp: String,
+    /// Nonce header.
+    #[serde(default = "default_nonce_header")]
+    pub nonce: String,
+    /// Base64 signature header.
+    #[serde(default = "default_signature_header")]
+    pub signature: String,
+}
+
+fn default_key_header() -> String {
+    "X-PG-Key".into()
+}
+fn default_timestamp_header() -> String {
+    "X-PG-Timestamp".into()
+}
+fn default_nonce_header() -> String {
+    "X-PG-Nonce".into()
+}
+fn default_signature_header() -> String {
+    "X-PG-Signature".into()
+}
+
+impl Default for SignatureHeaderNames {
+    fn default() -> Self {
+        Self {
+            key: default_key_header(),
+            timestamp: default_timestamp_header(),
+            nonce: default_nonce_header(),
+            signature: default_signature_header(),
+        }
+    }
+}
+
+/// One access key and its active secrets (several during a rotation; any of them verifies).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKeyConfig {
+    /// Access key id, as sent in `X-PG-Key` (1–128 of `A-Z a-z 0-9 _ . : -`).
+    pub id: String,
+    /// Active secrets (`env:NAME`, `file:/path` or inline).
+    pub secrets: Vec<SecretRef>,
+}
+
+/// `signature:` — client request signing (product.md §4).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureConfig {
+    /// Access keys.
+    pub keys: Vec<AccessKeyConfig>,
+    /// Allowed |now − timestamp|; nonces are kept for twice this.
+    #[serde(default = "default_window", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub window: Duration,
+    /// Header names.
+    #[serde(default)]
+    pub headers: SignatureHeaderNames,
+    /// Bodies above this many bytes are rejected with 413 before hashing.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+}
+
+fn default_window() -> Duration {
+    DEFAULT_WINDOW
+}
+fn default_max_body_bytes() -> u64 {
+    DEFAULT_MAX_BODY_BYTES
+}
+
+fn valid_key_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+}
+
+impl SignatureConfig {
+    /// Resolves secrets and validates; issues carry paths relative to this section.
+    pub fn build(&self) -> Result<SignatureVerifier, Vec<ConfigIssue>> {
+        let mut issues = Vec::new();
+        let mut keys: HashMap<String, Vec<Secret>> = HashMap::new();
+        if self.keys.is_empty() {
+            issues.push(ConfigIssue::new("keys", "at least one access key is required"));
+        }
+        for (i, k) in self.keys.iter().enumerate() {
+            if !valid_key_id(&k.id) {
+                issues
+                    .push(ConfigIssue::new(format!("keys[{i}].id"), "must be 1-128 characters of A-Z a-z 0-9 _ . : -"));
+            }
+            if keys.contains_key(&k.id) {
+                issues.push(ConfigIssue::new(format!("keys[{i}].id"), format!("duplicate access key id `{}`", k.id)));
+            }
+            if k.secrets.is_empty() {
+                issues.push(ConfigIssue::new(format!("keys[{i}].secrets"), "at least one secret is required"));
+            }
+            let mut resolved = Vec::new();
+            for (j, s) in k.secrets.iter().enumerate() {
+                match s.resolve() {
+                    Ok(v) => resolved.push(v),
+                    Err(e) => issues.push(ConfigIssue::new(format!("keys[{i}].secrets[{j}]"), e)),
+                }
+            }
+            keys.insert(k.id.clone(), resolved);
+        }
+        if self.window.is_zero() {
+            issues.push(ConfigIssue::new("window", "must be greater than zero"));
+        }
+        if self.max_body_bytes == 0 {
+            issues.push(ConfigIssue::new("max_body_bytes", "must be greater than zero"));
+        }
+        let mut names = Vec::new();
+        for (field, value) in [
+            ("key", &self.headers.key),
+            ("timestamp", &self.headers.timestamp),
+            ("nonce", &self.headers.nonce),
+            ("signature", &self.headers.signature),
+        ] {
+            match HeaderName::from_bytes(value.as_bytes()) {
+                Ok(h) if names.contains(&h) => {
+                    issues.push(ConfigIssue::new(format!("headers.{field}"), "header names must be distinct"))
+                }
+                Ok(h) => names.push(h),
+                Err(_) => issues.push(ConfigIssue::new(format!("headers.{field}"), "not a valid header name")),
+            }
+        }
+        if !issues.is_empty() {
+            return Err(issues);
+        }
+        let [key_h, ts_h, nonce_h, sig_h]: [HeaderName; 4] = match names.try_into() {
+            Ok(a) => a,
+            Err(_) => return Err(vec![ConfigIssue::new("headers", "invalid header names")]),
+        };
+        Ok(SignatureVerifier {
+            keys,
+            window: self.window,
+            key_header: key_h,
+            timestamp_header: ts_h,
+            nonce_header: nonce_h,
+            signature_header: sig_h,
+            max_body_bytes: self.max_body_bytes,
+        })
+    }
+}
+
+/// The four signature headers of a request that passed the header checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedHeaders {
+    /// Known access key id.
+    pub key_id: String,
+    /// Timestamp text exactly as sent (it is signed as text).
+    pub timestamp: String,
+    /// Parsed timestamp, unix seconds.
+    pub timestamp_unix: i64,
+    /// Nonce (syntax checked).
+    pub nonce: String,
+    /// Presented signature (not yet checked).
+    pub signature: String,
+}
+
+/// Resolved signature configuration: checks requests.
+#[derive(Debug, Clone)]
+pub struct SignatureVerifier {
+    keys: HashMap<String, Vec<Secret>>,
+    window: Duration,
+    key_header: HeaderName,
+    timestamp_header: HeaderName,
+    nonce_header: HeaderName,
+    signature_header: HeaderName,
+    max_body_bytes: u64,
+}
+
+impl SignatureVerifier {
+    /// Timestamp window.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// Body cap in bytes; the proxy buffers at most this much, then answers 413.
+    pub fn max_body_bytes(&self) -> u64 {
+        self.max_body_bytes
+    }
+
+    /// The configured header names: key, timestamp, nonce, signature.
+    pub fn header_names(&self) -> [&HeaderName; 4] {
+        [&self.key_header, &self.timestamp_header, &self.nonce_header, &self.signature_header]
+    }
+
+    /// How long a nonce is kept: twice the window, so a request replayed at the far edge of the
+    /// window is still caught (§4).
+    pub fn nonce_ttl(&self) -> Duration {
+        self.window.saturating_mul(2)
+    }
+
+    /// Header-only checks, in the order of §4: all four present exactly once → key known →
+    /// nonce syntax → timestamp within the window of `now`.
+    pub fn verify_headers(&self, headers: &HeaderMap, now: Timestamp) -> Result<SignedHeaders, SignatureFailure> {
+        let key = single(headers, &self.key_header)?;
+        let ts = single(headers, &self.timestamp_header)?;
+        let nonce = single(headers, &self.nonce_header)?;
+        let sig = single(headers, &self.signature_header)?;
+        if !self.keys.contains_key(key) {
+            return Err(SignatureFailure::UnknownKey);
+        }
+        if !valid_nonce(nonce) {
+            return Err(SignatureFailure::MalformedNonce { header: self.nonce_header.to_string() });
+        }
+        let ts_unix = parse_unix_seconds(ts)
+            .ok_or_else(|| SignatureFailure::MalformedTimestamp { header: self.timestamp_header.to_string() })?;
+        let skew = now.as_second().saturating_sub(ts_unix);
+        let window = self.window.as_secs();
+        if skew.unsigned_abs() > window {
+            return Err(SignatureFailure::TimestampOutOfWindow { skew_seconds: skew, window_seconds: window });
+        }
+        Ok(SignedHeaders {
+            key_id: key.to_string(),
+            timestamp: ts.to_string(),
+            timestamp_unix: ts_unix,
+            nonce: nonce.to_string(),
+            signature: sig.to_string(),
+        })
+    }
+
+    /// The HMAC check over the string to sign. Every active secret of the key is tried, without
+    /// stopping at the first match, and compared in constant time. A signature that is not
+    /// valid base64 is a mismatch.
+    pub fn verify_body(
+        &self,
+        signed: &SignedHeaders,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        body: &[u8],
+    ) -> Result<(), SignatureFailure> {
+        if body.len() as u64 > self.max_body_bytes {
+            return Err(SignatureFailure::BodyTooLarge { limit: self.max_body_bytes });
+        }
+        let secrets = self.keys.get(&signed.key_id).ok_or(SignatureFailure::UnknownKey)?;
+        let cq = canonical_query(query.unwrap_or("")).map_err(SignatureFailure::MalformedQuery)?;
+        let presented = base64::engine::general_purpose::STANDARD
+            .decode(signed.signature.as_bytes())
+            .map_err(|_| SignatureFailure::SignatureMismatch)?;
+        let sts = string_to_sign(method, path, &cq, &signed.timestamp, &signed.nonce, body);
+        let mut ok = subtle::Choice::from(0u8);
+        for secret in secrets {
+            ok |= mac(secret.expose(), &sts)[..].ct_eq(&presented);
+        }
+        if bool::from(ok) {
+            Ok(())
+        } else {
+            Err(SignatureFailure::SignatureMismatch)
+        }
+    }
+}
+
+/// A fresh random nonce for clients (`payguard sign`, the demo): 32 characters of
+/// `[A-Za-z0-9_-]` (24 random bytes, base64url without padding).
+pub fn new_nonce() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Store key of a nonce: `nonce:<key id>:<nonce>`. Unambiguous because nonces cannot contain `:`;
+/// contains no `{`/`}` so the store may add its own hash tag.
+pub fn nonce_key(key_id: &str, nonce: &str) -> String {
+    format!("nonce:{key_id}:{nonce}")
+}
+
+fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<&'h str, SignatureFailure> {
+    let mut values = headers.get_all(name).iter();
+    let v = values.next().ok_or_else(|| SignatureFailure::MissingHeader { header: name.to_string() })?;
+    if values.next().is_some() {
+        return Err(SignatureFailure::DuplicateHeader { header: name.to_string() });
+    }
+    let s = v.to_str().map_err(|_| SignatureFailure::MalformedHeader { header: name.to_string() })?;
+    if s.is_empty() {
+        return Err(SignatureFailure::MissingHeader { header: name.to_string() });
+    }
+    Ok(s)
+}
+
+/// §4 nonce syntax: 16–64 characters of `[A-Za-z0-9_-]`.
+pub fn valid_nonce(n: &str) -> bool {
+    (16..=64).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn parse_unix_seconds(s: &str) -> Option<i64> {
+    if s.is_empty() || s.len() > 18 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "pg-test-secret-0001";
+    const NONCE: &str = "n0nce-0123456789abcdef";
+
+    fn verifier() -> SignatureVerifier {
+        SignatureConfig {
+            keys: vec![
+                AccessKeyConfig {
+                    id: "shop-app".into(),
+                    secrets: vec![SecretRef::new("old-secret"), SecretRef::new(SECRET)],
+                },
+                AccessKeyConfig { id: "partner".into(), secrets: vec![SecretRef::new("partner-secret")] },
+            ],
+            window: DEFAULT_WINDOW,
+            headers: SignatureHeaderNames::default(),
+            max_body_bytes: 4096,
+        }
+        .build()
+        .unwrap()
+    }
+
+    fn headers(key: &str, ts: &str, nonce: &str, sig: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-pg-key", key.parse().unwrap());
+        h.insert("x-pg-timestamp", ts.parse().unwrap());
+        h.insert("x-pg-nonce", nonce.parse().unwrap());
+        h.insert("x-pg-signature", sig.parse().unwrap());
+        h
+    }
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(secs).unwrap()
+    }
+
+    #[test]
+    fn canonical_query_sorts_repeated_names_by_value() {
+        assert_eq!(canonical_query("b=2&a=3&a=1").unwrap(), "a=1&a=3&b=2");
+    }
+
+    #[test]
+    fn canonical_query_handles_empty_parts_and_values() {
+        assert_eq!(canonical_query("").unwrap(), "");
+        assert_eq!(canonical_query("&&").unwrap(), "");
+        assert_eq!(canonical_query("a=&b&&=c").unwrap(), "=c&a=&b=");
+        assert_eq!(canonical_query("a=b=c").unwrap(), "a=b%3Dc");
+    }
+
+    #[test]
+    fn canonical_query_keeps_plus_as_literal_plus() {
+        assert_eq!(canonical_query("q=a+b&r=%2B").unwrap(), "q=a%2Bb&r=%2B");
+    }
+
+    #[test]
+    fn canonical_query_reencodes_utf8_and_uppercases_hex() {
+        assert_eq!(canonical_query("name=%e4%bd%a0%E5%A5%BD").unwrap(), "name=%E4%BD%A0%E5%A5%BD");
+        assert_eq!(canonical_query("name=你好").unwrap(), "name=%E4%BD%A0%E5%A5%BD");
+        assert_eq!(canonical_query("t=%7e%41-_.").unwrap(), "t=~A-_.");
+        assert_eq!(canonical_query("sp=a%20b&x=a b").unwrap(), "sp=a%20b&x=a%20b");
+    }
+
+    #[test]
+    fn canonical_query_sorts_on_encoded_bytes() {
+        // `~` (0x7E) stays as is, `é` becomes `%C3%A9`; '%' < '~' so é sorts first.
+        assert_eq!(canonical_query("k=~&k=%C3%A9").unwrap(), "k=%C3%A9&k=~");
+    }
+
+    #[test]
+    fn canonical_query_rejects_invalid_percent_sequences() {
+        assert_eq!(canonical_query("a=%zz"), Err(SignatureError::InvalidPercentEncoding { offset: 2 }));
+        assert!(canonical_query("a=%4").is_err());
+        assert!(canonical_query("a=%").is_err());
+        assert!(canonical_query("x=1&%g1=2").is_err());
+    }
+
+    #[test]
+    fn string_to_sign_has_exact_seven_lines() {
+        let s = string_to_sign("post", "/v1/orders", "a=1", "1700000000", NONCE, b"");
+        assert_eq!(
+            s,
+            "PG-HMAC-SHA256\nPOST\n/v1/orders\na=1\n1700000000\nn0nce-0123456789abcdef\n\
+             e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    // Expected signature computed independently with Python 3:
+    //   sts = "\n".join(["PG-HMAC-SHA256","POST","/v1/orders","a=1&b=%2B&b=x%20y",
+    //                    "1700000000","n0nce-0123456789abcdef",hashlib.sha256(body).hexdigest()])
+    //   base64.b64encode(hmac.new(b"pg-test-secret-0001", sts.encode(), hashlib.sha256).digest())
+    const VECTOR_BODY: &[u8] = br#"{"sku":"A-1","qty":2}"#;
+    const VECTOR_SIG: &str = "exzPTcsp705i/WUr23/wBfbnPnLu6QQSnprUCdXf56Y=";
+
+    #[test]
+    fn full_request_vector_matches_independent_python_hmac() {
+        let sig = sign_request(
+            SECRET.as_bytes(),
+            "POST",
+            "/v1/orders",
+            Some("b=%2B&a=1&b=x%20y"),
+            "1700000000",
+            NONCE,
+            VECTOR_BODY,
+        )
+        .unwrap();
+        assert_eq!(sig, VECTOR_SIG);
+        let v = verifier();
+        let h = headers("shop-app", "1700000000", NONCE, VECTOR_SIG);
+        let signed = v.verify_headers(&h, at(1_700_000_010)).unwrap();
+        v.verify_body(&signed, "POST", "/v1/orders", Some("b=%2B&a=1&b=x%20y"), VECTOR_BODY).unwrap();
+    }
+
+    fn signed_headers(secret: &str, ts: i64) -> (HeaderMap, String) {
+        let sig = sign_request(secret.as_bytes(), "POST", "/v1/orders", None, &ts.to_string(), NONCE, b"{}").unwrap();
+        (headers("shop-app", &ts.to_string(), NONCE, &sig), sig)
+    }
+
+    #[test]
+    fn rotated_secret_and_current_secret_both_verify() {
+        let v = verifier();
+        for secret in ["old-secret", SECRET] {
+            let (h, _) = signed_headers(secret, 1_700_000_000);
+            let s = v.verify_headers(&h, at(1_700_000_000)).unwrap();
+            assert_eq!(v.verify_body(&s, "POST", "/v1/orders", None, b"{}"), Ok(()));
+        }
+    }
+
+    #[test]
+    fn secret_of_another_key_is_a_mismatch() {
+        let v = verifier();
+        let (h, _) = signed_headers("partner-secret", 1_700_000_000);
+        let s = v.verify_headers(&h, at(1_700_000_000)).unwrap();
+        let e = v.verify_body(&s, "POST", "/v1/orders", None, b"{}").unwrap_err();
+        assert_eq!((e.code(), e.status(), e.reason()), ("SIGNATURE_MISMATCH", 401, "signature_mismatch"));
+    }
+
+    #[test]
+    fn tampered_body_path_or_query_is_a_mismatch() {
+        let v = verifier();
+        let (h, _) = signed_headers(SECRET, 1_700_000_000);
+        let s = v.verify_headers(&h, at(1_700_000_000)).unwrap();
+        assert!(v.verify_body(&s, "POST", "/v1/orders", None, b"{ }").is_err());
+        assert!(v.verify_body(&s, "POST", "/v1/orders/", None, b"{}").is_err());
+        assert!(v.verify_body(&s, "POST", "/v1/orders", Some("x=1"), b"{}").is_err());
+        assert!(v.verify_body(&s, "PUT", "/v1/orders", None, b"{}").is_err());
+    }
+
+    #[test]
+    fn bad_base64_signature_is_a_mismatch() {
+        let v = verifier();
+        let h = headers("shop-app", "1700000000", NONCE, "not*base64");
+        let s = v.verify_headers(&h, at(1_700_000_000)).unwrap();
+        assert_eq!(v.verify_body(&s, "POST", "/", None, b""), Err(SignatureFailure::SignatureMismatch));
+    }
+
+    #[test]
+    fn invalid_query_encoding_fails_as_signature_mismatch() {
+        let v = verifier();
+        let (h, _) = signed_headers(SECRET, 1_700_000_000);
+        let s = v.verify_headers(&h, at(1_700_000_000)).unwrap();
+        let e = v.verify_body(&s, "POST", "/v1/orders", Some("a=%zz"), b"{}").unwrap_err();
+        assert_eq!((e.code(), e.reason()), ("SIGNATURE_MISMATCH", "malformed_query"));
+    }
+
+    #[test]
+    fn missing_header_is_missing_credentials() {
+        let v = verifier();
+        for name in ["x-pg-key", "x-pg-timestamp", "x-pg-nonce", "x-pg-signature"] {
+            let (mut h, _) = signed_headers(SECRET, 1_700_000_000);
+            h.remove(name);
+            let e = v.verify_headers(&h, at(1_700_000_000)).unwrap_err();
+            assert_eq!((e.code(), e.status(), e.reason()), ("MISSING_CREDENTIALS", 401, "missing_header"), "{name}");
+        }
+    }
+
+    #[test]
+    fn duplicate_header_is_rejected_with_clear_detail() {
+        let v = verifier();
+        let (mut h, _) = signed_headers(SECRET, 1_700_000_000);
+        h.append("x-pg-nonce", "another-nonce-1234567".parse().unwrap());
+        let e = v.verify_headers(&h, at(1_700_000_000)).unwrap_err();
+        assert_eq!(e.code(), "MISSING_CREDENTIALS");
+        assert_eq!(e.reason(), "duplicate_header");
+        assert_eq!(e.to_string(), "header x-pg-nonce must appear exactly once");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_without_echoing_it() {
+        let v = verifier();
+        let h = headers("who-is-this", "1700000000", NONCE, "AAAA");
+        let e = v.verify_headers(&h, at(1_700_000_000)).unwrap_err();
+        assert_eq!((e.code(), e.status()), ("UNKNOWN_KEY", 401));
+        assert!(!e.to_string().contains("who-is-this"));
+    }
+
+    #[test]
+    fn nonce_syntax_is_checked() {
+        let v = verifier();
+        for bad in ["short", "has space 0123456789", "x".repeat(65).as_str(), "ünicode-0123456789"] {
+            let h = headers("shop-app", "1700000000", "placeholder-nonce-1", "AAAA");
+            let mut h = h;
+            match bad.parse() {
+                Ok(val) => {
+                    h.insert("x-pg-nonce", val);
+                }
+                Err(_) => continue,
+            }
+            let e = v.verify_headers(&h, at(1_700_000_000)).unwrap_err();
+            assert!(matches!(e.reason(), "malformed_nonce" | "malformed_header"), "{bad}: {e}");
+            assert_eq!(e.code(), "MISSING_CREDENTIALS");
+        }
+        assert!(valid_nonce(&"a".repeat(16)) && valid_nonce(&"Z_-9".repeat(16)));
+    }
+
+    #[test]
+    fn timestamp_window_edges_with_pinned_clock() {
+        use crate::clock::{Clock, ManualClock};
+        let v = verifier();
+        let ts = 1_700_000_000;
+        let h = headers("shop-app", &ts.to_string(), NONCE, "AAAA");
+        let clock = ManualClock::at_unix(ts + 300);
+        assert!(v.verify_headers(&h, clock.now()).is_ok());
+        // 300.999 s is still inside: whole seconds are compared.
+        clock.advance_millis(999);
+        assert!(v.verify_headers(&h, clock.now()).is_ok());
+        assert!(v.verify_headers(&h, at(ts - 300)).is_ok());
+        clock.advance_millis(1);
+        let late = v.verify_headers(&h, clock.now()).unwrap_err();
+        assert_eq!(late, SignatureFailure::TimestampOutOfWindow { skew_seconds: 301, window_seconds: 300 });
+        assert_eq!((late.code(), late.status()), ("TIMESTAMP_OUT_OF_WINDOW", 401));
+        let early = v.verify_headers(&h, at(ts - 301)).unwrap_err();
+        assert_eq!(early.reason(), "timestamp_out_of_window");
+    }
+
+    #[test]
+    fn non_decimal_timestamp_is_out_of_window() {
+        let v = verifier();
+        for ts in ["-1700000000", "1700000000.5", "+1700000000", "0x10", "99999999999999999999"] {
+            let h = headers("shop-app", ts, NONCE, "AAAA");
+            let e = v.verify_headers(&h, at(1_700_000_000)).unwrap_err();
+            assert_eq!((e.code(), e.reason()), ("TIMESTAMP_OUT_OF_WINDOW", "malformed_timestamp"), "{ts}");
+        }
+    }
+
+    #[test]
+    fn body_over_cap_is_413() {
+        let v = verifier();
+        let (h, _) = signed_headers(SECRET, 1_700_000_000);
+        let s = v.verify_headers(&h, at(1_700_000_000)).unwrap();
+        let e = v.verify_body(&s, "POST", "/v1/orders", None, &[b'x'; 4097]).unwrap_err();
+        assert_eq!((e.code(), e.status()), ("BODY_TOO_LARGE", 413));
+    }
+
+    #[test]
+    fn failures_never_contain_secrets_or_expected_signature() {
+        let v = verifier();
+        let (h, good_sig) = signed_headers(SECRET, 1_700_000_000);
+        let s = v.verify_headers(&h, at(1_700_000_000)).unwrap();
+        let e = v.verify_body(&s, "POST", "/v1/orders", None, b"tampered").unwrap_err();
+        let text = format!("{e} {e:?}");
+        assert!(!text.contains(SECRET) && !text.contains(&good_sig));
+        assert!(!format!("{v:?}").contains(SECRET));
+    }
+
+    #[test]
+    fn renamed_headers_are_used() {
+        let cfg = SignatureConfig {
+            keys: vec![AccessKeyConfig { id: "k".into(), secrets: vec![SecretRef::new("s")] }],
+            window: DEFAULT_WINDOW,
+            headers: SignatureHeaderNames { key: "X-Ca-Key".into(), ..Default::default() },
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        };
+        let v = cfg.build().unwrap();
+        let mut h = headers("k", "1700000000", NONCE, "AAAA");
+        h.remove("x-pg-key");
+        h.insert("x-ca-key", "k".parse().unwrap());
+        assert!(v.verify_headers(&h, at(1_700_000_000)).is_ok());
+    }
+
+    #[test]
+    fn build_reports_every_issue_with_its_path() {
+        let cfg = SignatureConfig {
+            keys: vec![
+                AccessKeyConfig { id: "a b".into(), secrets: vec![] },
+                AccessKeyConfig { id: "k".into(), secrets: vec![SecretRef::new("env:PG_GUARD_TEST_UNSET_VAR")] },
+                AccessKeyConfig { id: "k".into(), secrets: vec![SecretRef::new("x")] },
+            ],
+            window: Duration::ZERO,
+            headers: SignatureHeaderNames { nonce: "X-PG-Key".into(), ..Default::default() },
+            max_body_bytes: 0,
+        };
+        let paths: Vec<String> = cfg.build().unwrap_err().into_iter().map(|i| i.path).collect();
+        for p in [
+            "keys[0].id",
+            "keys[0].secrets",
+            "keys[1].secrets[0]",
+            "keys[2].id",
+            "window",
+            "max_body_bytes",
+            "headers.nonce",
+        ] {
+            assert!(paths.iter().any(|x| x == p), "{p} not in {paths:?}");
+        }
+    }
+
+    #[test]
+    fn yaml_shape_with_defaults() {
+        let cfg: SignatureConfig =
+            serde_yaml_ng::from_str("keys:\n  - id: shop-app\n    secrets: [\"env:X\"]\n").unwrap();
+        assert_eq!(cfg.window, DEFAULT_WINDOW);
+        assert_eq!(cfg.headers, SignatureHeaderNames::default());
+        assert_eq!(cfg.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        let cfg: SignatureConfig =
+            serde_yaml_ng::from_str("keys: []\nwindow: 5m\nheaders: {signature: X-Sig}\nmax_body_bytes: 10").unwrap();
+        assert_eq!(cfg.window, Duration::from_secs(300));
+        assert_eq!(cfg.headers.signature, "X-Sig");
+        assert!(serde_yaml_ng::from_str::<SignatureConfig>("keys: []\nbogus: 1").is_err());
+    }
+
+    #[test]
+    fn generated_nonces_are_valid_and_distinct() {
+        let (a, b) = (new_nonce(), new_nonce());
+        assert!(valid_nonce(&a) && valid_nonce(&b) && a != b);
+        assert_eq!(verifier().header_names()[3].as_str(), "x-pg-signature");
+    }
+
+    #[test]
+    fn nonce_key_and_ttl() {
+        assert_eq!(nonce_key("shop-app", NONCE), "nonce:shop-app:n0nce-0123456789abcdef");
+        assert_eq!(verifier().nonce_ttl(), Duration::from_secs(600));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn canonical_query_is_idempotent_and_never_panics(raw in "[a-zA-Z0-9%&=+ ~._\\-\\x{e9}\\x{4f60}]{0,40}") {
+            if let Ok(c) = canonical_query(&raw) {
+                proptest::prop_assert_eq!(canonical_query(&c).unwrap(), c);
+            }
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! What the guard decided: forward (with extra headers) or answer with a problem (RFC 9457),
+//! plus one record per rule for metrics and logs (product.md §5, §8).
+
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue, StatusCode};
+
+use super::signature::SignatureFailure;
+use super::Mode;
+
+/// Content type of every problem body payguard writes.
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+/// A client-side rejection (`application/problem+json`, product.md §5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// HTTP status.
+    pub status: u16,
+    /// Stable machine-readable code (`RATE_LIMITED`, ...).
+    pub code: &'static str,
+    /// Short summary: the status's reason phrase.
+    pub title: &'static str,
+    /// Human-readable explanation; never contains secrets or expected signatures.
+    pub detail: String,
+    /// The rule that fired (config name or a fixed name such as `nonce`).
+    pub rule: Option<String>,
+    /// Extra response headers (`Retry-After`, `RateLimit-Policy`, `X-PG-Challenge`, ...).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Problem {
+    /// A problem with the status's reason phrase as title.
+    pub fn new(status: u16, code: &'static str, detail: impl Into<String>) -> Self {
+        let title = StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error");
+        Self { status, code, title, detail: detail.into(), rule: None, headers: Vec::new() }
+    }
+
+    /// Names the rule that fired.
+    pub fn with_rule(mut self, rule: impl Into<String>) -> Self {
+        self.rule = Some(rule.into());
+        self
+    }
+
+    /// Adds a response header (values that are not valid header text are dropped).
+    pub fn with_header(mut self, name: HeaderName, value: &str) -> Self {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            self.headers.push((name, v));
+        }
+        self
+    }
+
+    /// The JSON body: `{"title","status","code","detail","rule"}`.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut body = serde_json::json!({
+            "title": self.title,
+            "status": self.status,
+            "code": self.code,
+            "detail": self.detail,
+        });
+        if let (Some(rule), Some(obj)) = (&self.rule, body.as_object_mut()) {
+            obj.insert("rule".into(), serde_json::Value::String(rule.clone()));
+        }
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+impl From<&SignatureFailure> for Problem {
+    fn from(f: &SignatureFailure) -> Self {
+        Problem::new(f.status(), f.code(), f.to_string()).with_rule("signature")
+    }
+}
+
+/// Which family a decision record belongs to (a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleKind {
+    /// Static or dynamic IP rules.
+    Ip,
+    /// The per-process pre-limiter.
+    LocalPrelimit,
+    /// Signature and nonce checks.
+    Signature,
+    /// A rate rule.
+    Rate,
+    /// An order rule.
+    Order,
+}
+
+impl RuleKind {
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ip => "ip",
+            Self::LocalPrelimit => "local_prelimit",
+            Self::Signature => "signature",
+            Self::Rate => "rate",
+            Self::Order => "order",
+        }
+    }
+}
+
+/// What one rule decided (a metric label; in shadow mode, what it would have done).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Within limits.
+    Allow,
+    /// Over the limit / denied.
+    Reject,
+    /// An order tier asks for a challenge.
+    Challenge,
+    /// An order tier tags the request.
+    Tag,
+    /// The identity the rule keys on was absent and `on_missing_key: reject`.
+    MissingKey,
+    /// The identity was absent and `on_missing_key: skip`.
+    Skipped,
+    /// The store failed and the rule's policy let the request through.
+    StoreErrorAllow,
+    /// The store failed and the rule's policy refused the request.
+    StoreErrorDeny,
+}
+
+impl Decision {
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Reject => "reject",
+            Self::Challenge => "challenge",
+            Self::Tag => "tag",
+            Self::MissingKey => "missing_key",
+            Self::Skipped => "skipped",
+            Self::StoreErrorAllow => "store_error_allow",
+            Self::StoreErrorDeny => "store_error_deny",
+        }
+    }
+}
+
+/// One rule's decision, for `payguard_rule_decisions_total{kind,rule,decision,mode}` and logs.
+/// Every field comes from config names or fixed enums (bounded cardinality, §8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleDecision {
+    /// Rule family.
+    pub kind: RuleKind,
+    /// Rule name from config, or a fixed name (`nonce`, `dynamic_deny`, `ip_deny`, ...).
+    pub rule: Arc<str>,
+    /// What it decided.
+    pub decision: Decision,
+    /// Enforce or shadow.
+    pub mode: Mode,
+}
+
+impl RuleDecision {
+    /// A decision record.
+    pub fn new(kind: RuleKind, rule: impl Into<Arc<str>>, decision: Decision, mode: Mode) -> Self {
+        Self { kind, rule: rule.into(), decision, mode }
+    }
+}
+
+/// What to do with the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Forward upstream.
+    Allow {
+        /// Headers to add to the upstream request (`X-PG-Risk`).
+        extra_request_headers: Vec<(HeaderName, HeaderValue)>,
+        /// Headers to add to the response to the client (`RateLimit-Policy`, `RateLimit`).
+        response_headers: Vec<(HeaderName, HeaderValue)>,
+    },
+    /// Answer the client with this problem; do not forward.
+    Reject(Problem),
+}
+
+/// The guard's verdict on one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Forward or reject.
+    pub action: Action,
+    /// Every rule decision made on the way (shadow ones included).
+    pub decisions: Vec<RuleDecision>,
+}
+
+impl Verdict {
+    /// Forward without extra headers.
+    pub fn allow(decisions: Vec<RuleDecision>) -> Self {
+        Self { action: Action::Allow { extra_request_headers: Vec::new(), response_headers: Vec::new() }, decisions }
+    }
+
+    /// Reject with `problem`.
+    pub fn reject(problem: Problem, decisions: Vec<RuleDecision>) -> Self {
+        Self { action: Action::Reject(problem), decisions }
+    }
+
+    /// The problem, when rejected.
+    pub fn problem(&self) -> Option<&Problem> {
+        match &self.action {
+            Action::Reject(p) => Some(p),
+            Action::Allow { .. } => None,
+        }
+    }
+
+    /// Whether the request is forwarded.
+    pub fn is_allow(&self) -> bool {
+        matches!(self.action, Action::Allow { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_json_names_code_status_and_rule() {
+        let p = Problem::new(429, "RATE_LIMITED", "slow down").with_rule("orders-per-ip");
+        let v: serde_json::Value = serde_json::from_slice(&p.to_json()).unwrap();
+        assert_eq!(v["title"], "Too Many Requests");
+        assert_eq!(v["status"], 429);
+        assert_eq!(v["code"], "RATE_LIMITED");
+        assert_eq!(v["rule"], "orders-per-ip");
+        assert_eq!(v["detail"], "slow down");
+    }
+
+    #[test]
+    fn signature_failure_maps_to_its_status_and_code() {
+        let p = Problem::from(&SignatureFailure::BodyTooLarge { limit: 10 });
+        assert_eq!((p.status, p.code, p.title), (413, "BODY_TOO_LARGE", "Payload Too Large"));
+        let p = Problem::from(&SignatureFailure::UnknownKey);
+        assert_eq!((p.status, p.code, p.title), (401, "UNKNOWN_KEY", "Unauthorized"));
+    }
+}
