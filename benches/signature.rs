@@ -16,12 +16,17 @@ use payguard::guard::signature::{
 const QUERY: &str = "page=2&sort=created_at&filter=%E4%BD%A0%E5%A5%BD&tag=a+b&tag=c&empty=&flag";
 
 fn canonicalization(c: &mut Criterion) {
-    c.bench_function("canonical_query/7_params", |b| b.iter(|| canonical_query(black_box(QUERY))));
+    c.bench_function("canonical_query/7_params", |b| {
+        b.iter(|| canonical_query(black_box(QUERY)))
+    });
 }
 
 fn full_verify(c: &mut Criterion) {
     let verifier = SignatureConfig {
-        keys: vec![AccessKeyConfig { id: "shop-app".into(), secrets: vec![SecretRef::new("bench-secret-value")] }],
+        keys: vec![AccessKeyConfig {
+            id: "shop-app".into(),
+            secrets: vec![SecretRef::new("bench-secret-value")],
+        }],
         window: std::time::Duration::from_secs(300),
         headers: SignatureHeaderNames::default(),
         max_body_bytes: 1024 * 1024,
@@ -31,8 +36,16 @@ fn full_verify(c: &mut Criterion) {
     let body = vec![b'x'; 1024];
     let ts = "1700000000";
     let nonce = "bench-nonce-0123456789";
-    let sig = sign_request(b"bench-secret-value", "POST", "/v1/orders", Some(QUERY), ts, nonce, &body)
-        .expect("query is valid");
+    let sig = sign_request(
+        b"bench-secret-value",
+        "POST",
+        "/v1/orders",
+        Some(QUERY),
+        ts,
+        nonce,
+        &body,
+    )
+    .expect("query is valid");
     let mut headers = HeaderMap::new();
     headers.insert("x-pg-key", "shop-app".parse().expect("valid"));
     headers.insert("x-pg-timestamp", ts.parse().expect("valid"));
@@ -41,7 +54,9 @@ fn full_verify(c: &mut Criterion) {
     let now = Timestamp::from_second(1_700_000_010).expect("valid");
     c.bench_function("verify/1KiB_body", |b| {
         b.iter(|| {
-            let signed = verifier.verify_headers(black_box(&headers), now).expect("headers verify");
+            let signed = verifier
+                .verify_headers(black_box(&headers), now)
+                .expect("headers verify");
             verifier
                 .verify_body(&signed, "POST", "/v1/orders", Some(QUERY), black_box(&body))
                 .expect("signature verifies")

@@ -65,6 +65,46 @@ fn json(status: StatusCode, body: serde_json::Value) -> Response<Vec<u8>> {
         .unwrap_or_default()
 }
 
+/// Body of `POST /admin/deny`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DenyRequest {
+    ip: String,
+    ttl: String,
+}
+
+fn store_error(e: crate::store::StoreError) -> Response<Vec<u8>> {
+    json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        serde_json::json!({"error": e.to_string()}),
+    )
+}
+
+/// Reads an admin request body of at most 4 KiB.
+async fn read_small_body(session: &mut ServerSession) -> Result<Vec<u8>, Response<Vec<u8>>> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                body.extend_from_slice(&chunk);
+                if body.len() > 4096 {
+                    return Err(json(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        serde_json::json!({"error": "body too large"}),
+                    ));
+                }
+            }
+            Ok(None) => return Ok(body),
+            Err(_) => {
+                return Err(json(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({"error": "cannot read body"}),
+                ))
+            }
+        }
+    }
+}
+
 fn text(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     Response::builder()
         .status(status)
@@ -120,7 +160,91 @@ impl ServeHttp for AdminApp {
                     ),
                 }
             }
-            (_, "/healthz" | "/readyz" | "/metrics" | "/admin/reload") => json(
+            ("GET", "/admin/deny") => {
+                if let Err(resp) = self.authorized(session) {
+                    return resp;
+                }
+                match self.state.store.set_members(crate::guard::ip::dynamic_deny_set()).await {
+                    Ok(members) => {
+                        let entries: Vec<_> = members
+                            .iter()
+                            .map(|(ip, ttl)| serde_json::json!({"ip": ip, "ttl_seconds": ttl.as_secs()}))
+                            .collect();
+                        json(StatusCode::OK, serde_json::json!({ "entries": entries }))
+                    }
+                    Err(e) => store_error(e),
+                }
+            }
+            ("POST", "/admin/deny") => {
+                if let Err(resp) = self.authorized(session) {
+                    return resp;
+                }
+                let body = match read_small_body(session).await {
+                    Ok(b) => b,
+                    Err(resp) => return resp,
+                };
+                let req: DenyRequest = match serde_json::from_slice(&body) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let msg = format!("expected {{\"ip\": \"203.0.113.7\", \"ttl\": \"10m\"}}: {e}");
+                        return json(StatusCode::BAD_REQUEST, serde_json::json!({ "error": msg }));
+                    }
+                };
+                let Ok(ip) = req.ip.parse::<std::net::IpAddr>() else {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        serde_json::json!({"error": "`ip` is not an IP address"}),
+                    );
+                };
+                let ttl = match humantime::parse_duration(&req.ttl) {
+                    Ok(d) if !d.is_zero() && d <= Duration::from_secs(366 * 24 * 3600) => d,
+                    _ => {
+                        let msg = "`ttl` must be a duration such as 10m, up to 366d";
+                        return json(StatusCode::BAD_REQUEST, serde_json::json!({ "error": msg }));
+                    }
+                };
+                let member = crate::guard::ip::dynamic_deny_member(ip);
+                match self
+                    .state
+                    .store
+                    .set_add(crate::guard::ip::dynamic_deny_set(), &member, ttl)
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::info!(ip = %member, ttl_seconds = ttl.as_secs(), "dynamic deny entry added");
+                        json(
+                            StatusCode::OK,
+                            serde_json::json!({"ip": member, "ttl_seconds": ttl.as_secs()}),
+                        )
+                    }
+                    Err(e) => store_error(e),
+                }
+            }
+            ("DELETE", p) if p.starts_with("/admin/deny/") => {
+                if let Err(resp) = self.authorized(session) {
+                    return resp;
+                }
+                let Ok(ip) = p["/admin/deny/".len()..].parse::<std::net::IpAddr>() else {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        serde_json::json!({"error": "not an IP address"}),
+                    );
+                };
+                let member = crate::guard::ip::dynamic_deny_member(ip);
+                match self
+                    .state
+                    .store
+                    .set_remove(crate::guard::ip::dynamic_deny_set(), &member)
+                    .await
+                {
+                    Ok(removed) => {
+                        tracing::info!(ip = %member, removed, "dynamic deny entry removed");
+                        json(StatusCode::OK, serde_json::json!({"ip": member, "removed": removed}))
+                    }
+                    Err(e) => store_error(e),
+                }
+            }
+            (_, "/healthz" | "/readyz" | "/metrics" | "/admin/reload" | "/admin/deny") => json(
                 StatusCode::METHOD_NOT_ALLOWED,
                 serde_json::json!({"error": "method not allowed"}),
             ),

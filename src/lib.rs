@@ -14,6 +14,7 @@ pub mod demo;
 pub mod guard;
 pub mod metrics;
 pub mod notify;
+pub mod problem;
 pub mod proxy;
 pub mod server;
 pub mod state;

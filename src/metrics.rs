@@ -26,6 +26,10 @@ pub struct Metrics {
     pub store_duration: HistogramVec,
     /// Store errors by backend and operation.
     pub store_errors: IntCounterVec,
+    /// Guard rule decisions by rule kind, rule, decision and mode (shadow included).
+    pub rule_decisions: IntCounterVec,
+    /// Signature failures by reason.
+    pub signature_failures: IntCounterVec,
     /// Notifications by route, channel and outcome.
     pub notifications: IntCounterVec,
     /// Backend latency of forwarded notifications, by route.
@@ -96,7 +100,19 @@ impl Metrics {
             "Backend latency of forwarded notifications.",
             &["route"],
         );
+        let rule_decisions = counter(
+            "rule_decisions_total",
+            "Guard decisions by rule kind, rule, decision and mode.",
+            &["kind", "rule", "decision", "mode"],
+        );
+        let signature_failures = counter(
+            "signature_failures_total",
+            "Client signature failures by reason.",
+            &["reason"],
+        );
         Self {
+            rule_decisions,
+            signature_failures,
             notifications,
             notify_backend_duration,
             registry,

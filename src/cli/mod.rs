@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod sign;
+
 /// payguard: payment-security sidecar.
 #[derive(Debug, Parser)]
 #[command(
@@ -33,6 +35,8 @@ enum Command {
     },
     /// Print the JSON Schema of the configuration file.
     Schema,
+    /// Compute the client signature headers (PG-HMAC-SHA256) for a request.
+    Sign(sign::SignArgs),
     /// Run payguard on loopback with the embedded store and a built-in demo backend, send
     /// requests through it and show what happened.
     Demo {
@@ -57,6 +61,13 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Check { config } => check(&config),
+        Command::Sign(args) => match sign::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("payguard sign: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Demo { config, once } => match crate::demo::run(&config, once) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

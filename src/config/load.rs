@@ -27,6 +27,21 @@ impl ConfigIssue {
     }
 }
 
+impl ConfigIssue {
+    /// The same issue under a parent key (`prefix.path`).
+    pub fn under(self, prefix: &str) -> Self {
+        let path = if self.path.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{prefix}.{}", self.path)
+        };
+        Self {
+            path,
+            message: self.message,
+        }
+    }
+}
+
 impl fmt::Display for ConfigIssue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.path, self.message)
@@ -153,7 +168,29 @@ fn build(file: &FileConfig) -> Result<Config, ConfigIssues> {
             .map(|(p, m)| ConfigIssue::new(format!("store.{p}"), m)),
     );
 
-    let routes = match RouteTable::compile(&file.routes, file.default_action) {
+    let guard = match &file.guard {
+        Some(g) => match g.build() {
+            Ok(built) => Some(std::sync::Arc::new(built)),
+            Err(e) => {
+                issues.extend(e.into_iter().map(|i| i.under("guard")));
+                None
+            }
+        },
+        None => None,
+    };
+    if let Some(g) = &file.guard {
+        let names: std::collections::HashSet<&str> = file.routes.iter().map(|r| r.name.as_str()).collect();
+        for (path, route) in g.referenced_routes() {
+            if !names.contains(route.as_str()) {
+                issues.push(ConfigIssue::new(
+                    format!("guard.{path}"),
+                    format!("no route is named `{route}`"),
+                ));
+            }
+        }
+    }
+
+    let routes = match RouteTable::compile(&file.routes, file.default_action, file.guard.is_some()) {
         Ok(table) => Some(table),
         Err(route_issues) => {
             issues.extend(route_issues);
@@ -189,6 +226,7 @@ fn build(file: &FileConfig) -> Result<Config, ConfigIssues> {
         log: file.log.clone(),
         reload: file.reload.clone(),
         routes,
+        guard,
     })
 }
 

@@ -36,6 +36,9 @@ pub struct FileConfig {
     /// Reload on file change (SIGHUP always reloads).
     #[serde(default)]
     pub reload: ReloadSection,
+    /// Client API guard: signature, IP, rate and order rules, used by `guard` routes.
+    #[serde(default)]
+    pub guard: Option<crate::guard::GuardConfig>,
     /// Routes, tried in order; the first match selects the policy.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
@@ -300,6 +303,8 @@ pub struct Config {
     pub reload: ReloadSection,
     /// Compiled routes.
     pub routes: crate::proxy::routes::RouteTable,
+    /// The built guard, when a `guard` section is configured.
+    pub guard: Option<std::sync::Arc<crate::guard::Guard>>,
 }
 
 /// Internal upstream settings.

@@ -51,7 +51,12 @@ fn yes() -> bool {
 
 impl Default for IpRulesConfig {
     fn default() -> Self {
-        Self { allow: Vec::new(), deny: Vec::new(), trusted_proxies: Vec::new(), dynamic_deny: true }
+        Self {
+            allow: Vec::new(),
+            deny: Vec::new(),
+            trusted_proxies: Vec::new(),
+            dynamic_deny: true,
+        }
     }
 }
 
@@ -92,7 +97,10 @@ impl IpRulesConfig {
 }
 
 fn longest_match(nets: &[IpNet], ip: IpAddr) -> Option<IpNet> {
-    nets.iter().filter(|n| n.contains(&ip)).max_by_key(|n| n.prefix_len()).copied()
+    nets.iter()
+        .filter(|n| n.contains(&ip))
+        .max_by_key(|n| n.prefix_len())
+        .copied()
 }
 
 /// Maximum `X-Forwarded-For` hops examined; a longer trusted chain is treated like a malformed
@@ -155,8 +163,14 @@ impl IpRules {
         let allow = longest_match(&self.allow, ip);
         match (deny, allow) {
             (Some(d), Some(a)) if a.prefix_len() > d.prefix_len() => IpDecision::Allow,
-            (Some(d), _) => IpDecision::Deny { rule: "ip_deny", net: Some(d) },
-            (None, None) if !self.allow.is_empty() => IpDecision::Deny { rule: "ip_allow", net: None },
+            (Some(d), _) => IpDecision::Deny {
+                rule: "ip_deny",
+                net: Some(d),
+            },
+            (None, None) if !self.allow.is_empty() => IpDecision::Deny {
+                rule: "ip_allow",
+                net: None,
+            },
             _ => IpDecision::Allow,
         }
     }
@@ -171,7 +185,12 @@ fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
     if let Ok(sa) = entry.parse::<SocketAddr>() {
         return Some(sa.ip());
     }
-    entry.strip_prefix('[')?.strip_suffix(']')?.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6)
+    entry
+        .strip_prefix('[')?
+        .strip_suffix(']')?
+        .parse::<std::net::Ipv6Addr>()
+        .ok()
+        .map(IpAddr::V6)
 }
 
 #[cfg(test)]
@@ -217,17 +236,26 @@ mod tests {
     #[test]
     fn malformed_entry_stops_at_last_trusted_hop() {
         let r = rules("trusted_proxies: [10.0.0.0/8]");
-        assert_eq!(r.client_ip(ip("10.0.0.1"), &xff(&["1.1.1.1, unknown, 10.0.0.2"])), ip("10.0.0.2"));
+        assert_eq!(
+            r.client_ip(ip("10.0.0.1"), &xff(&["1.1.1.1, unknown, 10.0.0.2"])),
+            ip("10.0.0.2")
+        );
         assert_eq!(r.client_ip(ip("10.0.0.1"), &xff(&["garbage"])), ip("10.0.0.1"));
         assert_eq!(r.client_ip(ip("10.0.0.1"), &HeaderMap::new()), ip("10.0.0.1"));
         // Empty entries are skipped, not treated as addresses.
-        assert_eq!(r.client_ip(ip("10.0.0.1"), &xff(&["198.51.100.7, ,"])), ip("198.51.100.7"));
+        assert_eq!(
+            r.client_ip(ip("10.0.0.1"), &xff(&["198.51.100.7, ,"])),
+            ip("198.51.100.7")
+        );
     }
 
     #[test]
     fn all_trusted_chain_yields_left_most_hop() {
         let r = rules("trusted_proxies: [10.0.0.0/8]");
-        assert_eq!(r.client_ip(ip("10.0.0.1"), &xff(&["10.9.9.9, 10.0.0.2"])), ip("10.9.9.9"));
+        assert_eq!(
+            r.client_ip(ip("10.0.0.1"), &xff(&["10.9.9.9, 10.0.0.2"])),
+            ip("10.9.9.9")
+        );
     }
 
     #[test]
@@ -238,7 +266,10 @@ mod tests {
         let h = xff(&["198.51.100.7:5555"]);
         assert_eq!(r.client_ip(ip("fd00::1"), &h), ip("198.51.100.7"));
         // IPv4-mapped IPv6 peers are matched against IPv4 networks.
-        assert_eq!(r.client_ip(ip("::ffff:10.0.0.1"), &xff(&["2001:db8::9"])), ip("2001:db8::9"));
+        assert_eq!(
+            r.client_ip(ip("::ffff:10.0.0.1"), &xff(&["2001:db8::9"])),
+            ip("2001:db8::9")
+        );
     }
 
     #[test]
@@ -254,11 +285,23 @@ mod tests {
         assert_eq!(r.decide(ip("10.1.2.3")), IpDecision::Allow);
         assert_eq!(
             r.decide(ip("10.9.9.9")),
-            IpDecision::Deny { rule: "ip_deny", net: Some("10.0.0.0/8".parse().unwrap()) }
+            IpDecision::Deny {
+                rule: "ip_deny",
+                net: Some("10.0.0.0/8".parse().unwrap())
+            }
         );
         assert_eq!(r.decide(ip("192.0.2.5")), IpDecision::Allow);
-        assert_eq!(r.decide(ip("203.0.113.1")), IpDecision::Deny { rule: "ip_allow", net: None });
-        assert!(matches!(r.decide(ip("2001:db8::1")), IpDecision::Deny { rule: "ip_deny", .. }));
+        assert_eq!(
+            r.decide(ip("203.0.113.1")),
+            IpDecision::Deny {
+                rule: "ip_allow",
+                net: None
+            }
+        );
+        assert!(matches!(
+            r.decide(ip("2001:db8::1")),
+            IpDecision::Deny { rule: "ip_deny", .. }
+        ));
         assert_eq!(rules("{}").decide(ip("203.0.113.1")), IpDecision::Allow);
     }
 

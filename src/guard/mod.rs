@@ -36,27 +36,7 @@ use request::{KeyPart, RequestFacts, RequestView};
 use signature::{SignatureConfig, SignatureFailure, SignatureVerifier, SignedHeaders};
 pub use verdict::{Action, Decision, Problem, RuleDecision, RuleKind, Verdict};
 
-/// A configuration problem: where (key path relative to the section being built) and what.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigIssue {
-    /// Key path, e.g. `rate_rules[2].bucket.capacity`.
-    pub path: String,
-    /// What is wrong (never contains a secret value).
-    pub message: String,
-}
-
-impl ConfigIssue {
-    /// An issue at `path`.
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into() }
-    }
-
-    /// The same issue under a parent key (`prefix.path`).
-    pub fn under(self, prefix: &str) -> Self {
-        let path = if self.path.is_empty() { prefix.to_string() } else { format!("{prefix}.{}", self.path) };
-        Self { path, message: self.message }
-    }
-}
+pub use crate::config::ConfigIssue;
 
 /// `enforce` blocks; `shadow` decides, logs and counts but never blocks (product.md §3).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
@@ -120,11 +100,18 @@ pub(crate) fn rule_issues(name: &str, matches: &request::RequestMatch) -> Vec<Co
     let mut issues = Vec::new();
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     if !ok {
         issues.push(ConfigIssue::new("name", "must be 1-64 characters of A-Z a-z 0-9 _ . -"));
     }
-    issues.extend(matches.issues().into_iter().map(|(p, m)| ConfigIssue::new(format!("match.{p}"), m)));
+    issues.extend(
+        matches
+            .issues()
+            .into_iter()
+            .map(|(p, m)| ConfigIssue::new(format!("match.{p}"), m)),
+    );
     issues
 }
 
@@ -229,16 +216,45 @@ pub struct GuardConfig {
 }
 
 impl GuardConfig {
+    /// Route names the rules refer to, with the key path of each reference (for validation
+    /// against the route table).
+    pub fn referenced_routes(&self) -> Vec<(String, String)> {
+        let rate = self
+            .rate_rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (format!("rate_rules[{i}]"), &r.matches));
+        let order = self
+            .order_rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (format!("order_rules[{i}]"), &r.matches));
+        rate.chain(order)
+            .flat_map(|(at, m)| {
+                m.routes
+                    .iter()
+                    .enumerate()
+                    .map(move |(j, name)| (format!("{at}.match.routes[{j}]"), name.clone()))
+            })
+            .collect()
+    }
+
     /// Resolves secrets and validates everything; issue paths are relative to this section.
     pub fn build(&self) -> Result<Guard, Vec<ConfigIssue>> {
         let mut issues = Vec::new();
-        let signature = self.signature.as_ref().and_then(|s| collect_issues(&mut issues, "signature", s.build()));
+        let signature = self
+            .signature
+            .as_ref()
+            .and_then(|s| collect_issues(&mut issues, "signature", s.build()));
         let mut names = HashSet::new();
         let mut rate = Vec::new();
         for (i, r) in self.rate_rules.iter().enumerate() {
             let at = format!("rate_rules[{i}]");
             if !names.insert(r.name.as_str()) {
-                issues.push(ConfigIssue::new(format!("{at}.name"), format!("duplicate rule name `{}`", r.name)));
+                issues.push(ConfigIssue::new(
+                    format!("{at}.name"),
+                    format!("duplicate rule name `{}`", r.name),
+                ));
             }
             rate.extend(collect_issues(&mut issues, &at, r.build()).map(Arc::new));
         }
@@ -246,7 +262,10 @@ impl GuardConfig {
         for (i, r) in self.order_rules.iter().enumerate() {
             let at = format!("order_rules[{i}]");
             if !names.insert(r.name.as_str()) {
-                issues.push(ConfigIssue::new(format!("{at}.name"), format!("duplicate rule name `{}`", r.name)));
+                issues.push(ConfigIssue::new(
+                    format!("{at}.name"),
+                    format!("duplicate rule name `{}`", r.name),
+                ));
             }
             order.extend(collect_issues(&mut issues, &at, r.build()).map(Arc::new));
         }
@@ -269,12 +288,20 @@ impl GuardConfig {
                 }
             }
         }
-        let prelimit =
-            self.local_prelimit.as_ref().and_then(|p| collect_issues(&mut issues, "local_prelimit", p.build()));
+        let prelimit = self
+            .local_prelimit
+            .as_ref()
+            .and_then(|p| collect_issues(&mut issues, "local_prelimit", p.build()));
         if !issues.is_empty() {
             return Err(issues);
         }
-        Ok(Guard { signature, ip: self.ip.build(), rate, order, prelimit })
+        Ok(Guard {
+            signature,
+            ip: self.ip.build(),
+            rate,
+            order,
+            prelimit,
+        })
     }
 }
 
@@ -307,18 +334,25 @@ impl Guard {
     /// Whether the body must be buffered (signature hash or a `body:` key).
     pub fn needs_body(&self) -> bool {
         self.signature.is_some()
-            || self.rate.iter().any(|r| r.key.iter().any(|k| matches!(k, KeyPart::Body(_))))
+            || self
+                .rate
+                .iter()
+                .any(|r| r.key.iter().any(|k| matches!(k, KeyPart::Body(_))))
             || self.order.iter().any(|r| matches!(r.user, KeyPart::Body(_)))
     }
 
     /// Most body bytes to buffer; beyond it answer [`Guard::body_too_large`].
     pub fn max_body_bytes(&self) -> u64 {
-        self.signature.as_ref().map_or(signature::DEFAULT_MAX_BODY_BYTES, |s| s.max_body_bytes())
+        self.signature
+            .as_ref()
+            .map_or(signature::DEFAULT_MAX_BODY_BYTES, |s| s.max_body_bytes())
     }
 
     /// The 413 answer for a body over [`Guard::max_body_bytes`].
     pub fn body_too_large(&self) -> Verdict {
-        self.signature_rejection(&SignatureFailure::BodyTooLarge { limit: self.max_body_bytes() })
+        self.signature_rejection(&SignatureFailure::BodyTooLarge {
+            limit: self.max_body_bytes(),
+        })
     }
 
     /// The local pre-limiter's verdict: `None` to continue, `Some(reject)` when over the limit.
@@ -327,7 +361,12 @@ impl Guard {
         if l.check(client_ip) {
             return None;
         }
-        let d = RuleDecision::new(RuleKind::LocalPrelimit, rate::LOCAL_PRELIMIT_RULE, Decision::Reject, Mode::Enforce);
+        let d = RuleDecision::new(
+            RuleKind::LocalPrelimit,
+            rate::LOCAL_PRELIMIT_RULE,
+            Decision::Reject,
+            Mode::Enforce,
+        );
         Some(Verdict::reject(l.rejection(), vec![d]))
     }
 
@@ -346,7 +385,12 @@ impl Guard {
     pub fn signature_rejection(&self, failure: &SignatureFailure) -> Verdict {
         Verdict::reject(
             Problem::from(failure),
-            vec![RuleDecision::new(RuleKind::Signature, failure.reason(), Decision::Reject, Mode::Enforce)],
+            vec![RuleDecision::new(
+                RuleKind::Signature,
+                failure.reason(),
+                Decision::Reject,
+                Mode::Enforce,
+            )],
         )
     }
 
@@ -364,7 +408,10 @@ impl Guard {
         let facts = RequestFacts::new(req, signed.map(|s| s.key_id.as_str()), route);
         let mut plan = GuardPlan::default();
         if self.ip.dynamic_deny() {
-            plan.batch.deny = Some((ip::dynamic_deny_set().to_string(), ip::dynamic_deny_member(req.client_ip)));
+            plan.batch.deny = Some((
+                ip::dynamic_deny_set().to_string(),
+                ip::dynamic_deny_member(req.client_ip),
+            ));
         }
         if let (Some(v), Some(s)) = (&self.signature, signed) {
             plan.batch.nonce = Some((signature::nonce_key(&s.key_id, &s.nonce), v.nonce_ttl()));
@@ -375,10 +422,12 @@ impl Guard {
         let mut not_used =
             |kind: RuleKind, name: &Arc<str>, mode: Mode, part: Option<KeyPart>, plan: &mut GuardPlan| {
                 let Some(part) = part else {
-                    plan.early.push(RuleDecision::new(kind, name.clone(), Decision::Skipped, mode));
+                    plan.early
+                        .push(RuleDecision::new(kind, name.clone(), Decision::Skipped, mode));
                     return;
                 };
-                plan.early.push(RuleDecision::new(kind, name.clone(), Decision::MissingKey, mode));
+                plan.early
+                    .push(RuleDecision::new(kind, name.clone(), Decision::MissingKey, mode));
                 if mode == Mode::Enforce && missing.is_none() {
                     let detail = format!("rule `{name}` needs `{part}`, which the request does not carry");
                     missing = Some(Problem::new(400, IDENTITY_MISSING, detail).with_rule(name.to_string()));
@@ -441,14 +490,28 @@ impl GuardPlan {
     pub fn decide(&self, outcome: &GuardOutcome) -> Verdict {
         let mut decisions = self.early.clone();
         if outcome.denied {
-            decisions.push(RuleDecision::new(RuleKind::Ip, DYNAMIC_DENY_RULE, Decision::Reject, Mode::Enforce));
+            decisions.push(RuleDecision::new(
+                RuleKind::Ip,
+                DYNAMIC_DENY_RULE,
+                Decision::Reject,
+                Mode::Enforce,
+            ));
             let p = Problem::new(403, "IP_DENIED", "the client address is blocked").with_rule(DYNAMIC_DENY_RULE);
             return Verdict::reject(p, decisions);
         }
         if outcome.nonce_replayed {
-            decisions.push(RuleDecision::new(RuleKind::Signature, NONCE_RULE, Decision::Reject, Mode::Enforce));
-            let p = Problem::new(409, "NONCE_REPLAYED", "this nonce was already used with this access key")
-                .with_rule(NONCE_RULE);
+            decisions.push(RuleDecision::new(
+                RuleKind::Signature,
+                NONCE_RULE,
+                Decision::Reject,
+                Mode::Enforce,
+            ));
+            let p = Problem::new(
+                409,
+                "NONCE_REPLAYED",
+                "this nonce was already used with this access key",
+            )
+            .with_rule(NONCE_RULE);
             return Verdict::reject(p, decisions);
         }
         if outcome.buckets.len() != self.rate.len() || outcome.counters.len() != self.order.len() {
@@ -467,7 +530,12 @@ impl GuardPlan {
             let count = rule.effective_count(stored);
             let tier = rule.tier_for(count);
             let decision = tier.map_or(Decision::Allow, |t| t.action.decision());
-            decisions.push(RuleDecision::new(RuleKind::Order, rule.name.clone(), decision, rule.mode));
+            decisions.push(RuleDecision::new(
+                RuleKind::Order,
+                rule.name.clone(),
+                decision,
+                rule.mode,
+            ));
             let (Some(tier), Mode::Enforce) = (tier, rule.mode) else {
                 continue;
             };
@@ -498,8 +566,12 @@ impl GuardPlan {
     pub fn on_store_error(&self) -> Verdict {
         let mut decisions = self.early.clone();
         let unavailable = |rule: &str| {
-            Problem::new(503, "STORE_UNAVAILABLE", "a required check could not be completed; retry later")
-                .with_rule(rule.to_string())
+            Problem::new(
+                503,
+                "STORE_UNAVAILABLE",
+                "a required check could not be completed; retry later",
+            )
+            .with_rule(rule.to_string())
         };
         if self.batch.deny.is_some() {
             decisions.push(RuleDecision::new(
@@ -510,7 +582,12 @@ impl GuardPlan {
             ));
         }
         if self.batch.nonce.is_some() {
-            decisions.push(RuleDecision::new(RuleKind::Signature, NONCE_RULE, Decision::StoreErrorDeny, Mode::Enforce));
+            decisions.push(RuleDecision::new(
+                RuleKind::Signature,
+                NONCE_RULE,
+                Decision::StoreErrorDeny,
+                Mode::Enforce,
+            ));
             return Verdict::reject(unavailable(NONCE_RULE), decisions);
         }
         let mut problem = None;
@@ -518,7 +595,11 @@ impl GuardPlan {
             .rate
             .iter()
             .map(|r| (RuleKind::Rate, &r.name, r.mode, r.on_store_error))
-            .chain(self.order.iter().map(|r| (RuleKind::Order, &r.name, r.mode, r.on_store_error)));
+            .chain(
+                self.order
+                    .iter()
+                    .map(|r| (RuleKind::Order, &r.name, r.mode, r.on_store_error)),
+            );
         for (kind, name, mode, policy) in rules {
             let decision = match policy {
                 StoreErrorPolicy::Allow => Decision::StoreErrorAllow,

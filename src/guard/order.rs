@@ -159,9 +159,10 @@ impl OrderWindow {
             Self::Calendar { unit, zone } => {
                 let date = now.to_zoned(zone.clone()).date();
                 let (window_id, next_start) = match unit {
-                    CalendarUnit::Day => {
-                        (format!("{:04}-{:02}-{:02}", date.year(), date.month(), date.day()), date.tomorrow().ok())
-                    }
+                    CalendarUnit::Day => (
+                        format!("{:04}-{:02}-{:02}", date.year(), date.month(), date.day()),
+                        date.tomorrow().ok(),
+                    ),
                     CalendarUnit::Week => {
                         let iso = date.iso_week_date();
                         let back = i64::from(date.weekday().to_monday_zero_offset());
@@ -177,7 +178,10 @@ impl OrderWindow {
                     .and_then(|s| u64::try_from(s).ok())
                     .map(Duration::from_secs)
                     .unwrap_or(Duration::from_secs(8 * 86_400));
-                CounterWindow::Fixed { window_id, ttl: remaining + CALENDAR_GRACE }
+                CounterWindow::Fixed {
+                    window_id,
+                    ttl: remaining + CALENDAR_GRACE,
+                }
             }
         }
     }
@@ -213,7 +217,10 @@ impl OrderRuleConfig {
     pub fn build(&self) -> Result<OrderRule, Vec<ConfigIssue>> {
         let mut issues = rule_issues(&self.name, &self.matches);
         if !matches!(self.user, KeyPart::Header(_) | KeyPart::AccessKey | KeyPart::Body(_)) {
-            issues.push(ConfigIssue::new("user", "must be header:NAME, access_key or body:/json/pointer"));
+            issues.push(ConfigIssue::new(
+                "user",
+                "must be header:NAME, access_key or body:/json/pointer",
+            ));
         }
         let w = &self.window;
         let window = match (w.sliding, w.calendar) {
@@ -231,7 +238,10 @@ impl OrderRuleConfig {
                 match TimeZone::get(name) {
                     Ok(zone) => Some(OrderWindow::Calendar { unit, zone }),
                     Err(_) => {
-                        issues.push(ConfigIssue::new("window.time_zone", format!("unknown IANA time zone `{name}`")));
+                        issues.push(ConfigIssue::new(
+                            "window.time_zone",
+                            format!("unknown IANA time zone `{name}`"),
+                        ));
                         None
                     }
                 }
@@ -322,7 +332,10 @@ impl OrderRule {
                 Problem::new(
                     self.challenge_status,
                     "CHALLENGE_REQUIRED",
-                    format!("order rule `{}` requires a challenge ({count} in the window)", self.name),
+                    format!(
+                        "order rule `{}` requires a challenge ({count} in the window)",
+                        self.name
+                    ),
                 )
                 .with_rule(self.name.to_string())
                 .with_header(HeaderName::from_static(CHALLENGE_HEADER), &self.name),
@@ -345,7 +358,9 @@ pub fn risk_header(rules: &[Arc<str>]) -> Option<(HeaderName, HeaderValue)> {
         return None;
     }
     let joined = rules.iter().map(|r| r.as_ref()).collect::<Vec<_>>().join(",");
-    HeaderValue::from_str(&joined).ok().map(|v| (HeaderName::from_static(RISK_HEADER), v))
+    HeaderValue::from_str(&joined)
+        .ok()
+        .map(|v| (HeaderName::from_static(RISK_HEADER), v))
 }
 
 #[cfg(test)]
@@ -353,7 +368,10 @@ mod tests {
     use super::*;
 
     fn rule(yaml: &str) -> OrderRule {
-        serde_yaml_ng::from_str::<OrderRuleConfig>(yaml).unwrap().build().unwrap()
+        serde_yaml_ng::from_str::<OrderRuleConfig>(yaml)
+            .unwrap()
+            .build()
+            .unwrap()
     }
 
     const TIERS: &str = "tiers: [{over: 3, action: tag}, {over: 10, action: reject}, {over: 5, action: challenge}]\n";
@@ -389,7 +407,9 @@ mod tests {
 
     #[test]
     fn upstream_2xx_rules_read_and_count_this_request_as_one_more() {
-        let r = rule(&format!("name: o\nuser: access_key\nwindow: {{sliding: 10m}}\ncount_on: upstream_2xx\n{TIERS}"));
+        let r = rule(&format!(
+            "name: o\nuser: access_key\nwindow: {{sliding: 10m}}\ncount_on: upstream_2xx\n{TIERS}"
+        ));
         assert_eq!(r.effective_count(3), 4);
         assert_eq!(
             r.window.counter_window(ts("2026-01-01T00:00:00Z")),
@@ -429,8 +449,9 @@ mod tests {
 
     #[test]
     fn calendar_week_uses_iso_week_in_zone() {
-        let r =
-            rule(&format!("name: w\nuser: access_key\nwindow: {{calendar: week, time_zone: Europe/Berlin}}\n{TIERS}"));
+        let r = rule(&format!(
+            "name: w\nuser: access_key\nwindow: {{calendar: week, time_zone: Europe/Berlin}}\n{TIERS}"
+        ));
         // Monday 2026-11-23 00:30 in Berlin (UTC+1) is Sunday 23:30 UTC.
         let (id, ttl) = fixed(r.window.counter_window(ts("2026-11-22T23:30:00Z")));
         assert_eq!(id, "2026-W48");
@@ -444,7 +465,9 @@ mod tests {
 
     #[test]
     fn challenge_and_reject_problems() {
-        let r = rule(&format!("name: o\nuser: access_key\nwindow: {{sliding: 1h}}\nchallenge_status: 428\n{TIERS}"));
+        let r = rule(&format!(
+            "name: o\nuser: access_key\nwindow: {{sliding: 1h}}\nchallenge_status: 428\n{TIERS}"
+        ));
         let p = r.problem(TierAction::Challenge, 6).unwrap();
         assert_eq!((p.status, p.code), (428, "CHALLENGE_REQUIRED"));
         assert!(p.headers.iter().any(|(k, v)| k == "x-pg-challenge" && v == "o"));

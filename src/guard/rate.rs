@@ -83,7 +83,10 @@ impl RateRuleConfig {
     pub fn build(&self) -> Result<RateRule, Vec<ConfigIssue>> {
         let mut issues = rule_issues(&self.name, &self.matches);
         if self.key.is_empty() {
-            issues.push(ConfigIssue::new("key", "at least one key part is required (e.g. [client_ip])"));
+            issues.push(ConfigIssue::new(
+                "key",
+                "at least one key part is required (e.g. [client_ip])",
+            ));
         }
         if self.bucket.capacity == 0 {
             issues.push(ConfigIssue::new("bucket.capacity", "must be at least 1"));
@@ -146,7 +149,12 @@ impl RateRule {
 
     /// `"<rule>";q=<capacity>;w=<window seconds>` (a `RateLimit-Policy` list member).
     pub fn policy_item(&self) -> String {
-        format!("\"{}\";q={};w={}", self.name, self.bucket.capacity, self.window_seconds())
+        format!(
+            "\"{}\";q={};w={}",
+            self.name,
+            self.bucket.capacity,
+            self.window_seconds()
+        )
     }
 
     /// `"<rule>";r=<remaining>;t=<seconds until full>` (a `RateLimit` list member).
@@ -181,7 +189,12 @@ pub fn interpret(applied: &[(Arc<RateRule>, BucketDecision)]) -> RateResult {
     let mut worst: Option<(&RateRule, Duration)> = None;
     for (rule, d) in applied {
         let decision = if d.allowed { Decision::Allow } else { Decision::Reject };
-        decisions.push(RuleDecision::new(RuleKind::Rate, rule.name.clone(), decision, rule.mode));
+        decisions.push(RuleDecision::new(
+            RuleKind::Rate,
+            rule.name.clone(),
+            decision,
+            rule.mode,
+        ));
         if rule.mode == Mode::Shadow {
             continue;
         }
@@ -193,19 +206,30 @@ pub fn interpret(applied: &[(Arc<RateRule>, BucketDecision)]) -> RateResult {
     }
     let mut headers = Vec::new();
     if !policies.is_empty() {
-        push_header(&mut headers, HeaderName::from_static("ratelimit-policy"), &policies.join(", "));
+        push_header(
+            &mut headers,
+            HeaderName::from_static("ratelimit-policy"),
+            &policies.join(", "),
+        );
         push_header(&mut headers, HeaderName::from_static("ratelimit"), &limits.join(", "));
     }
     let rejection = worst.map(|(rule, wait)| {
         let secs = ceil_secs(wait).max(1);
-        let mut p =
-            Problem::new(429, "RATE_LIMITED", format!("rate limit `{}` exceeded; retry after {secs} s", rule.name))
-                .with_rule(rule.name.to_string())
-                .with_header(http::header::RETRY_AFTER, &secs.to_string());
+        let mut p = Problem::new(
+            429,
+            "RATE_LIMITED",
+            format!("rate limit `{}` exceeded; retry after {secs} s", rule.name),
+        )
+        .with_rule(rule.name.to_string())
+        .with_header(http::header::RETRY_AFTER, &secs.to_string());
         p.headers.extend(headers.iter().cloned());
         p
     });
-    RateResult { decisions, rejection, headers }
+    RateResult {
+        decisions,
+        rejection,
+        headers,
+    }
 }
 
 fn push_header(out: &mut Vec<(HeaderName, HeaderValue)>, name: HeaderName, value: &str) {
@@ -282,7 +306,10 @@ pub struct LocalPreLimit {
 
 impl std::fmt::Debug for LocalPreLimit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalPreLimit").field("quota", &self.quota).field("ipv6_prefix", &self.ipv6_prefix).finish()
+        f.debug_struct("LocalPreLimit")
+            .field("quota", &self.quota)
+            .field("ipv6_prefix", &self.ipv6_prefix)
+            .finish()
     }
 }
 
@@ -293,13 +320,16 @@ impl LocalPreLimit {
     /// `true` when the client may proceed, `false` when it is over the local limit.
     pub fn check(&self, ip: IpAddr) -> bool {
         let key = match ip.to_canonical() {
-            IpAddr::V6(v6) => {
-                Ipv6Net::new(v6, self.ipv6_prefix).map(|n| IpAddr::V6(n.network())).unwrap_or(IpAddr::V6(v6))
-            }
+            IpAddr::V6(v6) => Ipv6Net::new(v6, self.ipv6_prefix)
+                .map(|n| IpAddr::V6(n.network()))
+                .unwrap_or(IpAddr::V6(v6)),
             v4 => v4,
         };
         let quota = self.quota;
-        self.limiters.get_with(key, || Arc::new(RateLimiter::direct(quota))).check().is_ok()
+        self.limiters
+            .get_with(key, || Arc::new(RateLimiter::direct(quota)))
+            .check()
+            .is_ok()
     }
 
     /// The rejection for a client over the local limit.
@@ -317,7 +347,10 @@ mod tests {
     use http::HeaderMap;
 
     fn rule(yaml: &str) -> RateRule {
-        serde_yaml_ng::from_str::<RateRuleConfig>(yaml).unwrap().build().unwrap()
+        serde_yaml_ng::from_str::<RateRuleConfig>(yaml)
+            .unwrap()
+            .build()
+            .unwrap()
     }
 
     const BASE: &str = "name: per-user\nkey: [header:x-user-id]\nbucket: {capacity: 10, refill: 1, per: 1s}\n";
@@ -355,18 +388,25 @@ mod tests {
         // Bounded and free of raw request data.
         assert!(ka.key.starts_with("rl:per-user:") && !ka.key.contains("u-1"));
         assert_eq!(ka.key.len(), "rl:per-user:".len() + 32);
-        let Target::Use(other) = target_for(&a, &user("u-2")) else { panic!() };
+        let Target::Use(other) = target_for(&a, &user("u-2")) else {
+            panic!()
+        };
         assert_ne!(other.key, ka.key);
     }
 
     #[test]
     fn missing_key_rejects_by_default_or_skips_or_falls_back_explicitly() {
         let none = HeaderMap::new();
-        assert!(matches!(target_for(&rule(BASE), &none), Target::MissingKey(KeyPart::Header(_))));
+        assert!(matches!(
+            target_for(&rule(BASE), &none),
+            Target::MissingKey(KeyPart::Header(_))
+        ));
         let skip = rule(&format!("{BASE}on_missing_key: skip\n"));
         assert_eq!(target_for(&skip, &none), Target::Skip);
         let ip = rule(&format!("{BASE}on_missing_key: client_ip\n"));
-        let Target::Use(b) = target_for(&ip, &none) else { panic!() };
+        let Target::Use(b) = target_for(&ip, &none) else {
+            panic!()
+        };
         assert!(b.key.starts_with("rl:per-user:ip-"));
     }
 
@@ -381,7 +421,9 @@ mod tests {
 
     #[test]
     fn allowed_request_gets_ietf_ratelimit_fields() {
-        let r = Arc::new(rule("name: burst\nkey: [client_ip]\nbucket: {capacity: 100, refill: 100, per: 1m}\n"));
+        let r = Arc::new(rule(
+            "name: burst\nkey: [client_ip]\nbucket: {capacity: 100, refill: 100, per: 1m}\n",
+        ));
         let out = interpret(&[(r, decision(true, 50, 0, 29_100))]);
         assert!(out.rejection.is_none());
         assert_eq!(out.headers[0].0, "ratelimit-policy");
@@ -393,12 +435,24 @@ mod tests {
 
     #[test]
     fn refused_request_is_429_with_retry_after_rounded_up() {
-        let a = Arc::new(rule("name: a\nkey: [client_ip]\nbucket: {capacity: 5, refill: 1, per: 1s}\n"));
-        let b = Arc::new(rule("name: b\nkey: [client_ip]\nbucket: {capacity: 10, refill: 1, per: 2s}\n"));
-        let out = interpret(&[(a, decision(false, 0, 400, 5_000)), (b, decision(false, 0, 1_200, 20_000))]);
+        let a = Arc::new(rule(
+            "name: a\nkey: [client_ip]\nbucket: {capacity: 5, refill: 1, per: 1s}\n",
+        ));
+        let b = Arc::new(rule(
+            "name: b\nkey: [client_ip]\nbucket: {capacity: 10, refill: 1, per: 2s}\n",
+        ));
+        let out = interpret(&[
+            (a, decision(false, 0, 400, 5_000)),
+            (b, decision(false, 0, 1_200, 20_000)),
+        ]);
         let p = out.rejection.unwrap();
         assert_eq!((p.status, p.code, p.rule.as_deref()), (429, "RATE_LIMITED", Some("b")));
-        let get = |n: &str| p.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.to_str().unwrap().to_string());
+        let get = |n: &str| {
+            p.headers
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.to_str().unwrap().to_string())
+        };
         assert_eq!(get("retry-after").unwrap(), "2");
         assert_eq!(get("ratelimit-policy").unwrap(), "\"a\";q=5;w=5, \"b\";q=10;w=20");
         assert_eq!(get("ratelimit").unwrap(), "\"a\";r=0;t=5, \"b\";r=0;t=20");
@@ -439,9 +493,14 @@ mod tests {
 
     #[test]
     fn local_prelimit_blocks_after_burst_and_groups_ipv6_by_prefix() {
-        let l = LocalPreLimitConfig { per_second: 1, burst: Some(2), max_tracked_ips: 10, ipv6_prefix: 64 }
-            .build()
-            .unwrap();
+        let l = LocalPreLimitConfig {
+            per_second: 1,
+            burst: Some(2),
+            max_tracked_ips: 10,
+            ipv6_prefix: 64,
+        }
+        .build()
+        .unwrap();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         assert!(l.check(ip) && l.check(ip));
         assert!(!l.check(ip));
@@ -449,8 +508,13 @@ mod tests {
         assert!(l.check("2001:db8::1".parse().unwrap()) && l.check("2001:db8::2".parse().unwrap()));
         assert!(!l.check("2001:db8::3".parse().unwrap()));
         assert_eq!(l.rejection().code, "RATE_LIMITED");
-        assert!(LocalPreLimitConfig { per_second: 0, burst: None, max_tracked_ips: 0, ipv6_prefix: 0 }
-            .build()
-            .is_err());
+        assert!(LocalPreLimitConfig {
+            per_second: 0,
+            burst: None,
+            max_tracked_ips: 0,
+            ipv6_prefix: 0
+        }
+        .build()
+        .is_err());
     }
 }

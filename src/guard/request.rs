@@ -243,7 +243,9 @@ impl std::str::FromStr for KeyPart {
             }
             return Ok(Self::Body(ptr.to_string()));
         }
-        Err(format!("`{s}`: expected client_ip, access_key, route, header:NAME, query:NAME or body:/json/pointer"))
+        Err(format!(
+            "`{s}`: expected client_ip, access_key, route, header:NAME, query:NAME or body:/json/pointer"
+        ))
     }
 }
 
@@ -287,7 +289,12 @@ pub struct RequestFacts<'a> {
 impl<'a> RequestFacts<'a> {
     /// Facts for one request.
     pub fn new(view: &'a RequestView<'a>, access_key: Option<&'a str>, route: Option<&'a str>) -> Self {
-        Self { view, access_key, route, body_json: OnceCell::new() }
+        Self {
+            view,
+            access_key,
+            route,
+            body_json: OnceCell::new(),
+        }
     }
 
     /// Whether `m` matches this request.
@@ -296,7 +303,9 @@ impl<'a> RequestFacts<'a> {
     }
 
     fn body_json(&self) -> Option<&serde_json::Value> {
-        self.body_json.get_or_init(|| serde_json::from_slice(self.view.body).ok()).as_ref()
+        self.body_json
+            .get_or_init(|| serde_json::from_slice(self.view.body).ok())
+            .as_ref()
     }
 
     /// The value of one identity part, or `None` when the request does not carry it.
@@ -360,12 +369,26 @@ mod tests {
         headers: &'a HeaderMap,
         body: &'a [u8],
     ) -> RequestView<'a> {
-        RequestView { method, path, query, headers, client_ip: "192.0.2.1".parse().unwrap(), body }
+        RequestView {
+            method,
+            path,
+            query,
+            headers,
+            client_ip: "192.0.2.1".parse().unwrap(),
+            body,
+        }
     }
 
     #[test]
     fn key_parts_parse_from_config_strings_and_round_trip() {
-        for s in ["client_ip", "access_key", "route", "header:x-user-id", "query:uid", "body:/user/id"] {
+        for s in [
+            "client_ip",
+            "access_key",
+            "route",
+            "header:x-user-id",
+            "query:uid",
+            "body:/user/id",
+        ] {
             let p: KeyPart = s.parse().unwrap();
             assert_eq!(p.label(), s);
         }
@@ -376,7 +399,10 @@ mod tests {
 
     #[test]
     fn path_prefix_matches_whole_segments_after_normalization() {
-        let m = RequestMatch { path_prefixes: vec!["/v1/orders".into()], ..Default::default() };
+        let m = RequestMatch {
+            path_prefixes: vec!["/v1/orders".into()],
+            ..Default::default()
+        };
         assert!(m.matches("POST", "/v1/orders", None));
         assert!(m.matches("POST", "/v1/orders/7", None));
         assert!(!m.matches("POST", "/v1/orders-export", None));
@@ -397,7 +423,11 @@ mod tests {
 
     #[test]
     fn methods_and_routes_must_all_match() {
-        let m = RequestMatch { routes: vec!["orders".into()], methods: vec!["post".into()], ..Default::default() };
+        let m = RequestMatch {
+            routes: vec!["orders".into()],
+            methods: vec!["post".into()],
+            ..Default::default()
+        };
         assert!(m.matches("POST", "/x", Some("orders")));
         assert!(!m.matches("GET", "/x", Some("orders")));
         assert!(!m.matches("POST", "/x", None));

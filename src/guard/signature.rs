@@ -94,7 +94,11 @@ fn reencode(s: &str, base_offset: usize) -> Result<String, SignatureError> {
             let lo = bytes.get(i + 2).and_then(|x| hex_val(*x));
             match (hi, lo) {
                 (Some(h), Some(l)) => push(h * 16 + l),
-                _ => return Err(SignatureError::InvalidPercentEncoding { offset: base_offset + i }),
+                _ => {
+                    return Err(SignatureError::InvalidPercentEncoding {
+                        offset: base_offset + i,
+                    })
+                }
             }
             i += 3;
         } else {
@@ -125,7 +129,10 @@ pub fn string_to_sign(
     let mut s = String::with_capacity(
         ALGORITHM.len() + method.len() + path.len() + canonical_query.len() + timestamp.len() + nonce.len() + 64 + 6,
     );
-    for (i, line) in [ALGORITHM, &method, path, canonical_query, timestamp, nonce, &body_hash].iter().enumerate() {
+    for (i, line) in [ALGORITHM, &method, path, canonical_query, timestamp, nonce, &body_hash]
+        .iter()
+        .enumerate()
+    {
         if i > 0 {
             s.push('\n');
         }
@@ -345,7 +352,9 @@ fn default_max_body_bytes() -> u64 {
 fn valid_key_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
 impl SignatureConfig {
@@ -358,14 +367,22 @@ impl SignatureConfig {
         }
         for (i, k) in self.keys.iter().enumerate() {
             if !valid_key_id(&k.id) {
-                issues
-                    .push(ConfigIssue::new(format!("keys[{i}].id"), "must be 1-128 characters of A-Z a-z 0-9 _ . : -"));
+                issues.push(ConfigIssue::new(
+                    format!("keys[{i}].id"),
+                    "must be 1-128 characters of A-Z a-z 0-9 _ . : -",
+                ));
             }
             if keys.contains_key(&k.id) {
-                issues.push(ConfigIssue::new(format!("keys[{i}].id"), format!("duplicate access key id `{}`", k.id)));
+                issues.push(ConfigIssue::new(
+                    format!("keys[{i}].id"),
+                    format!("duplicate access key id `{}`", k.id),
+                ));
             }
             if k.secrets.is_empty() {
-                issues.push(ConfigIssue::new(format!("keys[{i}].secrets"), "at least one secret is required"));
+                issues.push(ConfigIssue::new(
+                    format!("keys[{i}].secrets"),
+                    "at least one secret is required",
+                ));
             }
             let mut resolved = Vec::new();
             for (j, s) in k.secrets.iter().enumerate() {
@@ -390,9 +407,10 @@ impl SignatureConfig {
             ("signature", &self.headers.signature),
         ] {
             match HeaderName::from_bytes(value.as_bytes()) {
-                Ok(h) if names.contains(&h) => {
-                    issues.push(ConfigIssue::new(format!("headers.{field}"), "header names must be distinct"))
-                }
+                Ok(h) if names.contains(&h) => issues.push(ConfigIssue::new(
+                    format!("headers.{field}"),
+                    "header names must be distinct",
+                )),
                 Ok(h) => names.push(h),
                 Err(_) => issues.push(ConfigIssue::new(format!("headers.{field}"), "not a valid header name")),
             }
@@ -456,7 +474,12 @@ impl SignatureVerifier {
 
     /// The configured header names: key, timestamp, nonce, signature.
     pub fn header_names(&self) -> [&HeaderName; 4] {
-        [&self.key_header, &self.timestamp_header, &self.nonce_header, &self.signature_header]
+        [
+            &self.key_header,
+            &self.timestamp_header,
+            &self.nonce_header,
+            &self.signature_header,
+        ]
     }
 
     /// How long a nonce is kept: twice the window, so a request replayed at the far edge of the
@@ -476,14 +499,20 @@ impl SignatureVerifier {
             return Err(SignatureFailure::UnknownKey);
         }
         if !valid_nonce(nonce) {
-            return Err(SignatureFailure::MalformedNonce { header: self.nonce_header.to_string() });
+            return Err(SignatureFailure::MalformedNonce {
+                header: self.nonce_header.to_string(),
+            });
         }
-        let ts_unix = parse_unix_seconds(ts)
-            .ok_or_else(|| SignatureFailure::MalformedTimestamp { header: self.timestamp_header.to_string() })?;
+        let ts_unix = parse_unix_seconds(ts).ok_or_else(|| SignatureFailure::MalformedTimestamp {
+            header: self.timestamp_header.to_string(),
+        })?;
         let skew = now.as_second().saturating_sub(ts_unix);
         let window = self.window.as_secs();
         if skew.unsigned_abs() > window {
-            return Err(SignatureFailure::TimestampOutOfWindow { skew_seconds: skew, window_seconds: window });
+            return Err(SignatureFailure::TimestampOutOfWindow {
+                skew_seconds: skew,
+                window_seconds: window,
+            });
         }
         Ok(SignedHeaders {
             key_id: key.to_string(),
@@ -506,7 +535,9 @@ impl SignatureVerifier {
         body: &[u8],
     ) -> Result<(), SignatureFailure> {
         if body.len() as u64 > self.max_body_bytes {
-            return Err(SignatureFailure::BodyTooLarge { limit: self.max_body_bytes });
+            return Err(SignatureFailure::BodyTooLarge {
+                limit: self.max_body_bytes,
+            });
         }
         let secrets = self.keys.get(&signed.key_id).ok_or(SignatureFailure::UnknownKey)?;
         let cq = canonical_query(query.unwrap_or("")).map_err(SignatureFailure::MalformedQuery)?;
@@ -543,13 +574,21 @@ pub fn nonce_key(key_id: &str, nonce: &str) -> String {
 
 fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<&'h str, SignatureFailure> {
     let mut values = headers.get_all(name).iter();
-    let v = values.next().ok_or_else(|| SignatureFailure::MissingHeader { header: name.to_string() })?;
+    let v = values.next().ok_or_else(|| SignatureFailure::MissingHeader {
+        header: name.to_string(),
+    })?;
     if values.next().is_some() {
-        return Err(SignatureFailure::DuplicateHeader { header: name.to_string() });
+        return Err(SignatureFailure::DuplicateHeader {
+            header: name.to_string(),
+        });
     }
-    let s = v.to_str().map_err(|_| SignatureFailure::MalformedHeader { header: name.to_string() })?;
+    let s = v.to_str().map_err(|_| SignatureFailure::MalformedHeader {
+        header: name.to_string(),
+    })?;
     if s.is_empty() {
-        return Err(SignatureFailure::MissingHeader { header: name.to_string() });
+        return Err(SignatureFailure::MissingHeader {
+            header: name.to_string(),
+        });
     }
     Ok(s)
 }
@@ -580,7 +619,10 @@ mod tests {
                     id: "shop-app".into(),
                     secrets: vec![SecretRef::new("old-secret"), SecretRef::new(SECRET)],
                 },
-                AccessKeyConfig { id: "partner".into(), secrets: vec![SecretRef::new("partner-secret")] },
+                AccessKeyConfig {
+                    id: "partner".into(),
+                    secrets: vec![SecretRef::new("partner-secret")],
+                },
             ],
             window: DEFAULT_WINDOW,
             headers: SignatureHeaderNames::default(),
@@ -623,7 +665,10 @@ mod tests {
 
     #[test]
     fn canonical_query_reencodes_utf8_and_uppercases_hex() {
-        assert_eq!(canonical_query("name=%e4%bd%a0%E5%A5%BD").unwrap(), "name=%E4%BD%A0%E5%A5%BD");
+        assert_eq!(
+            canonical_query("name=%e4%bd%a0%E5%A5%BD").unwrap(),
+            "name=%E4%BD%A0%E5%A5%BD"
+        );
         assert_eq!(canonical_query("name=你好").unwrap(), "name=%E4%BD%A0%E5%A5%BD");
         assert_eq!(canonical_query("t=%7e%41-_.").unwrap(), "t=~A-_.");
         assert_eq!(canonical_query("sp=a%20b&x=a b").unwrap(), "sp=a%20b&x=a%20b");
@@ -637,7 +682,10 @@ mod tests {
 
     #[test]
     fn canonical_query_rejects_invalid_percent_sequences() {
-        assert_eq!(canonical_query("a=%zz"), Err(SignatureError::InvalidPercentEncoding { offset: 2 }));
+        assert_eq!(
+            canonical_query("a=%zz"),
+            Err(SignatureError::InvalidPercentEncoding { offset: 2 })
+        );
         assert!(canonical_query("a=%4").is_err());
         assert!(canonical_query("a=%").is_err());
         assert!(canonical_query("x=1&%g1=2").is_err());
@@ -676,11 +724,21 @@ mod tests {
         let v = verifier();
         let h = headers("shop-app", "1700000000", NONCE, VECTOR_SIG);
         let signed = v.verify_headers(&h, at(1_700_000_010)).unwrap();
-        v.verify_body(&signed, "POST", "/v1/orders", Some("b=%2B&a=1&b=x%20y"), VECTOR_BODY).unwrap();
+        v.verify_body(&signed, "POST", "/v1/orders", Some("b=%2B&a=1&b=x%20y"), VECTOR_BODY)
+            .unwrap();
     }
 
     fn signed_headers(secret: &str, ts: i64) -> (HeaderMap, String) {
-        let sig = sign_request(secret.as_bytes(), "POST", "/v1/orders", None, &ts.to_string(), NONCE, b"{}").unwrap();
+        let sig = sign_request(
+            secret.as_bytes(),
+            "POST",
+            "/v1/orders",
+            None,
+            &ts.to_string(),
+            NONCE,
+            b"{}",
+        )
+        .unwrap();
         (headers("shop-app", &ts.to_string(), NONCE, &sig), sig)
     }
 
@@ -700,7 +758,10 @@ mod tests {
         let (h, _) = signed_headers("partner-secret", 1_700_000_000);
         let s = v.verify_headers(&h, at(1_700_000_000)).unwrap();
         let e = v.verify_body(&s, "POST", "/v1/orders", None, b"{}").unwrap_err();
-        assert_eq!((e.code(), e.status(), e.reason()), ("SIGNATURE_MISMATCH", 401, "signature_mismatch"));
+        assert_eq!(
+            (e.code(), e.status(), e.reason()),
+            ("SIGNATURE_MISMATCH", 401, "signature_mismatch")
+        );
     }
 
     #[test]
@@ -719,7 +780,10 @@ mod tests {
         let v = verifier();
         let h = headers("shop-app", "1700000000", NONCE, "not*base64");
         let s = v.verify_headers(&h, at(1_700_000_000)).unwrap();
-        assert_eq!(v.verify_body(&s, "POST", "/", None, b""), Err(SignatureFailure::SignatureMismatch));
+        assert_eq!(
+            v.verify_body(&s, "POST", "/", None, b""),
+            Err(SignatureFailure::SignatureMismatch)
+        );
     }
 
     #[test]
@@ -727,7 +791,9 @@ mod tests {
         let v = verifier();
         let (h, _) = signed_headers(SECRET, 1_700_000_000);
         let s = v.verify_headers(&h, at(1_700_000_000)).unwrap();
-        let e = v.verify_body(&s, "POST", "/v1/orders", Some("a=%zz"), b"{}").unwrap_err();
+        let e = v
+            .verify_body(&s, "POST", "/v1/orders", Some("a=%zz"), b"{}")
+            .unwrap_err();
         assert_eq!((e.code(), e.reason()), ("SIGNATURE_MISMATCH", "malformed_query"));
     }
 
@@ -738,7 +804,11 @@ mod tests {
             let (mut h, _) = signed_headers(SECRET, 1_700_000_000);
             h.remove(name);
             let e = v.verify_headers(&h, at(1_700_000_000)).unwrap_err();
-            assert_eq!((e.code(), e.status(), e.reason()), ("MISSING_CREDENTIALS", 401, "missing_header"), "{name}");
+            assert_eq!(
+                (e.code(), e.status(), e.reason()),
+                ("MISSING_CREDENTIALS", 401, "missing_header"),
+                "{name}"
+            );
         }
     }
 
@@ -765,7 +835,12 @@ mod tests {
     #[test]
     fn nonce_syntax_is_checked() {
         let v = verifier();
-        for bad in ["short", "has space 0123456789", "x".repeat(65).as_str(), "ünicode-0123456789"] {
+        for bad in [
+            "short",
+            "has space 0123456789",
+            "x".repeat(65).as_str(),
+            "ünicode-0123456789",
+        ] {
             let h = headers("shop-app", "1700000000", "placeholder-nonce-1", "AAAA");
             let mut h = h;
             match bad.parse() {
@@ -775,7 +850,10 @@ mod tests {
                 Err(_) => continue,
             }
             let e = v.verify_headers(&h, at(1_700_000_000)).unwrap_err();
-            assert!(matches!(e.reason(), "malformed_nonce" | "malformed_header"), "{bad}: {e}");
+            assert!(
+                matches!(e.reason(), "malformed_nonce" | "malformed_header"),
+                "{bad}: {e}"
+            );
             assert_eq!(e.code(), "MISSING_CREDENTIALS");
         }
         assert!(valid_nonce(&"a".repeat(16)) && valid_nonce(&"Z_-9".repeat(16)));
@@ -795,7 +873,13 @@ mod tests {
         assert!(v.verify_headers(&h, at(ts - 300)).is_ok());
         clock.advance_millis(1);
         let late = v.verify_headers(&h, clock.now()).unwrap_err();
-        assert_eq!(late, SignatureFailure::TimestampOutOfWindow { skew_seconds: 301, window_seconds: 300 });
+        assert_eq!(
+            late,
+            SignatureFailure::TimestampOutOfWindow {
+                skew_seconds: 301,
+                window_seconds: 300
+            }
+        );
         assert_eq!((late.code(), late.status()), ("TIMESTAMP_OUT_OF_WINDOW", 401));
         let early = v.verify_headers(&h, at(ts - 301)).unwrap_err();
         assert_eq!(early.reason(), "timestamp_out_of_window");
@@ -804,10 +888,20 @@ mod tests {
     #[test]
     fn non_decimal_timestamp_is_out_of_window() {
         let v = verifier();
-        for ts in ["-1700000000", "1700000000.5", "+1700000000", "0x10", "99999999999999999999"] {
+        for ts in [
+            "-1700000000",
+            "1700000000.5",
+            "+1700000000",
+            "0x10",
+            "99999999999999999999",
+        ] {
             let h = headers("shop-app", ts, NONCE, "AAAA");
             let e = v.verify_headers(&h, at(1_700_000_000)).unwrap_err();
-            assert_eq!((e.code(), e.reason()), ("TIMESTAMP_OUT_OF_WINDOW", "malformed_timestamp"), "{ts}");
+            assert_eq!(
+                (e.code(), e.reason()),
+                ("TIMESTAMP_OUT_OF_WINDOW", "malformed_timestamp"),
+                "{ts}"
+            );
         }
     }
 
@@ -816,7 +910,9 @@ mod tests {
         let v = verifier();
         let (h, _) = signed_headers(SECRET, 1_700_000_000);
         let s = v.verify_headers(&h, at(1_700_000_000)).unwrap();
-        let e = v.verify_body(&s, "POST", "/v1/orders", None, &[b'x'; 4097]).unwrap_err();
+        let e = v
+            .verify_body(&s, "POST", "/v1/orders", None, &[b'x'; 4097])
+            .unwrap_err();
         assert_eq!((e.code(), e.status()), ("BODY_TOO_LARGE", 413));
     }
 
@@ -834,9 +930,15 @@ mod tests {
     #[test]
     fn renamed_headers_are_used() {
         let cfg = SignatureConfig {
-            keys: vec![AccessKeyConfig { id: "k".into(), secrets: vec![SecretRef::new("s")] }],
+            keys: vec![AccessKeyConfig {
+                id: "k".into(),
+                secrets: vec![SecretRef::new("s")],
+            }],
             window: DEFAULT_WINDOW,
-            headers: SignatureHeaderNames { key: "X-Ca-Key".into(), ..Default::default() },
+            headers: SignatureHeaderNames {
+                key: "X-Ca-Key".into(),
+                ..Default::default()
+            },
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         };
         let v = cfg.build().unwrap();
@@ -850,12 +952,24 @@ mod tests {
     fn build_reports_every_issue_with_its_path() {
         let cfg = SignatureConfig {
             keys: vec![
-                AccessKeyConfig { id: "a b".into(), secrets: vec![] },
-                AccessKeyConfig { id: "k".into(), secrets: vec![SecretRef::new("env:PG_GUARD_TEST_UNSET_VAR")] },
-                AccessKeyConfig { id: "k".into(), secrets: vec![SecretRef::new("x")] },
+                AccessKeyConfig {
+                    id: "a b".into(),
+                    secrets: vec![],
+                },
+                AccessKeyConfig {
+                    id: "k".into(),
+                    secrets: vec![SecretRef::new("env:PG_GUARD_TEST_UNSET_VAR")],
+                },
+                AccessKeyConfig {
+                    id: "k".into(),
+                    secrets: vec![SecretRef::new("x")],
+                },
             ],
             window: Duration::ZERO,
-            headers: SignatureHeaderNames { nonce: "X-PG-Key".into(), ..Default::default() },
+            headers: SignatureHeaderNames {
+                nonce: "X-PG-Key".into(),
+                ..Default::default()
+            },
             max_body_bytes: 0,
         };
         let paths: Vec<String> = cfg.build().unwrap_err().into_iter().map(|i| i.path).collect();

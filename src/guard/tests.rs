@@ -60,11 +60,23 @@ fn now() -> Timestamp {
 }
 
 fn allowed(remaining: u64) -> BucketDecision {
-    BucketDecision { allowed: true, remaining, retry_after: Duration::ZERO, reset_after: Duration::from_secs(1) }
+    BucketDecision {
+        allowed: true,
+        remaining,
+        retry_after: Duration::ZERO,
+        reset_after: Duration::from_secs(1),
+    }
 }
 
 fn view<'a>(method: &'a str, path: &'a str, headers: &'a HeaderMap, body: &'a [u8]) -> RequestView<'a> {
-    RequestView { method, path, query: None, headers, client_ip: "198.51.100.7".parse().unwrap(), body }
+    RequestView {
+        method,
+        path,
+        query: None,
+        headers,
+        client_ip: "198.51.100.7".parse().unwrap(),
+        body,
+    }
 }
 
 fn plan_for(g: &Guard, body: &[u8]) -> Result<GuardPlan, Box<Verdict>> {
@@ -79,7 +91,13 @@ fn batch_holds_deny_nonce_buckets_and_counters_in_order() {
     let plan = plan_for(&g, br#"{"user_id":"u-42"}"#).unwrap();
     let b = plan.batch();
     assert_eq!(b.deny, Some(("deny:ip".to_string(), "198.51.100.7".to_string())));
-    assert_eq!(b.nonce, Some(("nonce:shop-app:n0nce-0123456789abcdef".to_string(), Duration::from_secs(600))));
+    assert_eq!(
+        b.nonce,
+        Some((
+            "nonce:shop-app:n0nce-0123456789abcdef".to_string(),
+            Duration::from_secs(600)
+        ))
+    );
     assert_eq!(b.buckets.len(), 2);
     assert!(b.buckets[0].key.starts_with("rl:per-key:") && b.buckets[0].enforce);
     assert!(b.buckets[1].key.starts_with("rl:per-ip-shadow:") && !b.buckets[1].enforce);
@@ -88,7 +106,10 @@ fn batch_holds_deny_nonce_buckets_and_counters_in_order() {
     assert!(
         matches!(&b.counters[0].window, crate::store::CounterWindow::Fixed { window_id, .. } if window_id == "2026-11-23")
     );
-    assert_eq!(b.counters[1].incr, 0, "upstream_2xx counters are read-only before forwarding");
+    assert_eq!(
+        b.counters[1].incr, 0,
+        "upstream_2xx counters are read-only before forwarding"
+    );
     assert!(plan.needs_store());
     let up = plan.upstream_counters();
     assert_eq!(up.len(), 1);
@@ -104,12 +125,24 @@ fn allow_carries_ratelimit_headers_and_risk_tag() {
         counters: vec![4, 0],
         ..Default::default()
     });
-    let Action::Allow { extra_request_headers, response_headers } = &v.action else { panic!("{v:?}") };
+    let Action::Allow {
+        extra_request_headers,
+        response_headers,
+    } = &v.action
+    else {
+        panic!("{v:?}")
+    };
     assert_eq!(extra_request_headers.len(), 1);
     assert_eq!(extra_request_headers[0].0, "x-pg-risk");
     assert_eq!(extra_request_headers[0].1, "orders-per-user");
-    assert!(response_headers.iter().any(|(k, v)| k == "ratelimit" && v == "\"per-key\";r=4;t=1"));
-    let labels: Vec<_> = v.decisions.iter().map(|d| (d.rule.as_ref(), d.decision.as_str(), d.mode.as_str())).collect();
+    assert!(response_headers
+        .iter()
+        .any(|(k, v)| k == "ratelimit" && v == "\"per-key\";r=4;t=1"));
+    let labels: Vec<_> = v
+        .decisions
+        .iter()
+        .map(|d| (d.rule.as_ref(), d.decision.as_str(), d.mode.as_str()))
+        .collect();
     assert_eq!(
         labels,
         [
@@ -125,11 +158,20 @@ fn allow_carries_ratelimit_headers_and_risk_tag() {
 fn dynamic_deny_and_nonce_replay_answers() {
     let g = guard(YAML);
     let plan = plan_for(&g, br#"{"user_id":"u"}"#).unwrap();
-    let v = plan.decide(&GuardOutcome { denied: true, ..Default::default() });
+    let v = plan.decide(&GuardOutcome {
+        denied: true,
+        ..Default::default()
+    });
     assert_eq!(v.problem().map(|p| (p.status, p.code)), Some((403, "IP_DENIED")));
-    let v = plan.decide(&GuardOutcome { nonce_replayed: true, ..Default::default() });
+    let v = plan.decide(&GuardOutcome {
+        nonce_replayed: true,
+        ..Default::default()
+    });
     let p = v.problem().unwrap();
-    assert_eq!((p.status, p.code, p.rule.as_deref()), (409, "NONCE_REPLAYED", Some("nonce")));
+    assert_eq!(
+        (p.status, p.code, p.rule.as_deref()),
+        (409, "NONCE_REPLAYED", Some("nonce"))
+    );
 }
 
 #[test]
@@ -142,8 +184,11 @@ fn rate_rejection_wins_and_order_rules_are_not_decided() {
         retry_after: Duration::from_millis(300),
         reset_after: Duration::from_secs(5),
     };
-    let v =
-        plan.decide(&GuardOutcome { buckets: vec![refused, allowed(1)], counters: vec![50, 50], ..Default::default() });
+    let v = plan.decide(&GuardOutcome {
+        buckets: vec![refused, allowed(1)],
+        counters: vec![50, 50],
+        ..Default::default()
+    });
     let p = v.problem().unwrap();
     assert_eq!((p.code, p.rule.as_deref()), ("RATE_LIMITED", Some("per-key")));
     assert!(v.decisions.iter().all(|d| d.kind == RuleKind::Rate));
@@ -167,13 +212,19 @@ fn order_tiers_at_exact_boundaries() {
     let v = decide(6, 0);
     let p = v.problem().unwrap();
     assert_eq!((p.status, p.code), (403, "CHALLENGE_REQUIRED"));
-    assert!(p.headers.iter().any(|(k, v)| k == "x-pg-challenge" && v == "orders-per-user"));
+    assert!(p
+        .headers
+        .iter()
+        .any(|(k, v)| k == "x-pg-challenge" && v == "orders-per-user"));
     assert_eq!(decide(10, 0).problem().unwrap().code, "CHALLENGE_REQUIRED");
     assert_eq!(decide(11, 0).problem().unwrap().code, "ORDER_LIMIT");
     // upstream_2xx: 20 accepted before, this would be the 21st → over 20.
     assert!(decide(0, 19).is_allow());
     let v = decide(0, 20);
-    assert_eq!(v.problem().map(|p| (p.code, p.rule.clone())), Some(("ORDER_LIMIT", Some("paid-orders".into()))));
+    assert_eq!(
+        v.problem().map(|p| (p.code, p.rule.clone())),
+        Some(("ORDER_LIMIT", Some("paid-orders".into())))
+    );
 }
 
 #[test]
@@ -182,13 +233,20 @@ fn store_error_fails_closed_on_nonce_and_applies_rule_policies_otherwise() {
     let plan = plan_for(&g, br#"{"user_id":"u"}"#).unwrap();
     let v = plan.on_store_error();
     let p = v.problem().unwrap();
-    assert_eq!((p.status, p.code, p.rule.as_deref()), (503, "STORE_UNAVAILABLE", Some("nonce")));
+    assert_eq!(
+        (p.status, p.code, p.rule.as_deref()),
+        (503, "STORE_UNAVAILABLE", Some("nonce"))
+    );
 
     // Without a signature: rate rules allow by default, the order rule with `deny` refuses.
     let h = HeaderMap::new();
     let req = view("POST", "/v1/orders", &h, br#"{"user_id":"u"}"#);
     let plan = g.plan(&req, None, Some("orders"), now()).unwrap_err();
-    assert_eq!(plan.problem().unwrap().code, IDENTITY_MISSING, "per-key needs access_key");
+    assert_eq!(
+        plan.problem().unwrap().code,
+        IDENTITY_MISSING,
+        "per-key needs access_key"
+    );
     let g2 = guard(
         "rate_rules:\n  - {name: r, key: [client_ip], bucket: {capacity: 1, refill: 1, per: 1s}}\n\
          order_rules:\n  - {name: o, user: body:/user_id, window: {sliding: 1h}, tiers: [{over: 1, action: reject}], on_store_error: deny, mode: shadow}\n",
@@ -196,15 +254,30 @@ fn store_error_fails_closed_on_nonce_and_applies_rule_policies_otherwise() {
     let plan = g2.plan(&req, None, None, now()).unwrap();
     let v = plan.on_store_error();
     assert!(v.is_allow(), "shadow rules never block, even on store errors");
-    let labels: Vec<_> = v.decisions.iter().map(|d| (d.rule.as_ref(), d.decision.as_str())).collect();
-    assert_eq!(labels, [("dynamic_deny", "store_error_allow"), ("r", "store_error_allow"), ("o", "store_error_deny")]);
+    let labels: Vec<_> = v
+        .decisions
+        .iter()
+        .map(|d| (d.rule.as_ref(), d.decision.as_str()))
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            ("dynamic_deny", "store_error_allow"),
+            ("r", "store_error_allow"),
+            ("o", "store_error_deny")
+        ]
+    );
 }
 
 #[test]
 fn mismatched_store_answer_is_treated_as_store_error() {
     let g = guard(YAML);
     let plan = plan_for(&g, br#"{"user_id":"u"}"#).unwrap();
-    let v = plan.decide(&GuardOutcome { buckets: vec![allowed(1)], counters: vec![], ..Default::default() });
+    let v = plan.decide(&GuardOutcome {
+        buckets: vec![allowed(1)],
+        counters: vec![],
+        ..Default::default()
+    });
     assert_eq!(v.problem().unwrap().code, "STORE_UNAVAILABLE");
 }
 
@@ -213,7 +286,10 @@ fn missing_identity_rejects_names_rule_and_shadow_only_reports() {
     let g = guard(YAML);
     let v = plan_for(&g, b"{}").unwrap_err();
     let p = v.problem().unwrap();
-    assert_eq!((p.status, p.code, p.rule.as_deref()), (400, IDENTITY_MISSING, Some("orders-per-user")));
+    assert_eq!(
+        (p.status, p.code, p.rule.as_deref()),
+        (400, IDENTITY_MISSING, Some("orders-per-user"))
+    );
     assert!(p.detail.contains("body:/user_id"));
 
     let g = guard(
@@ -224,8 +300,15 @@ fn missing_identity_rejects_names_rule_and_shadow_only_reports() {
     assert!(plan.batch().counters.is_empty());
     let v = plan.decide(&GuardOutcome::default());
     assert!(v.is_allow());
-    let labels: Vec<_> = v.decisions.iter().map(|d| (d.rule.as_ref(), d.decision.as_str(), d.mode)).collect();
-    assert_eq!(labels, [("o", "missing_key", Mode::Shadow), ("s", "skipped", Mode::Enforce)]);
+    let labels: Vec<_> = v
+        .decisions
+        .iter()
+        .map(|d| (d.rule.as_ref(), d.decision.as_str(), d.mode))
+        .collect();
+    assert_eq!(
+        labels,
+        [("o", "missing_key", Mode::Shadow), ("s", "skipped", Mode::Enforce)]
+    );
 }
 
 #[test]
@@ -286,7 +369,14 @@ fn config_errors_carry_full_paths() {
 fn json_schema_is_generated_from_the_same_types() {
     let schema = serde_json::to_value(schemars::schema_for!(GuardConfig)).unwrap();
     let text = schema.to_string();
-    for field in ["rate_rules", "order_rules", "trusted_proxies", "on_missing_key", "count_on", "max_body_bytes"] {
+    for field in [
+        "rate_rules",
+        "order_rules",
+        "trusted_proxies",
+        "on_missing_key",
+        "count_on",
+        "max_body_bytes",
+    ] {
         assert!(text.contains(field), "{field}");
     }
 }
@@ -301,6 +391,10 @@ fn guard_and_plan_can_be_shared_across_threads_and_outlive_a_reload() {
     let plan = plan_for(&g, br#"{"user_id":"u"}"#).unwrap();
     drop(g);
     assert!(plan
-        .decide(&GuardOutcome { buckets: vec![allowed(1), allowed(1)], counters: vec![0, 0], ..Default::default() })
+        .decide(&GuardOutcome {
+            buckets: vec![allowed(1), allowed(1)],
+            counters: vec![0, 0],
+            ..Default::default()
+        })
         .is_allow());
 }

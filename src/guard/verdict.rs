@@ -3,66 +3,12 @@
 
 use std::sync::Arc;
 
-use http::{HeaderName, HeaderValue, StatusCode};
-
 use super::signature::SignatureFailure;
 use super::Mode;
 
-/// Content type of every problem body payguard writes.
-pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+use http::{HeaderName, HeaderValue};
 
-/// A client-side rejection (`application/problem+json`, product.md §5).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// HTTP status.
-    pub status: u16,
-    /// Stable machine-readable code (`RATE_LIMITED`, ...).
-    pub code: &'static str,
-    /// Short summary: the status's reason phrase.
-    pub title: &'static str,
-    /// Human-readable explanation; never contains secrets or expected signatures.
-    pub detail: String,
-    /// The rule that fired (config name or a fixed name such as `nonce`).
-    pub rule: Option<String>,
-    /// Extra response headers (`Retry-After`, `RateLimit-Policy`, `X-PG-Challenge`, ...).
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-}
-
-impl Problem {
-    /// A problem with the status's reason phrase as title.
-    pub fn new(status: u16, code: &'static str, detail: impl Into<String>) -> Self {
-        let title = StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error");
-        Self { status, code, title, detail: detail.into(), rule: None, headers: Vec::new() }
-    }
-
-    /// Names the rule that fired.
-    pub fn with_rule(mut self, rule: impl Into<String>) -> Self {
-        self.rule = Some(rule.into());
-        self
-    }
-
-    /// Adds a response header (values that are not valid header text are dropped).
-    pub fn with_header(mut self, name: HeaderName, value: &str) -> Self {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            self.headers.push((name, v));
-        }
-        self
-    }
-
-    /// The JSON body: `{"title","status","code","detail","rule"}`.
-    pub fn to_json(&self) -> Vec<u8> {
-        let mut body = serde_json::json!({
-            "title": self.title,
-            "status": self.status,
-            "code": self.code,
-            "detail": self.detail,
-        });
-        if let (Some(rule), Some(obj)) = (&self.rule, body.as_object_mut()) {
-            obj.insert("rule".into(), serde_json::Value::String(rule.clone()));
-        }
-        serde_json::to_vec(&body).unwrap_or_default()
-    }
-}
+pub use crate::problem::{Problem, PROBLEM_CONTENT_TYPE};
 
 impl From<&SignatureFailure> for Problem {
     fn from(f: &SignatureFailure) -> Self {
@@ -152,7 +98,12 @@ pub struct RuleDecision {
 impl RuleDecision {
     /// A decision record.
     pub fn new(kind: RuleKind, rule: impl Into<Arc<str>>, decision: Decision, mode: Mode) -> Self {
-        Self { kind, rule: rule.into(), decision, mode }
+        Self {
+            kind,
+            rule: rule.into(),
+            decision,
+            mode,
+        }
     }
 }
 
@@ -182,12 +133,21 @@ pub struct Verdict {
 impl Verdict {
     /// Forward without extra headers.
     pub fn allow(decisions: Vec<RuleDecision>) -> Self {
-        Self { action: Action::Allow { extra_request_headers: Vec::new(), response_headers: Vec::new() }, decisions }
+        Self {
+            action: Action::Allow {
+                extra_request_headers: Vec::new(),
+                response_headers: Vec::new(),
+            },
+            decisions,
+        }
     }
 
     /// Reject with `problem`.
     pub fn reject(problem: Problem, decisions: Vec<RuleDecision>) -> Self {
-        Self { action: Action::Reject(problem), decisions }
+        Self {
+            action: Action::Reject(problem),
+            decisions,
+        }
     }
 
     /// The problem, when rejected.
@@ -222,7 +182,10 @@ mod tests {
     #[test]
     fn signature_failure_maps_to_its_status_and_code() {
         let p = Problem::from(&SignatureFailure::BodyTooLarge { limit: 10 });
-        assert_eq!((p.status, p.code, p.title), (413, "BODY_TOO_LARGE", "Payload Too Large"));
+        assert_eq!(
+            (p.status, p.code, p.title),
+            (413, "BODY_TOO_LARGE", "Payload Too Large")
+        );
         let p = Problem::from(&SignatureFailure::UnknownKey);
         assert_eq!((p.status, p.code, p.title), (401, "UNKNOWN_KEY", "Unauthorized"));
     }

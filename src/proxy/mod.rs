@@ -2,7 +2,6 @@
 //! `response_filter` → `logging`) with a per-request [`RequestCtx`].
 
 pub mod backend;
-pub mod problem;
 pub mod routes;
 
 use std::sync::Arc;
@@ -16,8 +15,8 @@ use pingora::proxy::{FailToProxy, ProxyHttp};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::config::{Config, DefaultAction, PolicyKind};
+use crate::problem::{Problem, PROBLEM_CONTENT_TYPE};
 use crate::state::SharedState;
-use problem::{Problem, PROBLEM_JSON};
 use routes::{Routed, DEFAULT_ROUTE_NAME};
 
 /// Header carrying the request id (taken from the client when valid, generated otherwise).
@@ -45,7 +44,13 @@ pub struct RequestCtx {
     route: String,
     request_id: String,
     outcome: &'static str,
+    /// Stable problem code when payguard answered with a rejection.
+    code: Option<&'static str>,
     upstream_started: Option<Instant>,
+    /// Guard results for the Pingora-proxied path (no body buffering needed).
+    guard_request_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    guard_response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    upstream_counters: Vec<crate::store::CounterSpec>,
 }
 
 impl RequestCtx {
@@ -56,7 +61,11 @@ impl RequestCtx {
             route: DEFAULT_ROUTE_NAME.to_string(),
             request_id: String::new(),
             outcome: "proxied",
+            code: None,
             upstream_started: None,
+            guard_request_headers: Vec::new(),
+            guard_response_headers: Vec::new(),
+            upstream_counters: Vec::new(),
         }
     }
 }
@@ -93,15 +102,20 @@ pub async fn respond(
     Ok(())
 }
 
-async fn respond_problem(session: &mut Session, ctx: &RequestCtx, mut problem: Problem) -> Result<()> {
-    problem.request_id = Some(ctx.request_id.clone());
+async fn respond_problem(session: &mut Session, ctx: &RequestCtx, problem: Problem) -> Result<()> {
+    let headers: Vec<(String, String)> = problem
+        .headers
+        .iter()
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
+        .collect();
+    let body = problem.to_json_with_request_id(Some(&ctx.request_id));
     respond(
         session,
         problem.status,
-        Some(PROBLEM_JSON),
-        &[],
+        Some(PROBLEM_CONTENT_TYPE),
+        &headers,
         &ctx.request_id,
-        problem.body(),
+        body,
     )
     .await
 }
@@ -118,7 +132,281 @@ async fn read_body_capped(session: &mut Session, cap: usize) -> Result<std::resu
     Ok(Ok(buf.freeze()))
 }
 
+/// Increments `count_on: upstream_2xx` order counters after the backend accepted the order.
+async fn count_accepted_orders(state: &SharedState, counters: &[crate::store::CounterSpec]) {
+    for c in counters {
+        if let Err(e) = state.store.count(c).await {
+            state
+                .metrics
+                .store_errors
+                .with_label_values(&[state.store.backend(), "count"])
+                .inc();
+            tracing::warn!(error = %e, "could not count an accepted order");
+        }
+    }
+}
+
 impl PayguardProxy {
+    /// Records the guard's rule decisions in metrics.
+    fn record_decisions(&self, verdict: &crate::guard::Verdict) {
+        let m = &self.state.metrics;
+        for d in &verdict.decisions {
+            m.rule_decisions
+                .with_label_values(&[d.kind.as_str(), &d.rule, d.decision.as_str(), d.mode.as_str()])
+                .inc();
+        }
+    }
+
+    /// Answers a rejection verdict.
+    async fn reject(&self, session: &mut Session, ctx: &mut RequestCtx, problem: Problem) -> Result<bool> {
+        ctx.outcome = "rejected";
+        ctx.code = Some(problem.code);
+        respond_problem(session, ctx, problem).await?;
+        Ok(true)
+    }
+
+    /// A `guard` route (product.md §4–§5): IP rules → signature → nonce → rate rules → order
+    /// rules. Cheap checks run on the headers before anything else; when the signature (or a
+    /// `body:` key) needs the body, it is buffered up to the cap, verified, and only then sent
+    /// to the backend — byte-identical, with a correct `Content-Length` — by payguard itself,
+    /// so a forged or limited request never reaches the backend. Without a body check the
+    /// request streams through Pingora as on a `pass` route. Returns `true` when answered.
+    async fn handle_guard(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        config: &Config,
+        guard: &crate::guard::Guard,
+    ) -> Result<bool> {
+        use crate::guard::request::RequestView;
+        use crate::guard::Action;
+        let now = self.state.clock.now();
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        // payguard's own verdict headers are never taken from the client.
+        let spoofed: Vec<http::HeaderName> = session
+            .req_header()
+            .headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-pg-risk"))
+            .cloned()
+            .collect();
+        for k in spoofed {
+            session.req_header_mut().remove_header(&k);
+        }
+        let client_ip = guard.client_ip(peer, &session.req_header().headers);
+
+        if let Some(v) = guard.prelimit(client_ip).or_else(|| guard.check_ip(client_ip)) {
+            self.record_decisions(&v);
+            if let Action::Reject(p) = v.action {
+                return self.reject(session, ctx, p).await;
+            }
+        }
+
+        let signed = match guard.signature() {
+            Some(verifier) => match verifier.verify_headers(&session.req_header().headers, now) {
+                Ok(s) => Some(s),
+                Err(failure) => return self.reject_signature(session, ctx, guard, &failure).await,
+            },
+            None => None,
+        };
+
+        let body = if guard.needs_body() {
+            let cap = usize::try_from(guard.max_body_bytes()).unwrap_or(usize::MAX);
+            match read_body_capped(session, cap).await? {
+                Ok(b) => Some(b),
+                Err(_) => {
+                    let v = guard.body_too_large();
+                    self.record_decisions(&v);
+                    if let Action::Reject(p) = v.action {
+                        return self.reject(session, ctx, p).await;
+                    }
+                    None
+                }
+            }
+        } else {
+            None
+        };
+
+        let req = session.req_header();
+        let method = req.method.as_str().to_string();
+        let path = req.uri.path().to_string();
+        let query = req.uri.query().map(str::to_string);
+        if let (Some(verifier), Some(s)) = (guard.signature(), signed.as_ref()) {
+            let bytes = body.as_deref().unwrap_or_default();
+            if let Err(failure) = verifier.verify_body(s, &method, &path, query.as_deref(), bytes) {
+                return self.reject_signature(session, ctx, guard, &failure).await;
+            }
+        }
+
+        let headers = session.req_header().headers.clone();
+        let view = RequestView {
+            method: &method,
+            path: &path,
+            query: query.as_deref(),
+            headers: &headers,
+            client_ip,
+            body: body.as_deref().unwrap_or_default(),
+        };
+        let plan = match guard.plan(&view, signed.as_ref(), Some(&ctx.route), now) {
+            Ok(plan) => plan,
+            Err(v) => {
+                self.record_decisions(&v);
+                return match v.action {
+                    Action::Reject(p) => self.reject(session, ctx, p).await,
+                    Action::Allow { .. } => Ok(false),
+                };
+            }
+        };
+        let verdict = if plan.needs_store() {
+            let started = Instant::now();
+            let result = self.state.store.guard(plan.batch()).await;
+            let backend = self.state.store.backend();
+            self.state
+                .metrics
+                .store_duration
+                .with_label_values(&[backend, "guard"])
+                .observe(started.elapsed().as_secs_f64());
+            match result {
+                Ok(outcome) => plan.decide(&outcome),
+                Err(e) => {
+                    self.state
+                        .metrics
+                        .store_errors
+                        .with_label_values(&[backend, "guard"])
+                        .inc();
+                    tracing::warn!(request_id = %ctx.request_id, error = %e, "store unavailable; applying on_store_error policies");
+                    plan.on_store_error()
+                }
+            }
+        } else {
+            plan.decide(&Default::default())
+        };
+        self.record_decisions(&verdict);
+        let (request_headers, response_headers) = match verdict.action {
+            Action::Reject(p) => return self.reject(session, ctx, p).await,
+            Action::Allow {
+                extra_request_headers,
+                response_headers,
+            } => (extra_request_headers, response_headers),
+        };
+        let counters = plan.upstream_counters();
+
+        let Some(body) = body else {
+            // No body check: let Pingora stream the request; headers and counting follow in
+            // upstream_request_filter / response_filter.
+            ctx.guard_request_headers = request_headers;
+            ctx.guard_response_headers = response_headers;
+            ctx.upstream_counters = counters;
+            return Ok(false);
+        };
+        self.forward_verified(session, ctx, config, body, request_headers, response_headers, counters)
+            .await?;
+        Ok(true)
+    }
+
+    async fn reject_signature(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        guard: &crate::guard::Guard,
+        failure: &crate::guard::signature::SignatureFailure,
+    ) -> Result<bool> {
+        self.state
+            .metrics
+            .signature_failures
+            .with_label_values(&[failure.reason()])
+            .inc();
+        let v = guard.signature_rejection(failure);
+        self.record_decisions(&v);
+        match v.action {
+            crate::guard::Action::Reject(p) => self.reject(session, ctx, p).await,
+            crate::guard::Action::Allow { .. } => Ok(false),
+        }
+    }
+
+    /// Sends a verified, buffered request to the backend and relays the answer.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_verified(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        config: &Config,
+        body: Bytes,
+        request_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+        response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+        counters: Vec<crate::store::CounterSpec>,
+    ) -> Result<()> {
+        use crate::proxy::backend::{Backend, BackendError, BackendRequest};
+        let req = session.req_header();
+        let mut headers: Vec<(http::HeaderName, http::HeaderValue)> =
+            req.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (k, v) in request_headers {
+            headers.retain(|(name, _)| *name != k);
+            headers.push((k, v));
+        }
+        let request = BackendRequest {
+            method: req.method.clone(),
+            path_and_query: req
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| "/".into()),
+            headers,
+            body,
+            timeout: config.upstream.read_timeout,
+        };
+        let started = Instant::now();
+        let result = self.state.backend.send(config.upstream.socket, request).await;
+        self.state
+            .metrics
+            .upstream_duration
+            .with_label_values(&[ctx.route.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+        let resp = match result {
+            Ok(resp) => resp,
+            Err(e) => {
+                let problem = match e {
+                    BackendError::Timeout(_) => {
+                        ctx.outcome = "upstream_timeout";
+                        Problem::upstream_timeout()
+                    }
+                    _ => {
+                        ctx.outcome = "upstream_error";
+                        Problem::upstream_unavailable()
+                    }
+                };
+                tracing::warn!(request_id = %ctx.request_id, error = %e, "backend exchange failed");
+                return respond_problem(session, ctx, problem).await;
+            }
+        };
+        let mut out = ResponseHeader::build(resp.status, Some(resp.headers.len() + 4))?;
+        for (k, v) in resp.headers.iter() {
+            out.append_header(k.clone(), v.clone())?;
+        }
+        for (k, v) in response_headers {
+            out.append_header(k, v)?;
+        }
+        if out.headers.get(REQUEST_ID).is_none() {
+            out.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        }
+        out.insert_header("content-length", resp.body.len().to_string())?;
+        let accepted = (200..300).contains(&resp.status);
+        session
+            .write_response_header(Box::new(out), resp.body.is_empty())
+            .await?;
+        if !resp.body.is_empty() {
+            session.write_response_body(Some(resp.body), true).await?;
+        }
+        if accepted && !counters.is_empty() {
+            count_accepted_orders(&self.state, &counters).await;
+        }
+        Ok(())
+    }
+
     /// A notification endpoint: payguard answers the channel itself after consulting the backend
     /// (the acknowledgement depends on the backend's answer), so nothing reaches the backend
     /// before verification and nothing is acknowledged before the backend accepted.
@@ -278,6 +566,15 @@ impl ProxyHttp for PayguardProxy {
                 ctx.route = route.name.clone();
                 match (route.policy, route.notify.clone()) {
                     (PolicyKind::Pass, _) => Ok(false),
+                    (PolicyKind::Guard, _) => match config.guard.clone() {
+                        Some(guard) => self.handle_guard(session, ctx, &config, &guard).await,
+                        None => {
+                            ctx.outcome = "misconfigured";
+                            respond_problem(session, ctx, Problem::new(500, "INTERNAL", "guard not configured"))
+                                .await?;
+                            Ok(true)
+                        }
+                    },
                     (PolicyKind::Notify, Some(notify)) => {
                         self.handle_notify(session, ctx, &config, &notify).await?;
                         Ok(true)
@@ -285,7 +582,7 @@ impl ProxyHttp for PayguardProxy {
                     // Rejected by config validation until their handlers exist.
                     _ => {
                         ctx.outcome = "misconfigured";
-                        respond_problem(session, ctx, Problem::new(500, "INTERNAL", "Route policy unavailable"))
+                        respond_problem(session, ctx, Problem::new(500, "INTERNAL", "route policy unavailable"))
                             .await?;
                         Ok(true)
                     }
@@ -313,6 +610,18 @@ impl ProxyHttp for PayguardProxy {
         Ok(Box::new(peer))
     }
 
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut pingora::http::RequestHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        for (k, v) in std::mem::take(&mut ctx.guard_request_headers) {
+            upstream_request.insert_header(k, v)?;
+        }
+        Ok(())
+    }
+
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
@@ -338,6 +647,15 @@ impl ProxyHttp for PayguardProxy {
         if upstream_response.headers.get(REQUEST_ID).is_none() {
             upstream_response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
         }
+        for (k, v) in std::mem::take(&mut ctx.guard_response_headers) {
+            upstream_response.append_header(k, v)?;
+        }
+        let counters = std::mem::take(&mut ctx.upstream_counters);
+        if upstream_response.status.is_success() && !counters.is_empty() {
+            // `count_on: upstream_2xx`: the order was accepted; count it without delaying the answer.
+            let state = self.state.clone();
+            tokio::spawn(async move { count_accepted_orders(&state, &counters).await });
+        }
         Ok(())
     }
 
@@ -345,7 +663,7 @@ impl ProxyHttp for PayguardProxy {
         let problem = match (e.esource(), e.etype()) {
             (_, ErrorType::HTTPStatus(code)) => {
                 let code = *code;
-                let p = Problem::new(code, "REQUEST_FAILED", "The request could not be processed");
+                let p = Problem::new(code, "REQUEST_FAILED", "the request could not be processed");
                 ctx.outcome = "error";
                 Some(p)
             }
@@ -366,11 +684,11 @@ impl ProxyHttp for PayguardProxy {
             }
             (ErrorSource::Downstream, _) => {
                 ctx.outcome = "bad_request";
-                Some(Problem::new(400, "BAD_REQUEST", "The request is not valid HTTP"))
+                Some(Problem::new(400, "BAD_REQUEST", "the request is not valid HTTP"))
             }
             _ => {
                 ctx.outcome = "error";
-                Some(Problem::new(500, "INTERNAL", "Internal error"))
+                Some(Problem::new(500, "INTERNAL", "internal error"))
             }
         };
         let code = match problem {
@@ -409,6 +727,7 @@ impl ProxyHttp for PayguardProxy {
             path = %req.uri.path(),
             status,
             outcome = ctx.outcome,
+            code = ctx.code,
             latency_ms = latency.as_secs_f64() * 1000.0,
             error = e.map(|e| e.etype().as_str()),
             "request"

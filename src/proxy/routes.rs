@@ -62,7 +62,12 @@ pub const DEFAULT_ROUTE_NAME: &str = "_default";
 
 impl RouteTable {
     /// Compiles routes, reporting every problem with its key path.
-    pub fn compile(routes: &[RouteConfig], default_action: DefaultAction) -> Result<Self, Vec<ConfigIssue>> {
+    /// `guard_configured` says whether a top-level `guard` section exists (needed by `guard` routes).
+    pub fn compile(
+        routes: &[RouteConfig],
+        default_action: DefaultAction,
+        guard_configured: bool,
+    ) -> Result<Self, Vec<ConfigIssue>> {
         let mut issues = Vec::new();
         let mut compiled = Vec::with_capacity(routes.len());
         let mut names = std::collections::HashSet::new();
@@ -115,10 +120,11 @@ impl RouteTable {
                     issues.push(ConfigIssue::new(at("notify"), "required with `policy: notify`"))
                 }
                 (_, Some(_)) => issues.push(ConfigIssue::new(at("notify"), "only allowed with `policy: notify`")),
-                (PolicyKind::Guard, None) => issues.push(ConfigIssue::new(
+                (PolicyKind::Guard, None) if !guard_configured => issues.push(ConfigIssue::new(
                     at("policy"),
-                    "policy `guard` is not supported by this version of payguard",
+                    "policy `guard` needs a top-level `guard` section",
                 )),
+                (PolicyKind::Guard, None) => {}
             }
             if let Some(path) = path {
                 compiled.push(Route {
@@ -193,6 +199,7 @@ mod tests {
                 route("v1", &[], None, Some("/v1")),
             ],
             DefaultAction::NotFound,
+            false,
         )
         .unwrap();
         let name = |m, p| match t.route(m, p) {
@@ -208,7 +215,8 @@ mod tests {
 
     #[test]
     fn path_and_prefix_are_exclusive() {
-        let err = RouteTable::compile(&[route("x", &[], Some("/a"), Some("/b"))], DefaultAction::Pass).unwrap_err();
+        let err =
+            RouteTable::compile(&[route("x", &[], Some("/a"), Some("/b"))], DefaultAction::Pass, false).unwrap_err();
         assert_eq!(err[0].path, "routes[0].match");
     }
 }
