@@ -16,7 +16,9 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
-use crate::config::{self, Config};
+use crate::channels::registry::ChannelConfig;
+use crate::channels::{ChannelKind, EventKind, SimulateKeys, SimulateSpec, SimulatedNotification};
+use crate::config::{self, Config, FileConfig, PolicyKind};
 
 /// What the demo backend saw of one request.
 #[derive(Debug, Clone)]
@@ -27,6 +29,10 @@ pub struct Seen {
     pub body_len: usize,
     /// `x-request-id` as received.
     pub request_id: Option<String>,
+    /// Body bytes.
+    pub body: Bytes,
+    /// `x-pg-risk` as received (order rules that tagged the request).
+    pub risk: Option<String>,
 }
 
 /// A tiny backend that answers `200 {"ok":true,...}` and remembers what it received.
@@ -50,11 +56,14 @@ impl DemoBackend {
                         let seen = seen.clone();
                         async move {
                             let request_line = format!("{} {}", req.method(), req.uri());
-                            let request_id = req
-                                .headers()
-                                .get("x-request-id")
-                                .and_then(|v| v.to_str().ok())
-                                .map(str::to_string);
+                            let header = |name: &str| {
+                                req.headers()
+                                    .get(name)
+                                    .and_then(|v| v.to_str().ok())
+                                    .map(str::to_string)
+                            };
+                            let request_id = header("x-request-id");
+                            let risk = header("x-pg-risk");
                             let body = req
                                 .into_body()
                                 .collect()
@@ -67,6 +76,8 @@ impl DemoBackend {
                                     request_line,
                                     body_len: body.len(),
                                     request_id,
+                                    body: body.clone(),
+                                    risk,
                                 });
                             }
                             Ok::<_, Infallible>(
@@ -101,15 +112,15 @@ impl Drop for ChildGuard {
 
 /// Runs the demo with `config_path`; `once` exits after the walkthrough instead of serving on.
 pub fn run(config_path: &Path, once: bool) -> anyhow::Result<()> {
-    let (_, cfg) = config::load_file(config_path).map_err(|e| anyhow::anyhow!("{}:\n{e}", config_path.display()))?;
+    let (file, cfg) = config::load_file(config_path).map_err(|e| anyhow::anyhow!("{}:\n{e}", config_path.display()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(walkthrough(config_path, &cfg, once))
+    rt.block_on(walkthrough(config_path, &file, &cfg, once))
 }
 
-async fn walkthrough(config_path: &Path, cfg: &Config, once: bool) -> anyhow::Result<()> {
+async fn walkthrough(config_path: &Path, file: &FileConfig, cfg: &Config, once: bool) -> anyhow::Result<()> {
     let backend = DemoBackend::default();
     backend.serve(cfg.upstream.socket).await?;
     println!("demo backend     http://{}", cfg.upstream.socket);
@@ -164,45 +175,46 @@ async fn walkthrough(config_path: &Path, cfg: &Config, once: bool) -> anyhow::Re
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    let demo = Walk {
+        client: &client,
+        backend: &backend,
+        proxy: cfg.listen,
+    };
     println!("\n── client calls through payguard ──");
-    let proxy = cfg.listen;
-    let calls: [(&str, &str, &[u8]); 3] = [
-        ("GET", "/api/hello?name=demo", b""),
-        ("POST", "/api/orders", br#"{"sku":"tea-42","qty":2,"amount":"88.80"}"#),
-        ("GET", "/nowhere-routed", b""),
-    ];
-    for (method, path, body) in calls {
-        let before = backend.seen().len();
-        let req = hyper::Request::builder()
-            .method(method)
-            .uri(format!("http://{proxy}{path}"))
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::copy_from_slice(body)))?;
-        let resp = client.request(req).await.context("request through payguard")?;
-        let status = resp.status();
-        let rid = resp
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-            .to_string();
-        let text = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        println!("{method:<5} {path:<24} → {status}  x-request-id {rid}");
-        println!("      answer: {}", String::from_utf8_lossy(&text));
-        match backend.seen().get(before) {
-            Some(s) => println!(
-                "      backend received: {} ({} body bytes, x-request-id {})",
-                s.request_line,
-                s.body_len,
-                s.request_id.as_deref().unwrap_or("-")
-            ),
-            None => println!("      backend received nothing (payguard answered itself)"),
+    demo.step("pass route", "GET", "/api/hello?name=demo", &[], b"").await?;
+    let order = br#"{"user_id":"u-1001","sku":"tea-42","qty":2,"amount":"88.80"}"#;
+    match signing_key(file) {
+        Some((key, secret)) => {
+            let headers = signed_headers(&key, &secret, "POST", "/api/orders", order)?;
+            demo.step("signed order", "POST", "/api/orders", &headers, order)
+                .await?;
+            demo.step("same request replayed", "POST", "/api/orders", &headers, order)
+                .await?;
+            let mut tampered = order.to_vec();
+            tampered.extend_from_slice(b" ");
+            demo.step("body changed after signing", "POST", "/api/orders", &headers, &tampered)
+                .await?;
         }
+        None => println!("(no guard.signature key in this config: signed calls skipped)"),
+    }
+    demo.step("unsigned order", "POST", "/api/orders", &[], order).await?;
+    demo.step("unrouted path", "GET", "/nowhere-routed", &[], b"").await?;
+
+    if let Some((path, secret)) = stripe_route(file, cfg) {
+        println!("\n── payment notifications through payguard (Stripe) ──");
+        let n = stripe_notification(&secret)?;
+        let mut headers: Vec<(String, String)> = n.headers.clone();
+        headers.push(("content-type".into(), n.content_type.clone()));
+        demo.step("payment_intent.succeeded", "POST", &path, &headers, &n.body)
+            .await?;
+        demo.step("the same notification again", "POST", &path, &headers, &n.body)
+            .await?;
+        let mut tampered = n.body.clone();
+        if let Some(b) = tampered.iter_mut().find(|b| b.is_ascii_digit()) {
+            *b = if *b == b'9' { b'1' } else { *b + 1 };
+        }
+        demo.step("tampered notification", "POST", &path, &headers, &tampered)
+            .await?;
     }
 
     let metrics_req =
@@ -214,11 +226,16 @@ async fn walkthrough(config_path: &Path, cfg: &Config, once: bool) -> anyhow::Re
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
-        println!("\n── metrics (payguard_requests_total) ──");
-        for line in String::from_utf8_lossy(&text)
-            .lines()
-            .filter(|l| l.starts_with("payguard_requests_total"))
-        {
+        println!("\n── metrics ──");
+        for line in String::from_utf8_lossy(&text).lines().filter(|l| {
+            [
+                "payguard_requests_total",
+                "payguard_notifications_total",
+                "payguard_rule_decisions_total",
+            ]
+            .iter()
+            .any(|m| l.starts_with(m))
+        }) {
             println!("{line}");
         }
     }
@@ -226,7 +243,133 @@ async fn walkthrough(config_path: &Path, cfg: &Config, once: bool) -> anyhow::Re
     if once {
         return Ok(());
     }
+    let proxy = cfg.listen;
     println!("\npayguard keeps serving on http://{proxy} — try: curl -i http://{proxy}/api/hello   (Ctrl-C stops)");
     tokio::signal::ctrl_c().await?;
     Ok(())
+}
+
+type DemoClient = hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+/// One walkthrough: sends requests through payguard and shows what the backend saw.
+struct Walk<'a> {
+    client: &'a DemoClient,
+    backend: &'a DemoBackend,
+    proxy: SocketAddr,
+}
+
+impl Walk<'_> {
+    async fn step(
+        &self,
+        what: &str,
+        method: &str,
+        path: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> anyhow::Result<()> {
+        let before = self.backend.seen().len();
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.proxy));
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let resp = self
+            .client
+            .request(req.body(Full::new(Bytes::copy_from_slice(body)))?)
+            .await
+            .context("request through payguard")?;
+        let status = resp.status();
+        let text = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        println!("{what}: {method} {path} → {status}");
+        if !text.is_empty() {
+            println!("      answer: {}", String::from_utf8_lossy(&text));
+        }
+        match self.backend.seen().get(before) {
+            Some(s) => {
+                println!("      backend received: {} ({} body bytes)", s.request_line, s.body_len);
+                if let Some(risk) = &s.risk {
+                    println!("      with X-PG-Risk: {risk}");
+                }
+                if s.request_line.contains("payment-events") {
+                    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&s.body) {
+                        println!(
+                            "      normalized event: id={} kind={} out_trade_no={} amount_minor={} currency={}",
+                            v["id"], v["kind"], v["out_trade_no"], v["amount_minor"], v["currency"]
+                        );
+                    }
+                }
+            }
+            None => println!("      backend received nothing"),
+        }
+        Ok(())
+    }
+}
+
+/// The first access key and secret of the guard's signature section, if any.
+fn signing_key(file: &FileConfig) -> Option<(String, Vec<u8>)> {
+    let key = file.guard.as_ref()?.signature.as_ref()?.keys.first()?;
+    let secret = key.secrets.first()?.resolve().ok()?;
+    Some((key.id.clone(), secret.expose().to_vec()))
+}
+
+fn signed_headers(
+    key: &str,
+    secret: &[u8],
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> anyhow::Result<Vec<(String, String)>> {
+    let ts = jiff::Timestamp::now().as_second().to_string();
+    let nonce = crate::guard::signature::new_nonce();
+    let sig = crate::guard::signature::sign_request(secret, method, path, None, &ts, &nonce, body)
+        .map_err(|e| anyhow::anyhow!("signing: {e}"))?;
+    Ok(vec![
+        ("content-type".into(), "application/json".into()),
+        ("x-pg-key".into(), key.to_string()),
+        ("x-pg-timestamp".into(), ts),
+        ("x-pg-nonce".into(), nonce),
+        ("x-pg-signature".into(), sig),
+    ])
+}
+
+/// Path and first endpoint secret of the first Stripe notify route, if any.
+fn stripe_route(file: &FileConfig, cfg: &Config) -> Option<(String, Vec<u8>)> {
+    let _ = cfg;
+    file.routes
+        .iter()
+        .filter(|r| r.policy == PolicyKind::Notify)
+        .find_map(|r| {
+            let ChannelConfig::Stripe(stripe) = &r.notify.as_ref()?.channel else {
+                return None;
+            };
+            let secret = stripe.endpoint_secrets.first()?.resolve().ok()?;
+            Some((r.matcher.path.clone()?, secret.expose().to_vec()))
+        })
+}
+
+fn stripe_notification(secret: &[u8]) -> anyhow::Result<SimulatedNotification> {
+    let spec = SimulateSpec {
+        out_trade_no: "demo-1001".into(),
+        amount_minor: 8880,
+        currency: "cny".into(),
+        kind: EventKind::PaymentSucceeded,
+        out_refund_no: None,
+        refund_amount_minor: None,
+        channel_txn_id: "pi_3DemoIntent".into(),
+        at: jiff::Timestamp::now(),
+        notification_id: "evt_1DemoEvent".into(),
+        app_id: None,
+        mch_id: None,
+    };
+    let keys = SimulateKeys {
+        secret: Some(secret.to_vec()),
+        ..Default::default()
+    };
+    crate::channels::registry::simulate(ChannelKind::Stripe, &spec, &keys).map_err(|e| anyhow::anyhow!(e))
 }
