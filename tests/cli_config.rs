@@ -40,6 +40,9 @@ fn check_accepts_the_shipped_configs_and_prints_a_summary() {
         let out = Command::new(env!("CARGO_BIN_EXE_payguard"))
             .args(["check", "-c", &repo_file(file)])
             .env("PAYGUARD_ADMIN_TOKEN", "token-that-must-not-leak")
+            .env("PG_SHOP_APP_SECRET", "app-secret-that-must-not-leak")
+            .env("STRIPE_WEBHOOK_SECRET", "whsec_stripe_secret_that_must_not_leak")
+            .env("PAYGUARD_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -51,7 +54,9 @@ fn check_accepts_the_shipped_configs_and_prints_a_summary() {
         );
         assert!(stdout.contains(": OK"), "{stdout}");
         assert!(stdout.contains("upstream"), "{stdout}");
-        assert!(!stdout.contains("token-that-must-not-leak"), "secret leaked: {stdout}");
+        for secret in ["token-that-must-not-leak", "app-secret-that-must-not-leak", "stripe_secret_that", "MfKQ9r8GKYqr"] {
+            assert!(!stdout.contains(secret), "secret leaked: {stdout}");
+        }
     }
 }
 

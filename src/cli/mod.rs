@@ -87,7 +87,7 @@ pub fn main() -> ExitCode {
 
 fn check(path: &std::path::Path) -> ExitCode {
     match crate::config::load_file(path) {
-        Ok((_, cfg)) => {
+        Ok((file, cfg)) => {
             println!("{}: OK", path.display());
             println!("  proxy listener : {} ({} threads)", cfg.listen, cfg.threads);
             println!(
@@ -97,6 +97,17 @@ fn check(path: &std::path::Path) -> ExitCode {
             );
             println!("  upstream       : {}", cfg.upstream.address);
             println!("  store          : {}", cfg.store.summary());
+            if let Some(g) = &file.guard {
+                let keys = g.signature.as_ref().map_or(0, |s| s.keys.len());
+                println!(
+                    "  guard          : {} signing key(s), {} rate rule(s), {} order rule(s), {} allow / {} deny CIDR(s)",
+                    keys,
+                    g.rate_rules.len(),
+                    g.order_rules.len(),
+                    g.ip.allow.len(),
+                    g.ip.deny.len()
+                );
+            }
             println!("  routes         : {}", cfg.routes.routes().len());
             for r in cfg.routes.routes() {
                 let methods = if r.methods.is_empty() {
@@ -108,7 +119,11 @@ fn check(path: &std::path::Path) -> ExitCode {
                     crate::proxy::routes::PathMatch::Exact(p) => p.clone(),
                     crate::proxy::routes::PathMatch::Prefix(p) => format!("{p}/**"),
                 };
-                println!("    {:<20} {:<12} {:<30} {:?}", r.name, methods, path, r.policy);
+                let policy = match (&r.policy, &r.notify) {
+                    (_, Some(n)) => format!("notify ({}, {:?})", n.channel.kind(), n.forward).to_lowercase(),
+                    (p, None) => format!("{p:?}").to_lowercase(),
+                };
+                println!("    {:<20} {:<12} {:<30} {}", r.name, methods, path, policy);
             }
             ExitCode::SUCCESS
         }
