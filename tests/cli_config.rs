@@ -54,7 +54,12 @@ fn check_accepts_the_shipped_configs_and_prints_a_summary() {
         );
         assert!(stdout.contains(": OK"), "{stdout}");
         assert!(stdout.contains("upstream"), "{stdout}");
-        for secret in ["token-that-must-not-leak", "app-secret-that-must-not-leak", "stripe_secret_that", "MfKQ9r8GKYqr"] {
+        for secret in [
+            "token-that-must-not-leak",
+            "app-secret-that-must-not-leak",
+            "stripe_secret_that",
+            "MfKQ9r8GKYqr",
+        ] {
             assert!(!stdout.contains(secret), "secret leaked: {stdout}");
         }
     }

@@ -336,10 +336,20 @@ impl EventKeys {
             .as_deref()
             .or(event.merchant.app_id.as_deref())
             .unwrap_or("");
+        // Two partial refunds of one order are two events: key them by the refund number, else
+        // the channel's refund id, else (Stripe `charge.refunded` carries neither) the
+        // notification id, which is stable across retries of one event.
         let refund_no = event
             .refund
             .as_ref()
             .and_then(|r| r.out_refund_no.as_deref().or(r.refund_id.as_deref()))
+            .or_else(|| {
+                event
+                    .kind
+                    .is_refund()
+                    .then_some(event.notification_id.as_deref())
+                    .flatten()
+            })
             .unwrap_or("");
         // Events without an order number are keyed by the channel's notification id, or the
         // body itself, so unrelated `other` events never collapse into one.
@@ -446,5 +456,90 @@ fn passthrough_request(route: &NotifyRoute, keys: &EventKeys, incoming: Incoming
         headers,
         body: Bytes::copy_from_slice(incoming.body),
         timeout: route.timeout,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::{MerchantRef, RefundInfo};
+
+    fn event(kind: EventKind, order: &str, refund: Option<&str>, notification_id: &str) -> VerifiedEvent {
+        VerifiedEvent {
+            channel: ChannelKind::Stripe,
+            kind,
+            out_trade_no: order.into(),
+            channel_txn_id: None,
+            amount_minor: Some(100),
+            currency: Some("USD".into()),
+            refund: refund.map(|r| RefundInfo {
+                out_refund_no: Some(r.into()),
+                refund_id: None,
+                amount_minor: Some(1),
+            }),
+            occurred_at: None,
+            notification_id: Some(notification_id.into()),
+            raw_status: None,
+            merchant: MerchantRef {
+                app_id: None,
+                mch_id: Some("m1".into()),
+            },
+            raw: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn event_id_is_stable_across_retries_and_distinct_per_kind() {
+        let a = EventKeys::of(&event(EventKind::PaymentSucceeded, "o1", None, "evt_1"), b"x");
+        let retry = EventKeys::of(&event(EventKind::PaymentSucceeded, "o1", None, "evt_1"), b"y");
+        assert_eq!(a, retry, "same order and kind: same key, whatever the body bytes");
+        let pending = EventKeys::of(&event(EventKind::PaymentPending, "o1", None, "evt_2"), b"x");
+        assert_ne!(a.event_id, pending.event_id);
+        assert_eq!(a.paid_key, pending.paid_key, "both concern the same order");
+    }
+
+    #[test]
+    fn partial_refunds_are_separate_events() {
+        let r1 = EventKeys::of(&event(EventKind::RefundSucceeded, "o1", Some("r1"), "evt_1"), b"");
+        let r2 = EventKeys::of(&event(EventKind::RefundSucceeded, "o1", Some("r2"), "evt_2"), b"");
+        assert_ne!(r1.dedup_key, r2.dedup_key);
+        // Without any refund number the notification id tells refunds apart.
+        let mut a = event(EventKind::RefundSucceeded, "o1", None, "evt_a");
+        a.refund = Some(RefundInfo {
+            out_refund_no: None,
+            refund_id: None,
+            amount_minor: Some(5),
+        });
+        let mut b = a.clone();
+        b.notification_id = Some("evt_b".into());
+        assert_ne!(EventKeys::of(&a, b"").dedup_key, EventKeys::of(&b, b"").dedup_key);
+    }
+
+    #[test]
+    fn keys_carry_no_request_data() {
+        let k = EventKeys::of(
+            &event(EventKind::PaymentSucceeded, "ORDER-SECRET-42", None, "evt_1"),
+            b"",
+        );
+        assert!(!k.dedup_key.contains("ORDER") && !k.paid_key.contains("ORDER"));
+        assert!(k.event_id.starts_with("evt_") && k.event_id.len() == 36);
+    }
+
+    #[test]
+    fn legacy_backend_replies_are_judged_in_the_channels_terms() {
+        assert!(backend_acknowledged(ChannelKind::Alipay, 200, b"success"));
+        assert!(!backend_acknowledged(ChannelKind::Alipay, 200, b"fail"));
+        assert!(!backend_acknowledged(ChannelKind::Alipay, 200, b"success\n<html>"));
+        let ok = b"<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[OK]]></return_msg></xml>";
+        assert!(backend_acknowledged(ChannelKind::WechatpayV2, 200, ok));
+        assert!(!backend_acknowledged(
+            ChannelKind::WechatpayV2,
+            200,
+            b"<xml><return_code><![CDATA[FAIL]]></return_code></xml>"
+        ));
+        assert!(backend_acknowledged(ChannelKind::WechatpayV3, 204, b""));
+        assert!(!backend_acknowledged(ChannelKind::WechatpayV3, 500, b""));
+        assert!(backend_acknowledged(ChannelKind::Stripe, 202, b""));
+        assert!(!backend_acknowledged(ChannelKind::Unionpay, 204, b""));
     }
 }

@@ -26,9 +26,12 @@ pub const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// True for headers that must not be forwarded (hop-by-hop, and length which is recomputed).
+/// True for headers that must not be forwarded: hop-by-hop ones, the length (recomputed from
+/// the exact bytes sent) and `Expect` (payguard already holds the whole body).
 pub fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) || name.eq_ignore_ascii_case("content-length")
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || name.eq_ignore_ascii_case("content-length")
+        || name.eq_ignore_ascii_case("expect")
 }
 
 /// A request payguard sends to the backend.

@@ -120,9 +120,25 @@ async fn respond_problem(session: &mut Session, ctx: &RequestCtx, problem: Probl
     .await
 }
 
-/// Reads the whole request body, stopping once it exceeds `cap` bytes (`Err(len_so_far)`).
+/// Reads the whole request body, stopping once it exceeds `cap` bytes (`Err(len)`). A declared
+/// `Content-Length` over the cap is refused before reading anything; a client waiting on
+/// `Expect: 100-continue` is told to send the body only once the header checks have passed.
 async fn read_body_capped(session: &mut Session, cap: usize) -> Result<std::result::Result<Bytes, usize>> {
-    let mut buf = bytes::BytesMut::new();
+    let headers = &session.req_header().headers;
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if let Some(len) = declared.filter(|&len| len > cap) {
+        return Ok(Err(len));
+    }
+    let expects_continue = headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        session.as_downstream_mut().write_continue_response().await?;
+    }
+    let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(cap));
     while let Some(chunk) = session.read_request_body().await? {
         if buf.len() + chunk.len() > cap {
             return Ok(Err(buf.len() + chunk.len()));
