@@ -278,22 +278,9 @@ impl PayguardProxy {
             }
         };
         let verdict = if plan.needs_store() {
-            let started = Instant::now();
-            let result = self.state.store.guard(plan.batch()).await;
-            let backend = self.state.store.backend();
-            self.state
-                .metrics
-                .store_duration
-                .with_label_values(&[backend, "guard"])
-                .observe(started.elapsed().as_secs_f64());
-            match result {
+            match self.state.store.guard(plan.batch()).await {
                 Ok(outcome) => plan.decide(&outcome),
                 Err(e) => {
-                    self.state
-                        .metrics
-                        .store_errors
-                        .with_label_values(&[backend, "guard"])
-                        .inc();
                     tracing::warn!(request_id = %ctx.request_id, error = %e, "store unavailable; applying on_store_error policies");
                     plan.on_store_error()
                 }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::SharedClock;
 
 pub mod embedded;
+pub mod metered;
 pub mod redis_store;
 
 pub use embedded::{EmbeddedStore, EmbeddedStoreConfig};

@@ -1,0 +1,104 @@
+//! A [`Store`] decorator that records every operation's latency and errors
+//! (`payguard_store_operation_duration_seconds`, `payguard_store_errors_total`).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use prometheus::{HistogramVec, IntCounterVec};
+
+use super::{BucketDecision, BucketSpec, CounterSpec, DedupClaim, GuardBatch, GuardOutcome, Store, StoreError};
+
+/// Wraps a store and measures it.
+#[derive(Debug)]
+pub struct MeteredStore {
+    inner: Arc<dyn Store>,
+    duration: HistogramVec,
+    errors: IntCounterVec,
+}
+
+impl MeteredStore {
+    /// Measures `inner` into the given metric families (labels: backend, op).
+    pub fn new(inner: Arc<dyn Store>, duration: HistogramVec, errors: IntCounterVec) -> Self {
+        Self {
+            inner,
+            duration,
+            errors,
+        }
+    }
+
+    async fn measure<T>(
+        &self,
+        op: &'static str,
+        f: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = f.await;
+        let backend = self.inner.backend();
+        self.duration
+            .with_label_values(&[backend, op])
+            .observe(started.elapsed().as_secs_f64());
+        if result.is_err() {
+            self.errors.with_label_values(&[backend, op]).inc();
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl Store for MeteredStore {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.measure("ping", self.inner.ping()).await
+    }
+
+    async fn take_buckets(&self, buckets: &[BucketSpec]) -> Result<Vec<BucketDecision>, StoreError> {
+        self.measure("take_buckets", self.inner.take_buckets(buckets)).await
+    }
+
+    async fn claim_nonce(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.measure("claim_nonce", self.inner.claim_nonce(key, ttl)).await
+    }
+
+    async fn count(&self, spec: &CounterSpec) -> Result<u64, StoreError> {
+        self.measure("count", self.inner.count(spec)).await
+    }
+
+    async fn guard(&self, batch: &GuardBatch) -> Result<GuardOutcome, StoreError> {
+        self.measure("guard", self.inner.guard(batch)).await
+    }
+
+    async fn dedup_claim(&self, key: &str, lease: Duration) -> Result<DedupClaim, StoreError> {
+        self.measure("dedup_claim", self.inner.dedup_claim(key, lease)).await
+    }
+
+    async fn dedup_complete(&self, key: &str, token: &str, keep: Duration) -> Result<bool, StoreError> {
+        self.measure("dedup_complete", self.inner.dedup_complete(key, token, keep))
+            .await
+    }
+
+    async fn dedup_release(&self, key: &str, token: &str) -> Result<bool, StoreError> {
+        self.measure("dedup_release", self.inner.dedup_release(key, token))
+            .await
+    }
+
+    async fn set_add(&self, set: &str, member: &str, ttl: Duration) -> Result<(), StoreError> {
+        self.measure("set_add", self.inner.set_add(set, member, ttl)).await
+    }
+
+    async fn set_remove(&self, set: &str, member: &str) -> Result<bool, StoreError> {
+        self.measure("set_remove", self.inner.set_remove(set, member)).await
+    }
+
+    async fn set_contains(&self, set: &str, member: &str) -> Result<bool, StoreError> {
+        self.measure("set_contains", self.inner.set_contains(set, member)).await
+    }
+
+    async fn set_members(&self, set: &str) -> Result<Vec<(String, Duration)>, StoreError> {
+        self.measure("set_members", self.inner.set_members(set)).await
+    }
+}
