@@ -187,6 +187,18 @@ pub enum ChannelError {
 }
 
 impl ChannelError {
+    /// A short reason for the channel's failure answer: the category only, never details.
+    pub fn ack_reason(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "malformed notification",
+            Self::Signature(_) | Self::Unsupported(_) => "signature verification failed",
+            Self::Stale(_) => "stale notification",
+            Self::UnknownKey(_) => "unknown key",
+            Self::Decrypt(_) => "decryption failed",
+            Self::Business(_) => "merchant mismatch",
+        }
+    }
+
     /// Stable outcome label for metrics and logs (product.md §8).
     pub fn outcome(&self) -> &'static str {
         match self {
@@ -227,6 +239,12 @@ pub trait Channel: Send + Sync + fmt::Debug {
 
     /// The answer that tells the channel to retry later; `reason` is short and carries no secret.
     fn failure_ack(&self, reason: &str) -> Ack;
+
+    /// The answer to a notification refused with `err`. Channels that distinguish failure
+    /// statuses (WeChat Pay v3: 401 for signature problems, 400 for malformed bodies) override it.
+    fn rejection_ack(&self, err: &ChannelError) -> Ack {
+        self.failure_ack(err.ack_reason())
+    }
 }
 
 /// The single value of header `name`. More than one occurrence is ambiguous and rejected

@@ -298,6 +298,19 @@ impl Channel for WechatpayV3 {
     fn failure_ack(&self, reason: &str) -> Ack {
         failure_ack_with_status(500, reason)
     }
+
+    /// §2.8: signature, serial and timestamp failures → 401; a malformed body → 400; the rest
+    /// (backend or store trouble) stays 500 so WeChat Pay retries.
+    fn rejection_ack(&self, err: &ChannelError) -> Ack {
+        let status = match err {
+            ChannelError::Signature(_)
+            | ChannelError::Stale(_)
+            | ChannelError::UnknownKey(_)
+            | ChannelError::Unsupported(_) => 401,
+            ChannelError::Malformed(_) | ChannelError::Decrypt(_) | ChannelError::Business(_) => 400,
+        };
+        failure_ack_with_status(status, err.ack_reason())
+    }
 }
 
 impl WechatpayV3 {
@@ -1356,6 +1369,18 @@ mod tests {
         let body: Value = serde_json::from_slice(&fail.body).unwrap();
         assert_eq!(body, json!({"code": "FAIL", "message": "backend \"down\""}));
         assert_eq!(failure_ack_with_status(401, "signature").status, 401);
+        // §2.8 mapping for refused notifications.
+        assert_eq!(ch.rejection_ack(&ChannelError::Signature("x".into())).status, 401);
+        assert_eq!(ch.rejection_ack(&ChannelError::Stale("x".into())).status, 401);
+        assert_eq!(ch.rejection_ack(&ChannelError::UnknownKey("x".into())).status, 401);
+        assert_eq!(ch.rejection_ack(&ChannelError::Malformed("x".into())).status, 400);
+        let body: Value =
+            serde_json::from_slice(&ch.rejection_ack(&ChannelError::Signature("secret detail".into())).body).unwrap();
+        assert_eq!(body["code"], "FAIL");
+        assert!(
+            !body.to_string().contains("secret detail"),
+            "details stay in the log, not the answer"
+        );
     }
 
     proptest! {

@@ -154,16 +154,9 @@ pub async fn handle_notification(
     ) {
         Ok(ev) => ev,
         Err(e) => {
-            let ack_reason = match e.outcome() {
-                "rejected_stale" => "stale notification",
-                "rejected_business" => "merchant mismatch",
-                "rejected_unknown_key" => "unknown key",
-                "rejected_malformed" => "malformed notification",
-                "rejected_decrypt" => "decryption failed",
-                _ => "signature verification failed",
-            };
-            let outcome = e.outcome();
-            return (fail(&mut record, outcome, e.to_string(), ack_reason), record);
+            record.outcome = e.outcome();
+            record.reason = Some(e.to_string());
+            return (Reply::from(channel.rejection_ack(&e)), record);
         }
     };
 
