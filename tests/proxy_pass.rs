@@ -228,3 +228,25 @@ fn access_log_has_one_json_line_per_request() {
     assert_eq!(line["path"], "/api/logged");
     assert!(line["latency_ms"].as_f64().is_some());
 }
+
+#[test]
+fn client_cannot_forge_payguard_verdict_headers_on_a_pass_route() {
+    let up = Upstream::start();
+    let pg = Payguard::start(&pass_config(&up.addr.to_string(), ""));
+    let r = client()
+        .post(pg.url("/api/legacy-notify"))
+        .header("x-pg-verified", "1")
+        .header("X-PG-Event-Id", "evt_forged")
+        .header("x-pg-risk", "none")
+        .header("x-other", "kept")
+        .body("trade_status=TRADE_SUCCESS")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = &up.requests()[0];
+    assert_eq!(seen.header("x-pg-verified"), None);
+    assert_eq!(seen.header("x-pg-event-id"), None);
+    assert_eq!(seen.header("x-pg-risk"), None);
+    assert_eq!(seen.header("x-other"), Some("kept"));
+    assert!(seen.body == b"trade_status=TRADE_SUCCESS");
+}

@@ -22,6 +22,9 @@ use routes::{Routed, DEFAULT_ROUTE_NAME};
 /// Header carrying the request id (taken from the client when valid, generated otherwise).
 pub const REQUEST_ID: &str = "x-request-id";
 
+/// Headers only payguard may set on requests to the backend (verdicts it asserts).
+pub const ASSERTED_HEADERS: &[&str] = &["x-pg-verified", "x-pg-event-id", "x-pg-risk"];
+
 /// The proxy service.
 #[derive(Debug, Clone)]
 pub struct PayguardProxy {
@@ -202,17 +205,6 @@ impl PayguardProxy {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip())
             .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        // payguard's own verdict headers are never taken from the client.
-        let spoofed: Vec<http::HeaderName> = session
-            .req_header()
-            .headers
-            .keys()
-            .filter(|k| k.as_str().starts_with("x-pg-risk"))
-            .cloned()
-            .collect();
-        for k in spoofed {
-            session.req_header_mut().remove_header(&k);
-        }
         let client_ip = guard.client_ip(peer, &session.req_header().headers);
 
         if let Some(v) = guard.prelimit(client_ip).or_else(|| guard.check_ip(client_ip)) {
@@ -559,6 +551,15 @@ impl ProxyHttp for PayguardProxy {
             _ => {
                 ctx.request_id = uuid::Uuid::new_v4().to_string();
                 req.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+            }
+        }
+
+        // Headers payguard asserts to the backend are never taken from a client, on any route:
+        // a backend that trusts `X-PG-Verified` must not be reachable with a forged one.
+        for name in ASSERTED_HEADERS {
+            if req.headers.contains_key(*name) {
+                req.remove_header(*name);
+                tracing::warn!(request_id = %ctx.request_id, header = *name, "removed a client-sent payguard header");
             }
         }
 
