@@ -53,6 +53,13 @@ pub struct NotifyRoute {
     pub max_body: usize,
 }
 
+impl NotifyRoute {
+    /// Where events go on the backend: the configured path, else the path it arrived on.
+    fn backend_target(&self, arrived_on: &str) -> String {
+        self.backend_path.clone().unwrap_or_else(|| arrived_on.to_string())
+    }
+}
+
 /// The notification as received.
 #[derive(Debug, Clone, Copy)]
 pub struct Incoming<'a> {
@@ -419,10 +426,7 @@ fn normalized_request(
     }
     BackendRequest {
         method: Method::POST,
-        path_and_query: route
-            .backend_path
-            .clone()
-            .unwrap_or_else(|| incoming.path_and_query.to_string()),
+        path_and_query: route.backend_target(incoming.path_and_query),
         headers,
         body,
         timeout: route.timeout,
@@ -442,10 +446,7 @@ fn passthrough_request(route: &NotifyRoute, keys: &EventKeys, incoming: Incoming
     headers.extend(header("x-request-id", incoming.request_id));
     BackendRequest {
         method: Method::POST,
-        path_and_query: route
-            .backend_path
-            .clone()
-            .unwrap_or_else(|| incoming.path_and_query.to_string()),
+        path_and_query: route.backend_target(incoming.path_and_query),
         headers,
         body: Bytes::copy_from_slice(incoming.body),
         timeout: route.timeout,
