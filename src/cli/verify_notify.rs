@@ -12,7 +12,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use jiff::Timestamp;
 
 use crate::channels::NotifyRequest;
-use crate::notify::EventKeys;
+use crate::notify::{ack_reason, EventKeys};
 
 /// Flags of `payguard verify-notify`.
 #[derive(Debug, Args)]
@@ -102,7 +102,7 @@ fn verify(args: &VerifyNotifyArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => {
             eprintln!("rejected ({}): {e}", e.outcome());
-            let ack = channel.failure_ack(e.outcome());
+            let ack = channel.failure_ack(ack_reason(&e));
             eprintln!(
                 "payguard would answer {} {}",
                 ack.status,

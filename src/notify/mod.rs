@@ -14,7 +14,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use sha2::{Digest, Sha256};
 
 use crate::channels::standard_webhooks::StandardWebhookSigner;
-use crate::channels::{Ack, Channel, ChannelKind, EventKind, NotifyRequest, VerifiedEvent};
+use crate::channels::{Ack, Channel, ChannelError, ChannelKind, EventKind, NotifyRequest, VerifiedEvent};
 use crate::clock::Clock;
 use crate::proxy::backend::{is_hop_by_hop, Backend, BackendError, BackendRequest};
 use crate::store::{CounterSpec, CounterWindow, DedupClaim, Store};
@@ -154,16 +154,8 @@ pub async fn handle_notification(
     ) {
         Ok(ev) => ev,
         Err(e) => {
-            let ack_reason = match e.outcome() {
-                "rejected_stale" => "stale notification",
-                "rejected_business" => "merchant mismatch",
-                "rejected_unknown_key" => "unknown key",
-                "rejected_malformed" => "malformed notification",
-                "rejected_decrypt" => "decryption failed",
-                _ => "signature verification failed",
-            };
             let outcome = e.outcome();
-            return (fail(&mut record, outcome, e.to_string(), ack_reason), record);
+            return (fail(&mut record, outcome, e.to_string(), ack_reason(&e)), record);
         }
     };
 
@@ -280,6 +272,20 @@ pub async fn handle_notification(
         _ => fail(&mut record, "backend_error", reason, "backend did not accept the event"),
     };
     (reply, record)
+}
+
+/// The short reason a channel's failure acknowledgement carries for a refused notification:
+/// a category only, never the detail (which may echo request data), so it is safe to show the
+/// channel's dashboard.
+pub fn ack_reason(e: &ChannelError) -> &'static str {
+    match e.outcome() {
+        "rejected_stale" => "stale notification",
+        "rejected_business" => "merchant mismatch",
+        "rejected_unknown_key" => "unknown key",
+        "rejected_malformed" => "malformed notification",
+        "rejected_decrypt" => "decryption failed",
+        _ => "signature verification failed",
+    }
 }
 
 /// Whether a legacy backend's own reply means "accepted" in the channel's terms (§0.5):
