@@ -48,7 +48,7 @@ enum Command {
     },
     /// Build a correctly signed (for WeChat Pay v3 also encrypted) notification from test keys
     /// and send it to a URL, or print it.
-    Simulate(simulate::SimulateArgs),
+    Simulate(Box<simulate::SimulateArgs>),
     /// Check one saved notification offline against the channel of a notify route.
     VerifyNotify(verify_notify::VerifyNotifyArgs),
 }
