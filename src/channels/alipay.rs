@@ -10,8 +10,6 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use jiff::Timestamp;
-use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey};
-use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey};
 use rsa::traits::PublicKeyParts;
 use rsa::{Pkcs1v15Sign, RsaPrivateKey, RsaPublicKey};
 use schemars::JsonSchema;
@@ -21,9 +19,12 @@ use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, X509Certificate, X509Name};
 
 use super::amount::{format_minor, parse_decimal_minor};
+use super::beijing_time::{beijing_format, beijing_rfc3339};
+use super::form::{parse_form_raw, sorted_content, RawForm};
+use super::keys::{certificate_ders, certificate_rsa_key, parse_rsa_private_key, parse_rsa_public_key};
 use super::{
-    Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo, SimulateKeys,
-    SimulateSpec, SimulatedNotification, VerifiedEvent,
+    printable, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo,
+    SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent,
 };
 use crate::config::secret::SecretRef;
 use crate::config::ConfigIssue;
@@ -181,59 +182,6 @@ impl AlipayConfig {
     }
 }
 
-/// Parses an RSA public key: PEM `PUBLIC KEY` (SPKI), PEM `RSA PUBLIC KEY` (PKCS#1), or the bare
-/// base64 SPKI the Alipay console shows (§1.5).
-pub(crate) fn parse_rsa_public_key(bytes: &[u8]) -> Result<RsaPublicKey, String> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| "public key is not text".to_string())?
-        .trim();
-    let der = if text.starts_with("-----BEGIN") {
-        let block = pem::parse(text).map_err(|_| "public key PEM does not parse".to_string())?;
-        if block.tag() == "RSA PUBLIC KEY" {
-            return RsaPublicKey::from_pkcs1_der(block.contents())
-                .map_err(|_| "RSA PUBLIC KEY is not a PKCS#1 RSA key".to_string());
-        }
-        block.into_contents()
-    } else {
-        let compact: String = text.split_whitespace().collect();
-        base64::engine::general_purpose::STANDARD
-            .decode(compact)
-            .map_err(|_| "public key is neither PEM nor base64".to_string())?
-    };
-    RsaPublicKey::from_public_key_der(&der).map_err(|_| "public key is not an RSA SubjectPublicKeyInfo".to_string())
-}
-
-/// Parses a PEM (PKCS#8 or PKCS#1) RSA private key; for `simulate` only.
-pub(crate) fn parse_rsa_private_key(pem_text: &str) -> Result<RsaPrivateKey, String> {
-    let text = pem_text.trim();
-    RsaPrivateKey::from_pkcs8_pem(text)
-        .or_else(|_| RsaPrivateKey::from_pkcs1_pem(text))
-        .map_err(|_| "private key is not a PKCS#8 or PKCS#1 RSA PEM".to_string())
-}
-
-/// The DER of every certificate in a PEM bundle (or the input itself when it is DER).
-pub(crate) fn certificate_ders(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
-    if bytes.first() == Some(&0x30) {
-        return Ok(vec![bytes.to_vec()]);
-    }
-    let blocks = pem::parse_many(bytes).map_err(|_| "certificate PEM does not parse".to_string())?;
-    let ders: Vec<Vec<u8>> = blocks
-        .into_iter()
-        .filter(|b| b.tag() == "CERTIFICATE")
-        .map(pem::Pem::into_contents)
-        .collect();
-    if ders.is_empty() {
-        return Err("no CERTIFICATE block found".to_string());
-    }
-    Ok(ders)
-}
-
-/// The RSA key of a parsed certificate.
-pub(crate) fn certificate_rsa_key(cert: &X509Certificate<'_>) -> Result<RsaPublicKey, String> {
-    RsaPublicKey::from_public_key_der(cert.public_key().raw)
-        .map_err(|_| "certificate does not hold an RSA public key".to_string())
-}
-
 /// Certificate mode: the first certificate of the bundle (leaf first, then the intermediate;
 /// §1.5), as (certificate SN, key). Validity is deliberately not enforced for pinned certs (§1.5).
 fn parse_first_certificate(bytes: &[u8]) -> Result<(String, RsaPublicKey), String> {
@@ -327,97 +275,6 @@ fn rfc2253_escape(value: &str) -> String {
         out.push(c);
     }
     out
-}
-
-/// Form fields as percent-decoded raw bytes, sorted by key.
-pub(crate) type RawForm = BTreeMap<String, Vec<u8>>;
-
-/// Decodes an `application/x-www-form-urlencoded` body exactly once (§1.4 step 1): split on `&`,
-/// then on the first `=`, `+` → space, `%XX` → byte. Values stay raw bytes (no transcoding);
-/// keys must be UTF-8. Duplicate keys and broken `%` escapes are malformed.
-pub(crate) fn parse_form_raw(body: &[u8]) -> Result<RawForm, ChannelError> {
-    let mut fields = RawForm::new();
-    for pair in body.split(|b| *b == b'&') {
-        if pair.is_empty() {
-            continue;
-        }
-        let (k, v) = match pair.iter().position(|b| *b == b'=') {
-            Some(i) => (pair.get(..i).unwrap_or_default(), pair.get(i + 1..).unwrap_or_default()),
-            None => (pair, &[][..]),
-        };
-        let key = String::from_utf8(percent_decode_form(k)?)
-            .map_err(|_| ChannelError::Malformed("form key is not UTF-8".into()))?;
-        if key.is_empty() {
-            return Err(ChannelError::Malformed("form field with an empty name".into()));
-        }
-        let value = percent_decode_form(v)?;
-        if fields.contains_key(&key) {
-            return Err(ChannelError::Malformed(format!(
-                "form field {key} appears more than once"
-            )));
-        }
-        fields.insert(key, value);
-    }
-    Ok(fields)
-}
-
-fn percent_decode_form(input: &[u8]) -> Result<Vec<u8>, ChannelError> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while let Some(&b) = input.get(i) {
-        match b {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex_pair = input.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-                let byte = hex_pair
-                    .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| ChannelError::Malformed("broken percent escape in form body".into()))?;
-                out.push(byte);
-                i += 2;
-            }
-            _ => out.push(b),
-        }
-        i += 1;
-    }
-    Ok(out)
-}
-
-/// `k1=v1&k2=v2...` over the sorted fields minus `exclude`, values as raw bytes (§1.4 step 5).
-/// Empty values are skipped unless `include_empty` (§1.4 step 3).
-pub(crate) fn sorted_content(fields: &RawForm, exclude: &[&str], include_empty: bool) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (k, v) in fields {
-        if exclude.contains(&k.as_str()) || (v.is_empty() && !include_empty) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push(b'&');
-        }
-        out.extend_from_slice(k.as_bytes());
-        out.push(b'=');
-        out.extend_from_slice(v);
-    }
-    out
-}
-
-/// Beijing wall-clock text (`yyyy-MM-dd HH:mm:ss[.fff]` or `yyyyMMddHHmmss`) as RFC 3339 with
-/// `+08:00`; `None` when the text is not such a time.
-pub(crate) fn beijing_rfc3339(text: &str) -> Option<String> {
-    let civil = if text.len() == 14 && text.bytes().all(|b| b.is_ascii_digit()) {
-        jiff::civil::DateTime::strptime("%Y%m%d%H%M%S", text).ok()?
-    } else {
-        let (date, time) = text.split_once(' ')?;
-        format!("{date}T{time}").parse::<jiff::civil::DateTime>().ok()?
-    };
-    Some(format!("{civil}+08:00"))
-}
-
-/// The instant as Beijing wall-clock text in `format` (simulation).
-pub(crate) fn beijing_format(at: Timestamp, format: &str) -> String {
-    at.to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(8)))
-        .strftime(format)
-        .to_string()
 }
 
 fn digest_for(sign_type: AlipaySignType, content: &[u8]) -> (Pkcs1v15Sign, Vec<u8>) {
@@ -545,14 +402,6 @@ fn field_ascii<'f>(fields: &'f RawForm, name: &str) -> Result<Option<&'f str>, C
         Some(v) if v.is_ascii() => Ok(std::str::from_utf8(v).ok()),
         Some(_) => Err(ChannelError::Malformed(format!("{name} is not ASCII"))),
     }
-}
-
-/// A short, log-safe rendering of request text in error messages.
-pub(crate) fn printable(text: &str) -> String {
-    text.chars()
-        .take(64)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
 }
 
 /// Transcodes every value from the notification's (signed) `charset` into UTF-8 (§1.4 step 8).

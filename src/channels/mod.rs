@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 pub mod alipay;
 pub mod amount;
+pub(crate) mod beijing_time;
+pub(crate) mod form;
+pub(crate) mod keys;
 pub mod registry;
 pub mod standard_webhooks;
 pub mod stripe;
@@ -264,6 +267,15 @@ pub fn single_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'
 /// Like [`single_header`] but the header must be present.
 pub fn required_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<&'h str, ChannelError> {
     single_header(headers, name)?.ok_or_else(|| ChannelError::Malformed(format!("header {name} is missing")))
+}
+
+/// A short, log-safe rendering of request text in error messages: at most 64 characters, control
+/// characters replaced, so a hostile notification cannot forge log lines.
+pub(crate) fn printable(text: &str) -> String {
+    text.chars()
+        .take(64)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// What `payguard simulate`, `payguard demo` and the tests ask a channel to produce: a valid

@@ -18,14 +18,13 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256, Sha384, Sha512};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::alipay::{
-    beijing_format, beijing_rfc3339, certificate_ders, certificate_rsa_key, parse_form_raw, parse_rsa_private_key,
-    printable, sorted_content, RawForm,
-};
 use super::amount::parse_decimal_minor;
+use super::beijing_time::{beijing_format, beijing_rfc3339};
+use super::form::{parse_form_raw, sorted_content, RawForm};
+use super::keys::{certificate_ders, certificate_rsa_key, parse_rsa_private_key};
 use super::{
-    Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo, SimulateKeys,
-    SimulateSpec, SimulatedNotification, VerifiedEvent,
+    printable, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo,
+    SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent,
 };
 use crate::config::secret::SecretRef;
 use crate::config::ConfigIssue;

@@ -19,11 +19,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::alipay::{beijing_format, beijing_rfc3339, printable};
 use super::amount::parse_decimal_minor;
+use super::beijing_time::{beijing_format, beijing_rfc3339};
 use super::{
-    Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo, SimulateKeys,
-    SimulateSpec, SimulatedNotification, VerifiedEvent,
+    printable, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo,
+    SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent,
 };
 use crate::config::secret::{Secret, SecretRef};
 use crate::config::ConfigIssue;

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod sign;
+pub mod simulate;
+pub mod verify_notify;
 
 /// payguard: payment-security sidecar.
 #[derive(Debug, Parser)]
@@ -47,6 +49,11 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Build a correctly signed (for WeChat Pay v3 also encrypted) notification from test keys
+    /// and send it to a URL, or print it.
+    Simulate(Box<simulate::SimulateArgs>),
+    /// Check one saved notification offline against the channel of a notify route.
+    VerifyNotify(verify_notify::VerifyNotifyArgs),
 }
 
 /// Parses the command line and runs the command.
@@ -75,6 +82,14 @@ pub fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Simulate(args) => match simulate::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("payguard simulate: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::VerifyNotify(args) => verify_notify::run(&args),
         Command::Schema => {
             println!(
                 "{}",
