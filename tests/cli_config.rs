@@ -36,8 +36,9 @@ fn check_reports_all_three_mistakes_with_key_paths_and_fails() {
 
 #[test]
 fn check_accepts_the_shipped_configs_and_prints_a_summary() {
-    for file in ["config/payguard.example.yaml", "config/dev.yaml"] {
+    for file in ["config/payguard.example.yaml", "config/dev.yaml", "config/sandbox.yaml"] {
         let out = Command::new(env!("CARGO_BIN_EXE_payguard"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
             .args(["check", "-c", &repo_file(file)])
             .env("PAYGUARD_ADMIN_TOKEN", "token-that-must-not-leak")
             .env("PG_SHOP_APP_SECRET", "app-secret-that-must-not-leak")
@@ -71,7 +72,7 @@ fn schema_output_validates_the_example_configs() {
     assert!(out.status.success());
     let schema: serde_json::Value = serde_json::from_slice(&out.stdout).expect("schema is JSON");
     let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-    for file in ["config/payguard.example.yaml", "config/dev.yaml"] {
+    for file in ["config/payguard.example.yaml", "config/dev.yaml", "config/sandbox.yaml"] {
         let text = std::fs::read_to_string(repo_file(file)).unwrap();
         let doc: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
         let errors: Vec<String> = validator
