@@ -241,6 +241,7 @@ fn client_sent_risk_header_is_not_passed_through() {
     let order = || {
         Req::new("POST", "/v1/orders", b"{}")
             .header("x-user", "u1")
+            .header("host", "shop.example")
             .header("X-PG-Risk", "none")
             .header("x-pg-risk", "trusted-by-client")
     };
@@ -249,6 +250,7 @@ fn client_sent_risk_header_is_not_passed_through() {
     let got = env.up.requests();
     assert_eq!(got[0].header_values("x-pg-risk"), Vec::<&str>::new(), "client value dropped");
     assert_eq!(got[1].header_values("x-pg-risk"), vec!["risky"], "only payguard's own tag");
+    assert_eq!(got[1].header_values("host"), vec!["shop.example"]);
     // Also on a route without order rules.
     assert_eq!(env.send(&Req::new("GET", "/v1/x", b"").header("x-pg-risk", "x")).status(), 200);
     assert_eq!(env.up.requests()[2].header("x-pg-risk"), None);

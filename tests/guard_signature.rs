@@ -34,6 +34,7 @@ fn signed_request_reaches_upstream_byte_identical_with_content_length(store: Sto
     let req = Req::new("POST", "/v1/orders?b=%2B&a=1&b=x%20y", body)
         .header("content-type", "application/json")
         .header("x-custom", "kept as is")
+        .header("host", "shop.example")
         .signed();
     let resp = env.send(&req);
     assert_eq!(resp.status(), 200);
@@ -48,6 +49,7 @@ fn signed_request_reaches_upstream_byte_identical_with_content_length(store: Sto
     assert_eq!(r.body, body);
     assert_eq!(r.header("content-length"), Some(body.len().to_string().as_str()));
     assert_eq!(r.header("x-custom"), Some("kept as is"));
+    assert_eq!(r.header_values("host"), vec!["shop.example"], "the client's Host, as on a pass route");
     assert_eq!(r.header("content-type"), Some("application/json"));
     for name in ["X-PG-Key", "X-PG-Timestamp", "X-PG-Nonce", "X-PG-Signature"] {
         assert_eq!(
