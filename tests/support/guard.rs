@@ -69,6 +69,11 @@ pub struct GuardEnv {
 impl GuardEnv {
     /// Starts payguard with `guard` (the text of the `guard:` section, starting with `guard:`).
     pub fn start(store: StoreKind, guard: &str) -> Self {
+        Self::start_on(store, "127.0.0.1", guard)
+    }
+
+    /// Like [`start`](Self::start), with the proxy listening on `host` (`[::1]` for IPv6 clients).
+    pub fn start_on(store: StoreKind, host: &str, guard: &str) -> Self {
         let up = Upstream::start();
         let (redis, url) = match store {
             StoreKind::Embedded => (None, None),
@@ -86,7 +91,7 @@ impl GuardEnv {
                 unique_prefix()
             ),
         };
-        let pg = Payguard::start(&config_body(&up, &store_section, guard));
+        let pg = Payguard::start_on(host, &config_body(&up, &store_section, guard));
         let client = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
