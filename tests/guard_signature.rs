@@ -345,3 +345,43 @@ fn payguard_sign_curl_command_is_accepted() {
     assert!(body.contains("SIGNATURE_MISMATCH"), "{body}");
     assert_eq!(env.up.requests().len(), 1);
 }
+
+#[test]
+fn signed_upload_with_expect_100_continue_is_verified_and_forwarded() {
+    let env = signed_env(StoreKind::Embedded);
+    let body = patterned_body(100_000);
+    let file = env.pg.dir.path().join("upload.bin");
+    std::fs::write(&file, &body).unwrap();
+    let data = format!("@{}", file.display());
+    let out = Command::new(env!("CARGO_BIN_EXE_payguard"))
+        .args(["sign", "-X", "PUT", "--path", "/v1/blobs/9", "--key", KEY_ID, "--data", &data])
+        .args(["--secret", SECRET, "--curl", &format!("http://127.0.0.1:{}", env.pg.port)])
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let started = Instant::now();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{line} -H 'Expect: 100-continue' -o /dev/stderr -w '%{{http_code}}'"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "200", "{stderr}");
+    // curl gives up waiting for `100 Continue` after one second and sends the body anyway.
+    assert!(started.elapsed() < Duration::from_millis(900), "curl waited {:?}", started.elapsed());
+    let got = env.up.requests();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].body == body, "body differs");
+
+    // A request refused on its headers is answered at once; the body is never invited.
+    let started = Instant::now();
+    let bad_key = line.replace(&format!("X-PG-Key: {KEY_ID}"), "X-PG-Key: other-app");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{bad_key} -H 'Expect: 100-continue' -o /dev/null -w '%{{http_code}}'"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "401");
+    assert!(started.elapsed() < Duration::from_millis(900), "took {:?}", started.elapsed());
+    assert_eq!(env.up.requests().len(), 1);
+}

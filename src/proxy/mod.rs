@@ -120,8 +120,22 @@ async fn respond_problem(session: &mut Session, ctx: &RequestCtx, problem: Probl
     .await
 }
 
+/// Whether the client waits for `100 Continue` before sending the body (RFC 9110 §10.1.1).
+fn expects_continue(req: &pingora::http::RequestHeader) -> bool {
+    req.version == http::Version::HTTP_11
+        && req
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
 /// Reads the whole request body, stopping once it exceeds `cap` bytes (`Err(len_so_far)`).
+/// Called only after the header checks passed, so that is when a client sending
+/// `Expect: 100-continue` is invited to send the body (without it, curl stalls a second).
 async fn read_body_capped(session: &mut Session, cap: usize) -> Result<std::result::Result<Bytes, usize>> {
+    if expects_continue(session.req_header()) {
+        session.write_continue_response().await?;
+    }
     let mut buf = bytes::BytesMut::new();
     while let Some(chunk) = session.read_request_body().await? {
         if buf.len() + chunk.len() > cap {
