@@ -385,3 +385,63 @@ fn signed_upload_with_expect_100_continue_is_verified_and_forwarded() {
     assert!(started.elapsed() < Duration::from_millis(900), "took {:?}", started.elapsed());
     assert_eq!(env.up.requests().len(), 1);
 }
+
+#[test]
+fn body_of_a_request_refused_on_its_headers_is_never_read_as_a_request() {
+    use std::io::Write;
+    let env = signed_env(StoreKind::Embedded);
+    let smuggled = "GET /v1/smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", env.pg.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    // Unsigned: refused on its headers, before the body is read.
+    let first = format!(
+        "POST /v1/orders HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{smuggled}",
+        smuggled.len()
+    );
+    s.write_all(first.as_bytes()).unwrap();
+    let mut buf = vec![0u8; 8192];
+    let n = s.read(&mut buf).unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    // Whatever payguard does with the connection now (drain or close), the body is no request.
+    let _ = s.write_all(b"GET /v1/second HTTP/1.1\r\nHost: x\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut rest = String::new();
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        rest.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if rest.matches("HTTP/1.1 ").count() >= 2 {
+            break;
+        }
+    }
+    assert!(
+        env.up.requests().iter().all(|r| r.target != "/v1/smuggled"),
+        "the body reached the upstream as a request"
+    );
+    assert!(rest.matches("HTTP/1.1 ").count() <= 1, "one answer at most for one request: {rest}");
+}
+
+#[test]
+fn head_and_no_content_answers_keep_their_framing_on_verified_requests() {
+    let env = signed_env(StoreKind::Embedded);
+    let head = env.send(&Req::new("HEAD", "/v1/items/1", b"").signed());
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        head.headers().get("content-length").map(|v| v.to_str().unwrap().to_string()),
+        Some("11".to_string()),
+        "HEAD reports the length a GET would have (upstream body is `upstream ok`)"
+    );
+    env.up.set_behavior(support::upstream::Behavior {
+        status: 204,
+        body: Vec::new(),
+        ..Default::default()
+    });
+    let resp = env.send(&Req::new("DELETE", "/v1/items/1", b"").signed());
+    assert_eq!(resp.status(), 204);
+    assert!(resp.headers().get("content-length").is_none(), "no Content-Length on 204 (RFC 9110 §8.6)");
+    // The connection stays usable after both.
+    env.up.set_behavior(support::upstream::Behavior::default());
+    assert_eq!(env.send(&Req::new("GET", "/v1/items/1", b"").signed()).text().unwrap(), "upstream ok");
+}

@@ -407,7 +407,14 @@ impl PayguardProxy {
         if out.headers.get(REQUEST_ID).is_none() {
             out.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
         }
-        out.insert_header("content-length", resp.body.len().to_string())?;
+        // Framing (RFC 9110 §8.6): 1xx and 204 answers carry no Content-Length; a HEAD answer
+        // and a 304 keep the backend's, which describes the representation, not an empty body.
+        let head = session.req_header().method == http::Method::HEAD;
+        if resp.status == 204 || (100..200).contains(&resp.status) {
+            out.remove_header("content-length");
+        } else if !head && resp.status != 304 {
+            out.insert_header("content-length", resp.body.len().to_string())?;
+        }
         let accepted = (200..300).contains(&resp.status);
         session
             .write_response_header(Box::new(out), resp.body.is_empty())
