@@ -211,8 +211,8 @@ fn upstream_2xx_counting_ignores_failed_orders(store: StoreKind) {
     env.up.set_behavior(Behavior::default());
     for i in 0..2 {
         assert_eq!(env.send(&order()).status(), 200, "accepted order {}", i + 1);
-        // The count lands after the answer; give it a moment.
-        std::thread::sleep(Duration::from_millis(100));
+        // The count lands just after the answer; give it a moment.
+        std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(env.status_and_code(&order()), (429, "ORDER_LIMIT".to_string()));
     assert_eq!(env.up.requests().len(), 6);
