@@ -26,7 +26,24 @@ fn get(path: &str) -> Req {
 
 fn concurrent_burst_allows_exactly_the_bucket_capacity(store: StoreKind) {
     let env = rate_env(store, &[rate_rule("burst", "/v1/burst", "route", 50, 1, "1h", "")]);
-    let url = env.pg.url("/v1/burst");
+    burst_of_200(&env, || get("/v1/burst"));
+}
+
+/// The same with signed requests: buffered, verified, nonce and bucket in one store call each.
+fn concurrent_signed_burst_allows_exactly_the_bucket_capacity(store: StoreKind) {
+    let guard = format!(
+        "guard:\n{}  rate_rules:\n{}",
+        signature_section(),
+        rate_rule("burst", "/v1/burst", "access_key", 50, 1, "1h", "")
+    );
+    let env = GuardEnv::start(store, &guard);
+    burst_of_200(&env, || Req::new("POST", "/v1/burst", b"{}").signed());
+}
+
+/// Sends 200 requests at once; exactly 50 pass and reach the upstream, 150 get 429.
+fn burst_of_200(env: &GuardEnv, request: impl Fn() -> Req) {
+    let reqs: Vec<Req> = (0..200).map(|_| request()).collect();
+    let base = env.pg.url("");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -38,9 +55,15 @@ fn concurrent_burst_allows_exactly_the_bucket_capacity(store: StoreKind) {
             .build()
             .unwrap();
         let mut set = tokio::task::JoinSet::new();
-        for _ in 0..200 {
-            let (client, url) = (client.clone(), url.clone());
-            set.spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()).unwrap_or(0) });
+        for req in reqs {
+            let client = client.clone();
+            let method = reqwest::Method::from_bytes(req.method.as_bytes()).unwrap();
+            let mut b = client.request(method, format!("{base}{}", req.target));
+            for (k, v) in &req.headers {
+                b = b.header(k.as_str(), v.as_str());
+            }
+            let b = b.body(req.body.clone());
+            set.spawn(async move { b.send().await.map(|r| r.status().as_u16()).unwrap_or(0) });
         }
         let mut out = Vec::new();
         while let Some(s) = set.join_next().await {
@@ -220,6 +243,7 @@ fn upstream_2xx_counting_ignores_failed_orders(store: StoreKind) {
 
 on_both_stores!(
     concurrent_burst_allows_exactly_the_bucket_capacity,
+    concurrent_signed_burst_allows_exactly_the_bucket_capacity,
     bucket_refills_over_time,
     shadow_rule_never_blocks_but_counts_would_be_rejections,
     rate_limited_answer_carries_retry_after_and_ratelimit_fields,
@@ -310,7 +334,13 @@ fn one_store_round_trip_per_guarded_request_on_standalone_redis() {
     let before = redis.command_calls();
     const N: u64 = 7;
     for i in 0..N {
-        assert_eq!(env.send(&order(&format!("user-{i}"))).status(), 200);
+        let resp = env.send(&order(&format!("user-{i}")));
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            resp.headers()["ratelimit-policy"],
+            "\"per-key\";q=1000;w=1, \"per-ip\";q=1000;w=1",
+            "rate fields on a verified (buffered) forward too"
+        );
     }
     let after = redis.command_calls();
     let delta = |cmd: &str| after.get(cmd).copied().unwrap_or(0) - before.get(cmd).copied().unwrap_or(0);
