@@ -74,13 +74,20 @@ fn static_allow_list_admits_only_its_networks_and_a_narrower_deny_wins() {
 fn ipv6_socket_peer_is_matched_by_ipv6_rules() {
     let guard = "guard:\n  ip:\n    deny: [\"::1/128\"]\n";
     let env = GuardEnv::start_on(StoreKind::Embedded, "[::1]", guard);
-    assert_eq!(env.status_and_code(&Req::new("GET", "/v1/x", b"")), (403, "IP_DENIED".into()));
+    assert_eq!(
+        env.status_and_code(&Req::new("GET", "/v1/x", b"")),
+        (403, "IP_DENIED".into())
+    );
     // Not a trusted proxy: its X-Forwarded-For is ignored.
     let spoofed = Req::new("GET", "/v1/x", b"").header("x-forwarded-for", "2001:db8::1");
     assert_eq!(env.status_and_code(&spoofed), (403, "IP_DENIED".into()));
     assert!(env.up.requests().is_empty());
 
-    let env = GuardEnv::start_on(StoreKind::Embedded, "[::1]", "guard:\n  ip:\n    allow: [\"::1/128\"]\n");
+    let env = GuardEnv::start_on(
+        StoreKind::Embedded,
+        "[::1]",
+        "guard:\n  ip:\n    allow: [\"::1/128\"]\n",
+    );
     assert_eq!(env.send(&Req::new("GET", "/v1/x", b"")).status(), 200);
 }
 
@@ -96,9 +103,17 @@ fn forwarded_for_is_ignored_from_an_untrusted_peer() {
 fn forwarded_for_from_a_trusted_proxy_yields_the_right_most_untrusted_hop() {
     let env = GuardEnv::start(StoreKind::Embedded, &ip_section(&[], &["203.0.113.0/24"]));
     assert_eq!(from(&env, "203.0.113.7, 10.1.1.1"), denied(), "skips trusted hops");
-    assert_eq!(from(&env, "203.0.113.7, 198.51.100.9, 10.0.0.1"), allowed(), "client-written left part ignored");
+    assert_eq!(
+        from(&env, "203.0.113.7, 198.51.100.9, 10.0.0.1"),
+        allowed(),
+        "client-written left part ignored"
+    );
     assert_eq!(from(&env, "198.51.100.9, 203.0.113.7"), denied());
-    assert_eq!(from(&env, "10.0.0.1, 10.0.0.2"), allowed(), "all trusted: the left-most");
+    assert_eq!(
+        from(&env, "10.0.0.1, 10.0.0.2"),
+        allowed(),
+        "all trusted: the left-most"
+    );
 
     // Several header lines form one list, in order.
     let req = Req::new("GET", "/v1/x", b"")
@@ -111,7 +126,13 @@ fn forwarded_for_from_a_trusted_proxy_yields_the_right_most_untrusted_hop() {
     assert_eq!(env.status_and_code(&req), (403, "IP_DENIED".into()));
 }
 
-fn admin(env: &GuardEnv, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, serde_json::Value) {
+fn admin(
+    env: &GuardEnv,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
     let mut b = env.client.request(method, env.pg.admin_url(path));
     if let Some(t) = token {
         b = b.bearer_auth(t);
@@ -130,14 +151,23 @@ fn dynamic_deny_entry_blocks_until_its_ttl_and_delete_removes_it(store: StoreKin
     use reqwest::Method;
     let env = GuardEnv::start(store, &ip_section(&[], &[]));
     let add = |ip: &str, ttl: &str, token: Option<&str>| {
-        admin(&env, Method::POST, "/admin/deny", token, Some(&format!(r#"{{"ip":"{ip}","ttl":"{ttl}"}}"#)))
+        admin(
+            &env,
+            Method::POST,
+            "/admin/deny",
+            token,
+            Some(&format!(r#"{{"ip":"{ip}","ttl":"{ttl}"}}"#)),
+        )
     };
 
     // Mutations need the bearer token.
     assert_eq!(add("198.51.100.7", "1s", None).0, 401);
     assert_eq!(add("198.51.100.7", "1s", Some("wrong-token")).0, 401);
     assert_eq!(admin(&env, Method::GET, "/admin/deny", None, None).0, 401);
-    assert_eq!(admin(&env, Method::DELETE, "/admin/deny/198.51.100.7", None, None).0, 401);
+    assert_eq!(
+        admin(&env, Method::DELETE, "/admin/deny/198.51.100.7", None, None).0,
+        401
+    );
     assert_eq!(from(&env, "198.51.100.7"), allowed());
     assert_eq!(add("not-an-ip", "1s", TOKEN).0, 400);
 
@@ -161,10 +191,28 @@ fn dynamic_deny_entry_blocks_until_its_ttl_and_delete_removes_it(store: StoreKin
     assert_eq!(add("2001:db8::7", "10m", TOKEN).0, 200);
     assert_eq!(from(&env, "2001:db8::7"), denied());
     let (status, body) = admin(&env, Method::DELETE, "/admin/deny/2001:db8::7", TOKEN, None);
-    assert_eq!((status, &body["removed"]), (200, &serde_json::Value::Bool(true)), "{body}");
+    assert_eq!(
+        (status, &body["removed"]),
+        (200, &serde_json::Value::Bool(true)),
+        "{body}"
+    );
     assert_eq!(from(&env, "2001:db8::7"), allowed());
     let (_, list) = admin(&env, Method::GET, "/admin/deny", TOKEN, None);
     assert_eq!(list["entries"], serde_json::json!([]), "{list}");
+
+    // An IPv4-mapped IPv6 entry is the IPv4 address.
+    let (status, body) = add("::ffff:198.51.100.9", "10m", TOKEN);
+    assert_eq!(
+        (status, &body["ip"]),
+        (200, &serde_json::json!("198.51.100.9")),
+        "{body}"
+    );
+    assert_eq!(from(&env, "198.51.100.9"), denied());
+    assert_eq!(
+        admin(&env, Method::DELETE, "/admin/deny/198.51.100.9", TOKEN, None).0,
+        200
+    );
+    assert_eq!(from(&env, "198.51.100.9"), allowed());
 }
 
 on_both_stores!(dynamic_deny_entry_blocks_until_its_ttl_and_delete_removes_it);

@@ -94,12 +94,23 @@ fn bucket_refills_over_time(store: StoreKind) {
 fn shadow_rule_never_blocks_but_counts_would_be_rejections(store: StoreKind) {
     let env = rate_env(
         store,
-        &[rate_rule("shadowed", "/v1", "client_ip", 2, 1, "1h", "      mode: shadow\n")],
+        &[rate_rule(
+            "shadowed",
+            "/v1",
+            "client_ip",
+            2,
+            1,
+            "1h",
+            "      mode: shadow\n",
+        )],
     );
     for _ in 0..5 {
         let resp = env.send(&get("/v1/x"));
         assert_eq!(resp.status(), 200);
-        assert!(resp.headers().get("ratelimit").is_none(), "shadow rules publish no fields");
+        assert!(
+            resp.headers().get("ratelimit").is_none(),
+            "shadow rules publish no fields"
+        );
     }
     assert_eq!(env.up.requests().len(), 5);
     let m = |decision: &str| {
@@ -152,7 +163,11 @@ fn reload_with_edited_numbers_keeps_the_bucket(store: StoreKind) {
     env.reload(&format!("guard:\n  rate_rules:\n{}", rule(5, 2)));
     let resp = env.send(&get("/v1/x"));
     assert_eq!(resp.status(), 429, "a fresh bucket would have allowed this");
-    assert_eq!(resp.headers()["ratelimit-policy"], "\"edited\";q=5;w=9000", "the new numbers apply");
+    assert_eq!(
+        resp.headers()["ratelimit-policy"],
+        "\"edited\";q=5;w=9000",
+        "the new numbers apply"
+    );
     // Renaming the rule starts a fresh bucket (the documented way to reset).
     let renamed = rate_rule("renamed", "/v1", "client_ip", 5, 2, "1h", "");
     env.reload(&format!("guard:\n  rate_rules:\n{renamed}"));
@@ -178,11 +193,19 @@ fn order_tiers_tag_then_challenge_then_reject(store: StoreKind) {
         let before = env.up.requests().len();
         let resp = env.send(&order("u1"));
         let status = resp.status().as_u16();
-        let challenge = resp.headers().get("x-pg-challenge").map(|v| v.to_str().unwrap().to_string());
+        let challenge = resp
+            .headers()
+            .get("x-pg-challenge")
+            .map(|v| v.to_str().unwrap().to_string());
         let (_, code) = problem_code(resp);
         let forwarded = env.up.requests().len() > before;
         let risk = if forwarded {
-            env.up.requests().last().unwrap().header("x-pg-risk").map(str::to_string)
+            env.up
+                .requests()
+                .last()
+                .unwrap()
+                .header("x-pg-risk")
+                .map(str::to_string)
         } else {
             None
         };
@@ -208,7 +231,11 @@ fn order_tiers_tag_then_challenge_then_reject(store: StoreKind) {
     // Another user has a counter of their own; other routes are not order-limited.
     assert_eq!(env.send(&order("u2")).status(), 200);
     assert_eq!(env.up.requests().last().unwrap().header("x-pg-risk"), None);
-    assert_eq!(env.send(&Req::new("POST", "/v1/carts", b"{\"user_id\":\"u1\"}")).status(), 200);
+    assert_eq!(
+        env.send(&Req::new("POST", "/v1/carts", b"{\"user_id\":\"u1\"}"))
+            .status(),
+        200
+    );
     // A missing user id is rejected by default, naming the rule.
     let (status, code) = env.status_and_code(&Req::new("POST", "/v1/orders", b"{}"));
     assert_eq!((status, code.as_str()), (400, "IDENTITY_MISSING"));
@@ -229,7 +256,11 @@ fn upstream_2xx_counting_ignores_failed_orders(store: StoreKind) {
         ..Behavior::default()
     });
     for _ in 0..4 {
-        assert_eq!(env.send(&order()).status(), 500, "failed orders are relayed and not counted");
+        assert_eq!(
+            env.send(&order()).status(),
+            500,
+            "failed orders are relayed and not counted"
+        );
     }
     env.up.set_behavior(Behavior::default());
     for i in 0..2 {
@@ -272,11 +303,23 @@ fn client_sent_risk_header_is_not_passed_through() {
     assert_eq!(env.send(&order()).status(), 200);
     assert_eq!(env.send(&order()).status(), 200);
     let got = env.up.requests();
-    assert_eq!(got[0].header_values("x-pg-risk"), Vec::<&str>::new(), "client value dropped");
-    assert_eq!(got[1].header_values("x-pg-risk"), vec!["risky"], "only payguard's own tag");
+    assert_eq!(
+        got[0].header_values("x-pg-risk"),
+        Vec::<&str>::new(),
+        "client value dropped"
+    );
+    assert_eq!(
+        got[1].header_values("x-pg-risk"),
+        vec!["risky"],
+        "only payguard's own tag"
+    );
     assert_eq!(got[1].header_values("host"), vec!["shop.example"]);
     // Also on a route without order rules.
-    assert_eq!(env.send(&Req::new("GET", "/v1/x", b"").header("x-pg-risk", "x")).status(), 200);
+    assert_eq!(
+        env.send(&Req::new("GET", "/v1/x", b"").header("x-pg-risk", "x"))
+            .status(),
+        200
+    );
     assert_eq!(env.up.requests()[2].header("x-pg-risk"), None);
 }
 
@@ -285,8 +328,24 @@ fn redis_outage_applies_each_rules_on_store_error_quickly() {
     let mut env = rate_env(
         StoreKind::OwnRedis,
         &[
-            rate_rule("soft", "/v1/soft", "client_ip", 100, 100, "1s", "      on_store_error: allow\n"),
-            rate_rule("hard", "/v1/hard", "client_ip", 100, 100, "1s", "      on_store_error: deny\n"),
+            rate_rule(
+                "soft",
+                "/v1/soft",
+                "client_ip",
+                100,
+                100,
+                "1s",
+                "      on_store_error: allow\n",
+            ),
+            rate_rule(
+                "hard",
+                "/v1/hard",
+                "client_ip",
+                100,
+                100,
+                "1s",
+                "      on_store_error: deny\n",
+            ),
         ],
     );
     assert_eq!(env.send(&get("/v1/soft")).status(), 200);
@@ -295,19 +354,31 @@ fn redis_outage_applies_each_rules_on_store_error_quickly() {
     for round in 0..3 {
         let started = Instant::now();
         assert_eq!(env.send(&get("/v1/soft")).status(), 200, "round {round}");
-        assert!(started.elapsed() < Duration::from_secs(1), "allow took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "allow took {:?}",
+            started.elapsed()
+        );
         let started = Instant::now();
         let resp = env.send(&get("/v1/hard"));
         let elapsed = started.elapsed();
         assert_eq!(resp.status(), 503, "round {round}");
         let body: serde_json::Value = resp.json().unwrap();
-        assert_eq!((body["code"].as_str(), body["rule"].as_str()), (Some("STORE_UNAVAILABLE"), Some("hard")));
+        assert_eq!(
+            (body["code"].as_str(), body["rule"].as_str()),
+            (Some("STORE_UNAVAILABLE"), Some("hard"))
+        );
         assert!(elapsed < Duration::from_secs(1), "deny took {elapsed:?}");
     }
-    assert_eq!(env.up.requests().len(), 5, "only the allow rule's requests were forwarded");
+    assert_eq!(
+        env.up.requests().len(),
+        5,
+        "only the allow rule's requests were forwarded"
+    );
     assert!(
-        env.metric("payguard_rule_decisions_total{decision=\"store_error_deny\",kind=\"rate\",mode=\"enforce\",rule=\"hard\"}")
-            >= 3.0
+        env.metric(
+            "payguard_rule_decisions_total{decision=\"store_error_deny\",kind=\"rate\",mode=\"enforce\",rule=\"hard\"}"
+        ) >= 3.0
     );
 
     // Back in service once Redis is.
@@ -348,7 +419,62 @@ fn one_store_round_trip_per_guarded_request_on_standalone_redis() {
     // Commands run inside the script show up in commandstats too; none of the commands a client
     // would need for a second round trip may appear.
     for cmd in ["eval", "script|load", "multi", "exec", "ping"] {
-        assert_eq!(delta(cmd), 0, "{cmd} outside the script: before {before:?}, after {after:?}");
+        assert_eq!(
+            delta(cmd),
+            0,
+            "{cmd} outside the script: before {before:?}, after {after:?}"
+        );
     }
     assert_eq!(env.up.requests().len(), N as usize + 1);
+}
+
+#[test]
+fn stalled_redis_is_answered_within_the_command_timeout() {
+    let env = rate_env(
+        StoreKind::OwnRedis,
+        &[
+            rate_rule(
+                "soft",
+                "/v1/soft",
+                "client_ip",
+                100,
+                100,
+                "1s",
+                "      on_store_error: allow\n",
+            ),
+            rate_rule(
+                "hard",
+                "/v1/hard",
+                "client_ip",
+                100,
+                100,
+                "1s",
+                "      on_store_error: deny\n",
+            ),
+        ],
+    );
+    assert_eq!(env.send(&get("/v1/hard")).status(), 200);
+    // Redis is up but answers nobody for 1.5 s.
+    env.redis.as_ref().unwrap().cli(&["CLIENT", "PAUSE", "1500", "ALL"]);
+    let started = Instant::now();
+    assert_eq!(env.send(&get("/v1/soft")).status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "allow took {:?}",
+        started.elapsed()
+    );
+    let started = Instant::now();
+    assert_eq!(env.status_and_code(&get("/v1/hard")), (503, "STORE_UNAVAILABLE".into()));
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "deny took {:?}",
+        started.elapsed()
+    );
+    // Served normally once Redis answers again.
+    std::thread::sleep(Duration::from_millis(1600).saturating_sub(started.elapsed()));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while env.send(&get("/v1/hard")).status() != 200 {
+        assert!(Instant::now() < deadline, "no recovery after the pause");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

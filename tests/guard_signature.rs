@@ -49,7 +49,11 @@ fn signed_request_reaches_upstream_byte_identical_with_content_length(store: Sto
     assert_eq!(r.body, body);
     assert_eq!(r.header("content-length"), Some(body.len().to_string().as_str()));
     assert_eq!(r.header("x-custom"), Some("kept as is"));
-    assert_eq!(r.header_values("host"), vec!["shop.example"], "the client's Host, as on a pass route");
+    assert_eq!(
+        r.header_values("host"),
+        vec!["shop.example"],
+        "the client's Host, as on a pass route"
+    );
     assert_eq!(r.header("content-type"), Some("application/json"));
     for name in ["X-PG-Key", "X-PG-Timestamp", "X-PG-Nonce", "X-PG-Signature"] {
         assert_eq!(
@@ -63,7 +67,10 @@ fn signed_request_reaches_upstream_byte_identical_with_content_length(store: Sto
     let get = Req::new("GET", "/v1/items/%E4%BD%A0?q=a+b", b"").signed();
     assert_eq!(env.send(&get).status(), 200);
     let r = env.up.requests().pop().unwrap();
-    assert_eq!((r.method.as_str(), r.target.as_str()), ("GET", "/v1/items/%E4%BD%A0?q=a+b"));
+    assert_eq!(
+        (r.method.as_str(), r.target.as_str()),
+        ("GET", "/v1/items/%E4%BD%A0?q=a+b")
+    );
     assert!(r.body.is_empty());
 }
 
@@ -91,7 +98,11 @@ fn large_and_chunked_bodies_arrive_byte_identical_with_content_length(store: Sto
     assert_eq!(got[0].header("content-length"), Some("204800"));
     assert!(got[1].body == chunked, "chunked body differs");
     assert_eq!(got[1].header("content-length"), Some("150000"));
-    assert_eq!(got[1].header("transfer-encoding"), None, "re-framed with a Content-Length");
+    assert_eq!(
+        got[1].header("transfer-encoding"),
+        None,
+        "re-framed with a Content-Length"
+    );
 }
 
 fn replayed_nonce_is_409_and_not_forwarded(store: StoreKind) {
@@ -113,7 +124,11 @@ fn forged_request_does_not_burn_the_nonce(store: StoreKind) {
     let forged = Req::new("POST", "/v1/orders", br#"{"amount":"99999.00"}"#).signed_with("guessed", now(), &nonce);
     assert_rejected(&env, &forged, 401, "SIGNATURE_MISMATCH", "forged");
     assert_rejected(&env, &forged, 401, "SIGNATURE_MISMATCH", "forged again");
-    assert_eq!(env.send(&genuine).status(), 200, "genuine request with the same nonce passes");
+    assert_eq!(
+        env.send(&genuine).status(),
+        200,
+        "genuine request with the same nonce passes"
+    );
     assert_eq!(env.up.requests()[0].body, br#"{"amount":"10.00"}"#);
 }
 
@@ -149,7 +164,11 @@ fn missing_or_duplicate_signature_header_is_missing_credentials() {
     assert_rejected(&env, &unsigned, 401, "MISSING_CREDENTIALS", "unsigned");
     let bad_nonce = Req::new("GET", "/v1/items", b"").signed_with(SECRET, now(), "short");
     assert_rejected(&env, &bad_nonce, 401, "MISSING_CREDENTIALS", "nonce syntax");
-    for (reason, n) in [("missing_header", 5.0), ("duplicate_header", 4.0), ("malformed_nonce", 1.0)] {
+    for (reason, n) in [
+        ("missing_header", 5.0),
+        ("duplicate_header", 4.0),
+        ("malformed_nonce", 1.0),
+    ] {
         let name = format!("payguard_signature_failures_total{{reason=\"{reason}\"}}");
         assert_eq!(env.metric(&name), n, "{name}");
     }
@@ -168,13 +187,21 @@ fn timestamp_just_outside_the_window_is_rejected_and_just_inside_passes() {
     let w = support::guard::WINDOW_SECS;
     for offset in [-(w + 5), w + 5] {
         let req = Req::new("GET", "/v1/items", b"").signed_with(SECRET, now() + offset, &new_nonce());
-        assert_rejected(&env, &req, 401, "TIMESTAMP_OUT_OF_WINDOW", &format!("offset {offset} s"));
+        assert_rejected(
+            &env,
+            &req,
+            401,
+            "TIMESTAMP_OUT_OF_WINDOW",
+            &format!("offset {offset} s"),
+        );
     }
     for offset in [-(w - 5), w - 5] {
         let req = Req::new("GET", "/v1/items", b"").signed_with(SECRET, now() + offset, &new_nonce());
         assert_eq!(env.send(&req).status(), 200, "offset {offset} s");
     }
-    let garbage = Req::new("GET", "/v1/items", b"").signed().set("X-PG-Timestamp", "+1700000000");
+    let garbage = Req::new("GET", "/v1/items", b"")
+        .signed()
+        .set("X-PG-Timestamp", "+1700000000");
     assert_rejected(&env, &garbage, 401, "TIMESTAMP_OUT_OF_WINDOW", "signed timestamp");
 }
 
@@ -223,11 +250,14 @@ fn tampering_with_any_signed_part_or_a_wrong_secret_is_signature_mismatch() {
             let ts = r.get("X-PG-Timestamp").unwrap().parse::<i64>().unwrap() + 1;
             r.set("X-PG-Timestamp", &ts.to_string())
         }),
-        ("wrong secret", Req::new("POST", "/v1/orders?a=1&b=2", br#"{"amount":"10.00"}"#).signed_with(
-            "not-the-secret",
-            now(),
-            &new_nonce(),
-        )),
+        (
+            "wrong secret",
+            Req::new("POST", "/v1/orders?a=1&b=2", br#"{"amount":"10.00"}"#).signed_with(
+                "not-the-secret",
+                now(),
+                &new_nonce(),
+            ),
+        ),
         ("undecodable query", {
             let mut r = good();
             r.target = "/v1/orders?a=%zz".into();
@@ -265,7 +295,11 @@ fn nonce_check_fails_closed_with_503_when_redis_is_down() {
         let started = Instant::now();
         let req = Req::new("POST", "/v1/orders", b"{}").signed();
         assert_rejected(&env, &req, 503, "STORE_UNAVAILABLE", "redis down");
-        assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            started.elapsed()
+        );
     }
     assert_eq!(env.up.requests().len(), 1);
 }
@@ -354,21 +388,42 @@ fn signed_upload_with_expect_100_continue_is_verified_and_forwarded() {
     std::fs::write(&file, &body).unwrap();
     let data = format!("@{}", file.display());
     let out = Command::new(env!("CARGO_BIN_EXE_payguard"))
-        .args(["sign", "-X", "PUT", "--path", "/v1/blobs/9", "--key", KEY_ID, "--data", &data])
-        .args(["--secret", SECRET, "--curl", &format!("http://127.0.0.1:{}", env.pg.port)])
+        .args([
+            "sign",
+            "-X",
+            "PUT",
+            "--path",
+            "/v1/blobs/9",
+            "--key",
+            KEY_ID,
+            "--data",
+            &data,
+        ])
+        .args([
+            "--secret",
+            SECRET,
+            "--curl",
+            &format!("http://127.0.0.1:{}", env.pg.port),
+        ])
         .output()
         .unwrap();
     let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let started = Instant::now();
     let out = Command::new("sh")
         .arg("-c")
-        .arg(format!("{line} -H 'Expect: 100-continue' -o /dev/stderr -w '%{{http_code}}'"))
+        .arg(format!(
+            "{line} -H 'Expect: 100-continue' -o /dev/stderr -w '%{{http_code}}'"
+        ))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "200", "{stderr}");
     // curl gives up waiting for `100 Continue` after one second and sends the body anyway.
-    assert!(started.elapsed() < Duration::from_millis(900), "curl waited {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "curl waited {:?}",
+        started.elapsed()
+    );
     let got = env.up.requests();
     assert_eq!(got.len(), 1);
     assert!(got[0].body == body, "body differs");
@@ -378,11 +433,17 @@ fn signed_upload_with_expect_100_continue_is_verified_and_forwarded() {
     let bad_key = line.replace(&format!("X-PG-Key: {KEY_ID}"), "X-PG-Key: other-app");
     let out = Command::new("sh")
         .arg("-c")
-        .arg(format!("{bad_key} -H 'Expect: 100-continue' -o /dev/null -w '%{{http_code}}'"))
+        .arg(format!(
+            "{bad_key} -H 'Expect: 100-continue' -o /dev/null -w '%{{http_code}}'"
+        ))
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "401");
-    assert!(started.elapsed() < Duration::from_millis(900), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "took {:?}",
+        started.elapsed()
+    );
     assert_eq!(env.up.requests().len(), 1);
 }
 
@@ -420,7 +481,10 @@ fn body_of_a_request_refused_on_its_headers_is_never_read_as_a_request() {
         env.up.requests().iter().all(|r| r.target != "/v1/smuggled"),
         "the body reached the upstream as a request"
     );
-    assert!(rest.matches("HTTP/1.1 ").count() <= 1, "one answer at most for one request: {rest}");
+    assert!(
+        rest.matches("HTTP/1.1 ").count() <= 1,
+        "one answer at most for one request: {rest}"
+    );
 }
 
 #[test]
@@ -429,7 +493,9 @@ fn head_and_no_content_answers_keep_their_framing_on_verified_requests() {
     let head = env.send(&Req::new("HEAD", "/v1/items/1", b"").signed());
     assert_eq!(head.status(), 200);
     assert_eq!(
-        head.headers().get("content-length").map(|v| v.to_str().unwrap().to_string()),
+        head.headers()
+            .get("content-length")
+            .map(|v| v.to_str().unwrap().to_string()),
         Some("11".to_string()),
         "HEAD reports the length a GET would have (upstream body is `upstream ok`)"
     );
@@ -440,8 +506,14 @@ fn head_and_no_content_answers_keep_their_framing_on_verified_requests() {
     });
     let resp = env.send(&Req::new("DELETE", "/v1/items/1", b"").signed());
     assert_eq!(resp.status(), 204);
-    assert!(resp.headers().get("content-length").is_none(), "no Content-Length on 204 (RFC 9110 §8.6)");
+    assert!(
+        resp.headers().get("content-length").is_none(),
+        "no Content-Length on 204 (RFC 9110 §8.6)"
+    );
     // The connection stays usable after both.
     env.up.set_behavior(support::upstream::Behavior::default());
-    assert_eq!(env.send(&Req::new("GET", "/v1/items/1", b"").signed()).text().unwrap(), "upstream ok");
+    assert_eq!(
+        env.send(&Req::new("GET", "/v1/items/1", b"").signed()).text().unwrap(),
+        "upstream ok"
+    );
 }

@@ -208,7 +208,8 @@ impl Req {
         let ts = timestamp.to_string();
         let sig = sign_request(secret.as_bytes(), &self.method, path, query, &ts, nonce, &self.body)
             .expect("signable request");
-        self.headers.retain(|(k, _)| !k.to_ascii_lowercase().starts_with("x-pg-"));
+        self.headers
+            .retain(|(k, _)| !k.to_ascii_lowercase().starts_with("x-pg-"));
         for (k, v) in [
             ("X-PG-Key", KEY_ID),
             ("X-PG-Timestamp", ts.as_str()),
