@@ -152,7 +152,7 @@ fn upstream_down_gives_502_problem() {
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     let body: serde_json::Value = r.json().unwrap();
     assert_eq!(body["code"], "UPSTREAM_UNAVAILABLE");
-    assert!(pg.metric("payguard_requests_total{outcome=\"upstream_error\",route=\"api\"}") >= 1.0);
+    assert!(pg.wait_metric("payguard_requests_total{outcome=\"upstream_error\",route=\"api\"}", 1.0) >= 1.0);
 }
 
 #[test]
@@ -185,11 +185,11 @@ fn admin_endpoints_answer() {
     let ready: serde_json::Value = ready.json().unwrap();
     assert_eq!(ready["store"], "embedded");
     c.get(pg.url("/api/x")).send().unwrap();
-    let metrics = c.get(pg.admin_url("/metrics")).send().unwrap().text().unwrap();
-    assert!(
-        metrics.contains("payguard_requests_total{outcome=\"proxied\",route=\"api\"} 1"),
-        "{metrics}"
+    assert_eq!(
+        pg.wait_metric("payguard_requests_total{outcome=\"proxied\",route=\"api\"}", 1.0),
+        1.0
     );
+    let metrics = c.get(pg.admin_url("/metrics")).send().unwrap().text().unwrap();
     assert!(metrics.contains("payguard_config_reloads_total"), "{metrics}");
     // Mutating endpoints need the bearer token.
     assert_eq!(c.post(pg.admin_url("/admin/reload")).send().unwrap().status(), 401);

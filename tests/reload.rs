@@ -69,7 +69,7 @@ fn file_change_reload_applies_new_route_without_failing_requests() {
     let (ok, failed) = handle.join().unwrap();
     assert!(ok > 10, "the client loop ran ({ok} requests)");
     assert_eq!(failed, 0, "no request failed during reload");
-    assert!(pg.metric("payguard_config_reloads_total{result=\"success\"}") >= 1.0);
+    assert!(pg.wait_metric("payguard_config_reloads_total{result=\"success\"}", 1.0) >= 1.0);
 
     // A broken file keeps the running config and counts a failure.
     let before = pg.metric("payguard_config_reloads_total{result=\"failure\"}");

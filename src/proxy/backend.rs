@@ -41,7 +41,9 @@ pub struct BackendRequest {
     pub method: http::Method,
     /// Path and query.
     pub path_and_query: String,
-    /// Headers (hop-by-hop ones are dropped; `Content-Length` is set from `body`).
+    /// Headers (hop-by-hop ones are dropped; `Content-Length` is set from `body`). `Host` is
+    /// kept as the client sent it, as on a streamed `pass` route; only when absent does the
+    /// client fill in the backend address.
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Exact body bytes.
     pub body: Bytes,
@@ -112,7 +114,7 @@ impl Backend for HttpBackend {
         let mut builder = http::Request::builder().method(req.method).uri(uri);
         if let Some(h) = builder.headers_mut() {
             for (k, v) in req.headers {
-                if !is_hop_by_hop(k.as_str()) && k != http::header::HOST {
+                if !is_hop_by_hop(k.as_str()) {
                     h.append(k, v);
                 }
             }

@@ -123,23 +123,31 @@ async fn respond_problem(session: &mut Session, ctx: &RequestCtx, problem: Probl
     .await
 }
 
-/// Reads the whole request body, stopping once it exceeds `cap` bytes (`Err(len)`). A declared
-/// `Content-Length` over the cap is refused before reading anything; a client waiting on
-/// `Expect: 100-continue` is told to send the body only once the header checks have passed.
+/// Whether the client waits for `100 Continue` before sending the body (RFC 9110 §10.1.1).
+fn expects_continue(req: &pingora::http::RequestHeader) -> bool {
+    req.version == http::Version::HTTP_11
+        && req
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// Reads the whole request body, stopping once it exceeds `cap` bytes (`Err(len)`). Called only
+/// after the header checks passed: a declared `Content-Length` over the cap is refused before
+/// reading anything, and a client sending `Expect: 100-continue` is invited to send the body
+/// only now (without it, curl stalls a second).
 async fn read_body_capped(session: &mut Session, cap: usize) -> Result<std::result::Result<Bytes, usize>> {
-    let headers = &session.req_header().headers;
-    let declared = headers
+    let declared = session
+        .req_header()
+        .headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<usize>().ok());
     if let Some(len) = declared.filter(|&len| len > cap) {
         return Ok(Err(len));
     }
-    let expects_continue = headers
-        .get(http::header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if expects_continue {
-        session.as_downstream_mut().write_continue_response().await?;
+    if expects_continue(session.req_header()) {
+        session.write_continue_response().await?;
     }
     let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(cap));
     while let Some(chunk) = session.read_request_body().await? {
@@ -388,7 +396,14 @@ impl PayguardProxy {
         if out.headers.get(REQUEST_ID).is_none() {
             out.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
         }
-        out.insert_header("content-length", resp.body.len().to_string())?;
+        // Framing (RFC 9110 §8.6): 1xx and 204 answers carry no Content-Length; a HEAD answer
+        // and a 304 keep the backend's, which describes the representation, not an empty body.
+        let head = session.req_header().method == http::Method::HEAD;
+        if resp.status == 204 || (100..200).contains(&resp.status) {
+            out.remove_header("content-length");
+        } else if !head && resp.status != 304 {
+            out.insert_header("content-length", resp.body.len().to_string())?;
+        }
         let accepted = (200..300).contains(&resp.status);
         session
             .write_response_header(Box::new(out), resp.body.is_empty())

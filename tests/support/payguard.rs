@@ -10,6 +10,8 @@ use super::{die_with_parent, free_port};
 /// A running payguard process; killed on drop.
 pub struct Payguard {
     child: Child,
+    /// Host part of the proxy listener's address (`127.0.0.1`, or `[::1]` for IPv6 clients).
+    pub host: String,
     pub port: u16,
     pub admin_port: u16,
     pub dir: tempfile::TempDir,
@@ -19,18 +21,28 @@ pub struct Payguard {
 impl Payguard {
     /// The config text for `body` (everything but `server`/`admin`), on the given ports.
     pub fn config_text(port: u16, admin_port: u16, body: &str) -> String {
+        Self::config_text_on("127.0.0.1", port, admin_port, body)
+    }
+
+    /// [`config_text`](Self::config_text) with the proxy listening on `host` (e.g. `[::1]`).
+    pub fn config_text_on(host: &str, port: u16, admin_port: u16, body: &str) -> String {
         format!(
-            "server:\n  listen: 127.0.0.1:{port}\n  threads: 2\n  grace_period: 0s\n  shutdown_timeout: 1s\nadmin:\n  listen: 127.0.0.1:{admin_port}\n  token: test-admin-token\n{body}"
+            "server:\n  listen: \"{host}:{port}\"\n  threads: 2\n  grace_period: 0s\n  shutdown_timeout: 1s\nadmin:\n  listen: 127.0.0.1:{admin_port}\n  token: test-admin-token\n{body}"
         )
     }
 
     /// Starts payguard with `body` appended to the listener sections and waits until it serves.
     pub fn start(body: &str) -> Self {
+        Self::start_on("127.0.0.1", body)
+    }
+
+    /// Like [`start`](Self::start), with the proxy listening on `host` (`[::1]` for IPv6 clients).
+    pub fn start_on(host: &str, body: &str) -> Self {
         let port = free_port();
         let admin_port = free_port();
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("payguard.yaml");
-        std::fs::write(&config_path, Self::config_text(port, admin_port, body)).expect("write config");
+        std::fs::write(&config_path, Self::config_text_on(host, port, admin_port, body)).expect("write config");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_payguard"));
         cmd.arg("run").arg("-c").arg(&config_path);
         cmd.stdin(Stdio::null());
@@ -40,6 +52,7 @@ impl Payguard {
         let child = cmd.spawn().expect("spawn payguard");
         let mut pg = Self {
             child,
+            host: host.to_string(),
             port,
             admin_port,
             dir,
@@ -64,7 +77,7 @@ impl Payguard {
                 .send()
                 .map(|r| r.status().is_success())
                 .unwrap_or(false);
-            let proxy_ok = std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok();
+            let proxy_ok = std::net::TcpStream::connect(format!("{}:{}", self.host, self.port)).is_ok();
             if admin_ok && proxy_ok {
                 return;
             }
@@ -77,7 +90,7 @@ impl Payguard {
 
     /// URL on the proxy listener.
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("http://{}:{}{path}", self.host, self.port)
     }
 
     /// URL on the admin listener.
@@ -88,7 +101,7 @@ impl Payguard {
     /// Replaces the config file atomically (write + rename), as a ConfigMap update does.
     pub fn write_config(&self, body: &str) {
         let tmp = self.dir.path().join("payguard.yaml.tmp");
-        std::fs::write(&tmp, Self::config_text(self.port, self.admin_port, body)).expect("write config");
+        std::fs::write(&tmp, Self::config_text_on(&self.host, self.port, self.admin_port, body)).expect("write config");
         std::fs::rename(&tmp, &self.config_path).expect("rename config");
     }
 
@@ -109,6 +122,19 @@ impl Payguard {
                     .and_then(|rest| rest.trim().parse::<f64>().ok())
             })
             .unwrap_or(0.0)
+    }
+
+    /// Waits (up to 5 s) until metric sample `name_and_labels` reaches `at_least`, and returns
+    /// its value. Request counters move in the logging phase, just after the answer went out.
+    pub fn wait_metric(&self, name_and_labels: &str, at_least: f64) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let v = self.metric(name_and_labels);
+            if v >= at_least || Instant::now() > deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// stdout + stderr so far.
