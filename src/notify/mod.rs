@@ -14,7 +14,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use sha2::{Digest, Sha256};
 
 use crate::channels::standard_webhooks::StandardWebhookSigner;
-use crate::channels::{Ack, Channel, ChannelKind, EventKind, NotifyRequest, VerifiedEvent};
+use crate::channels::{Ack, Channel, ChannelKind, EventKind, NotifyRequest, RefundInfo, VerifiedEvent};
 use crate::clock::Clock;
 use crate::proxy::backend::{is_hop_by_hop, Backend, BackendError, BackendRequest};
 use crate::store::{CounterSpec, CounterWindow, DedupClaim, Store};
@@ -336,11 +336,7 @@ impl EventKeys {
             .as_deref()
             .or(event.merchant.app_id.as_deref())
             .unwrap_or("");
-        let refund_no = event
-            .refund
-            .as_ref()
-            .and_then(|r| r.out_refund_no.as_deref().or(r.refund_id.as_deref()))
-            .unwrap_or("");
+        let refund_no = event.refund.as_ref().map(|r| refund_key(event, r)).unwrap_or_default();
         // Events without an order number are keyed by the channel's notification id, or the
         // body itself, so unrelated `other` events never collapse into one.
         let order = if !event.out_trade_no.is_empty() {
@@ -359,7 +355,7 @@ impl EventKeys {
             hex::encode(h.finalize())
         };
         let channel = event.channel.as_str();
-        let full = digest(&[channel, merchant, &order, event.kind.as_str(), refund_no]);
+        let full = digest(&[channel, merchant, &order, event.kind.as_str(), &refund_no]);
         let order_digest = digest(&[channel, merchant, &order]);
         Self {
             event_id: format!("evt_{}", &full[..32]),
@@ -378,6 +374,25 @@ impl EventKeys {
             incr,
         }
     }
+}
+
+/// The refund part of the dedup key. One order can have several refunds (channels.md §0.4), so
+/// a refund event that names no refund number (Stripe `charge.refunded` carries only the charge)
+/// is told apart by the channel's event id, which stays the same across retries, or failing that
+/// by the refunded amount (cumulative for Stripe and Alipay).
+fn refund_key(event: &VerifiedEvent, refund: &RefundInfo) -> String {
+    if let Some(no) = refund
+        .out_refund_no
+        .as_deref()
+        .or(refund.refund_id.as_deref())
+        .filter(|s| !s.is_empty())
+    {
+        return no.to_string();
+    }
+    if let Some(id) = event.notification_id.as_deref().filter(|s| !s.is_empty()) {
+        return format!("n:{id}");
+    }
+    refund.amount_minor.map(|a| format!("a:{a}")).unwrap_or_default()
 }
 
 fn header(name: &'static str, value: &str) -> Option<(HeaderName, HeaderValue)> {
@@ -446,5 +461,51 @@ fn passthrough_request(route: &NotifyRoute, keys: &EventKeys, incoming: Incoming
         headers,
         body: Bytes::copy_from_slice(incoming.body),
         timeout: route.timeout,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::MerchantRef;
+
+    fn refund_event(out_refund_no: Option<&str>, notification_id: Option<&str>, amount: i64) -> VerifiedEvent {
+        VerifiedEvent {
+            channel: ChannelKind::Stripe,
+            kind: EventKind::RefundSucceeded,
+            out_trade_no: "order-1".into(),
+            channel_txn_id: Some("ch_1".into()),
+            amount_minor: Some(8880),
+            currency: Some("USD".into()),
+            refund: Some(RefundInfo {
+                out_refund_no: out_refund_no.map(str::to_string),
+                refund_id: None,
+                amount_minor: Some(amount),
+            }),
+            occurred_at: None,
+            notification_id: notification_id.map(str::to_string),
+            raw_status: None,
+            merchant: MerchantRef::default(),
+            raw: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn partial_refunds_without_a_refund_number_get_distinct_dedup_keys() {
+        let first = EventKeys::of(&refund_event(None, Some("evt_1"), 1000), b"a");
+        let second = EventKeys::of(&refund_event(None, Some("evt_2"), 3000), b"b");
+        let retry = EventKeys::of(&refund_event(None, Some("evt_1"), 1000), b"a");
+        assert_ne!(first.dedup_key, second.dedup_key);
+        assert_eq!(first, retry);
+        let by_amount = |a| EventKeys::of(&refund_event(None, None, a), b"x").dedup_key;
+        assert_ne!(by_amount(1000), by_amount(3000));
+    }
+
+    #[test]
+    fn refund_number_keys_the_refund_whatever_the_event_id() {
+        let a = EventKeys::of(&refund_event(Some("R1"), Some("evt_1"), 1000), b"a");
+        let b = EventKeys::of(&refund_event(Some("R1"), Some("evt_9"), 1000), b"b");
+        assert_eq!(a, b);
+        assert_ne!(a, EventKeys::of(&refund_event(Some("R2"), Some("evt_1"), 1000), b"a"));
     }
 }
