@@ -283,6 +283,25 @@ impl Rig {
         send_to(&self.pg.url(&self.path), n, extra)
     }
 
+    /// How many notifications ended with `outcome` (the metric, product.md §8).
+    fn outcomes(&self, case: &ChannelCase, outcome: &str) -> f64 {
+        self.pg.metric(&format!(
+            "payguard_notifications_total{{channel=\"{}\",outcome=\"{outcome}\",route=\"notify\"}}",
+            case.kind
+        ))
+    }
+
+    #[track_caller]
+    fn assert_outcome(&self, case: &ChannelCase, outcome: &str, count: f64) {
+        assert_eq!(
+            self.outcomes(case, outcome),
+            count,
+            "{} {outcome}\n{}",
+            case.kind,
+            self.pg.logs()
+        );
+    }
+
     fn forwarded(&self) -> Vec<Recorded> {
         self.up.requests()
     }
@@ -454,6 +473,8 @@ fn duplicate_is_acked_not_forwarded(case: &ChannelCase) {
     assert_success(case, &rig, &rig.send(&simulate(case, &spec)));
     assert_success(case, &rig, &rig.send(&simulate(case, &spec)));
     assert_eq!(rig.forwarded().len(), 1, "duplicates are acked, never forwarded");
+    rig.assert_outcome(case, "forwarded", 1.0);
+    rig.assert_outcome(case, "duplicate", 2.0);
 }
 
 fn concurrent_copies_are_forwarded_once(case: &ChannelCase) {
@@ -480,6 +501,15 @@ fn concurrent_copies_are_forwarded_once(case: &ChannelCase) {
         replies.iter().any(|r| (case.is_success)(r.0, &r.1)),
         "the forwarded copy is acked"
     );
+    rig.assert_outcome(case, "forwarded", 1.0);
+    let accounted: f64 = ["forwarded", "duplicate", "in_flight", "store_error"]
+        .iter()
+        .map(|o| rig.outcomes(case, o))
+        .sum();
+    assert_eq!(
+        accounted, 50.0,
+        "every copy was forwarded, a duplicate, in flight or a store error"
+    );
     // Whoever was told to retry now gets the success ack, still without a second forward.
     assert_success(case, &rig, &rig.send(&n));
     assert_eq!(rig.forwarded().len(), 1);
@@ -491,6 +521,7 @@ fn backend_500_answers_failure_then_the_retry_is_forwarded_once(case: &ChannelCa
     let n = notification(case, &new_order(), EventKind::PaymentSucceeded);
     assert_failure(case, &rig, &rig.send(&n));
     assert_eq!(rig.forwarded().len(), 1);
+    rig.assert_outcome(case, "backend_error", 1.0);
 
     rig.answer(200, b"ok", Duration::ZERO);
     assert_success(case, &rig, &rig.send(&n));
@@ -507,6 +538,7 @@ fn backend_timeout_answers_failure_then_the_retry_is_forwarded_once(case: &Chann
     assert_failure(case, &rig, &rig.send(&n));
     assert!(started.elapsed() < NOTIFY_TIMEOUT * 3, "answered at the notify timeout");
     assert_eq!(rig.forwarded().len(), 1);
+    rig.assert_outcome(case, "backend_error", 1.0);
 
     rig.answer(200, b"ok", Duration::ZERO);
     assert_success(case, &rig, &rig.send(&n));
@@ -537,6 +569,7 @@ fn tampered_body_is_rejected_and_nothing_forwarded(case: &ChannelCase) {
     }
     assert_failure(case, &rig, &rig.send(&n));
     assert!(rig.forwarded().is_empty());
+    rig.assert_outcome(case, "rejected_signature", 1.0);
 }
 
 fn tampered_header_is_rejected_and_nothing_forwarded(case: &ChannelCase) {
@@ -546,6 +579,7 @@ fn tampered_header_is_rejected_and_nothing_forwarded(case: &ChannelCase) {
     tamper(&mut n.headers);
     assert_failure(case, &rig, &rig.send(&n));
     assert!(rig.forwarded().is_empty());
+    rig.assert_outcome(case, "rejected_signature", 1.0);
 }
 
 fn stale_timestamp_is_rejected_and_nothing_forwarded(case: &ChannelCase) {
@@ -554,6 +588,7 @@ fn stale_timestamp_is_rejected_and_nothing_forwarded(case: &ChannelCase) {
     spec.at = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(30);
     assert_failure(case, &rig, &rig.send(&simulate(case, &spec)));
     assert!(rig.forwarded().is_empty());
+    rig.assert_outcome(case, "rejected_stale", 1.0);
 }
 
 fn unknown_serial_is_rejected_and_nothing_forwarded(case: &ChannelCase) {
@@ -563,6 +598,7 @@ fn unknown_serial_is_rejected_and_nothing_forwarded(case: &ChannelCase) {
     let n = registry::simulate(case.kind, &spec(case, &new_order(), EventKind::PaymentSucceeded), &keys).unwrap();
     assert_failure(case, &rig, &rig.send(&n));
     assert!(rig.forwarded().is_empty());
+    rig.assert_outcome(case, "rejected_unknown_key", 1.0);
 }
 
 fn passthrough_relays_success_with_verified_headers_only_from_payguard(case: &ChannelCase) {
@@ -658,6 +694,7 @@ fn late_pending_after_succeeded_is_acked_not_forwarded(case: &ChannelCase) {
         &rig.send(&notification(case, &order, EventKind::PaymentPending)),
     );
     assert_eq!(rig.forwarded().len(), 1, "a late pending never reaches the backend");
+    rig.assert_outcome(case, "late_pending", 1.0);
 
     // A pending of another order still goes through.
     assert_success(
@@ -668,6 +705,106 @@ fn late_pending_after_succeeded_is_acked_not_forwarded(case: &ChannelCase) {
     let fwd = rig.forwarded();
     assert_eq!(fwd.len(), 2);
     assert_eq!(checked_event(&fwd[1])["kind"], "payment.pending");
+}
+
+fn duplicated_security_header_is_rejected_and_nothing_forwarded(case: &ChannelCase) {
+    let rig = Rig::start(case, Mode::Normalized);
+    let n = notification(case, &new_order(), EventKind::PaymentSucceeded);
+    let mut tampered = n.clone();
+    case.tamper_header.expect("channel with security headers")(&mut tampered.headers);
+    // The genuine value plus a second one: ambiguous, refused (channels.md §0.1).
+    let (name, value) = n
+        .headers
+        .iter()
+        .zip(&tampered.headers)
+        .find(|(a, b)| a != b)
+        .map(|(_, b)| b.clone())
+        .expect("tampering changed a header");
+    assert_failure(case, &rig, &rig.send_with(&n, &[(&name, &value)]));
+    assert!(rig.forwarded().is_empty());
+    rig.assert_outcome(case, "rejected_malformed", 1.0);
+}
+
+fn foreign_merchant_is_rejected_and_nothing_forwarded(case: &ChannelCase) {
+    let rig = Rig::start(case, Mode::Normalized);
+    let mut spec = spec(case, &new_order(), EventKind::PaymentSucceeded);
+    // Validly signed with the channel's key, but addressed to another merchant (§0.4 business checks).
+    spec.mch_id = spec.mch_id.map(|m| format!("{}9", &m[..m.len() - 1]));
+    spec.app_id = spec.app_id.map(|a| format!("{a}x"));
+    assert_failure(case, &rig, &rig.send(&simulate(case, &spec)));
+    assert!(rig.forwarded().is_empty());
+    rig.assert_outcome(case, "rejected_business", 1.0);
+}
+
+fn passthrough_backend_timeout_answers_failure_and_releases_the_claim(case: &ChannelCase) {
+    let rig = Rig::start(case, Mode::Passthrough);
+    let (status, body) = case.backend_accepts;
+    rig.answer(status, body, NOTIFY_TIMEOUT * 3);
+    let n = notification(case, &new_order(), EventKind::PaymentSucceeded);
+    assert_failure(case, &rig, &rig.send(&n));
+    assert_eq!(rig.forwarded().len(), 1);
+
+    rig.answer(status, body, Duration::ZERO);
+    assert_eq!(rig.send(&n), (status, body.to_vec()));
+    assert_eq!(rig.forwarded().len(), 2, "the released claim lets the retry through");
+}
+
+fn chunked_body_is_verified_on_its_bytes(case: &ChannelCase) {
+    let rig = Rig::start(case, Mode::Normalized);
+    let n = notification(case, &new_order(), EventKind::PaymentSucceeded);
+    let mut req = http_client()
+        .post(rig.pg.url(&rig.path))
+        .header("content-type", &n.content_type)
+        // A reader of unknown length is sent with Transfer-Encoding: chunked.
+        .body(reqwest::blocking::Body::new(std::io::Cursor::new(n.body.clone())));
+    for (k, v) in &n.headers {
+        req = req.header(k, v);
+    }
+    let resp = req.send().expect("send");
+    let reply = (resp.status().as_u16(), resp.bytes().unwrap().to_vec());
+    assert_success(case, &rig, &reply);
+    assert_eq!(rig.forwarded().len(), 1);
+}
+
+fn oversized_body_is_rejected_and_the_connection_stays_usable(case: &ChannelCase) {
+    let rig = Rig::start(case, Mode::Normalized);
+    let mut big = notification(case, &new_order(), EventKind::PaymentSucceeded);
+    big.body.resize(200 * 1024, b' ');
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    let send = |n: &SimulatedNotification| {
+        let mut req = client
+            .post(rig.pg.url(&rig.path))
+            .header("content-type", &n.content_type)
+            .body(n.body.clone());
+        for (k, v) in &n.headers {
+            req = req.header(k, v);
+        }
+        let resp = req.send().expect("send");
+        (resp.status().as_u16(), resp.bytes().unwrap().to_vec())
+    };
+    assert_failure(case, &rig, &send(&big));
+    assert!(rig.forwarded().is_empty());
+    rig.assert_outcome(case, "body_too_large", 1.0);
+    // Whatever happened to the unread rest of that body, the next notification is understood.
+    assert_success(
+        case,
+        &rig,
+        &send(&notification(case, &new_order(), EventKind::PaymentSucceeded)),
+    );
+    assert_eq!(rig.forwarded().len(), 1);
+}
+
+fn non_post_is_rejected_and_nothing_forwarded(case: &ChannelCase) {
+    let rig = Rig::start(case, Mode::Normalized);
+    let resp = http_client().get(rig.pg.url(&rig.path)).send().expect("send");
+    let reply = (resp.status().as_u16(), resp.bytes().unwrap().to_vec());
+    assert_failure(case, &rig, &reply);
+    assert!(rig.forwarded().is_empty());
+    rig.assert_outcome(case, "rejected_method", 1.0);
 }
 
 fn redis_down_fails_closed_within_a_second(case: &ChannelCase) {
@@ -688,6 +825,7 @@ fn redis_down_fails_closed_within_a_second(case: &ChannelCase) {
     assert_failure(case, &rig, &reply);
     assert!(took < Duration::from_millis(1500), "fail closed took {took:?}");
     assert_eq!(rig.forwarded().len(), 1, "nothing is forwarded without the dedup claim");
+    rig.assert_outcome(case, "store_error", 1.0);
 
     // Back up (empty): the channel's retry is forwarded.
     redis.restart();
@@ -727,6 +865,7 @@ fn redis_hang_fails_closed_within_a_second(case: &ChannelCase) {
     assert_failure(case, &rig, &reply);
     assert!(took < Duration::from_millis(1500), "fail closed took {took:?}");
     assert_eq!(rig.forwarded().len(), 1, "nothing is forwarded without the dedup claim");
+    rig.assert_outcome(case, "store_error", 1.0);
 
     // Redis answers again, with its data. The claim payguard gave up waiting for may still have
     // been written when Redis thawed; it then holds the event until its lease expires (the
@@ -888,4 +1027,54 @@ per_channel!(redis_hang_fails_closed_within_a_second:
     stripe_redis_hang_fails_closed_within_a_second => stripe,
     unionpay_redis_hang_fails_closed_within_a_second => unionpay,
     standard_webhooks_redis_hang_fails_closed_within_a_second => standard_webhooks,
+);
+
+per_channel!(duplicated_security_header_is_rejected_and_nothing_forwarded:
+    wechatpay_v3_duplicated_security_header_is_rejected_and_nothing_forwarded => wechatpay_v3,
+    stripe_duplicated_security_header_is_rejected_and_nothing_forwarded => stripe,
+    standard_webhooks_duplicated_security_header_is_rejected_and_nothing_forwarded => standard_webhooks,
+);
+
+// Stripe and Standard Webhooks endpoints are per merchant: their secret is the only identity.
+per_channel!(foreign_merchant_is_rejected_and_nothing_forwarded:
+    alipay_foreign_merchant_is_rejected_and_nothing_forwarded => alipay,
+    wechatpay_v3_foreign_merchant_is_rejected_and_nothing_forwarded => wechatpay_v3,
+    wechatpay_v2_foreign_merchant_is_rejected_and_nothing_forwarded => wechatpay_v2,
+    unionpay_foreign_merchant_is_rejected_and_nothing_forwarded => unionpay,
+);
+
+per_channel!(passthrough_backend_timeout_answers_failure_and_releases_the_claim:
+    alipay_passthrough_backend_timeout_answers_failure_and_releases_the_claim => alipay,
+    wechatpay_v3_passthrough_backend_timeout_answers_failure_and_releases_the_claim => wechatpay_v3,
+    wechatpay_v2_passthrough_backend_timeout_answers_failure_and_releases_the_claim => wechatpay_v2,
+    stripe_passthrough_backend_timeout_answers_failure_and_releases_the_claim => stripe,
+    unionpay_passthrough_backend_timeout_answers_failure_and_releases_the_claim => unionpay,
+    standard_webhooks_passthrough_backend_timeout_answers_failure_and_releases_the_claim => standard_webhooks,
+);
+
+per_channel!(chunked_body_is_verified_on_its_bytes:
+    alipay_chunked_body_is_verified_on_its_bytes => alipay,
+    wechatpay_v3_chunked_body_is_verified_on_its_bytes => wechatpay_v3,
+    wechatpay_v2_chunked_body_is_verified_on_its_bytes => wechatpay_v2,
+    stripe_chunked_body_is_verified_on_its_bytes => stripe,
+    unionpay_chunked_body_is_verified_on_its_bytes => unionpay,
+    standard_webhooks_chunked_body_is_verified_on_its_bytes => standard_webhooks,
+);
+
+per_channel!(oversized_body_is_rejected_and_the_connection_stays_usable:
+    alipay_oversized_body_is_rejected_and_the_connection_stays_usable => alipay,
+    wechatpay_v3_oversized_body_is_rejected_and_the_connection_stays_usable => wechatpay_v3,
+    wechatpay_v2_oversized_body_is_rejected_and_the_connection_stays_usable => wechatpay_v2,
+    stripe_oversized_body_is_rejected_and_the_connection_stays_usable => stripe,
+    unionpay_oversized_body_is_rejected_and_the_connection_stays_usable => unionpay,
+    standard_webhooks_oversized_body_is_rejected_and_the_connection_stays_usable => standard_webhooks,
+);
+
+per_channel!(non_post_is_rejected_and_nothing_forwarded:
+    alipay_non_post_is_rejected_and_nothing_forwarded => alipay,
+    wechatpay_v3_non_post_is_rejected_and_nothing_forwarded => wechatpay_v3,
+    wechatpay_v2_non_post_is_rejected_and_nothing_forwarded => wechatpay_v2,
+    stripe_non_post_is_rejected_and_nothing_forwarded => stripe,
+    unionpay_non_post_is_rejected_and_nothing_forwarded => unionpay,
+    standard_webhooks_non_post_is_rejected_and_nothing_forwarded => standard_webhooks,
 );
