@@ -144,6 +144,13 @@ pub async fn handle_notification(
         return (fail(&mut record, "body_too_large", reason, "body too large"), record);
     }
 
+    if let Some(reason) = unsupported_content_encoding(incoming.headers) {
+        return (
+            fail(&mut record, "rejected_malformed", reason, "malformed notification"),
+            record,
+        );
+    }
+
     let now = io.clock.now();
     let event = match channel.verify(
         &NotifyRequest {
@@ -280,6 +287,19 @@ pub async fn handle_notification(
         _ => fail(&mut record, "backend_error", reason, "backend did not accept the event"),
     };
     (reply, record)
+}
+
+/// Why the body's `Content-Encoding` is refused, if it is. Channels sign the decoded bytes, so a
+/// body labelled as encoded was verified as something other than what it claims to be, and a
+/// passthrough backend would decode it again (channels.md §0.1: reject anything but identity).
+fn unsupported_content_encoding(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .map(str::trim)
+        .find(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"))
+        .map(|coding| format!("content-encoding {coding:.32} is not supported"))
 }
 
 /// Whether a legacy backend's own reply means "accepted" in the channel's terms (§0.5):
@@ -488,6 +508,20 @@ mod tests {
             merchant: MerchantRef::default(),
             raw: serde_json::Value::Null,
         }
+    }
+
+    #[test]
+    fn only_identity_content_encoding_is_accepted() {
+        let with = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.append(http::header::CONTENT_ENCODING, HeaderValue::from_static(v));
+            h
+        };
+        assert_eq!(unsupported_content_encoding(&HeaderMap::new()), None);
+        assert_eq!(unsupported_content_encoding(&with("identity")), None);
+        assert_eq!(unsupported_content_encoding(&with("IDENTITY")), None);
+        assert!(unsupported_content_encoding(&with("gzip")).is_some());
+        assert!(unsupported_content_encoding(&with("identity, br")).is_some());
     }
 
     #[test]
