@@ -798,6 +798,24 @@ fn oversized_body_is_rejected_and_the_connection_stays_usable(case: &ChannelCase
     assert_eq!(rig.forwarded().len(), 1);
 }
 
+fn compressed_body_is_refused_and_nothing_forwarded(case: &ChannelCase) {
+    let rig = Rig::start(case, Mode::Passthrough);
+    let (status, body) = case.backend_accepts;
+    rig.answer(status, body, Duration::ZERO);
+    // The signed bytes under a Content-Encoding label: a backend would try to decode them, and
+    // payguard verified something other than the decoded body (channels.md §0.1).
+    let n = notification(case, &new_order(), EventKind::PaymentSucceeded);
+    assert_failure(case, &rig, &rig.send_with(&n, &[("Content-Encoding", "gzip")]));
+    assert!(rig.forwarded().is_empty());
+    rig.assert_outcome(case, "rejected_malformed", 1.0);
+    // `identity` is no encoding at all.
+    assert_eq!(
+        rig.send_with(&n, &[("Content-Encoding", "identity")]),
+        (status, body.to_vec())
+    );
+    assert_eq!(rig.forwarded().len(), 1);
+}
+
 fn non_post_is_rejected_and_nothing_forwarded(case: &ChannelCase) {
     let rig = Rig::start(case, Mode::Normalized);
     let resp = http_client().get(rig.pg.url(&rig.path)).send().expect("send");
@@ -1077,4 +1095,13 @@ per_channel!(non_post_is_rejected_and_nothing_forwarded:
     stripe_non_post_is_rejected_and_nothing_forwarded => stripe,
     unionpay_non_post_is_rejected_and_nothing_forwarded => unionpay,
     standard_webhooks_non_post_is_rejected_and_nothing_forwarded => standard_webhooks,
+);
+
+per_channel!(compressed_body_is_refused_and_nothing_forwarded:
+    alipay_compressed_body_is_refused_and_nothing_forwarded => alipay,
+    wechatpay_v3_compressed_body_is_refused_and_nothing_forwarded => wechatpay_v3,
+    wechatpay_v2_compressed_body_is_refused_and_nothing_forwarded => wechatpay_v2,
+    stripe_compressed_body_is_refused_and_nothing_forwarded => stripe,
+    unionpay_compressed_body_is_refused_and_nothing_forwarded => unionpay,
+    standard_webhooks_compressed_body_is_refused_and_nothing_forwarded => standard_webhooks,
 );
