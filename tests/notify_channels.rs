@@ -451,6 +451,16 @@ fn genuine_is_forwarded_once_normalized_signed_and_acked(case: &ChannelCase) {
     assert_eq!(event["amount_minor"], 8880);
     assert_eq!(event["currency"], "CNY");
     assert!(event["refund"].is_null(), "{}", event["refund"]);
+    // WeChat Pay v2 notifications carry no notification id (channels.md §3.1).
+    let spec_id = spec(case, &order, EventKind::PaymentSucceeded).notification_id;
+    let expected_id = (case.kind != ChannelKind::WechatpayV2).then_some(spec_id.as_str());
+    assert_eq!(event["notification_id"].as_str(), expected_id);
+    for field in ["received_at", "occurred_at"] {
+        let text = event[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("{field}: {}", event[field]));
+        assert!(text.parse::<jiff::Timestamp>().is_ok(), "{field} is RFC 3339: {text}");
+    }
 
     // A refund of the same order is another event: forwarded, with its refund object.
     let reply = rig.send(&notification(case, &order, EventKind::RefundSucceeded));
@@ -525,7 +535,10 @@ fn backend_500_answers_failure_then_the_retry_is_forwarded_once(case: &ChannelCa
 
     rig.answer(200, b"ok", Duration::ZERO);
     assert_success(case, &rig, &rig.send(&n));
-    assert_eq!(rig.forwarded().len(), 2, "the released claim lets the retry through");
+    let fwd = rig.forwarded();
+    assert_eq!(fwd.len(), 2, "the released claim lets the retry through");
+    let (first, retry) = (checked_event(&fwd[0]), checked_event(&fwd[1]));
+    assert_eq!(first["id"], retry["id"], "the event id is the same across retries");
     assert_success(case, &rig, &rig.send(&n));
     assert_eq!(rig.forwarded().len(), 2, "then it is done");
 }
@@ -587,8 +600,11 @@ fn stale_timestamp_is_rejected_and_nothing_forwarded(case: &ChannelCase) {
     let mut spec = spec(case, &new_order(), EventKind::PaymentSucceeded);
     spec.at = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(30);
     assert_failure(case, &rig, &rig.send(&simulate(case, &spec)));
+    // Too far in the future is as stale as too old.
+    spec.at = jiff::Timestamp::now() + jiff::SignedDuration::from_mins(30);
+    assert_failure(case, &rig, &rig.send(&simulate(case, &spec)));
     assert!(rig.forwarded().is_empty());
-    rig.assert_outcome(case, "rejected_stale", 1.0);
+    rig.assert_outcome(case, "rejected_stale", 2.0);
 }
 
 fn unknown_serial_is_rejected_and_nothing_forwarded(case: &ChannelCase) {
