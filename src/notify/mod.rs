@@ -226,6 +226,14 @@ pub async fn handle_notification(
         }
     };
 
+    // The channel has signed that the order is paid, whatever the backend answers: from now on a
+    // pending event of the order is late (§6), even one arriving while this one is forwarded.
+    if event.kind == EventKind::PaymentSucceeded {
+        if let Err(e) = io.store.count(&keys.paid_marker(route.keep, 1)).await {
+            tracing::warn!(event_id = %keys.event_id, error = %e, "could not record the paid state of the order");
+        }
+    }
+
     let request = match route.forward {
         ForwardMode::Normalized => normalized_request(route, &event, &keys, incoming, io.clock),
         ForwardMode::Passthrough => passthrough_request(route, &keys, incoming),
@@ -253,11 +261,6 @@ pub async fn handle_notification(
             }
             Err(e) => {
                 tracing::warn!(event_id = %keys.event_id, error = %e, "could not record the event as done; a retry may be forwarded again")
-            }
-        }
-        if event.kind == EventKind::PaymentSucceeded {
-            if let Err(e) = io.store.count(&keys.paid_marker(route.keep, 1)).await {
-                tracing::warn!(event_id = %keys.event_id, error = %e, "could not record the paid state of the order");
             }
         }
         record.outcome = "forwarded";
