@@ -841,6 +841,28 @@ fn non_post_is_rejected_and_nothing_forwarded(case: &ChannelCase) {
     rig.assert_outcome(case, "rejected_method", 1.0);
 }
 
+fn pending_arriving_while_succeeded_is_forwarded_is_not_forwarded(case: &ChannelCase) {
+    let rig = Rig::start(case, Mode::Normalized);
+    // The backend is still working on the succeeded event when the pending one arrives.
+    rig.answer(200, b"ok", Duration::from_millis(300));
+    let order = new_order();
+    let succeeded = notification(case, &order, EventKind::PaymentSucceeded);
+    let pending = notification(case, &order, EventKind::PaymentPending);
+    let url = rig.pg.url(&rig.path);
+    let (first, late) = thread::scope(|s| {
+        let first = s.spawn(|| send_to(&url, &succeeded, &[]));
+        thread::sleep(Duration::from_millis(100));
+        let late = send_to(&url, &pending, &[]);
+        (first.join().expect("sender"), late)
+    });
+    assert_success(case, &rig, &first);
+    assert_success(case, &rig, &late);
+    let fwd = rig.forwarded();
+    assert_eq!(fwd.len(), 1, "only the succeeded event reaches the backend");
+    assert_eq!(checked_event(&fwd[0])["kind"], "payment.succeeded");
+    rig.assert_outcome(case, "late_pending", 1.0);
+}
+
 fn redis_down_fails_closed_within_a_second(case: &ChannelCase) {
     let mut redis = RedisServer::start();
     let rig = Rig::start_with_redis(case, Mode::Normalized, &redis.url(), LEASE);
@@ -1120,4 +1142,12 @@ per_channel!(compressed_body_is_refused_and_nothing_forwarded:
     stripe_compressed_body_is_refused_and_nothing_forwarded => stripe,
     unionpay_compressed_body_is_refused_and_nothing_forwarded => unionpay,
     standard_webhooks_compressed_body_is_refused_and_nothing_forwarded => standard_webhooks,
+);
+
+per_channel!(pending_arriving_while_succeeded_is_forwarded_is_not_forwarded:
+    alipay_pending_arriving_while_succeeded_is_forwarded_is_not_forwarded => alipay,
+    wechatpay_v3_pending_arriving_while_succeeded_is_forwarded_is_not_forwarded => wechatpay_v3,
+    stripe_pending_arriving_while_succeeded_is_forwarded_is_not_forwarded => stripe,
+    unionpay_pending_arriving_while_succeeded_is_forwarded_is_not_forwarded => unionpay,
+    standard_webhooks_pending_arriving_while_succeeded_is_forwarded_is_not_forwarded => standard_webhooks,
 );
