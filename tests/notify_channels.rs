@@ -51,6 +51,9 @@ fn read_fixture(path: &str) -> String {
     std::fs::read_to_string(fixture(path)).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
 }
 
+/// Headers of a simulated notification.
+type Headers = [(String, String)];
+
 /// What differs between channels; everything else is shared scenario logic.
 struct ChannelCase {
     kind: ChannelKind,
@@ -60,7 +63,7 @@ struct ChannelCase {
     app_id: Option<&'static str>,
     mch_id: Option<&'static str>,
     /// Changes one security header so the signature no longer verifies (channels that have one).
-    tamper_header: Option<fn(&mut Vec<(String, String)>)>,
+    tamper_header: Option<fn(&mut Headers)>,
     /// The channel's exact success acknowledgement (channels.md §0.5).
     is_success: fn(u16, &[u8]) -> bool,
     /// The channel's "failure, retry later" answer.
@@ -632,9 +635,38 @@ fn unknown_serial_is_rejected_and_nothing_forwarded(case: &ChannelCase) {
 fn passthrough_relays_success_with_verified_headers_only_from_payguard(case: &ChannelCase) {
     let rig = Rig::start(case, Mode::Passthrough);
     let (status, body) = case.backend_accepts;
-    rig.answer(status, body, Duration::ZERO);
+    rig.up.set_behavior(Behavior {
+        status,
+        headers: vec![
+            ("x-legacy-handler".into(), "v1".into()),
+            ("x-request-id".into(), "rid-1".into()),
+        ],
+        body: body.to_vec(),
+        delay: Duration::ZERO,
+    });
     let n = notification(case, &new_order(), EventKind::PaymentSucceeded);
-    let reply = rig.send_with(&n, &[("X-PG-Verified", "spoofed"), ("X-PG-Event-Id", "evt_spoofed")]);
+    let mut req = http_client()
+        .post(rig.pg.url(&rig.path))
+        .header("content-type", &n.content_type)
+        .header("x-request-id", "rid-1")
+        .header("X-PG-Verified", "spoofed")
+        .header("X-PG-Event-Id", "evt_spoofed")
+        .body(n.body.clone());
+    for (k, v) in &n.headers {
+        req = req.header(k, v);
+    }
+    let resp = req.send().expect("send");
+    let relayed = |name: &str| -> Vec<String> {
+        let values = resp.headers().get_all(name).iter();
+        values.map(|v| v.to_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(relayed("x-legacy-handler"), ["v1"], "the backend's headers are relayed");
+    assert_eq!(
+        relayed("x-request-id"),
+        ["rid-1"],
+        "one request id, not one from each side"
+    );
+    let reply = (resp.status().as_u16(), resp.bytes().unwrap().to_vec());
     assert_eq!(reply, (status, body.to_vec()), "the backend's reply is relayed");
     assert_success(case, &rig, &reply);
 
