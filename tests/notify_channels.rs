@@ -319,20 +319,25 @@ impl Rig {
     }
 }
 
+/// A POST of `n` (content type and channel headers) to `url`, body not set yet.
+fn post(client: &reqwest::blocking::Client, url: &str, n: &SimulatedNotification) -> reqwest::blocking::RequestBuilder {
+    n.headers.iter().fold(
+        client.post(url).header("content-type", &n.content_type),
+        |req, (k, v)| req.header(k, v),
+    )
+}
+
+fn reply_of(resp: reqwest::blocking::Response) -> (u16, Vec<u8>) {
+    let status = resp.status().as_u16();
+    (status, resp.bytes().expect("response body").to_vec())
+}
+
 fn send_to(url: &str, n: &SimulatedNotification, extra: &[(&str, &str)]) -> (u16, Vec<u8>) {
-    let mut req = http_client()
-        .post(url)
-        .header("content-type", &n.content_type)
-        .body(n.body.clone());
-    for (k, v) in &n.headers {
-        req = req.header(k, v);
-    }
+    let mut req = post(http_client(), url, n).body(n.body.clone());
     for (k, v) in extra {
         req = req.header(*k, *v);
     }
-    let resp = req.send().expect("send notification");
-    let status = resp.status().as_u16();
-    (status, resp.bytes().expect("response body").to_vec())
+    reply_of(req.send().expect("send notification"))
 }
 
 fn http_client() -> &'static reqwest::blocking::Client {
@@ -645,17 +650,13 @@ fn passthrough_relays_success_with_verified_headers_only_from_payguard(case: &Ch
         delay: Duration::ZERO,
     });
     let n = notification(case, &new_order(), EventKind::PaymentSucceeded);
-    let mut req = http_client()
-        .post(rig.pg.url(&rig.path))
-        .header("content-type", &n.content_type)
+    let resp = post(http_client(), &rig.pg.url(&rig.path), &n)
         .header("x-request-id", "rid-1")
         .header("X-PG-Verified", "spoofed")
         .header("X-PG-Event-Id", "evt_spoofed")
-        .body(n.body.clone());
-    for (k, v) in &n.headers {
-        req = req.header(k, v);
-    }
-    let resp = req.send().expect("send");
+        .body(n.body.clone())
+        .send()
+        .expect("send");
     let relayed = |name: &str| -> Vec<String> {
         let values = resp.headers().get_all(name).iter();
         values.map(|v| v.to_str().unwrap().to_string()).collect()
@@ -666,7 +667,7 @@ fn passthrough_relays_success_with_verified_headers_only_from_payguard(case: &Ch
         ["rid-1"],
         "one request id, not one from each side"
     );
-    let reply = (resp.status().as_u16(), resp.bytes().unwrap().to_vec());
+    let reply = reply_of(resp);
     assert_eq!(reply, (status, body.to_vec()), "the backend's reply is relayed");
     assert_success(case, &rig, &reply);
 
@@ -812,16 +813,12 @@ fn passthrough_backend_timeout_answers_failure_and_releases_the_claim(case: &Cha
 fn chunked_body_is_verified_on_its_bytes(case: &ChannelCase) {
     let rig = Rig::start(case, Mode::Normalized);
     let n = notification(case, &new_order(), EventKind::PaymentSucceeded);
-    let mut req = http_client()
-        .post(rig.pg.url(&rig.path))
-        .header("content-type", &n.content_type)
+    let resp = post(http_client(), &rig.pg.url(&rig.path), &n)
         // A reader of unknown length is sent with Transfer-Encoding: chunked.
-        .body(reqwest::blocking::Body::new(std::io::Cursor::new(n.body.clone())));
-    for (k, v) in &n.headers {
-        req = req.header(k, v);
-    }
-    let resp = req.send().expect("send");
-    let reply = (resp.status().as_u16(), resp.bytes().unwrap().to_vec());
+        .body(reqwest::blocking::Body::new(std::io::Cursor::new(n.body.clone())))
+        .send()
+        .expect("send");
+    let reply = reply_of(resp);
     assert_success(case, &rig, &reply);
     assert_eq!(rig.forwarded().len(), 1);
 }
@@ -836,15 +833,12 @@ fn oversized_body_is_rejected_and_the_connection_stays_usable(case: &ChannelCase
         .build()
         .unwrap();
     let send = |n: &SimulatedNotification| {
-        let mut req = client
-            .post(rig.pg.url(&rig.path))
-            .header("content-type", &n.content_type)
-            .body(n.body.clone());
-        for (k, v) in &n.headers {
-            req = req.header(k, v);
-        }
-        let resp = req.send().expect("send");
-        (resp.status().as_u16(), resp.bytes().unwrap().to_vec())
+        reply_of(
+            post(&client, &rig.pg.url(&rig.path), n)
+                .body(n.body.clone())
+                .send()
+                .expect("send"),
+        )
     };
     assert_failure(case, &rig, &send(&big));
     assert!(rig.forwarded().is_empty());
@@ -878,8 +872,7 @@ fn compressed_body_is_refused_and_nothing_forwarded(case: &ChannelCase) {
 
 fn non_post_is_rejected_and_nothing_forwarded(case: &ChannelCase) {
     let rig = Rig::start(case, Mode::Normalized);
-    let resp = http_client().get(rig.pg.url(&rig.path)).send().expect("send");
-    let reply = (resp.status().as_u16(), resp.bytes().unwrap().to_vec());
+    let reply = reply_of(http_client().get(rig.pg.url(&rig.path)).send().expect("send"));
     assert_failure(case, &rig, &reply);
     assert!(rig.forwarded().is_empty());
     rig.assert_outcome(case, "rejected_method", 1.0);

@@ -27,7 +27,10 @@ impl Payguard {
     /// Starts payguard with `body` appended to the listener sections and waits until it serves.
     pub fn start(body: &str) -> Self {
         let port = free_port();
-        let admin_port = free_port();
+        // Each probe releases its port, so two probes can return the same one.
+        let admin_port = std::iter::repeat_with(free_port)
+            .find(|p| *p != port)
+            .expect("a second free port");
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("payguard.yaml");
         std::fs::write(&config_path, Self::config_text(port, admin_port, body)).expect("write config");
