@@ -489,6 +489,10 @@ pub fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNot
         .as_deref()
         .ok_or("standard_webhooks needs a whsec_ secret")?;
     let key = decode_secret(secret)?;
+    // The signed content joins id, timestamp and body with '.', so `verify` refuses such ids.
+    if spec.notification_id.is_empty() || spec.notification_id.contains('.') {
+        return Err("standard_webhooks notification id must be non-empty and without '.'".into());
+    }
     let mut data = json!({
         "out_trade_no": spec.out_trade_no,
         "amount": spec.amount_minor,
@@ -976,6 +980,30 @@ mod tests {
             &SimulateKeys::default()
         )
         .is_err());
+    }
+
+    #[test]
+    fn simulation_refuses_ids_that_verification_would_refuse() {
+        let keys = SimulateKeys {
+            secret: Some(b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_vec()),
+            ..Default::default()
+        };
+        let spec = |id: &str| SimulateSpec {
+            out_trade_no: "O".into(),
+            amount_minor: 1,
+            currency: "USD".into(),
+            kind: EventKind::PaymentSucceeded,
+            out_refund_no: None,
+            refund_amount_minor: None,
+            channel_txn_id: "T".into(),
+            at: at(SW2_TS),
+            notification_id: id.into(),
+            app_id: None,
+            mch_id: None,
+        };
+        assert!(simulate(&spec("msg_1"), &keys).is_ok());
+        assert!(simulate(&spec("msg.1"), &keys).is_err());
+        assert!(simulate(&spec(""), &keys).is_err());
     }
 
     #[test]

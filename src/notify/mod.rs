@@ -14,7 +14,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use sha2::{Digest, Sha256};
 
 use crate::channels::standard_webhooks::StandardWebhookSigner;
-use crate::channels::{Ack, Channel, ChannelKind, EventKind, NotifyRequest, VerifiedEvent};
+use crate::channels::{Ack, Channel, ChannelKind, EventKind, NotifyRequest, RefundInfo, VerifiedEvent};
 use crate::clock::Clock;
 use crate::proxy::backend::{is_hop_by_hop, Backend, BackendError, BackendRequest};
 use crate::store::{CounterSpec, CounterWindow, DedupClaim, Store};
@@ -151,6 +151,13 @@ pub async fn handle_notification(
         return (fail(&mut record, "body_too_large", reason, "body too large"), record);
     }
 
+    if let Some(reason) = unsupported_content_encoding(incoming.headers) {
+        return (
+            fail(&mut record, "rejected_malformed", reason, "malformed notification"),
+            record,
+        );
+    }
+
     let now = io.clock.now();
     let event = match channel.verify(
         &NotifyRequest {
@@ -219,6 +226,14 @@ pub async fn handle_notification(
         }
     };
 
+    // The channel has signed that the order is paid, whatever the backend answers: from now on a
+    // pending event of the order is late (§6), even one arriving while this one is forwarded.
+    if event.kind == EventKind::PaymentSucceeded {
+        if let Err(e) = io.store.count(&keys.paid_marker(route.keep, 1)).await {
+            tracing::warn!(event_id = %keys.event_id, error = %e, "could not record the paid state of the order");
+        }
+    }
+
     let request = match route.forward {
         ForwardMode::Normalized => normalized_request(route, &event, &keys, incoming, io.clock),
         ForwardMode::Passthrough => passthrough_request(route, &keys, incoming),
@@ -248,11 +263,6 @@ pub async fn handle_notification(
                 tracing::warn!(event_id = %keys.event_id, error = %e, "could not record the event as done; a retry may be forwarded again")
             }
         }
-        if event.kind == EventKind::PaymentSucceeded {
-            if let Err(e) = io.store.count(&keys.paid_marker(route.keep, 1)).await {
-                tracing::warn!(event_id = %keys.event_id, error = %e, "could not record the paid state of the order");
-            }
-        }
         record.outcome = "forwarded";
         let reply = match (route.forward, result) {
             (ForwardMode::Passthrough, Ok(resp)) => relay(resp),
@@ -280,6 +290,19 @@ pub async fn handle_notification(
         _ => fail(&mut record, "backend_error", reason, "backend did not accept the event"),
     };
     (reply, record)
+}
+
+/// Why the body's `Content-Encoding` is refused, if it is. Channels sign the decoded bytes, so a
+/// body labelled as encoded was verified as something other than what it claims to be, and a
+/// passthrough backend would decode it again (channels.md §0.1: reject anything but identity).
+fn unsupported_content_encoding(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .map(str::trim)
+        .find(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"))
+        .map(|coding| format!("content-encoding {coding:.32} is not supported"))
 }
 
 /// Whether a legacy backend's own reply means "accepted" in the channel's terms (§0.5):
@@ -336,21 +359,7 @@ impl EventKeys {
             .as_deref()
             .or(event.merchant.app_id.as_deref())
             .unwrap_or("");
-        // Two partial refunds of one order are two events: key them by the refund number, else
-        // the channel's refund id, else (Stripe `charge.refunded` carries neither) the
-        // notification id, which is stable across retries of one event.
-        let refund_no = event
-            .refund
-            .as_ref()
-            .and_then(|r| r.out_refund_no.as_deref().or(r.refund_id.as_deref()))
-            .or_else(|| {
-                event
-                    .kind
-                    .is_refund()
-                    .then_some(event.notification_id.as_deref())
-                    .flatten()
-            })
-            .unwrap_or("");
+        let refund_no = event.refund.as_ref().map(|r| refund_key(event, r)).unwrap_or_default();
         // Events without an order number are keyed by the channel's notification id, or the
         // body itself, so unrelated `other` events never collapse into one.
         let order = if !event.out_trade_no.is_empty() {
@@ -369,7 +378,7 @@ impl EventKeys {
             hex::encode(h.finalize())
         };
         let channel = event.channel.as_str();
-        let full = digest(&[channel, merchant, &order, event.kind.as_str(), refund_no]);
+        let full = digest(&[channel, merchant, &order, event.kind.as_str(), &refund_no]);
         let order_digest = digest(&[channel, merchant, &order]);
         Self {
             event_id: format!("evt_{}", &full[..32]),
@@ -388,6 +397,25 @@ impl EventKeys {
             incr,
         }
     }
+}
+
+/// The refund part of the dedup key. One order can have several refunds (channels.md §0.4), so
+/// a refund event that names no refund number (Stripe `charge.refunded` carries only the charge)
+/// is told apart by the channel's event id, which stays the same across retries, or failing that
+/// by the refunded amount (cumulative for Stripe and Alipay).
+fn refund_key(event: &VerifiedEvent, refund: &RefundInfo) -> String {
+    if let Some(no) = refund
+        .out_refund_no
+        .as_deref()
+        .or(refund.refund_id.as_deref())
+        .filter(|s| !s.is_empty())
+    {
+        return no.to_string();
+    }
+    if let Some(id) = event.notification_id.as_deref().filter(|s| !s.is_empty()) {
+        return format!("n:{id}");
+    }
+    refund.amount_minor.map(|a| format!("a:{a}")).unwrap_or_default()
 }
 
 fn header(name: &'static str, value: &str) -> Option<(HeaderName, HeaderValue)> {
@@ -456,7 +484,7 @@ fn passthrough_request(route: &NotifyRoute, keys: &EventKeys, incoming: Incoming
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channels::{MerchantRef, RefundInfo};
+    use crate::channels::MerchantRef;
 
     fn event(kind: EventKind, order: &str, refund: Option<&str>, notification_id: &str) -> VerifiedEvent {
         VerifiedEvent {
@@ -478,6 +506,27 @@ mod tests {
                 app_id: None,
                 mch_id: Some("m1".into()),
             },
+            raw: serde_json::Value::Null,
+        }
+    }
+
+    fn refund_event(out_refund_no: Option<&str>, notification_id: Option<&str>, amount: i64) -> VerifiedEvent {
+        VerifiedEvent {
+            channel: ChannelKind::Stripe,
+            kind: EventKind::RefundSucceeded,
+            out_trade_no: "order-1".into(),
+            channel_txn_id: Some("ch_1".into()),
+            amount_minor: Some(8880),
+            currency: Some("USD".into()),
+            refund: Some(RefundInfo {
+                out_refund_no: out_refund_no.map(str::to_string),
+                refund_id: None,
+                amount_minor: Some(amount),
+            }),
+            occurred_at: None,
+            notification_id: notification_id.map(str::to_string),
+            raw_status: None,
+            merchant: MerchantRef::default(),
             raw: serde_json::Value::Null,
         }
     }
@@ -535,5 +584,38 @@ mod tests {
         assert!(!backend_acknowledged(ChannelKind::WechatpayV3, 500, b""));
         assert!(backend_acknowledged(ChannelKind::Stripe, 202, b""));
         assert!(!backend_acknowledged(ChannelKind::Unionpay, 204, b""));
+    }
+
+    #[test]
+    fn only_identity_content_encoding_is_accepted() {
+        let with = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.append(http::header::CONTENT_ENCODING, HeaderValue::from_static(v));
+            h
+        };
+        assert_eq!(unsupported_content_encoding(&HeaderMap::new()), None);
+        assert_eq!(unsupported_content_encoding(&with("identity")), None);
+        assert_eq!(unsupported_content_encoding(&with("IDENTITY")), None);
+        assert!(unsupported_content_encoding(&with("gzip")).is_some());
+        assert!(unsupported_content_encoding(&with("identity, br")).is_some());
+    }
+
+    #[test]
+    fn partial_refunds_without_a_refund_number_get_distinct_dedup_keys() {
+        let first = EventKeys::of(&refund_event(None, Some("evt_1"), 1000), b"a");
+        let second = EventKeys::of(&refund_event(None, Some("evt_2"), 3000), b"b");
+        let retry = EventKeys::of(&refund_event(None, Some("evt_1"), 1000), b"a");
+        assert_ne!(first.dedup_key, second.dedup_key);
+        assert_eq!(first, retry);
+        let by_amount = |a| EventKeys::of(&refund_event(None, None, a), b"x").dedup_key;
+        assert_ne!(by_amount(1000), by_amount(3000));
+    }
+
+    #[test]
+    fn refund_number_keys_the_refund_whatever_the_event_id() {
+        let a = EventKeys::of(&refund_event(Some("R1"), Some("evt_1"), 1000), b"a");
+        let b = EventKeys::of(&refund_event(Some("R1"), Some("evt_9"), 1000), b"b");
+        assert_eq!(a, b);
+        assert_ne!(a, EventKeys::of(&refund_event(Some("R2"), Some("evt_1"), 1000), b"a"));
     }
 }

@@ -529,10 +529,16 @@ impl PayguardProxy {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
             .map(|(_, v)| v.clone());
+        // `respond` sets the content type, length and request id itself; a relayed backend
+        // reply (passthrough) usually carries them too and must not produce a second copy.
         let extra: Vec<(String, String)> = reply
             .headers
             .into_iter()
-            .filter(|(k, _)| !k.eq_ignore_ascii_case("content-type"))
+            .filter(|(k, _)| {
+                !["content-type", "content-length", REQUEST_ID]
+                    .iter()
+                    .any(|own| k.eq_ignore_ascii_case(own))
+            })
             .collect();
         respond(
             session,

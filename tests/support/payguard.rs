@@ -39,7 +39,10 @@ impl Payguard {
     /// Like [`start`](Self::start), with the proxy listening on `host` (`[::1]` for IPv6 clients).
     pub fn start_on(host: &str, body: &str) -> Self {
         let port = free_port();
-        let admin_port = free_port();
+        // Each probe releases its port, so two probes can return the same one.
+        let admin_port = std::iter::repeat_with(free_port)
+            .find(|p| *p != port)
+            .expect("a second free port");
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("payguard.yaml");
         std::fs::write(&config_path, Self::config_text_on(host, port, admin_port, body)).expect("write config");

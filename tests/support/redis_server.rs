@@ -196,6 +196,24 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open but nothing answers, like a hung
+    /// or partitioned Redis. [`resume`](Self::resume) thaws it.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Thaws a server frozen by [`pause`](Self::pause).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        if let Some(child) = &self.child {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+        }
+    }
+
     /// Starts the server again on the same port (empty, nothing was persisted).
     pub fn restart(&mut self) {
         self.stop();
