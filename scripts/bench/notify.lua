@@ -1,6 +1,7 @@
 -- wrk script: POSTs pre-generated notifications, one per request, each line of the input file
 -- used once before any line repeats (so every request is a distinct event for dedup, as long as
--- the file has more lines than the run sends; `done` reports how often it wrapped).
+-- the file has more lines than the run sends; `done` reports how often a file of more than one
+-- line wrapped; a one-line file is the duplicate-only run and repeats by design).
 --
 -- Usage: wrk -t THREADS ... -s scripts/bench/notify.lua URL -- FILE THREADS
 -- FILE lines: `Header: value` fields, then the raw body, all separated by tabs
@@ -53,7 +54,9 @@ function request()
    i = i + 1
    if i > count then
       i = 1
-      wraps = wraps + 1
+      if count > 1 then
+         wraps = wraps + 1
+      end
    end
    return requests[i]
 end
