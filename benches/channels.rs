@@ -32,7 +32,9 @@ use sha2::Sha256;
 const AT: &str = "2024-05-01T04:00:06Z";
 
 fn fixture(rel: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
 
@@ -64,7 +66,10 @@ fn case(name: &'static str, kind: ChannelKind, config_yaml: &str, keys: Simulate
             HeaderValue::from_str(v).expect("header value"),
         );
     }
-    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_str(&n.content_type).expect("content type"));
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_str(&n.content_type).expect("content type"),
+    );
     let c = Case {
         name,
         channel,
@@ -72,7 +77,9 @@ fn case(name: &'static str, kind: ChannelKind, config_yaml: &str, keys: Simulate
         body: n.body,
     };
     // A benchmark of a refusal would measure the wrong thing: prove the notification verifies.
-    let event = c.verify().unwrap_or_else(|e| panic!("{name}: simulated notification refused: {e}"));
+    let event = c
+        .verify()
+        .unwrap_or_else(|e| panic!("{name}: simulated notification refused: {e}"));
     assert_eq!(event.kind, EventKind::PaymentSucceeded, "{name}");
     c
 }

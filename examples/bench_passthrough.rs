@@ -30,7 +30,9 @@ impl ProxyHttp for PassThrough {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let listen = args.next().ok_or("usage: bench_passthrough LISTEN UPSTREAM [threads]")?;
+    let listen = args
+        .next()
+        .ok_or("usage: bench_passthrough LISTEN UPSTREAM [threads]")?;
     let upstream: SocketAddr = args.next().ok_or("missing UPSTREAM")?.parse()?;
     let threads: usize = args.next().map(|t| t.parse()).transpose()?.unwrap_or(1);
     // Same pool size as payguard's default `upstream.pool_size`, so the comparison is fair.
