@@ -29,6 +29,7 @@ impl AdminApp {
         Self { state, reloader }
     }
 
+    #[allow(clippy::result_large_err)] // the Err is the ready answer, built once per refused call
     fn authorized(&self, session: &ServerSession) -> Result<(), Response<Vec<u8>>> {
         let config = self.state.config();
         let Some(token) = config.admin_token.as_ref() else {

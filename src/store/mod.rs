@@ -254,6 +254,33 @@ pub(crate) fn lease_token() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
+impl StoreConfig {
+    /// One line for `payguard check`: backend and where it is (never the password).
+    pub fn summary(&self) -> String {
+        match (self.backend, &self.redis) {
+            (StoreBackend::Redis, Some(r)) if !r.cluster_nodes.is_empty() => {
+                format!(
+                    "redis cluster ({} seed nodes, prefix {:?})",
+                    r.cluster_nodes.len(),
+                    r.key_prefix
+                )
+            }
+            (StoreBackend::Redis, Some(r)) => {
+                let url = r.url.as_deref().unwrap_or("-");
+                // A URL may carry a password (`redis://:pw@host`); show only scheme and host part.
+                let shown = match url.rsplit_once('@') {
+                    Some((scheme_user, host)) => {
+                        format!("{}://…@{host}", scheme_user.split("://").next().unwrap_or("redis"))
+                    }
+                    None => url.to_string(),
+                };
+                format!("redis {shown} (prefix {:?})", r.key_prefix)
+            }
+            _ => format!("embedded (max {} entries)", self.embedded.max_entries),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,32 +317,5 @@ mod tests {
         assert_eq!(millis(Duration::ZERO), 1);
         assert_eq!(millis(Duration::from_millis(1500)), 1500);
         assert!(millis(Duration::MAX) < i64::MAX as u64 / 2);
-    }
-}
-
-impl StoreConfig {
-    /// One line for `payguard check`: backend and where it is (never the password).
-    pub fn summary(&self) -> String {
-        match (self.backend, &self.redis) {
-            (StoreBackend::Redis, Some(r)) if !r.cluster_nodes.is_empty() => {
-                format!(
-                    "redis cluster ({} seed nodes, prefix {:?})",
-                    r.cluster_nodes.len(),
-                    r.key_prefix
-                )
-            }
-            (StoreBackend::Redis, Some(r)) => {
-                let url = r.url.as_deref().unwrap_or("-");
-                // A URL may carry a password (`redis://:pw@host`); show only scheme and host part.
-                let shown = match url.rsplit_once('@') {
-                    Some((scheme_user, host)) => {
-                        format!("{}://…@{host}", scheme_user.split("://").next().unwrap_or("redis"))
-                    }
-                    None => url.to_string(),
-                };
-                format!("redis {shown} (prefix {:?})", r.key_prefix)
-            }
-            _ => format!("embedded (max {} entries)", self.embedded.max_entries),
-        }
     }
 }
