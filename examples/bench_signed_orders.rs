@@ -22,7 +22,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ts = jiff::Timestamp::now().as_second().to_string();
     let mut out = BufWriter::new(std::io::stdout().lock());
     for n in 0..count {
-        let body = format!(r#"{{"user_id":"u-{}","sku":"tea-42","qty":2,"amount":"88.80"}}"#, n % users.max(1));
+        let body = format!(
+            r#"{{"user_id":"u-{}","sku":"tea-42","qty":2,"amount":"88.80"}}"#,
+            n % users.max(1)
+        );
         let nonce = format!("bench-{ts}-{n:012}");
         let sig = sign_request(secret.as_bytes(), "POST", &path, None, &ts, &nonce, body.as_bytes())?;
         writeln!(

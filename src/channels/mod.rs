@@ -226,6 +226,26 @@ pub struct Ack {
     pub body: Vec<u8>,
 }
 
+impl Ack {
+    /// `status` with no body.
+    pub fn empty(status: u16) -> Self {
+        Self {
+            status,
+            content_type: None,
+            body: Vec::new(),
+        }
+    }
+
+    /// `status` with a plain-text body.
+    pub fn text(status: u16, body: &str) -> Self {
+        Self {
+            status,
+            content_type: Some("text/plain; charset=utf-8"),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+}
+
 /// One channel protocol, configured for one merchant (keys, expected ids, windows).
 pub trait Channel: Send + Sync + fmt::Debug {
     /// The protocol.

@@ -371,20 +371,12 @@ impl Channel for StandardWebhooks {
     }
 
     fn success_ack(&self) -> Ack {
-        Ack {
-            status: 204,
-            content_type: None,
-            body: Vec::new(),
-        }
+        Ack::empty(204)
     }
 
     fn failure_ack(&self, reason: &str) -> Ack {
         // Any non-2xx retries; never 410, which tells the sender to disable the endpoint (§0.5).
-        Ack {
-            status: 400,
-            content_type: Some("text/plain; charset=utf-8"),
-            body: reason.as_bytes().to_vec(),
-        }
+        Ack::text(400, reason)
     }
 }
 

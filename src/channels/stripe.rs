@@ -207,20 +207,12 @@ impl Channel for Stripe {
     }
 
     fn success_ack(&self) -> Ack {
-        Ack {
-            status: 200,
-            content_type: None,
-            body: Vec::new(),
-        }
+        Ack::empty(200)
     }
 
     fn failure_ack(&self, reason: &str) -> Ack {
         // §0.5: any non-2xx makes Stripe retry; the reason is for humans reading the dashboard.
-        Ack {
-            status: 400,
-            content_type: Some("text/plain; charset=utf-8"),
-            body: reason.as_bytes().to_vec(),
-        }
+        Ack::text(400, reason)
     }
 }
 
