@@ -22,6 +22,9 @@ pub mod unionpay;
 pub mod wechatpay_v2;
 pub mod wechatpay_v3;
 
+#[cfg(test)]
+pub(crate) mod test_support;
+
 /// A notification as received: headers and the raw body bytes exactly as they arrived.
 #[derive(Debug, Clone, Copy)]
 pub struct NotifyRequest<'a> {

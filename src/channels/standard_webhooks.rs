@@ -520,7 +520,8 @@ pub fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNot
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::{HeaderMap, HeaderName, HeaderValue};
+    use crate::channels::test_support::{at, headers};
+    use http::{HeaderMap, HeaderValue};
     use proptest::prelude::*;
 
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -543,21 +544,6 @@ mod tests {
 
     fn channel() -> StandardWebhooks {
         config().build().unwrap()
-    }
-
-    fn at(unix: i64) -> Timestamp {
-        Timestamp::from_second(unix).unwrap()
-    }
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
     }
 
     fn verify_with(

@@ -412,6 +412,7 @@ pub fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNot
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::channels::test_support::at;
     use base64::Engine as _;
     use http::{HeaderMap, HeaderValue};
     use proptest::prelude::*;
@@ -437,10 +438,6 @@ mod tests {
 
     fn channel() -> Stripe {
         config(&[SECRET]).build().unwrap()
-    }
-
-    fn at(unix: i64) -> Timestamp {
-        Timestamp::from_second(unix).unwrap()
     }
 
     fn verify(ch: &Stripe, header: &str, body: &str, now: i64) -> Result<VerifiedEvent, ChannelError> {

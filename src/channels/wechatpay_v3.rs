@@ -751,6 +751,7 @@ pub fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNot
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::channels::test_support::{at, headers};
     use http::{HeaderMap, HeaderName, HeaderValue};
     use proptest::prelude::*;
 
@@ -794,21 +795,6 @@ mod tests {
 
     fn channel() -> WechatpayV3 {
         config().build().unwrap()
-    }
-
-    fn at(unix: i64) -> Timestamp {
-        Timestamp::from_second(unix).unwrap()
-    }
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
     }
 
     fn dw1_headers(serial: &str) -> HeaderMap {
