@@ -64,12 +64,7 @@ impl DemoBackend {
                             };
                             let request_id = header("x-request-id");
                             let risk = header("x-pg-risk");
-                            let body = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
+                            let body = body_bytes(req.into_body()).await;
                             let reply = serde_json::json!({"ok": true, "backend": "payguard demo backend", "received_bytes": body.len()});
                             if let Ok(mut s) = seen.lock() {
                                 s.push(Seen {
@@ -220,12 +215,7 @@ async fn walkthrough(config_path: &Path, file: &FileConfig, cfg: &Config, once: 
     let metrics_req =
         hyper::Request::get(format!("http://{}/metrics", cfg.admin_listen)).body(Full::new(Bytes::new()))?;
     if let Ok(resp) = client.request(metrics_req).await {
-        let text = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let text = body_bytes(resp.into_body()).await;
         println!("\n── metrics ──");
         for line in String::from_utf8_lossy(&text).lines().filter(|l| {
             [
@@ -280,12 +270,7 @@ impl Walk<'_> {
             .await
             .context("request through payguard")?;
         let status = resp.status();
-        let text = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let text = body_bytes(resp.into_body()).await;
         println!("{what}: {method} {path} → {status}");
         if !text.is_empty() {
             println!("      answer: {}", String::from_utf8_lossy(&text));
@@ -372,4 +357,9 @@ fn stripe_notification(secret: &[u8]) -> anyhow::Result<SimulatedNotification> {
         ..Default::default()
     };
     crate::channels::registry::simulate(ChannelKind::Stripe, &spec, &keys).map_err(|e| anyhow::anyhow!(e))
+}
+
+/// The whole body, or nothing if it could not be read (the demo only displays it).
+async fn body_bytes<B: hyper::body::Body>(body: B) -> Bytes {
+    body.collect().await.map(|b| b.to_bytes()).unwrap_or_default()
 }
