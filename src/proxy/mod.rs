@@ -247,35 +247,37 @@ impl PayguardProxy {
             None
         };
 
-        let req = session.req_header();
-        let method = req.method.as_str().to_string();
-        let path = req.uri.path().to_string();
-        let query = req.uri.query().map(str::to_string);
-        if let (Some(verifier), Some(s)) = (guard.signature(), signed.as_ref()) {
+        // Verify the body and plan the store call while borrowing the request head (no copies).
+        let planned = {
+            let req = session.req_header();
+            let (method, path, query) = (req.method.as_str(), req.uri.path(), req.uri.query());
             let bytes = body.as_deref().unwrap_or_default();
-            if let Err(failure) = verifier.verify_body(s, &method, &path, query.as_deref(), bytes) {
-                return self.reject_signature(session, ctx, guard, &failure).await;
-            }
-        }
-
-        let headers = session.req_header().headers.clone();
-        let view = RequestView {
-            method: &method,
-            path: &path,
-            query: query.as_deref(),
-            headers: &headers,
-            client_ip,
-            body: body.as_deref().unwrap_or_default(),
+            let checked = match (guard.signature(), signed.as_ref()) {
+                (Some(verifier), Some(s)) => verifier.verify_body(s, method, path, query, bytes),
+                _ => Ok(()),
+            };
+            checked.map(|()| {
+                let view = RequestView {
+                    method,
+                    path,
+                    query,
+                    headers: &req.headers,
+                    client_ip,
+                    body: bytes,
+                };
+                guard.plan(&view, signed.as_ref(), Some(&ctx.route), now)
+            })
         };
-        let plan = match guard.plan(&view, signed.as_ref(), Some(&ctx.route), now) {
-            Ok(plan) => plan,
-            Err(v) => {
+        let plan = match planned {
+            Err(failure) => return self.reject_signature(session, ctx, guard, &failure).await,
+            Ok(Err(v)) => {
                 self.record_decisions(&v);
                 return match v.action {
                     Action::Reject(p) => self.reject(session, ctx, p).await,
                     Action::Allow { .. } => Ok(false),
                 };
             }
+            Ok(Ok(plan)) => plan,
         };
         let verdict = if plan.needs_store() {
             match self.state.store.guard(plan.batch()).await {
