@@ -586,9 +586,7 @@ impl ProxyHttp for PayguardProxy {
             }
         }
 
-        let method = req.method.as_str().to_string();
-        let path = req.uri.path().to_string();
-        match config.routes.route(&method, &path) {
+        match config.routes.route(req.method.as_str(), req.uri.path()) {
             Routed::Route(route) => {
                 ctx.route = route.name.clone();
                 match (route.policy, route.notify.clone()) {
