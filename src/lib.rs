@@ -6,6 +6,7 @@
 //! into an internal form the [`proxy`] uses.
 
 pub mod admin;
+pub mod canonical;
 pub mod channels;
 pub mod cli;
 pub mod clock;
