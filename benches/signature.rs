@@ -1,5 +1,5 @@
-//! Cost of the client signature check: query canonicalization, and full verification (header
-//! checks + HMAC over a 1 KiB body) as the proxy runs it per request.
+//! Cost of the client signature check: path and query canonicalization, and full verification
+//! (header checks + canonical query + HMAC over a 1 KiB body) as the proxy runs it per request.
 //!
 //! Run: `cargo bench --bench signature`.
 
@@ -8,6 +8,8 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::HeaderMap;
 use jiff::Timestamp;
+use payguard::canonical::path::{canonicalize, PathPolicy};
+use payguard::canonical::query::CanonicalQuery;
 use payguard::config::secret::SecretRef;
 use payguard::guard::signature::{
     canonical_query, sign_request, AccessKeyConfig, SignatureConfig, SignatureHeaderNames,
@@ -18,6 +20,13 @@ const QUERY: &str = "page=2&sort=created_at&filter=%E4%BD%A0%E5%A5%BD&tag=a+b&ta
 fn canonicalization(c: &mut Criterion) {
     c.bench_function("canonical_query/7_params", |b| {
         b.iter(|| canonical_query(black_box(QUERY)))
+    });
+    let policy = PathPolicy::default();
+    c.bench_function("canonical_path/already_canonical", |b| {
+        b.iter(|| canonicalize(black_box(b"/v1/shops/s-17/orders/o-20240501-0001"), &policy))
+    });
+    c.bench_function("canonical_path/rewritten", |b| {
+        b.iter(|| canonicalize(black_box(b"//v1/shops/./s-17/x/../orders/%6f-20240501-%30001"), &policy))
     });
 }
 
@@ -57,8 +66,9 @@ fn full_verify(c: &mut Criterion) {
             let signed = verifier
                 .verify_headers(black_box(&headers), now)
                 .expect("headers verify");
+            let query = CanonicalQuery::parse(black_box(QUERY)).expect("query is valid");
             verifier
-                .verify_body(&signed, "POST", "/v1/orders", Some(QUERY), black_box(&body))
+                .verify_body(&signed, "POST", "/v1/orders", query.as_str(), black_box(&body))
                 .expect("signature verifies")
         })
     });

@@ -30,6 +30,9 @@ pub struct Metrics {
     pub rule_decisions: IntCounterVec,
     /// Signature failures by reason.
     pub signature_failures: IntCounterVec,
+    /// Requests whose head was refused, rewritten into canonical form, or stripped of headers,
+    /// by action and reason.
+    pub canonicalization: IntCounterVec,
     /// Notifications by route, channel and outcome.
     pub notifications: IntCounterVec,
     /// Backend latency of forwarded notifications, by route.
@@ -110,7 +113,13 @@ impl Metrics {
             "Client signature failures by reason.",
             &["reason"],
         );
+        let canonicalization = counter(
+            "request_canonicalization_total",
+            "Request heads refused, rewritten into canonical form or stripped of headers, by action and reason.",
+            &["action", "reason"],
+        );
         Self {
+            canonicalization,
             rule_decisions,
             signature_failures,
             notifications,

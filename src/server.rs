@@ -23,6 +23,7 @@ pub fn serve(path: &Path) -> anyhow::Result<()> {
     let (_, cfg) =
         config::check_text(&text).map_err(|issues| anyhow::anyhow!("{} has errors:\n{issues}", path.display()))?;
     telemetry::init(cfg.log.format, &cfg.log.level);
+    config::log_warnings(&cfg, "start");
 
     // Store clients (Redis connection drivers) live on a small runtime of their own so they are
     // independent of Pingora's per-service runtimes.

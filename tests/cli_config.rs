@@ -55,6 +55,10 @@ fn check_accepts_the_shipped_configs_and_prints_a_summary() {
         );
         assert!(stdout.contains(": OK"), "{stdout}");
         assert!(stdout.contains("upstream"), "{stdout}");
+        assert!(
+            !stdout.contains("warning"),
+            "{file} should need no change to be safe: {stdout}"
+        );
         for secret in [
             "token-that-must-not-leak",
             "app-secret-that-must-not-leak",
@@ -64,6 +68,34 @@ fn check_accepts_the_shipped_configs_and_prints_a_summary() {
             assert!(!stdout.contains(secret), "secret leaked: {stdout}");
         }
     }
+}
+
+#[test]
+fn check_warns_about_routes_that_leave_protected_paths_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weak.yaml");
+    std::fs::write(
+        &path,
+        "upstream: {address: 127.0.0.1:3000}\nguard:\n  ip: {deny: [192.0.2.0/24]}\nroutes:\n\
+         \x20 - {name: api-read, match: {methods: [GET], path_prefix: /api}, policy: pass}\n\
+         \x20 - {name: orders, match: {methods: [POST], path: /api/orders}, policy: guard}\n\
+         \x20 - {name: cancel, match: {methods: [POST], path: /api/orders/cancel}, policy: guard}\n\
+         \x20 - {name: api, match: {path_prefix: /api}, policy: pass}\n\
+         default_action: not_found\n",
+    )
+    .unwrap();
+    let out = payguard(&["check", "-c", path.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "warnings are not errors: {stdout}");
+    assert!(stdout.contains("2 warnings:"), "{stdout}");
+    assert!(
+        stdout.contains("warning: routes[1]: `orders` (POST /api/orders, guard) protects POST only; other methods on this path reach the backend unprotected through `api-read` (GET /api/…, pass)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("warning: routes[2]: `cancel` (POST /api/orders/cancel, guard) protects POST only"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -25,11 +25,65 @@ import urllib.request
 
 ALGORITHM = "PG-HMAC-SHA256"
 UNRESERVED = set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+SUB_DELIMS_AND_COLON_AT = set(b"!$&'()*+,=:@")  # ';' is refused by payguard
 HEX = "0123456789ABCDEF"
+HEXDIGITS = b"0123456789abcdefABCDEF"
+
+
+def _escape(b):
+    return "%" + HEX[b >> 4] + HEX[b & 15]
+
+
+def canonical_path(path):
+    """The path payguard routes, checks and forwards (docs/configuration.md, "Route matching and
+    path normalization"): unreserved escapes decoded, other hex upper-cased, repeated slashes merged,
+    '.' and '..' resolved. Raises ValueError for the forms payguard refuses with 400."""
+    raw = path.encode("utf-8")
+    if not raw.startswith(b"/"):
+        raise ValueError("the path must start with '/'")
+    segments, seg, i = [], "", 1
+    decoded = bytearray()
+    while i <= len(raw):
+        b = raw[i] if i < len(raw) else None
+        if b is None or b == 0x2F:  # end or '/'
+            if seg in ("", "."):
+                pass
+            elif seg == "..":
+                if segments:
+                    segments.pop()
+            else:
+                segments.append(seg)
+            last, seg = seg, ""
+            i += 1
+            continue
+        if b < 0x20 or b == 0x7F or b == 0x5C or b == 0x3B:
+            raise ValueError("payguard refuses control characters, '\\' and ';' in paths")
+        if b == 0x25:  # '%'
+            pair = raw[i + 1:i + 3]
+            if len(pair) != 2 or any(c not in HEXDIGITS for c in pair):
+                raise ValueError("invalid percent-escape in the path")
+            d = int(pair, 16)
+            if d < 0x20 or d == 0x7F or d in (0x2F, 0x5C):
+                raise ValueError("payguard refuses encoded control characters and slashes in paths")
+            if d == 0x25 and all(c in HEXDIGITS for c in raw[i + 3:i + 5]) and len(raw[i + 3:i + 5]) == 2:
+                raise ValueError("payguard refuses double percent-encoding in paths")
+            seg += chr(d) if d in UNRESERVED else _escape(d)
+            decoded.append(d)
+            i += 3
+            continue
+        seg += chr(b) if (b in UNRESERVED or b in SUB_DELIMS_AND_COLON_AT) else _escape(b)
+        decoded.append(b)
+        i += 1
+    decoded.decode("utf-8")  # raises UnicodeDecodeError, a ValueError, like payguard's refusal
+    out = "/" + "/".join(segments)
+    if segments and last in ("", ".", ".."):
+        out += "/"
+    return out
 
 
 def _reencode(text):
-    """Percent-decode strictly ('+' stays '+'), then encode every non-unreserved byte as %XX."""
+    """Percent-decode strictly ('+' is a space, as for every query decoder), then encode every
+    non-unreserved byte as %XX."""
     raw = text.encode("utf-8")
     decoded = bytearray()
     i = 0
@@ -37,14 +91,14 @@ def _reencode(text):
         b = raw[i]
         if b == 0x25:  # '%'
             pair = raw[i + 1:i + 3]
-            if len(pair) != 2 or any(c not in b"0123456789abcdefABCDEF" for c in pair):
+            if len(pair) != 2 or any(c not in HEXDIGITS for c in pair):
                 raise ValueError("invalid percent-encoding in query part %r" % text)
             decoded.append(int(pair, 16))
             i += 3
         else:
-            decoded.append(b)
+            decoded.append(0x20 if b == 0x2B else b)
             i += 1
-    return "".join(chr(b) if b in UNRESERVED else "%" + HEX[b >> 4] + HEX[b & 15] for b in decoded)
+    return "".join(chr(b) if b in UNRESERVED else _escape(b) for b in decoded)
 
 
 def canonical_query(raw):
@@ -63,7 +117,7 @@ def string_to_sign(method, path, query, timestamp, nonce, body):
     return "\n".join([
         ALGORITHM,
         method.upper(),
-        path,
+        canonical_path(path),
         canonical_query(query),
         timestamp,
         nonce,

@@ -140,6 +140,16 @@ fn check(path: &std::path::Path) -> ExitCode {
                 };
                 println!("    {:<20} {:<12} {:<30} {}", r.name, methods, path, policy);
             }
+            if !cfg.warnings.is_empty() {
+                println!(
+                    "{} warning{}:",
+                    cfg.warnings.len(),
+                    if cfg.warnings.len() == 1 { "" } else { "s" }
+                );
+                for w in &cfg.warnings {
+                    println!("  warning: {w}");
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(issues) => {

@@ -14,7 +14,8 @@ pub struct SignArgs {
     /// HTTP method.
     #[arg(short = 'X', long, default_value = "GET")]
     pub method: String,
-    /// Path and query exactly as sent, e.g. `/v1/orders?a=1`.
+    /// Path and query, e.g. `/v1/orders?a=1`. The path is signed in canonical form (what payguard
+    /// forwards); a path payguard would refuse is an error.
     #[arg(long)]
     pub path: String,
     /// Body: inline text, `@FILE`, or `@-` for standard input. Empty when absent.
@@ -66,8 +67,12 @@ pub fn run(args: &SignArgs) -> Result<(), String> {
         Some((p, q)) => (p, Some(q)),
         None => (args.path.as_str(), None),
     };
-    if !path.starts_with('/') {
-        return Err("--path must start with `/`".into());
+    // Clients sign the canonical path, the one payguard routes, checks and forwards.
+    let canonical = crate::canonical::path::canonicalize(path.as_bytes(), &Default::default())
+        .map_err(|e| format!("--path: payguard would refuse this path: {e}"))?;
+    let path = canonical.as_str();
+    if path != args.path.split('?').next().unwrap_or_default() {
+        eprintln!("payguard sign: signing the canonical path {path} (payguard forwards this form)");
     }
     let timestamp = args
         .timestamp
@@ -84,7 +89,11 @@ pub fn run(args: &SignArgs) -> Result<(), String> {
             }
         }
         Some(base) => {
-            let mut line = format!("curl -sS -X {method} '{}{}'", base.trim_end_matches('/'), args.path);
+            let target = match query {
+                Some(q) => format!("{path}?{q}"),
+                None => path.to_string(),
+            };
+            let mut line = format!("curl -sS -X {method} '{}{target}'", base.trim_end_matches('/'));
             for (name, value) in HEADERS.iter().zip(values) {
                 line.push_str(&format!(" -H '{name}: {value}'"));
             }

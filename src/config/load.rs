@@ -201,6 +201,14 @@ fn build(file: &FileConfig) -> Result<Config, ConfigIssues> {
     if !issues.is_empty() {
         return Err(ConfigIssues(issues));
     }
+    let mut read_headers = guard.as_ref().map(|g| g.headers_read()).unwrap_or_default();
+    read_headers.push(http::HeaderName::from_static(crate::proxy::REQUEST_ID));
+    let request = crate::canonical::RequestPolicy {
+        path: file.server.path,
+        header_underscores: file.server.header_underscores,
+        read_headers,
+    };
+    let warnings = routes.as_ref().map(RouteTable::warnings).unwrap_or_default();
     let (Some(listen), Some(admin_listen), Some(routes), Some(socket)) =
         (listen, admin_listen, routes, upstream_socket)
     else {
@@ -225,7 +233,9 @@ fn build(file: &FileConfig) -> Result<Config, ConfigIssues> {
         store: file.store.clone(),
         log: file.log.clone(),
         reload: file.reload.clone(),
+        request,
         routes,
+        warnings,
         guard,
     })
 }

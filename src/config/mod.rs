@@ -65,6 +65,12 @@ pub struct ServerSection {
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub shutdown_timeout: Duration,
+    /// Relaxations of the path refusals (all `reject` by default).
+    #[serde(default)]
+    pub path: crate::canonical::path::PathPolicy,
+    /// Request headers whose name contains `_`: `drop` (default), `reject` or `keep`.
+    #[serde(default)]
+    pub header_underscores: crate::canonical::headers::UnderscorePolicy,
 }
 
 fn default_listen() -> String {
@@ -87,6 +93,8 @@ impl Default for ServerSection {
             threads: default_threads(),
             grace_period: default_grace(),
             shutdown_timeout: default_shutdown_timeout(),
+            path: Default::default(),
+            header_underscores: Default::default(),
         }
     }
 }
@@ -240,19 +248,42 @@ pub struct RouteConfig {
     pub notify: Option<crate::notify::config::NotifyConfig>,
 }
 
-/// Request matcher of a route. Exactly one of `path` and `path_prefix`.
+/// Request matcher of a route. Exactly one of `path` and `path_prefix`. Paths are matched on
+/// the request's canonical path (docs/configuration.md, "Route matching and path
+/// normalization"), so `/v1/%6Frders`, `//v1/./orders` and `/v1/x/../orders` all match
+/// `path: /v1/orders`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteMatch {
-    /// HTTP methods (upper case); empty means any.
+    /// HTTP methods (upper case); empty means any. `GET` also takes `HEAD`.
     #[serde(default)]
     pub methods: Vec<String>,
-    /// Exact path (no query).
+    /// Exact path (no query), in canonical form.
     #[serde(default)]
     pub path: Option<String>,
     /// Path prefix, matched on whole segments (`/v1` matches `/v1` and `/v1/x`, not `/v10`).
     #[serde(default)]
     pub path_prefix: Option<String>,
+    /// Whether an exact `path` also matches the path with (or without) one trailing `/`:
+    /// `match` (default) or `strict`.
+    #[serde(default)]
+    pub trailing_slash: TrailingSlash,
+    /// Match ASCII letters of the path case-insensitively. Default: `true` on `guard` and
+    /// `notify` routes (a protected route catches every spelling a case-insensitive backend
+    /// would route to it), `false` on `pass` routes.
+    #[serde(default)]
+    pub case_insensitive: Option<bool>,
+}
+
+/// Trailing-slash handling of an exact route path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TrailingSlash {
+    /// `/x` and `/x/` both match (most frameworks route them to one handler).
+    #[default]
+    Match,
+    /// Only the path exactly as written matches.
+    Strict,
 }
 
 /// Route policies.
@@ -278,6 +309,14 @@ pub enum DefaultAction {
     NotFound,
 }
 
+/// Logs each of `config`'s warnings (at start and on every reload), so an operator sees a weakly
+/// protected route where they look for configuration problems.
+pub fn log_warnings(config: &Config, trigger: &'static str) {
+    for w in &config.warnings {
+        tracing::warn!(trigger, key = %w.path, "{}", w.message);
+    }
+}
+
 /// The validated, internal configuration the proxy runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -301,8 +340,13 @@ pub struct Config {
     pub log: LogSection,
     /// Reload settings.
     pub reload: ReloadSection,
+    /// How request heads are canonicalized before routing.
+    pub request: crate::canonical::RequestPolicy,
     /// Compiled routes.
     pub routes: crate::proxy::routes::RouteTable,
+    /// Things that are valid but probably not what the operator meant (`payguard check` prints
+    /// them; a reload logs them).
+    pub warnings: Vec<ConfigIssue>,
     /// The built guard, when a `guard` section is configured.
     pub guard: Option<std::sync::Arc<crate::guard::Guard>>,
 }

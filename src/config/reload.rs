@@ -77,6 +77,7 @@ impl Reloader {
         if serde_json::to_value(&new.store).ok() != serde_json::to_value(&old.store).ok() {
             needs_restart.push("store");
         }
+        super::log_warnings(&new, trigger);
         self.state.swap_config(new);
         *self.last_digest.lock() = digest;
         let m = &self.state.metrics;

@@ -32,7 +32,7 @@ pub mod verdict;
 use ip::{IpDecision, IpRules, IpRulesConfig};
 use order::{OrderRule, OrderRuleConfig, TierAction};
 use rate::{LocalPreLimit, LocalPreLimitConfig, RateRule, RateRuleConfig};
-use request::{KeyPart, RequestFacts, RequestView};
+use request::{IdentityAmbiguity, KeyPart, RequestFacts, RequestView};
 use signature::{SignatureConfig, SignatureFailure, SignatureVerifier, SignedHeaders};
 pub use verdict::{Action, Decision, Problem, RuleDecision, RuleKind, Verdict};
 
@@ -93,6 +93,9 @@ pub enum MissingKeyPolicy {
 /// Problem code when a rule's identity is missing and its policy is `reject`.
 pub const IDENTITY_MISSING: &str = "IDENTITY_MISSING";
 
+/// Problem code when a rule's identity is sent in a form decoders read differently.
+pub const AMBIGUOUS_IDENTITY: &str = "AMBIGUOUS_IDENTITY";
+
 /// Rule names become store keys, metric labels and quoted `RateLimit` items, so they are kept to
 /// a safe alphabet.
 /// Issues common to rate and order rules: `name` and `match`.
@@ -115,13 +118,27 @@ pub(crate) fn rule_issues(name: &str, matches: &request::RequestMatch) -> Vec<Co
     issues
 }
 
+/// Why a rule has no identity for a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotUsed {
+    /// A part is missing and the rule says `on_missing_key: skip`.
+    Skip,
+    /// A part is missing and the rule says `reject`.
+    Missing(KeyPart),
+    /// A part is present in a form decoders read differently.
+    Ambiguous(IdentityAmbiguity),
+}
+
 /// SHA-256 over the parts (label, length, value each, so no two identities collide by
 /// concatenation), truncated to 128 bits and hex-encoded: bounded key names with no raw request
-/// data in them. `Err` names the first missing part.
-pub(crate) fn identity_digest(facts: &RequestFacts<'_>, parts: &[KeyPart]) -> Result<String, KeyPart> {
+/// data in them. `Err` names the first part that is missing or ambiguous.
+pub(crate) fn identity_digest(facts: &RequestFacts<'_>, parts: &[KeyPart]) -> Result<String, NotUsed> {
     let mut h = Sha256::new();
     for part in parts {
-        let value = facts.part_value(part).ok_or_else(|| part.clone())?;
+        let value = facts
+            .part_value(part)
+            .map_err(NotUsed::Ambiguous)?
+            .ok_or_else(|| NotUsed::Missing(part.clone()))?;
         let label = part.label();
         h.update((label.len() as u64).to_be_bytes());
         h.update(label.as_bytes());
@@ -137,10 +154,8 @@ pub(crate) fn identity_digest(facts: &RequestFacts<'_>, parts: &[KeyPart]) -> Re
 pub enum Target<S> {
     /// Use this bucket / counter.
     Use(S),
-    /// A key part is missing and the rule says `reject`.
-    MissingKey(KeyPart),
-    /// A key part is missing and the rule says `skip`.
-    Skip,
+    /// The rule does not apply: why.
+    NotUsed(NotUsed),
 }
 
 impl<S> Target<S> {
@@ -148,23 +163,22 @@ impl<S> Target<S> {
     pub fn map<T>(self, f: impl FnOnce(S) -> T) -> Target<T> {
         match self {
             Self::Use(s) => Target::Use(f(s)),
-            Self::MissingKey(p) => Target::MissingKey(p),
-            Self::Skip => Target::Skip,
+            Self::NotUsed(n) => Target::NotUsed(n),
         }
     }
 
-    /// `Ok` with the used value, or `Err` with the missing part (`None` for a skip).
-    pub fn into_result(self) -> Result<S, Option<KeyPart>> {
+    /// `Ok` with the used value, or `Err` with why there is none.
+    pub fn into_result(self) -> Result<S, NotUsed> {
         match self {
             Self::Use(s) => Ok(s),
-            Self::MissingKey(p) => Err(Some(p)),
-            Self::Skip => Err(None),
+            Self::NotUsed(n) => Err(n),
         }
     }
 }
 
 /// The identity digest of `parts`, applying `policy` when one is missing. The `client_ip`
-/// fallback digest is marked (`ip-...`) so it never shares a bucket with a real identity.
+/// fallback digest is marked (`ip-...`) so it never shares a bucket with a real identity. An
+/// ambiguous part is never replaced by a fallback: the request says two things at once.
 pub(crate) fn resolve_identity(
     facts: &RequestFacts<'_>,
     parts: &[KeyPart],
@@ -172,14 +186,15 @@ pub(crate) fn resolve_identity(
 ) -> Target<String> {
     match identity_digest(facts, parts) {
         Ok(d) => Target::Use(d),
-        Err(part) => match policy {
-            MissingKeyPolicy::Reject => Target::MissingKey(part),
-            MissingKeyPolicy::Skip => Target::Skip,
+        Err(NotUsed::Missing(part)) => match policy {
+            MissingKeyPolicy::Reject => Target::NotUsed(NotUsed::Missing(part)),
+            MissingKeyPolicy::Skip => Target::NotUsed(NotUsed::Skip),
             MissingKeyPolicy::ClientIp => match identity_digest(facts, &[KeyPart::ClientIp]) {
                 Ok(d) => Target::Use(format!("ip-{d}")),
-                Err(part) => Target::MissingKey(part),
+                Err(n) => Target::NotUsed(n),
             },
         },
+        Err(n) => Target::NotUsed(n),
     }
 }
 
@@ -333,12 +348,37 @@ impl Guard {
 
     /// Whether the body must be buffered (signature hash or a `body:` key).
     pub fn needs_body(&self) -> bool {
-        self.signature.is_some()
-            || self
-                .rate
-                .iter()
-                .any(|r| r.key.iter().any(|k| matches!(k, KeyPart::Body(_))))
-            || self.order.iter().any(|r| matches!(r.user, KeyPart::Body(_)))
+        self.signature.is_some() || self.key_parts().any(|k| matches!(k, KeyPart::Body(_)))
+    }
+
+    /// Whether the guard reads the query (a signature covers it, or a rule keys on `query:`).
+    /// Then guard routes read it once as a [`crate::canonical::query::CanonicalQuery`] and
+    /// forward its canonical text.
+    pub fn reads_query(&self) -> bool {
+        self.signature.is_some() || self.key_parts().any(|k| matches!(k, KeyPart::Query(_)))
+    }
+
+    /// The request headers the guard reads: the signature headers, `header:` identities and,
+    /// with trusted proxies, `X-Forwarded-For`.
+    pub fn headers_read(&self) -> Vec<http::HeaderName> {
+        let mut out: Vec<http::HeaderName> = self
+            .signature
+            .iter()
+            .flat_map(|s| s.header_names().into_iter().cloned())
+            .collect();
+        out.extend(self.key_parts().filter_map(|k| match k {
+            KeyPart::Header(h) => Some(h.clone()),
+            _ => None,
+        }));
+        out.push(http::header::HeaderName::from_static("x-forwarded-for"));
+        out
+    }
+
+    fn key_parts(&self) -> impl Iterator<Item = &KeyPart> {
+        self.rate
+            .iter()
+            .flat_map(|r| r.key.iter())
+            .chain(self.order.iter().map(|r| &r.user))
     }
 
     /// Most body bytes to buffer; beyond it answer [`Guard::body_too_large`].
@@ -416,30 +456,33 @@ impl Guard {
         if let (Some(v), Some(s)) = (&self.signature, signed) {
             plan.batch.nonce = Some((signature::nonce_key(&s.key_id, &s.nonce), v.nonce_ttl()));
         }
-        let mut missing: Option<Problem> = None;
-        // A rule that applies but has no identity: record it, and reject if it is enforced with
-        // `on_missing_key: reject` (`part` is `None` for `skip`).
-        let mut not_used =
-            |kind: RuleKind, name: &Arc<str>, mode: Mode, part: Option<KeyPart>, plan: &mut GuardPlan| {
-                let Some(part) = part else {
-                    plan.early
-                        .push(RuleDecision::new(kind, name.clone(), Decision::Skipped, mode));
-                    return;
-                };
-                plan.early
-                    .push(RuleDecision::new(kind, name.clone(), Decision::MissingKey, mode));
-                if mode == Mode::Enforce && missing.is_none() {
+        let mut refusal: Option<Problem> = None;
+        // A rule that applies but has no identity: record it, and refuse the request if the rule
+        // is enforced and the identity is missing under `on_missing_key: reject`, or ambiguous.
+        let mut not_used = |kind: RuleKind, name: &Arc<str>, mode: Mode, why: NotUsed, plan: &mut GuardPlan| {
+            let (decision, problem) = match why {
+                NotUsed::Skip => (Decision::Skipped, None),
+                NotUsed::Missing(part) => {
                     let detail = format!("rule `{name}` needs `{part}`, which the request does not carry");
-                    missing = Some(Problem::new(400, IDENTITY_MISSING, detail).with_rule(name.to_string()));
+                    (Decision::MissingKey, Some(Problem::new(400, IDENTITY_MISSING, detail)))
+                }
+                NotUsed::Ambiguous(a) => {
+                    let detail = format!("rule `{name}` reads {a}");
+                    (Decision::Ambiguous, Some(Problem::new(400, AMBIGUOUS_IDENTITY, detail)))
                 }
             };
+            plan.early.push(RuleDecision::new(kind, name.clone(), decision, mode));
+            if let (Some(p), Mode::Enforce, None) = (problem, mode, &refusal) {
+                refusal = Some(p.with_rule(name.to_string()));
+            }
+        };
         for rule in self.rate.iter().filter(|r| r.applies(&facts)) {
             match rule.target(&facts).into_result() {
                 Ok(b) => {
                     plan.batch.buckets.push(b);
                     plan.rate.push(rule.clone());
                 }
-                Err(part) => not_used(RuleKind::Rate, &rule.name, rule.mode, part, &mut plan),
+                Err(why) => not_used(RuleKind::Rate, &rule.name, rule.mode, why, &mut plan),
             }
         }
         for rule in self.order.iter().filter(|r| r.applies(&facts)) {
@@ -448,10 +491,10 @@ impl Guard {
                     plan.batch.counters.push(c);
                     plan.order.push(rule.clone());
                 }
-                Err(part) => not_used(RuleKind::Order, &rule.name, rule.mode, part, &mut plan),
+                Err(why) => not_used(RuleKind::Order, &rule.name, rule.mode, why, &mut plan),
             }
         }
-        match missing {
+        match refusal {
             Some(p) => Err(Box::new(Verdict::reject(p, plan.early))),
             None => Ok(plan),
         }

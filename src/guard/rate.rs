@@ -344,6 +344,7 @@ impl LocalPreLimit {
 mod tests {
     use super::*;
     use crate::guard::request::RequestView;
+    use crate::guard::NotUsed;
     use http::HeaderMap;
 
     fn rule(yaml: &str) -> RateRule {
@@ -359,6 +360,7 @@ mod tests {
         let v = RequestView {
             method: "POST",
             path: "/v1/orders",
+            routing_path: "/v1/orders",
             query: None,
             headers,
             client_ip: "192.0.2.1".parse().unwrap(),
@@ -399,10 +401,19 @@ mod tests {
         let none = HeaderMap::new();
         assert!(matches!(
             target_for(&rule(BASE), &none),
-            Target::MissingKey(KeyPart::Header(_))
+            Target::NotUsed(NotUsed::Missing(KeyPart::Header(_)))
         ));
         let skip = rule(&format!("{BASE}on_missing_key: skip\n"));
-        assert_eq!(target_for(&skip, &none), Target::Skip);
+        assert_eq!(target_for(&skip, &none), Target::NotUsed(NotUsed::Skip));
+        // An identity sent twice is never replaced by a fallback.
+        let mut twice = HeaderMap::new();
+        twice.append("x-user-id", "u-1".parse().unwrap());
+        twice.append("x-user-id", "u-2".parse().unwrap());
+        let ip = rule(&format!("{BASE}on_missing_key: client_ip\n"));
+        assert!(matches!(
+            target_for(&ip, &twice),
+            Target::NotUsed(NotUsed::Ambiguous(_))
+        ));
         let ip = rule(&format!("{BASE}on_missing_key: client_ip\n"));
         let Target::Use(b) = target_for(&ip, &none) else {
             panic!()

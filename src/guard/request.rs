@@ -6,19 +6,27 @@ use std::cell::OnceCell;
 use std::fmt;
 use std::net::IpAddr;
 
+use crate::canonical::json::{self, JsonAmbiguity};
+use crate::canonical::query::CanonicalQuery;
+
 use http::{HeaderMap, HeaderName};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// A client request as the guard sees it: borrowed from the proxy, no proxy types.
+/// A client request as the guard sees it: borrowed from the proxy, no proxy types. Method, path
+/// and query are in their canonical form ([`crate::canonical`]), as the backend receives them.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestView<'a> {
-    /// HTTP method as received (`POST`).
+    /// HTTP method, an upper-case token (`POST`).
     pub method: &'a str,
-    /// Path exactly as sent on the request line, without the query.
+    /// The canonical path, without the query (what the client signs).
     pub path: &'a str,
-    /// Raw query (after `?`, without it), if the request line had one.
-    pub query: Option<&'a str>,
+    /// The form of the path routes and rule prefixes match on ([`CanonicalPath::routing`]).
+    ///
+    /// [`CanonicalPath::routing`]: crate::canonical::path::CanonicalPath::routing
+    pub routing_path: &'a str,
+    /// The query as read once, when the guard reads it (a signature, or a `query:` identity).
+    pub query: Option<&'a CanonicalQuery>,
     /// Request headers.
     pub headers: &'a HeaderMap,
     /// Client IP, already resolved through `trusted_proxies` ([`crate::guard::ip::IpRules::client_ip`]).
@@ -35,11 +43,12 @@ pub struct RequestMatch {
     /// Route names (as named in the proxy's route table).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<String>,
-    /// HTTP methods, case-insensitive (`POST`).
+    /// HTTP methods, case-insensitive (`POST`); `GET` also matches `HEAD`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<String>,
-    /// Path prefixes, matched on whole segments (`/v1/orders` matches `/v1/orders` and
-    /// `/v1/orders/7`, not `/v1/orders-export`) after normalizing the path (see [`normalize_path`]).
+    /// Path prefixes, matched on whole segments of the canonical path (`/v1/orders` matches
+    /// `/v1/orders` and `/v1/orders/7`, not `/v1/orders-export`), so `/v1/%6Frders` and
+    /// `//v1/./orders` match too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub path_prefixes: Vec<String>,
 }
@@ -54,113 +63,29 @@ impl RequestMatch {
             }
         }
         for (i, p) in self.path_prefixes.iter().enumerate() {
-            if !p.starts_with('/') {
-                out.push((format!("path_prefixes[{i}]"), "must start with '/'".into()));
+            if let Err(message) = crate::canonical::path::config_pattern(p) {
+                out.push((format!("path_prefixes[{i}]"), message));
             }
         }
         out
     }
 
-    /// Whether a request with this method, path and route name is matched.
-    pub fn matches(&self, method: &str, path: &str, route: Option<&str>) -> bool {
+    /// Whether a request with this (upper-case) method, routing path and route name is matched.
+    pub fn matches(&self, method: &str, routing_path: &str, route: Option<&str>) -> bool {
         if !self.routes.is_empty() && !route.is_some_and(|r| self.routes.iter().any(|x| x == r)) {
             return false;
         }
-        if !self.methods.is_empty() && !self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)) {
+        let listed = |m: &String| m.eq_ignore_ascii_case(method) || (method == "HEAD" && m.eq_ignore_ascii_case("GET"));
+        if !self.methods.is_empty() && !self.methods.iter().any(listed) {
             return false;
         }
         if !self.path_prefixes.is_empty() {
-            let path = normalize_path(path);
-            return self.path_prefixes.iter().any(|p| path_has_prefix(&path, p));
+            return self
+                .path_prefixes
+                .iter()
+                .any(|p| crate::canonical::path::has_segment_prefix(routing_path, p, false));
         }
         true
-    }
-}
-
-/// Segment-aware prefix test: `/v1/orders` is a prefix of `/v1/orders/7` but not of `/v1/ordersX`.
-fn path_has_prefix(path: &str, prefix: &str) -> bool {
-    match path.strip_prefix(prefix) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'),
-        None => false,
-    }
-}
-
-/// Normalizes a request path for rule matching only (the signature always covers the raw path):
-/// decodes percent-escapes of RFC 3986 unreserved characters, collapses repeated slashes and
-/// resolves `.` / `..` segments. Without this, `/v1/%6Frders` or `//v1/./orders` would slip
-/// past a `/v1/orders` rule while the backend still routes them to the same handler.
-pub fn normalize_path(path: &str) -> Cow<'_, str> {
-    let needs_work = path.contains('%') || path.contains("//") || path.contains("/.") || !path.starts_with('/');
-    if !needs_work {
-        return Cow::Borrowed(path);
-    }
-    let decoded = decode_unreserved(path);
-    let mut segments: Vec<&str> = Vec::new();
-    for seg in decoded.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                segments.pop();
-            }
-            s => segments.push(s),
-        }
-    }
-    let mut out = String::with_capacity(decoded.len());
-    for s in &segments {
-        out.push('/');
-        out.push_str(s);
-    }
-    if out.is_empty() || (decoded.ends_with('/') && !segments.is_empty()) {
-        out.push('/');
-    }
-    Cow::Owned(out)
-}
-
-fn decode_unreserved(path: &str) -> String {
-    let bytes = path.as_bytes();
-    let mut out = String::with_capacity(path.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let hi = bytes.get(i + 1).and_then(|x| hex_val(*x));
-            let lo = bytes.get(i + 2).and_then(|x| hex_val(*x));
-            if let (Some(h), Some(l)) = (hi, lo) {
-                let c = h * 16 + l;
-                if is_unreserved(c) {
-                    out.push(char::from(c));
-                    i += 3;
-                    continue;
-                }
-            }
-        }
-        // `i` is always at a char boundary (we only ever skip ASCII escapes or whole chars).
-        let ch_len = utf8_len(b);
-        out.push_str(path.get(i..i + ch_len).unwrap_or(""));
-        i += ch_len;
-    }
-    out
-}
-
-fn utf8_len(first: u8) -> usize {
-    match first {
-        0x00..=0x7f => 1,
-        0xc0..=0xdf => 2,
-        0xe0..=0xef => 3,
-        _ => 4,
-    }
-}
-
-/// RFC 3986 §2.3 unreserved characters.
-pub(crate) fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
-}
-
-pub(crate) fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
     }
 }
 
@@ -274,6 +199,17 @@ impl JsonSchema for KeyPart {
     }
 }
 
+/// An identity part the request carries in a form decoders read differently (400
+/// `AMBIGUOUS_IDENTITY` for an enforced rule).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{part}` is ambiguous: {detail}")]
+pub struct IdentityAmbiguity {
+    /// The part.
+    pub part: KeyPart,
+    /// What is ambiguous about it.
+    pub detail: String,
+}
+
 /// One request plus what earlier phases established (verified access key, route name), with the
 /// JSON body parsed lazily and at most once however many rules read it.
 pub struct RequestFacts<'a> {
@@ -283,7 +219,7 @@ pub struct RequestFacts<'a> {
     pub access_key: Option<&'a str>,
     /// The route name the proxy matched.
     pub route: Option<&'a str>,
-    body_json: OnceCell<Option<serde_json::Value>>,
+    body_json: OnceCell<Result<Option<serde_json::Value>, JsonAmbiguity>>,
 }
 
 impl<'a> RequestFacts<'a> {
@@ -299,62 +235,63 @@ impl<'a> RequestFacts<'a> {
 
     /// Whether `m` matches this request.
     pub fn matched_by(&self, m: &RequestMatch) -> bool {
-        m.matches(self.view.method, self.view.path, self.route)
+        m.matches(self.view.method, self.view.routing_path, self.route)
     }
 
-    fn body_json(&self) -> Option<&serde_json::Value> {
-        self.body_json
-            .get_or_init(|| serde_json::from_slice(self.view.body).ok())
-            .as_ref()
+    fn body_json(&self) -> &Result<Option<serde_json::Value>, JsonAmbiguity> {
+        self.body_json.get_or_init(|| json::parse_strict(self.view.body))
     }
 
-    /// The value of one identity part, or `None` when the request does not carry it.
-    pub fn part_value(&self, part: &KeyPart) -> Option<Cow<'_, [u8]>> {
-        match part {
+    /// The value of one identity part: `Ok(None)` when the request does not carry it, `Err` when
+    /// it carries it in a form that two decoders could read as different identities (a header
+    /// or query parameter sent twice, a parameter that is not UTF-8, a JSON key repeated or
+    /// present in two spellings of case, a JSON number that is not a plain integer).
+    pub fn part_value(&self, part: &KeyPart) -> Result<Option<Cow<'_, [u8]>>, IdentityAmbiguity> {
+        let ambiguous = |detail: String| IdentityAmbiguity {
+            part: part.clone(),
+            detail,
+        };
+        Ok(match part {
             KeyPart::ClientIp => Some(Cow::Owned(self.view.client_ip.to_canonical().to_string().into_bytes())),
             KeyPart::AccessKey => self.access_key.map(|k| Cow::Borrowed(k.as_bytes())),
             KeyPart::Route => self.route.map(|r| Cow::Borrowed(r.as_bytes())),
             KeyPart::Header(name) => {
                 let mut values = self.view.headers.get_all(name).iter();
-                let first = values.next()?;
-                let mut out = first.as_bytes().to_vec();
-                for v in values {
-                    out.push(b',');
-                    out.extend_from_slice(v.as_bytes());
+                match (values.next(), values.next()) {
+                    (None, _) => None,
+                    (Some(_), Some(_)) => return Err(ambiguous(format!("header {name} is sent more than once"))),
+                    (Some(v), None) => Some(Cow::Borrowed(v.as_bytes())).filter(|v| !v.is_empty()),
                 }
-                non_empty(out)
             }
             KeyPart::Query(name) => {
-                let raw = self.view.query?;
-                let mut out: Option<Vec<u8>> = None;
-                for (k, v) in form_urlencoded::parse(raw.as_bytes()) {
-                    if k == name.as_str() {
-                        match out.as_mut() {
-                            Some(o) => {
-                                o.push(b',');
-                                o.extend_from_slice(v.as_bytes());
-                            }
-                            None => out = Some(v.as_bytes().to_vec()),
+                let Some(query) = self.view.query else {
+                    return Ok(None);
+                };
+                let mut found: Option<&[u8]> = None;
+                for (k, v) in query.params() {
+                    if k.eq_ignore_ascii_case(name.as_bytes()) {
+                        if found.is_some() || k != name.as_bytes() {
+                            return Err(ambiguous(format!(
+                                "query parameter {name} is sent more than once (or in another letter case)"
+                            )));
                         }
+                        found = Some(v);
                     }
                 }
-                non_empty(out?)
+                match found {
+                    Some(v) if std::str::from_utf8(v).is_err() => {
+                        return Err(ambiguous(format!("query parameter {name} does not decode to UTF-8")))
+                    }
+                    Some(v) if !v.is_empty() => Some(Cow::Borrowed(v)),
+                    _ => None,
+                }
             }
-            KeyPart::Body(pointer) => match self.body_json()?.pointer(pointer)? {
-                serde_json::Value::String(s) if !s.is_empty() => Some(Cow::Borrowed(s.as_bytes())),
-                serde_json::Value::Number(n) => Some(Cow::Owned(n.to_string().into_bytes())),
-                serde_json::Value::Bool(b) => Some(Cow::Owned(b.to_string().into_bytes())),
-                _ => None,
+            KeyPart::Body(pointer) => match self.body_json() {
+                Err(e) => return Err(ambiguous(e.to_string())),
+                Ok(None) => None,
+                Ok(Some(v)) => json::identity_at(v, pointer).map_err(|e| ambiguous(e.to_string()))?,
             },
-        }
-    }
-}
-
-fn non_empty(v: Vec<u8>) -> Option<Cow<'static, [u8]>> {
-    if v.is_empty() {
-        None
-    } else {
-        Some(Cow::Owned(v))
+        })
     }
 }
 
@@ -365,13 +302,14 @@ mod tests {
     fn view<'a>(
         method: &'a str,
         path: &'a str,
-        query: Option<&'a str>,
+        query: Option<&'a CanonicalQuery>,
         headers: &'a HeaderMap,
         body: &'a [u8],
     ) -> RequestView<'a> {
         RequestView {
             method,
             path,
+            routing_path: path,
             query,
             headers,
             client_ip: "192.0.2.1".parse().unwrap(),
@@ -398,7 +336,7 @@ mod tests {
     }
 
     #[test]
-    fn path_prefix_matches_whole_segments_after_normalization() {
+    fn path_prefix_matches_whole_segments_of_the_routing_path() {
         let m = RequestMatch {
             path_prefixes: vec!["/v1/orders".into()],
             ..Default::default()
@@ -406,19 +344,15 @@ mod tests {
         assert!(m.matches("POST", "/v1/orders", None));
         assert!(m.matches("POST", "/v1/orders/7", None));
         assert!(!m.matches("POST", "/v1/orders-export", None));
-        assert!(m.matches("POST", "/v1/%6Frders", None));
-        assert!(m.matches("POST", "//v1/./orders", None));
-        assert!(m.matches("POST", "/v1/x/../orders", None));
         assert!(!m.matches("POST", "/v2/orders", None));
-    }
-
-    #[test]
-    fn normalization_keeps_utf8_and_reserved_escapes() {
-        assert_eq!(normalize_path("/v1/订单/%6Fk"), "/v1/订单/ok");
-        assert_eq!(normalize_path("/a%2Fb/%"), "/a%2Fb/%");
-        assert_eq!(normalize_path("/../.."), "/");
-        assert_eq!(normalize_path("/v1/orders/"), "/v1/orders/");
-        assert_eq!(normalize_path("*"), "/*");
+        assert!(m.issues().is_empty());
+        let bad = RequestMatch {
+            path_prefixes: vec!["/v1/%6Frders".into(), "v1".into()],
+            ..Default::default()
+        };
+        let issues = bad.issues();
+        assert_eq!(issues.len(), 2, "{issues:?}");
+        assert!(issues[0].1.contains("write `/v1/orders`"), "{issues:?}");
     }
 
     #[test]
@@ -432,19 +366,27 @@ mod tests {
         assert!(!m.matches("GET", "/x", Some("orders")));
         assert!(!m.matches("POST", "/x", None));
         assert!(RequestMatch::default().matches("GET", "/anything", None));
+        let get = RequestMatch {
+            methods: vec!["GET".into()],
+            ..Default::default()
+        };
+        assert!(get.matches("HEAD", "/x", None), "HEAD runs the GET handler");
     }
 
     #[test]
     fn identity_parts_read_headers_query_and_json_body() {
         let mut h = HeaderMap::new();
         h.append("x-user", "u1".parse().unwrap());
-        h.append("x-user", "u2".parse().unwrap());
+        h.append("x-empty", "".parse().unwrap());
         let body = br#"{"user":{"id":42,"name":"ann"},"flag":true,"none":null}"#;
-        let v = view("POST", "/", Some("uid=a%20b&uid=c&z"), &h, body);
+        let q = CanonicalQuery::parse("uid=a+b&z&other=c").unwrap();
+        let v = view("POST", "/", Some(&q), &h, body);
         let f = RequestFacts::new(&v, Some("key-1"), Some("orders"));
-        let get = |s: &str| f.part_value(&s.parse().unwrap()).map(|c| c.into_owned());
-        assert_eq!(get("header:x-user").unwrap(), b"u1,u2");
-        assert_eq!(get("query:uid").unwrap(), b"a b,c");
+        let get = |s: &str| f.part_value(&s.parse().unwrap()).unwrap().map(|c| c.into_owned());
+        assert_eq!(get("header:x-user").unwrap(), b"u1");
+        assert_eq!(get("header:x-empty"), None);
+        assert_eq!(get("query:uid").unwrap(), b"a b");
+        assert_eq!(get("query:z"), None);
         assert_eq!(get("query:missing"), None);
         assert_eq!(get("body:/user/id").unwrap(), b"42");
         assert_eq!(get("body:/user/name").unwrap(), b"ann");
@@ -457,11 +399,39 @@ mod tests {
     }
 
     #[test]
+    fn identities_sent_twice_or_in_two_spellings_are_ambiguous() {
+        let mut h = HeaderMap::new();
+        h.append("x-user", "u1".parse().unwrap());
+        h.append("x-user", "u2".parse().unwrap());
+        let q = CanonicalQuery::parse("uid=a&uid=b&UID2=x&uid2=y&bin=%FF").unwrap();
+        let body = br#"{"user_id":"a","USER_ID":"b","n":1.5}"#;
+        let v = view("POST", "/", Some(&q), &h, body);
+        let f = RequestFacts::new(&v, None, None);
+        for part in [
+            "header:x-user",
+            "query:uid",
+            "query:uid2",
+            "query:bin",
+            "body:/user_id",
+            "body:/n",
+        ] {
+            let err = f.part_value(&part.parse().unwrap()).unwrap_err();
+            assert_eq!(err.part.label(), part);
+        }
+        let dup = br#"{"user_id":"a","user_id":"b"}"#;
+        let v = view("POST", "/", None, &h, dup);
+        let f = RequestFacts::new(&v, None, None);
+        let err = f.part_value(&"body:/other".parse().unwrap()).unwrap_err();
+        assert!(err.detail.contains("repeats the key `user_id`"), "{err}");
+    }
+
+    #[test]
     fn invalid_json_body_means_missing_identity() {
         let h = HeaderMap::new();
         let v = view("POST", "/", None, &h, b"not json");
         let f = RequestFacts::new(&v, None, None);
-        assert_eq!(f.part_value(&"body:/user".parse().unwrap()), None);
-        assert_eq!(f.part_value(&KeyPart::AccessKey), None);
+        assert_eq!(f.part_value(&"body:/user".parse().unwrap()), Ok(None));
+        assert_eq!(f.part_value(&KeyPart::AccessKey), Ok(None));
+        assert_eq!(f.part_value(&"query:uid".parse().unwrap()), Ok(None));
     }
 }

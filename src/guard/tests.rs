@@ -72,6 +72,7 @@ fn view<'a>(method: &'a str, path: &'a str, headers: &'a HeaderMap, body: &'a [u
     RequestView {
         method,
         path,
+        routing_path: path,
         query: None,
         headers,
         client_ip: "198.51.100.7".parse().unwrap(),
@@ -309,6 +310,27 @@ fn missing_identity_rejects_names_rule_and_shadow_only_reports() {
         labels,
         [("o", "missing_key", Mode::Shadow), ("s", "skipped", Mode::Enforce)]
     );
+}
+
+#[test]
+fn ambiguous_identity_refuses_even_with_a_fallback_and_shadow_only_reports() {
+    let g = guard(YAML);
+    let v = plan_for(&g, br#"{"user_id":"u-1","user_id":"u-2"}"#).unwrap_err();
+    let p = v.problem().unwrap();
+    assert_eq!(
+        (p.status, p.code, p.rule.as_deref()),
+        (400, AMBIGUOUS_IDENTITY, Some("orders-per-user"))
+    );
+    assert!(p.detail.contains("repeats the key `user_id`"), "{}", p.detail);
+
+    let g = guard(
+        "order_rules:\n  - {name: o, user: body:/user_id, window: {sliding: 1h}, tiers: [{over: 1, action: reject}], mode: shadow, on_missing_key: client_ip}\n",
+    );
+    let plan = plan_for(&g, br#"{"user_id":"a","USER_ID":"b"}"#).unwrap();
+    assert!(plan.batch().counters.is_empty());
+    let v = plan.decide(&GuardOutcome::default());
+    assert!(v.is_allow());
+    assert_eq!(v.decisions[0].decision.as_str(), "ambiguous");
 }
 
 #[test]

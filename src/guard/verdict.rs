@@ -59,6 +59,8 @@ pub enum Decision {
     MissingKey,
     /// The identity was absent and `on_missing_key: skip`.
     Skipped,
+    /// The identity was sent in a form decoders read differently.
+    Ambiguous,
     /// The store failed and the rule's policy let the request through.
     StoreErrorAllow,
     /// The store failed and the rule's policy refused the request.
@@ -75,6 +77,7 @@ impl Decision {
             Self::Tag => "tag",
             Self::MissingKey => "missing_key",
             Self::Skipped => "skipped",
+            Self::Ambiguous => "ambiguous",
             Self::StoreErrorAllow => "store_error_allow",
             Self::StoreErrorDeny => "store_error_deny",
         }

@@ -2,6 +2,7 @@
 //! `response_filter` → `logging`) with a per-request [`RequestCtx`].
 
 pub mod backend;
+mod request_head;
 pub mod routes;
 
 use std::sync::Arc;
@@ -14,16 +15,16 @@ use pingora::prelude::{HttpPeer, Session};
 use pingora::proxy::{FailToProxy, ProxyHttp};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::canonical::query::CanonicalQuery;
+use crate::canonical::Refusal;
 use crate::config::{Config, DefaultAction, PolicyKind};
+use crate::guard::signature::SignatureFailure;
 use crate::problem::{Problem, PROBLEM_CONTENT_TYPE};
 use crate::state::SharedState;
 use routes::{Routed, DEFAULT_ROUTE_NAME};
 
 /// Header carrying the request id (taken from the client when valid, generated otherwise).
 pub const REQUEST_ID: &str = "x-request-id";
-
-/// Headers only payguard may set on requests to the backend (verdicts it asserts).
-pub const ASSERTED_HEADERS: &[&str] = &["x-pg-verified", "x-pg-event-id", "x-pg-risk"];
 
 /// The proxy service.
 #[derive(Debug, Clone)]
@@ -46,6 +47,10 @@ pub struct RequestCtx {
     config: Option<Arc<Config>>,
     route: String,
     request_id: String,
+    /// The canonical path; `None` until the head was canonicalized (or when it was refused).
+    path: Option<crate::canonical::path::CanonicalPath>,
+    /// The request target as sent, when payguard rewrote it (logged next to the canonical one).
+    sent_target: Option<String>,
     outcome: &'static str,
     /// Stable problem code when payguard answered with a rejection.
     code: Option<&'static str>,
@@ -63,6 +68,8 @@ impl RequestCtx {
             config: None,
             route: DEFAULT_ROUTE_NAME.to_string(),
             request_id: String::new(),
+            path: None,
+            sent_target: None,
             outcome: "proxied",
             code: None,
             upstream_started: None,
@@ -121,6 +128,27 @@ async fn respond_problem(session: &mut Session, ctx: &RequestCtx, problem: Probl
         body,
     )
     .await
+}
+
+/// At most 2 KiB of a path for a log line (the request head may be far longer).
+fn log_cut(path: &str) -> &str {
+    const MAX: usize = 2048;
+    if path.len() <= MAX {
+        return path;
+    }
+    let mut end = MAX;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    &path[..end]
+}
+
+/// A request target split into path and query.
+fn split_target(target: &str) -> (&str, Option<&str>) {
+    match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    }
 }
 
 /// Whether the client waits for `100 Continue` before sending the body (RFC 9110 §10.1.1).
@@ -182,6 +210,21 @@ impl PayguardProxy {
                 .with_label_values(&[d.kind.as_str(), &d.rule, d.decision.as_str(), d.mode.as_str()])
                 .inc();
         }
+    }
+
+    /// Counts one canonicalization step (`refused`, `rewritten`, `header_removed`).
+    fn count_canonicalization(&self, action: &str, reason: &str) {
+        self.state
+            .metrics
+            .canonicalization
+            .with_label_values(&[action, reason])
+            .inc();
+    }
+
+    /// Answers a request whose head payguard refuses to read (400 problem+json).
+    async fn refuse(&self, session: &mut Session, ctx: &mut RequestCtx, refusal: Refusal) -> Result<bool> {
+        self.count_canonicalization("refused", refusal.reason());
+        self.reject(session, ctx, Problem::from(&refusal)).await
     }
 
     /// Answers a rejection verdict.
@@ -247,20 +290,64 @@ impl PayguardProxy {
             None
         };
 
+        // The query, read once; guard routes that read it forward its canonical text, so the
+        // backend receives exactly what the signature and the rules covered.
+        let query = if guard.reads_query() {
+            match session.req_header().uri.query().map(CanonicalQuery::parse).transpose() {
+                Ok(q) => q,
+                Err(refusal) => return self.refuse(session, ctx, Refusal::from(refusal)).await,
+            }
+        } else {
+            None
+        };
+        // The query as sent, kept only when it was rewritten (to explain a signature mismatch).
+        let mut sent_query: Option<String> = None;
+        if let Some(q) = &query {
+            let sent = session.req_header().uri.query();
+            if sent != Some(q.as_str()) {
+                sent_query = sent.map(str::to_string);
+                self.count_canonicalization("rewritten", "query");
+                request_head::set_query(session.req_header_mut(), q.as_str())?;
+            }
+        }
+
         // Verify the body and plan the store call while borrowing the request head (no copies).
+        let routing_path = ctx.path.as_ref().map_or("/", |p| p.routing());
         let planned = {
             let req = session.req_header();
-            let (method, path, query) = (req.method.as_str(), req.uri.path(), req.uri.query());
+            let (method, path) = (req.method.as_str(), req.uri.path());
+            let canonical_query = query.as_ref().map_or("", |q| q.as_str());
             let bytes = body.as_deref().unwrap_or_default();
             let checked = match (guard.signature(), signed.as_ref()) {
-                (Some(verifier), Some(s)) => verifier.verify_body(s, method, path, query, bytes),
+                (Some(verifier), Some(s)) => {
+                    verifier
+                        .verify_body(s, method, path, canonical_query, bytes)
+                        .map_err(|failure| match failure {
+                            SignatureFailure::SignatureMismatch { .. } => {
+                                let (sent_path, target_query) =
+                                    ctx.sent_target.as_deref().map_or((path, None), split_target);
+                                let sent_query = sent_query.as_deref().or(target_query).or(Some(canonical_query));
+                                SignatureFailure::SignatureMismatch {
+                                    hint: verifier.explain_mismatch(
+                                        s,
+                                        method,
+                                        (sent_path, sent_query),
+                                        (path, canonical_query),
+                                        bytes,
+                                    ),
+                                }
+                            }
+                            other => other,
+                        })
+                }
                 _ => Ok(()),
             };
             checked.map(|()| {
                 let view = RequestView {
                     method,
                     path,
-                    query,
+                    routing_path,
+                    query: query.as_ref(),
                     headers: &req.headers,
                     client_ip,
                     body: bytes,
@@ -577,16 +664,35 @@ impl ProxyHttp for PayguardProxy {
             }
         }
 
-        // Headers payguard asserts to the backend are never taken from a client, on any route:
-        // a backend that trusts `X-PG-Verified` must not be reachable with a forged one.
-        for name in ASSERTED_HEADERS {
-            if req.headers.contains_key(*name) {
-                req.remove_header(*name);
-                tracing::warn!(request_id = %ctx.request_id, header = *name, "removed a client-sent payguard header");
+        // The canonical head (or a refusal) before anything routes on it: what payguard checks
+        // below is exactly what the backend is sent.
+        let head = match request_head::canonicalize(req, &config.request) {
+            Ok(head) => head,
+            Err(refusal) => {
+                ctx.sent_target = Some(String::from_utf8_lossy(session.req_header().raw_path()).into_owned());
+                return self.refuse(session, ctx, refusal).await;
+            }
+        };
+        for (name, why) in &head.removed {
+            self.count_canonicalization("header_removed", why.as_str());
+            // Asserted and override headers from a client are an attempt; underscores are noise.
+            if *why == crate::canonical::headers::Removal::Underscore {
+                tracing::debug!(request_id = %ctx.request_id, header = %name, "removed a header with `_` in its name");
+            } else {
+                tracing::warn!(request_id = %ctx.request_id, header = %name, reason = why.as_str(), "removed a client-sent header");
             }
         }
+        if head.sent.is_some() {
+            self.count_canonicalization("rewritten", "path");
+        }
+        ctx.sent_target = head.sent;
+        ctx.path = Some(head.path);
+        let routed = config.routes.route(
+            session.req_header().method.as_str(),
+            ctx.path.as_ref().map_or("/", |p| p.routing()),
+        );
 
-        match config.routes.route(req.method.as_str(), req.uri.path()) {
+        match routed {
             Routed::Route(route) => {
                 ctx.route = route.name.clone();
                 match (route.policy, route.notify.clone()) {
@@ -744,12 +850,17 @@ impl ProxyHttp for PayguardProxy {
             .with_label_values(&[ctx.route.as_str()])
             .observe(latency.as_secs_f64());
         let req = session.req_header();
+        // The canonical path (what was routed, checked and forwarded); the target as sent when
+        // payguard rewrote or refused it.
+        let path = ctx.path.as_ref().map_or(req.uri.path(), |p| p.as_str());
+        let sent_path = ctx.sent_target.as_deref().map(|t| log_cut(split_target(t).0));
         tracing::info!(
             target: "payguard::access",
             request_id = %ctx.request_id,
             route = %ctx.route,
             method = %req.method,
-            path = %req.uri.path(),
+            path = %log_cut(path),
+            sent_path,
             status,
             outcome = ctx.outcome,
             code = ctx.code,

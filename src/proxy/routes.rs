@@ -1,6 +1,10 @@
-//! Route table: method + path (exact or whole-segment prefix) → policy. Compiled once per config.
+//! Route table: method + canonical path (exact or whole-segment prefix) → policy. Compiled once
+//! per config. Requests are matched on the routing form of their canonical path
+//! ([`crate::canonical::path::CanonicalPath::routing`]), never on the path as sent.
 
-use crate::config::{ConfigIssue, DefaultAction, PolicyKind, RouteConfig};
+use crate::canonical::method_listed;
+use crate::canonical::path::{config_pattern, has_segment_prefix, matches_exact};
+use crate::config::{ConfigIssue, DefaultAction, PolicyKind, RouteConfig, TrailingSlash};
 
 /// How a route matches the path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,34 +15,68 @@ pub enum PathMatch {
     Prefix(String),
 }
 
-impl PathMatch {
-    fn matches(&self, path: &str) -> bool {
-        match self {
-            Self::Exact(p) => path == p,
-            Self::Prefix(p) => {
-                if p == "/" {
-                    return true;
-                }
-                let p = p.strip_suffix('/').unwrap_or(p);
-                path == p || (path.starts_with(p) && path.as_bytes().get(p.len()) == Some(&b'/'))
-            }
-        }
-    }
-}
-
 /// A compiled route.
 #[derive(Debug, Clone)]
 pub struct Route {
     /// Route name (metrics label, log field).
     pub name: String,
-    /// Allowed methods (upper case); empty = any.
+    /// Allowed methods (upper case); empty = any. `GET` also takes `HEAD`.
     pub methods: Vec<String>,
     /// Path matcher.
     pub path: PathMatch,
+    /// An exact path also matches with or without one trailing `/`.
+    pub trailing_slash: bool,
+    /// ASCII letters of the path match case-insensitively.
+    pub case_insensitive: bool,
     /// Policy.
     pub policy: PolicyKind,
     /// Notification handler of a `notify` route.
     pub notify: Option<std::sync::Arc<crate::notify::NotifyRoute>>,
+}
+
+impl Route {
+    /// Whether this route takes a request (method upper case, path in routing form).
+    pub fn matches(&self, method: &str, path: &str) -> bool {
+        method_listed(&self.methods, method) && self.matches_path(path)
+    }
+
+    fn matches_path(&self, path: &str) -> bool {
+        match &self.path {
+            PathMatch::Exact(p) => matches_exact(path, p, self.trailing_slash, self.case_insensitive),
+            PathMatch::Prefix(p) => has_segment_prefix(path, p, self.case_insensitive),
+        }
+    }
+
+    fn pattern(&self) -> &str {
+        match &self.path {
+            PathMatch::Exact(p) | PathMatch::Prefix(p) => p,
+        }
+    }
+
+    fn protected(&self) -> bool {
+        self.policy != PolicyKind::Pass
+    }
+
+    fn describe(&self) -> String {
+        let path = match &self.path {
+            PathMatch::Exact(p) => p.clone(),
+            PathMatch::Prefix(p) => format!("{}/…", p.trim_end_matches('/')),
+        };
+        let methods = if self.methods.is_empty() {
+            "any method".to_string()
+        } else {
+            self.methods.join(",")
+        };
+        format!("`{}` ({} {path}, {})", self.name, methods, policy_name(self.policy))
+    }
+}
+
+fn policy_name(p: PolicyKind) -> &'static str {
+    match p {
+        PolicyKind::Pass => "pass",
+        PolicyKind::Guard => "guard",
+        PolicyKind::Notify => "notify",
+    }
 }
 
 /// All routes in order plus the default action.
@@ -86,7 +124,7 @@ impl RouteTable {
             }
             let mut methods = Vec::new();
             for (j, m) in r.matcher.methods.iter().enumerate() {
-                if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
+                if crate::canonical::check_method(m).is_err() {
                     issues.push(ConfigIssue::new(
                         format!("routes[{i}].match.methods[{j}]"),
                         format!("`{m}` is not an upper-case HTTP method"),
@@ -131,6 +169,8 @@ impl RouteTable {
                     name: r.name.clone(),
                     methods,
                     path,
+                    trailing_slash: r.matcher.trailing_slash == TrailingSlash::Match,
+                    case_insensitive: r.matcher.case_insensitive.unwrap_or(r.policy != PolicyKind::Pass),
                     policy: r.policy,
                     notify,
                 });
@@ -146,11 +186,12 @@ impl RouteTable {
         }
     }
 
-    /// The first route matching `method` and `path`, else the default action.
+    /// The first route matching `method` (upper case) and `path` (routing form), else the
+    /// default action.
     pub fn route(&self, method: &str, path: &str) -> Routed<'_> {
         self.routes
             .iter()
-            .find(|r| (r.methods.is_empty() || r.methods.iter().any(|m| m == method)) && r.path.matches(path))
+            .find(|r| r.matches(method, path))
             .map(Routed::Route)
             .unwrap_or(Routed::Default(self.default_action))
     }
@@ -159,17 +200,98 @@ impl RouteTable {
     pub fn routes(&self) -> &[Route] {
         &self.routes
     }
+
+    /// Where protection is weaker than the table suggests: a `guard` or `notify` route that an
+    /// earlier route takes requests from, and a protected path that other methods reach through
+    /// a `pass` route or `default_action: pass`. Valid configurations; `payguard check` prints
+    /// these as warnings with the route's key path.
+    pub fn warnings(&self) -> Vec<ConfigIssue> {
+        let mut out = Vec::new();
+        for (j, b) in self.routes.iter().enumerate().filter(|(_, r)| r.protected()) {
+            let at = format!("routes[{j}]");
+            for a in &self.routes[..j] {
+                if !methods_overlap(&a.methods, &b.methods) || !paths_overlap(a, b) {
+                    continue;
+                }
+                let how = if methods_cover(&a.methods, &b.methods) && path_covers(a, b) {
+                    "every request it matches"
+                } else {
+                    "some requests it matches"
+                };
+                out.push(ConfigIssue::new(
+                    &at,
+                    format!(
+                        "{}: {how} is taken by the earlier route {} and never reaches this one",
+                        b.describe(),
+                        a.describe()
+                    ),
+                ));
+            }
+            if b.methods.is_empty() {
+                continue;
+            }
+            let literal = b.pattern();
+            let through: Vec<String> = self
+                .routes
+                .iter()
+                .filter(|c| c.policy == PolicyKind::Pass && c.matches_path(literal))
+                .filter(|c| c.methods.is_empty() || c.methods.iter().any(|m| !method_listed(&b.methods, m)))
+                .map(Route::describe)
+                .chain((self.default_action == DefaultAction::Pass).then(|| "`default_action: pass`".to_string()))
+                .collect();
+            if let Some(first) = through.first() {
+                out.push(ConfigIssue::new(
+                    &at,
+                    format!(
+                        "{} protects {} only; other methods on this path reach the backend unprotected through {first} (list every method the backend serves there, or leave `methods` empty)",
+                        b.describe(),
+                        b.methods.join(",")
+                    ),
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn methods_overlap(a: &[String], b: &[String]) -> bool {
+    a.is_empty() || b.is_empty() || b.iter().any(|m| method_listed(a, m))
+}
+
+fn methods_cover(a: &[String], b: &[String]) -> bool {
+    a.is_empty() || (!b.is_empty() && b.iter().all(|m| method_listed(a, m)))
+}
+
+/// Whether some path matches both routes (checked on the patterns themselves, which is exact for
+/// segment prefixes and exact paths).
+fn paths_overlap(a: &Route, b: &Route) -> bool {
+    a.matches_path(b.pattern()) || b.matches_path(a.pattern())
+}
+
+/// Whether every path `b` matches, `a` matches too.
+fn path_covers(a: &Route, b: &Route) -> bool {
+    let case_ok = a.case_insensitive || !b.case_insensitive;
+    let slash_ok = match &b.path {
+        PathMatch::Exact(p) if b.trailing_slash && p != "/" => {
+            let other = match p.strip_suffix('/') {
+                Some(s) => s.to_string(),
+                None => format!("{p}/"),
+            };
+            a.matches_path(&other)
+        }
+        _ => true,
+    };
+    let shape_ok = matches!(a.path, PathMatch::Prefix(_)) || matches!(b.path, PathMatch::Exact(_));
+    case_ok && slash_ok && shape_ok && a.matches_path(b.pattern())
 }
 
 fn check_path(p: &str, at: &str, issues: &mut Vec<ConfigIssue>) -> Option<String> {
-    if !p.starts_with('/') || p.contains('?') || p.contains('#') {
-        issues.push(ConfigIssue::new(
-            at,
-            format!("`{p}` must start with `/` and carry no query or fragment"),
-        ));
-        None
-    } else {
-        Some(p.to_string())
+    match config_pattern(p) {
+        Ok(()) => Some(p.to_string()),
+        Err(message) => {
+            issues.push(ConfigIssue::new(at, message));
+            None
+        }
     }
 }
 
@@ -185,9 +307,22 @@ mod tests {
                 methods: methods.iter().map(|s| s.to_string()).collect(),
                 path: path.map(Into::into),
                 path_prefix: prefix.map(Into::into),
+                ..Default::default()
             },
             policy: PolicyKind::Pass,
             notify: None,
+        }
+    }
+
+    fn guarded(mut r: RouteConfig) -> RouteConfig {
+        r.policy = PolicyKind::Guard;
+        r
+    }
+
+    fn name(t: &RouteTable, m: &str, p: &str) -> String {
+        match t.route(m, p) {
+            Routed::Route(r) => r.name.clone(),
+            Routed::Default(_) => "-".into(),
         }
     }
 
@@ -202,21 +337,241 @@ mod tests {
             false,
         )
         .unwrap();
-        let name = |m, p| match t.route(m, p) {
-            Routed::Route(r) => r.name.clone(),
-            Routed::Default(_) => "-".into(),
-        };
-        assert_eq!(name("POST", "/v1/orders"), "orders");
-        assert_eq!(name("GET", "/v1/orders"), "v1");
-        assert_eq!(name("GET", "/v1"), "v1");
-        assert_eq!(name("GET", "/v10"), "-");
-        assert_eq!(name("GET", "/v1/a/b"), "v1");
+        assert_eq!(name(&t, "POST", "/v1/orders"), "orders");
+        assert_eq!(name(&t, "GET", "/v1/orders"), "v1");
+        assert_eq!(name(&t, "GET", "/v1"), "v1");
+        assert_eq!(name(&t, "GET", "/v10"), "-");
+        assert_eq!(name(&t, "GET", "/v1/a/b"), "v1");
     }
 
     #[test]
-    fn path_and_prefix_are_exclusive() {
+    fn exact_paths_take_a_trailing_slash_unless_strict() {
+        let mut strict = route("strict", &[], Some("/s"), None);
+        strict.matcher.trailing_slash = TrailingSlash::Strict;
+        let t = RouteTable::compile(
+            &[route("x", &[], Some("/x"), None), strict],
+            DefaultAction::NotFound,
+            false,
+        )
+        .unwrap();
+        assert_eq!(name(&t, "GET", "/x/"), "x");
+        assert_eq!(name(&t, "GET", "/s"), "strict");
+        assert_eq!(name(&t, "GET", "/s/"), "-");
+    }
+
+    #[test]
+    fn protected_routes_match_letters_in_any_case_by_default() {
+        let mut pass_ci = route("p", &[], Some("/p"), None);
+        pass_ci.matcher.case_insensitive = Some(true);
+        let mut guard_cs = guarded(route("gs", &[], Some("/gs"), None));
+        guard_cs.matcher.case_insensitive = Some(false);
+        let t = RouteTable::compile(
+            &[
+                guarded(route("g", &["POST"], Some("/api/orders"), None)),
+                route("pass", &[], Some("/pass"), None),
+                pass_ci,
+                guard_cs,
+            ],
+            DefaultAction::NotFound,
+            true,
+        )
+        .unwrap();
+        assert_eq!(name(&t, "POST", "/API/Orders"), "g");
+        assert_eq!(name(&t, "GET", "/PASS"), "-");
+        assert_eq!(name(&t, "GET", "/P"), "p");
+        assert_eq!(name(&t, "GET", "/GS"), "-");
+    }
+
+    #[test]
+    fn a_get_route_takes_head() {
+        let t = RouteTable::compile(
+            &[route("g", &["GET"], Some("/x"), None)],
+            DefaultAction::NotFound,
+            false,
+        )
+        .unwrap();
+        assert_eq!(name(&t, "HEAD", "/x"), "g");
+    }
+
+    #[test]
+    fn path_and_prefix_are_exclusive_and_must_be_canonical() {
         let err =
             RouteTable::compile(&[route("x", &[], Some("/a"), Some("/b"))], DefaultAction::Pass, false).unwrap_err();
         assert_eq!(err[0].path, "routes[0].match");
+        let err = RouteTable::compile(
+            &[
+                route("a", &[], Some("/api/%6Frders"), None),
+                route("b", &["post"], None, Some("/api//x")),
+            ],
+            DefaultAction::Pass,
+            false,
+        )
+        .unwrap_err();
+        let paths: Vec<_> = err.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "routes[0].match.path",
+                "routes[1].match.methods[0]",
+                "routes[1].match.path_prefix"
+            ]
+        );
+        assert!(err[0].message.contains("write `/api/orders`"), "{}", err[0].message);
+    }
+
+    #[test]
+    fn warns_when_an_earlier_route_takes_a_protected_routes_requests() {
+        let t = RouteTable::compile(
+            &[
+                route("api-get", &["GET"], None, Some("/api")),
+                route("export", &[], Some("/api/orders/export"), None),
+                guarded(route("orders", &[], None, Some("/api/orders"))),
+                guarded(route("dead", &["POST"], Some("/api/orders/export"), None)),
+            ],
+            DefaultAction::NotFound,
+            true,
+        )
+        .unwrap();
+        let texts: Vec<String> = t.warnings().iter().map(|i| i.to_string()).collect();
+        let has = |route: &str, text: &str| texts.iter().any(|t| t.starts_with(route) && t.contains(text));
+        assert!(
+            has(
+                "routes[2]: `orders`",
+                "some requests it matches is taken by the earlier route `api-get`"
+            ),
+            "{texts:#?}"
+        );
+        assert!(
+            has(
+                "routes[2]: `orders`",
+                "some requests it matches is taken by the earlier route `export`"
+            ),
+            "{texts:#?}"
+        );
+        // `dead` matches case-insensitively, `export` only as written.
+        assert!(
+            has(
+                "routes[3]: `dead`",
+                "some requests it matches is taken by the earlier route `export`"
+            ),
+            "{texts:#?}"
+        );
+        assert!(
+            has(
+                "routes[3]: `dead`",
+                "every request it matches is taken by the earlier route `orders`"
+            ),
+            "{texts:#?}"
+        );
+        assert!(
+            has(
+                "routes[3]: `dead`",
+                "other methods on this path reach the backend unprotected through `api-get`"
+            ),
+            "{texts:#?}"
+        );
+        assert_eq!(texts.len(), 5, "{texts:#?}");
+    }
+
+    #[test]
+    fn warns_when_other_methods_reach_a_protected_path_through_pass() {
+        let t = RouteTable::compile(
+            &[
+                guarded(route("orders", &["POST"], Some("/api/orders"), None)),
+                route("api", &[], None, Some("/api")),
+            ],
+            DefaultAction::NotFound,
+            true,
+        )
+        .unwrap();
+        let w = t.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w[0].path, "routes[0]");
+        assert!(
+            w[0].message.contains("through `api` (any method /api/…, pass)"),
+            "{}",
+            w[0].message
+        );
+
+        let t = RouteTable::compile(
+            &[guarded(route("orders", &["POST"], Some("/api/orders"), None))],
+            DefaultAction::Pass,
+            true,
+        )
+        .unwrap();
+        assert!(t.warnings()[0].message.contains("`default_action: pass`"));
+
+        let t = RouteTable::compile(
+            &[
+                guarded(route("orders", &[], Some("/api/orders"), None)),
+                route("api", &[], None, Some("/api")),
+            ],
+            DefaultAction::Pass,
+            true,
+        )
+        .unwrap();
+        assert!(t.warnings().is_empty(), "{:?}", t.warnings());
+    }
+
+    /// A table with exact, prefix, protected and case-insensitive routes, for the property below.
+    fn mixed_table() -> RouteTable {
+        let mut strict = route("strict", &[], Some("/b/c"), None);
+        strict.matcher.trailing_slash = TrailingSlash::Strict;
+        RouteTable::compile(
+            &[
+                guarded(route("orders", &["POST"], Some("/a/b"), None)),
+                guarded(route("admin", &[], None, Some("/a/c"))),
+                strict,
+                route("prefix", &[], None, Some("/a")),
+                route("colon", &[], Some("/x/y:z"), None),
+            ],
+            DefaultAction::NotFound,
+            true,
+        )
+        .unwrap()
+    }
+
+    proptest::proptest! {
+        /// However a path is spelled — escapes in any hex case, repeated slashes, `.` and
+        /// `x/..` segments — routing its canonical form gives the route of the path itself, or
+        /// the spelling is refused.
+        #[test]
+        fn every_spelling_routes_like_the_path_or_is_refused(
+            segments in proptest::collection::vec(proptest::sample::select(vec!["a", "b", "c", "x", "y:z", "A", "ab", "%7E"]), 1..4),
+            trailing in proptest::bool::ANY,
+            noise in proptest::collection::vec((0usize..6, 0usize..64), 0..6),
+        ) {
+            let table = mixed_table();
+            let plain = format!("/{}{}", segments.join("/"), if trailing { "/" } else { "" });
+            let canonical = crate::canonical::path::canonicalize(plain.as_bytes(), &Default::default()).unwrap();
+            let expected = name(&table, "POST", canonical.routing());
+            // Re-spell the path: every noise item applies one spelling change at a position.
+            let mut spelled: Vec<String> = plain.split('/').map(str::to_string).collect();
+            for (kind, at) in noise {
+                let i = 1 + at % (spelled.len() - 1).max(1);
+                match kind {
+                    0 => spelled.insert(i, String::new()),
+                    1 => spelled.insert(i, ".".into()),
+                    2 => { spelled.insert(i, "..".into()); spelled.insert(i, "zz".into()); }
+                    3 | 4 => {
+                        let seg = &spelled[i.min(spelled.len() - 1)];
+                        let encoded: String = seg.bytes().enumerate().map(|(j, b)| {
+                            if (j + at) % 2 == 0 && b.is_ascii_alphanumeric() {
+                                if kind == 3 { format!("%{b:02x}") } else { format!("%{b:02X}") }
+                            } else {
+                                char::from(b).to_string()
+                            }
+                        }).collect();
+                        let last = spelled.len() - 1;
+                        spelled[i.min(last)] = encoded;
+                    }
+                    _ => spelled.insert(i, "%2e".into()),
+                }
+            }
+            let respelled = spelled.join("/");
+            if let Ok(c) = crate::canonical::path::canonicalize(respelled.as_bytes(), &Default::default()) {
+                proptest::prop_assert_eq!(name(&table, "POST", c.routing()), expected, "{} → {}", respelled, c.as_str());
+            }
+        }
     }
 }

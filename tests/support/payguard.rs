@@ -26,8 +26,14 @@ impl Payguard {
 
     /// [`config_text`](Self::config_text) with the proxy listening on `host` (e.g. `[::1]`).
     pub fn config_text_on(host: &str, port: u16, admin_port: u16, body: &str) -> String {
+        Self::config_text_with(host, port, admin_port, "", body)
+    }
+
+    /// [`config_text_on`](Self::config_text_on) with `server_extra` (lines indented by two
+    /// spaces) added to the `server` section.
+    pub fn config_text_with(host: &str, port: u16, admin_port: u16, server_extra: &str, body: &str) -> String {
         format!(
-            "server:\n  listen: \"{host}:{port}\"\n  threads: 2\n  grace_period: 0s\n  shutdown_timeout: 1s\nadmin:\n  listen: 127.0.0.1:{admin_port}\n  token: test-admin-token\n{body}"
+            "server:\n  listen: \"{host}:{port}\"\n  threads: 2\n  grace_period: 0s\n  shutdown_timeout: 1s\n{server_extra}admin:\n  listen: 127.0.0.1:{admin_port}\n  token: test-admin-token\n{body}"
         )
     }
 
@@ -38,6 +44,17 @@ impl Payguard {
 
     /// Like [`start`](Self::start), with the proxy listening on `host` (`[::1]` for IPv6 clients).
     pub fn start_on(host: &str, body: &str) -> Self {
+        Self::start_with_env(host, body, &[])
+    }
+
+    /// Like [`start_on`](Self::start_on), with extra environment variables (for `env:` secrets).
+    pub fn start_with_env(host: &str, body: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_custom(host, "", body, env)
+    }
+
+    /// The most general start: `server_extra` lines join the `server` section, `env` the
+    /// process environment.
+    pub fn start_custom(host: &str, server_extra: &str, body: &str, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         // Each probe releases its port, so two probes can return the same one.
         let admin_port = std::iter::repeat_with(free_port)
@@ -45,9 +62,14 @@ impl Payguard {
             .expect("a second free port");
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("payguard.yaml");
-        std::fs::write(&config_path, Self::config_text_on(host, port, admin_port, body)).expect("write config");
+        std::fs::write(
+            &config_path,
+            Self::config_text_with(host, port, admin_port, server_extra, body),
+        )
+        .expect("write config");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_payguard"));
         cmd.arg("run").arg("-c").arg(&config_path);
+        cmd.envs(env.iter().copied());
         cmd.stdin(Stdio::null());
         cmd.stdout(std::fs::File::create(dir.path().join("stdout.log")).expect("log file"));
         cmd.stderr(std::fs::File::create(dir.path().join("stderr.log")).expect("log file"));
