@@ -187,6 +187,17 @@ async fn read_body_capped(session: &mut Session, cap: usize) -> Result<std::resu
     Ok(Ok(buf.freeze()))
 }
 
+/// A failed exchange with the backend as the upstream error Pingora would have raised, so that
+/// [`ProxyHttp::fail_to_proxy`] answers it (502 / 504) and counts it in one place for both paths.
+fn upstream_error(e: crate::proxy::backend::BackendError) -> Box<Error> {
+    use crate::proxy::backend::BackendError;
+    let kind = match e {
+        BackendError::Timeout(_) => ErrorType::ReadTimedout,
+        BackendError::Unavailable(_) | BackendError::TooLarge(_) => ErrorType::ConnectError,
+    };
+    Error::explain(kind, e.to_string()).into_up()
+}
+
 /// Increments `count_on: upstream_2xx` order counters after the backend accepted the order.
 async fn count_accepted_orders(state: &SharedState, counters: &[crate::store::CounterSpec]) {
     for c in counters {
@@ -385,19 +396,22 @@ impl PayguardProxy {
                 response_headers,
             } => (extra_request_headers, response_headers),
         };
-        let counters = plan.upstream_counters();
-
-        let Some(body) = body else {
-            // No body check: let Pingora stream the request; headers and counting follow in
-            // upstream_request_filter / response_filter.
-            ctx.guard_request_headers = request_headers;
-            ctx.guard_response_headers = response_headers;
-            ctx.upstream_counters = counters;
-            return Ok(false);
-        };
-        self.forward_verified(session, ctx, config, body, request_headers, response_headers, counters)
-            .await?;
-        Ok(true)
+        // Added to the backend's answer and counted after a 2xx, on either forwarding path.
+        ctx.guard_response_headers = response_headers;
+        ctx.upstream_counters = plan.upstream_counters();
+        match body {
+            // No body check: Pingora streams the request; the headers follow in
+            // upstream_request_filter.
+            None => {
+                ctx.guard_request_headers = request_headers;
+                Ok(false)
+            }
+            Some(body) => {
+                self.forward_verified(session, ctx, config, body, request_headers)
+                    .await?;
+                Ok(true)
+            }
+        }
     }
 
     async fn reject_signature(
@@ -420,8 +434,10 @@ impl PayguardProxy {
         }
     }
 
-    /// Sends a verified, buffered request to the backend and relays the answer.
-    #[allow(clippy::too_many_arguments)]
+    /// Sends a verified, buffered request to the backend and streams its answer back, chunk by
+    /// chunk: the backend is read only as fast as the client reads, so a large or endless answer
+    /// costs one chunk of memory, not its size. Failures are returned as upstream errors, which
+    /// [`ProxyHttp::fail_to_proxy`] maps to 502/504 as for a `pass` route.
     async fn forward_verified(
         &self,
         session: &mut Session,
@@ -429,10 +445,8 @@ impl PayguardProxy {
         config: &Config,
         body: Bytes,
         request_headers: Vec<(http::HeaderName, http::HeaderValue)>,
-        response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
-        counters: Vec<crate::store::CounterSpec>,
     ) -> Result<()> {
-        use crate::proxy::backend::{Backend, BackendError, BackendRequest};
+        use crate::proxy::backend::BackendRequest;
         let req = session.req_header();
         let mut headers: Vec<(http::HeaderName, http::HeaderValue)> =
             req.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -440,6 +454,7 @@ impl PayguardProxy {
             headers.retain(|(name, _)| *name != k);
             headers.push((k, v));
         }
+        let head_request = req.method == http::Method::HEAD;
         let request = BackendRequest {
             method: req.method.clone(),
             path_and_query: req
@@ -451,57 +466,63 @@ impl PayguardProxy {
             body,
             timeout: config.upstream.read_timeout,
         };
-        let started = Instant::now();
-        let result = self.state.backend.send(config.upstream.socket, request).await;
-        self.state
-            .metrics
-            .upstream_duration
-            .with_label_values(&[ctx.route.as_str()])
-            .observe(started.elapsed().as_secs_f64());
-        let resp = match result {
-            Ok(resp) => resp,
-            Err(e) => {
-                let problem = match e {
-                    BackendError::Timeout(_) => {
-                        ctx.outcome = "upstream_timeout";
-                        Problem::upstream_timeout()
-                    }
-                    _ => {
-                        ctx.outcome = "upstream_error";
-                        Problem::upstream_unavailable()
-                    }
-                };
-                tracing::warn!(request_id = %ctx.request_id, error = %e, "backend exchange failed");
-                return respond_problem(session, ctx, problem).await;
-            }
-        };
+        ctx.upstream_started = Some(Instant::now());
+        let started = self.state.backend.start(config.upstream.socket, request).await;
+        self.observe_upstream(ctx);
+        let mut resp = started.map_err(upstream_error)?;
+
         let mut out = ResponseHeader::build(resp.status, Some(resp.headers.len() + 4))?;
         for (k, v) in resp.headers.iter() {
             out.append_header(k.clone(), v.clone())?;
         }
-        for (k, v) in response_headers {
-            out.append_header(k, v)?;
-        }
-        if out.headers.get(REQUEST_ID).is_none() {
-            out.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
-        }
-        // Framing (RFC 9110 §8.6): 1xx and 204 answers carry no Content-Length; a HEAD answer
-        // and a 304 keep the backend's, which describes the representation, not an empty body.
-        let head = session.req_header().method == http::Method::HEAD;
+        self.finish_backend_answer(&mut out, ctx)?;
+        // Framing (RFC 9110 §6.4.1, §8.6): HEAD, 1xx, 204 and 304 answers have no body; 1xx and
+        // 204 carry no Content-Length, HEAD and 304 keep the backend's. Otherwise the backend's
+        // Content-Length is kept and the body streamed as it arrives, or, without one, chunked.
+        let bodiless = head_request || resp.status == 204 || resp.status == 304 || (100..200).contains(&resp.status);
         if resp.status == 204 || (100..200).contains(&resp.status) {
             out.remove_header("content-length");
-        } else if !head && resp.status != 304 {
-            out.insert_header("content-length", resp.body.len().to_string())?;
+        } else if !bodiless
+            && out.headers.get(http::header::CONTENT_LENGTH).is_none()
+            && session.req_header().version == http::Version::HTTP_11
+        {
+            out.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
         }
-        let accepted = (200..300).contains(&resp.status);
-        session
-            .write_response_header(Box::new(out), resp.body.is_empty())
-            .await?;
-        if !resp.body.is_empty() {
-            session.write_response_body(Some(resp.body), true).await?;
+        session.write_response_header(Box::new(out), bodiless).await?;
+        if bodiless {
+            return Ok(());
         }
-        if accepted && !counters.is_empty() {
-            count_accepted_orders(&self.state, &counters).await;
+        while let Some(chunk) = resp.next_chunk().await.map_err(upstream_error)? {
+            session.write_response_body(Some(chunk), false).await?;
+        }
+        session.write_response_body(None, true).await
+    }
+
+    /// Records the upstream latency (choosing the backend → its response header), once.
+    fn observe_upstream(&self, ctx: &mut RequestCtx) {
+        if let Some(t) = ctx.upstream_started.take() {
+            self.state
+                .metrics
+                .upstream_duration
+                .with_label_values(&[ctx.route.as_str()])
+                .observe(t.elapsed().as_secs_f64());
+        }
+    }
+
+    /// What payguard adds to every backend answer, on Pingora's path and on its own: the request
+    /// id unless the backend set one, the guard's response headers (`RateLimit`); and after a
+    /// 2xx, the `count_on: upstream_2xx` order counters, counted without delaying the answer.
+    fn finish_backend_answer(&self, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        if resp.headers.get(REQUEST_ID).is_none() {
+            resp.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        }
+        for (k, v) in std::mem::take(&mut ctx.guard_response_headers) {
+            resp.append_header(k, v)?;
+        }
+        let counters = std::mem::take(&mut ctx.upstream_counters);
+        if resp.status.is_success() && !counters.is_empty() {
+            let state = self.state.clone();
+            tokio::spawn(async move { count_accepted_orders(&state, &counters).await });
         }
         Ok(())
     }
@@ -759,13 +780,7 @@ impl ProxyHttp for PayguardProxy {
         _upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        if let Some(t) = ctx.upstream_started.take() {
-            self.state
-                .metrics
-                .upstream_duration
-                .with_label_values(&[ctx.route.as_str()])
-                .observe(t.elapsed().as_secs_f64());
-        }
+        self.observe_upstream(ctx);
         Ok(())
     }
 
@@ -775,19 +790,7 @@ impl ProxyHttp for PayguardProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        if upstream_response.headers.get(REQUEST_ID).is_none() {
-            upstream_response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
-        }
-        for (k, v) in std::mem::take(&mut ctx.guard_response_headers) {
-            upstream_response.append_header(k, v)?;
-        }
-        let counters = std::mem::take(&mut ctx.upstream_counters);
-        if upstream_response.status.is_success() && !counters.is_empty() {
-            // `count_on: upstream_2xx`: the order was accepted; count it without delaying the answer.
-            let state = self.state.clone();
-            tokio::spawn(async move { count_accepted_orders(&state, &counters).await });
-        }
-        Ok(())
+        self.finish_backend_answer(upstream_response, ctx)
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Self::CTX) -> FailToProxy {

@@ -113,6 +113,23 @@ impl Payguard {
         }
     }
 
+    /// Process id of the payguard process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory of the payguard process, in bytes (`VmRSS` of /proc/PID/status).
+    pub fn rss_bytes(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .map_or(0, |kb| kb * 1024)
+    }
+
     /// URL on the proxy listener.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}:{}{path}", self.host, self.port)

@@ -58,9 +58,25 @@ impl Default for Behavior {
     }
 }
 
+/// A streamed answer: `chunks` chunks of `chunk_size` bytes (`None`: never ends), with `gap`
+/// between them, with a Content-Length when it is known and `content_length` is set (otherwise
+/// chunked). Bytes are generated as they are sent, so a 200 MB answer costs this server nothing.
+#[derive(Debug, Clone)]
+pub struct StreamAnswer {
+    pub chunk_size: usize,
+    pub chunks: Option<usize>,
+    pub gap: Duration,
+    pub content_length: bool,
+}
+
 struct Shared {
     requests: Mutex<Vec<Recorded>>,
     behavior: Mutex<Behavior>,
+    stream: Mutex<Option<StreamAnswer>>,
+    /// Body bytes handed to hyper by streamed answers, and how many streams ended because the
+    /// peer went away.
+    streamed_bytes: std::sync::atomic::AtomicU64,
+    streams_cancelled: std::sync::atomic::AtomicU64,
 }
 
 /// The running upstream; stops on drop.
@@ -77,6 +93,9 @@ impl Upstream {
         let shared = Arc::new(Shared {
             requests: Mutex::new(Vec::new()),
             behavior: Mutex::new(Behavior::default()),
+            stream: Mutex::new(None),
+            streamed_bytes: Default::default(),
+            streams_cancelled: Default::default(),
         });
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -121,6 +140,21 @@ impl Upstream {
         *self.shared.behavior.lock().unwrap() = b;
     }
 
+    /// Answers with a generated stream from now on (`None`: back to [`Behavior`]).
+    pub fn set_stream(&self, s: Option<StreamAnswer>) {
+        *self.shared.stream.lock().unwrap() = s;
+    }
+
+    /// Body bytes of streamed answers handed to the connection so far.
+    pub fn streamed_bytes(&self) -> u64 {
+        self.shared.streamed_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Streamed answers that ended because the peer closed the connection.
+    pub fn streams_cancelled(&self) -> u64 {
+        self.shared.streams_cancelled.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Every request received so far.
     pub fn requests(&self) -> Vec<Recorded> {
         self.shared.requests.lock().unwrap().clone()
@@ -143,7 +177,9 @@ impl Drop for Upstream {
     }
 }
 
-async fn handle(sh: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+type AnswerBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+async fn handle(sh: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Result<Response<AnswerBody>, Infallible> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
     let headers = parts
@@ -162,6 +198,10 @@ async fn handle(sh: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Result<
         headers,
         body,
     });
+    let stream = sh.stream.lock().unwrap().clone();
+    if let Some(s) = stream {
+        return Ok(streamed(sh, s));
+    }
     let b = sh.behavior.lock().unwrap().clone();
     if !b.delay.is_zero() {
         tokio::time::sleep(b.delay).await;
@@ -170,5 +210,52 @@ async fn handle(sh: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Result<
     for (k, v) in &b.headers {
         resp = resp.header(k, v);
     }
-    Ok(resp.body(Full::new(Bytes::from(b.body))).expect("response"))
+    Ok(resp.body(Full::new(Bytes::from(b.body)).boxed()).expect("response"))
+}
+
+/// A response whose body is produced chunk by chunk as hyper asks for it.
+fn streamed(sh: Arc<Shared>, s: StreamAnswer) -> Response<AnswerBody> {
+    use std::sync::atomic::Ordering;
+    struct Counted {
+        sh: Arc<Shared>,
+        finished: bool,
+    }
+    impl Drop for Counted {
+        // Dropped unfinished: hyper stopped polling the body because the connection is gone.
+        fn drop(&mut self) {
+            if !self.finished {
+                self.sh.streams_cancelled.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    let chunk = Bytes::from((0..s.chunk_size).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+    let state = (0usize, Counted { sh, finished: false });
+    let (chunks, gap) = (s.chunks, s.gap);
+    let frames = futures::stream::unfold(state, move |(sent, mut counted)| {
+        let chunk = chunk.clone();
+        async move {
+            if chunks.is_some_and(|n| sent >= n) {
+                counted.finished = true;
+                drop(counted);
+                return None;
+            }
+            if !gap.is_zero() && sent > 0 {
+                tokio::time::sleep(gap).await;
+            }
+            counted
+                .sh
+                .streamed_bytes
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            Some((
+                Ok::<_, Infallible>(hyper::body::Frame::data(chunk)),
+                (sent + 1, counted),
+            ))
+        }
+    });
+    let mut resp = Response::builder().status(200).header("x-upstream", "streaming");
+    if let (Some(n), true) = (s.chunks, s.content_length) {
+        resp = resp.header("content-length", (n * s.chunk_size).to_string());
+    }
+    resp.body(http_body_util::StreamBody::new(frames).boxed())
+        .expect("response")
 }
