@@ -316,6 +316,45 @@ mod cases {
         assert_eq!(f.store.dedup_claim("k", MINUTE).await.unwrap(), DedupClaim::Done);
     }
 
+    /// A pending event is late once the order's succeeded event is claimed or done; on Cluster
+    /// the two keys sit in different slots, and a claim that turns out superseded is undone.
+    pub async fn dedup_claim_unless_superseded(f: &Fixture) {
+        let fresh = f
+            .store
+            .dedup_claim_unless("pending-1", MINUTE, "succeeded-1")
+            .await
+            .unwrap();
+        let DedupClaim::Claimed { token } = fresh else {
+            panic!("nothing supersedes it yet: {fresh:?}")
+        };
+        assert!(f.store.dedup_release("pending-1", &token).await.unwrap());
+
+        let DedupClaim::Claimed { token: paid } = f.store.dedup_claim("succeeded-1", MINUTE).await.unwrap() else {
+            panic!("fresh key must be claimed")
+        };
+        assert_eq!(
+            f.store
+                .dedup_claim_unless("pending-1", MINUTE, "succeeded-1")
+                .await
+                .unwrap(),
+            DedupClaim::Superseded,
+            "while the succeeded event is being forwarded"
+        );
+        assert!(f.store.dedup_complete("succeeded-1", &paid, MINUTE).await.unwrap());
+        assert_eq!(
+            f.store
+                .dedup_claim_unless("pending-1", MINUTE, "succeeded-1")
+                .await
+                .unwrap(),
+            DedupClaim::Superseded,
+            "after it was delivered"
+        );
+        // Nothing was left claimed by the superseded attempts.
+        let DedupClaim::Claimed { .. } = f.store.dedup_claim("pending-1", MINUTE).await.unwrap() else {
+            panic!("a superseded claim must not hold the key")
+        };
+    }
+
     pub async fn concurrent_dedup_claims_yield_one_claimed(f: &Fixture) {
         let tasks: Vec<_> = (0..50)
             .map(|_| {
@@ -328,7 +367,7 @@ mod cases {
             match t.await.unwrap() {
                 DedupClaim::Claimed { .. } => claimed += 1,
                 DedupClaim::InFlight => {}
-                DedupClaim::Done => panic!("nobody completed the key"),
+                other => panic!("nobody completed or superseded the key: {other:?}"),
             }
         }
         assert_eq!(claimed, 1);
@@ -472,6 +511,7 @@ macro_rules! contract_for {
                 dedup_claim_in_flight_complete_done,
                 dedup_release_lets_the_next_delivery_claim,
                 dedup_lease_expires_and_stale_token_cannot_complete,
+                dedup_claim_unless_superseded,
                 concurrent_dedup_claims_yield_one_claimed,
                 set_add_contains_remove_members,
                 set_members_expire_each_by_their_own_ttl,
@@ -513,6 +553,7 @@ async fn run_all_cases(store_for: impl Fn() -> Arc<dyn Store>) {
         fixed_counter_counts_per_window_and_expires,
         dedup_claim_in_flight_complete_done,
         dedup_release_lets_the_next_delivery_claim,
+        dedup_claim_unless_superseded,
         set_add_contains_remove_members,
         set_members_expire_each_by_their_own_ttl,
         guard_evaluates_everything_when_nothing_stops_it,
@@ -536,7 +577,7 @@ fn assert_every_key_has_a_ttl(servers: &[&RedisServer]) {
 async fn redis_standalone_every_key_has_a_ttl() {
     let server = RedisServer::start();
     let mut stores = Vec::new();
-    for _ in 0..11 {
+    for _ in 0..12 {
         stores.push(connect(redis_cfg(Some(server.url()), vec![], &unique_prefix())).await);
     }
     let next = AtomicUsize::new(0);
@@ -549,7 +590,7 @@ async fn redis_cluster_every_key_has_a_ttl() {
     // A cluster of its own, so only this test's keys are inspected.
     let cluster = RedisCluster::start();
     let mut stores = Vec::new();
-    for _ in 0..11 {
+    for _ in 0..12 {
         stores.push(connect(redis_cfg(None, cluster.urls(), &unique_prefix())).await);
     }
     let namespaces = AtomicUsize::new(0);
@@ -677,6 +718,7 @@ async fn each_operation(store: &dyn Store) -> Vec<(&'static str, Result<(), Stor
     op!("count", store.count(&sliding("c", 1_000, 1)));
     op!("guard", store.guard(&busy_batch(1)));
     op!("dedup_claim", store.dedup_claim("d", MINUTE));
+    op!("dedup_claim_unless", store.dedup_claim_unless("d", MINUTE, "e"));
     op!("dedup_complete", store.dedup_complete("d", "t", MINUTE));
     op!("dedup_release", store.dedup_release("d", "t"));
     op!("set_add", store.set_add("s", "m", MINUTE));

@@ -17,7 +17,7 @@ use crate::channels::standard_webhooks::StandardWebhookSigner;
 use crate::channels::{Ack, Channel, ChannelKind, EventKind, NotifyRequest, RefundInfo, VerifiedEvent};
 use crate::clock::Clock;
 use crate::proxy::backend::{is_hop_by_hop, Backend, BackendError, BackendRequest};
-use crate::store::{CounterSpec, CounterWindow, DedupClaim, Store};
+use crate::store::{DedupClaim, Store};
 
 /// What is forwarded to the backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
@@ -179,28 +179,27 @@ pub async fn handle_notification(
     record.kind = Some(event.kind.as_str());
     record.out_trade_no = Some(event.out_trade_no.clone());
 
-    // A late `payment.pending` after `payment.succeeded` must not reach the backend (§6).
-    if event.kind == EventKind::PaymentPending {
-        match io.store.count(&keys.paid_marker(route.keep, 0)).await {
-            Ok(n) if n > 0 => {
-                record.outcome = "late_pending";
-                record.dedup = Some("skipped");
-                return (Reply::from(channel.success_ack()), record);
-            }
-            Ok(_) => {}
-            Err(e) => {
-                return (
-                    fail(&mut record, "store_error", e.to_string(), "temporarily unavailable"),
-                    record,
-                )
-            }
+    // A late `payment.pending` after `payment.succeeded` must not reach the backend (§6): once
+    // the order's succeeded event is claimed — the channel has signed that the order is paid,
+    // whatever the backend answers — or done, a pending event is acked and dropped. Checked in
+    // the same store call as the claim.
+    let claimed = match &keys.superseded_by {
+        Some(succeeded) => {
+            io.store
+                .dedup_claim_unless(&keys.dedup_key, route.lease, succeeded)
+                .await
         }
-    }
-
-    let token = match io.store.dedup_claim(&keys.dedup_key, route.lease).await {
+        None => io.store.dedup_claim(&keys.dedup_key, route.lease).await,
+    };
+    let token = match claimed {
         Ok(DedupClaim::Claimed { token }) => {
             record.dedup = Some("claimed");
             token
+        }
+        Ok(DedupClaim::Superseded) => {
+            record.outcome = "late_pending";
+            record.dedup = Some("skipped");
+            return (Reply::from(channel.success_ack()), record);
         }
         Ok(DedupClaim::Done) => {
             record.outcome = "duplicate";
@@ -225,14 +224,6 @@ pub async fn handle_notification(
             )
         }
     };
-
-    // The channel has signed that the order is paid, whatever the backend answers: from now on a
-    // pending event of the order is late (§6), even one arriving while this one is forwarded.
-    if event.kind == EventKind::PaymentSucceeded {
-        if let Err(e) = io.store.count(&keys.paid_marker(route.keep, 1)).await {
-            tracing::warn!(event_id = %keys.event_id, error = %e, "could not record the paid state of the order");
-        }
-    }
 
     let request = match route.forward {
         ForwardMode::Normalized => normalized_request(route, &event, &keys, incoming, io.clock),
@@ -346,8 +337,9 @@ pub struct EventKeys {
     pub event_id: String,
     /// Dedup key in the store.
     pub dedup_key: String,
-    /// Per-order key marking that the payment succeeded.
-    paid_key: String,
+    /// For a `payment.pending` event: the dedup key of the same order's `payment.succeeded`,
+    /// whose claim makes this event late.
+    pub superseded_by: Option<String>,
 }
 
 impl EventKeys {
@@ -369,32 +361,21 @@ impl EventKeys {
         } else {
             format!("b:{}", hex::encode(Sha256::digest(body)))
         };
-        let digest = |parts: &[&str]| {
+        let digest = |kind: EventKind, refund_no: &str| {
             let mut h = Sha256::new();
-            for p in parts {
+            for p in [event.channel.as_str(), merchant, &order, kind.as_str(), refund_no] {
                 h.update((p.len() as u64).to_be_bytes());
                 h.update(p.as_bytes());
             }
             hex::encode(h.finalize())
         };
-        let channel = event.channel.as_str();
-        let full = digest(&[channel, merchant, &order, event.kind.as_str(), &refund_no]);
-        let order_digest = digest(&[channel, merchant, &order]);
+        let full = digest(event.kind, &refund_no);
+        let superseded_by = (event.kind == EventKind::PaymentPending && !event.out_trade_no.is_empty())
+            .then(|| format!("notify:dedup:{}", &digest(EventKind::PaymentSucceeded, "")[..40]));
         Self {
             event_id: format!("evt_{}", &full[..32]),
             dedup_key: format!("notify:dedup:{}", &full[..40]),
-            paid_key: format!("notify:paid:{}", &order_digest[..40]),
-        }
-    }
-
-    fn paid_marker(&self, keep: Duration, incr: u64) -> CounterSpec {
-        CounterSpec {
-            key: self.paid_key.clone(),
-            window: CounterWindow::Fixed {
-                window_id: "all".into(),
-                ttl: keep,
-            },
-            incr,
+            superseded_by,
         }
     }
 }
@@ -538,7 +519,12 @@ mod tests {
         assert_eq!(a, retry, "same order and kind: same key, whatever the body bytes");
         let pending = EventKeys::of(&event(EventKind::PaymentPending, "o1", None, "evt_2"), b"x");
         assert_ne!(a.event_id, pending.event_id);
-        assert_eq!(a.paid_key, pending.paid_key, "both concern the same order");
+        assert_eq!(
+            pending.superseded_by.as_deref(),
+            Some(a.dedup_key.as_str()),
+            "a pending event is late once the order's succeeded event is claimed"
+        );
+        assert_eq!(a.superseded_by, None);
     }
 
     #[test]
@@ -564,7 +550,7 @@ mod tests {
             &event(EventKind::PaymentSucceeded, "ORDER-SECRET-42", None, "evt_1"),
             b"",
         );
-        assert!(!k.dedup_key.contains("ORDER") && !k.paid_key.contains("ORDER"));
+        assert!(!k.dedup_key.contains("ORDER"));
         assert!(k.event_id.starts_with("evt_") && k.event_id.len() == 36);
     }
 

@@ -204,6 +204,20 @@ impl EmbeddedStore {
         }
     }
 
+    /// Claims dedup key `k` unless it is leased or done. Caller holds `self.lock`.
+    fn claim_locked(&self, k: &str, lease: Duration, now: i64) -> Result<DedupClaim, StoreError> {
+        let k = key("d", k);
+        if let Some(entry) = self.live(&k, now) {
+            return Ok(match *entry.value.lock() {
+                Value::Done => DedupClaim::Done,
+                _ => DedupClaim::InFlight,
+            });
+        }
+        let token = lease_token();
+        self.put(k, Value::Lease(token.clone()), now.saturating_add(ms_i64(lease)));
+        Ok(DedupClaim::Claimed { token })
+    }
+
     /// Number of keys held (after pending evictions ran); for metrics and tests.
     pub fn entry_count(&self) -> u64 {
         self.entries.run_pending_tasks();
@@ -422,17 +436,21 @@ impl Store for EmbeddedStore {
 
     async fn dedup_claim(&self, k: &str, lease: Duration) -> Result<DedupClaim, StoreError> {
         let _held = self.lock.lock();
+        self.claim_locked(k, lease, self.now())
+    }
+
+    async fn dedup_claim_unless(
+        &self,
+        k: &str,
+        lease: Duration,
+        superseded_by: &str,
+    ) -> Result<DedupClaim, StoreError> {
+        let _held = self.lock.lock();
         let now = self.now();
-        let k = key("d", k);
-        if let Some(entry) = self.live(&k, now) {
-            return Ok(match *entry.value.lock() {
-                Value::Done => DedupClaim::Done,
-                _ => DedupClaim::InFlight,
-            });
+        if self.live(&key("d", superseded_by), now).is_some() {
+            return Ok(DedupClaim::Superseded);
         }
-        let token = lease_token();
-        self.put(k, Value::Lease(token.clone()), now.saturating_add(ms_i64(lease)));
-        Ok(DedupClaim::Claimed { token })
+        self.claim_locked(k, lease, now)
     }
 
     async fn dedup_complete(&self, k: &str, token: &str, keep: Duration) -> Result<bool, StoreError> {

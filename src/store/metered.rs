@@ -76,6 +76,16 @@ impl Store for MeteredStore {
         self.measure("dedup_claim", self.inner.dedup_claim(key, lease)).await
     }
 
+    async fn dedup_claim_unless(
+        &self,
+        key: &str,
+        lease: Duration,
+        superseded_by: &str,
+    ) -> Result<DedupClaim, StoreError> {
+        self.measure("dedup_claim", self.inner.dedup_claim_unless(key, lease, superseded_by))
+            .await
+    }
+
     async fn dedup_complete(&self, key: &str, token: &str, keep: Duration) -> Result<bool, StoreError> {
         self.measure("dedup_complete", self.inner.dedup_complete(key, token, keep))
             .await

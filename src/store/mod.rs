@@ -132,6 +132,9 @@ pub enum DedupClaim {
     InFlight,
     /// The key was completed earlier.
     Done,
+    /// Nothing was claimed: the event that supersedes this one is claimed or done
+    /// ([`Store::dedup_claim_unless`]).
+    Superseded,
 }
 
 /// The atomic operations payguard needs from shared state.
@@ -157,6 +160,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Claims a dedup key with a lease of `lease`.
     async fn dedup_claim(&self, key: &str, lease: Duration) -> Result<DedupClaim, StoreError>;
+
+    /// Like [`Store::dedup_claim`], unless the dedup key `superseded_by` (an event that makes
+    /// this one late, e.g. the order's `payment.succeeded` for a `payment.pending`) is claimed or
+    /// done: then nothing is claimed and the answer is [`DedupClaim::Superseded`]. Costs one
+    /// round trip of latency.
+    async fn dedup_claim_unless(
+        &self,
+        key: &str,
+        lease: Duration,
+        superseded_by: &str,
+    ) -> Result<DedupClaim, StoreError>;
 
     /// Marks a claimed key done for `keep`. `false` when `token` no longer holds the lease
     /// (it expired and someone else claimed it); the key is then left as it is.

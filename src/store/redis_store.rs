@@ -623,12 +623,46 @@ impl RedisStore {
         token: &str,
         keep: Option<Duration>,
     ) -> Result<bool, StoreError> {
+        self.bounded(self.token_op(script, key, token, keep)).await
+    }
+
+    async fn token_op(
+        &self,
+        script: &Script,
+        key: &str,
+        token: &str,
+        keep: Option<Duration>,
+    ) -> Result<bool, StoreError> {
         let mut inv = script.prepare_invoke();
         inv.key(self.key("d", key)).arg(token);
         if let Some(keep) = keep {
             inv.arg(millis(keep));
         }
-        self.bounded(async { Ok(self.invoke::<i64>(&inv).await? == 1) }).await
+        Ok(self.invoke::<i64>(&inv).await? == 1)
+    }
+
+    /// `dedup_claim.lua`, with the superseding key when it shares the claim's slot.
+    async fn claim_unbounded(
+        &self,
+        key: &str,
+        lease: Duration,
+        superseded_by: Option<&str>,
+    ) -> Result<DedupClaim, StoreError> {
+        let token = lease_token();
+        let mut inv = SCRIPTS.dedup_claim.prepare_invoke();
+        inv.key(self.key("d", key));
+        if let Some(other) = superseded_by {
+            inv.key(self.key("d", other));
+        }
+        inv.arg(token.as_str()).arg(millis(lease));
+        let reply: String = self.invoke(&inv).await?;
+        match reply.as_str() {
+            "claimed" => Ok(DedupClaim::Claimed { token }),
+            "inflight" => Ok(DedupClaim::InFlight),
+            "done" => Ok(DedupClaim::Done),
+            "superseded" => Ok(DedupClaim::Superseded),
+            _ => Err(protocol("dedup_claim")),
+        }
     }
 }
 
@@ -669,16 +703,44 @@ impl Store for RedisStore {
     }
 
     async fn dedup_claim(&self, key: &str, lease: Duration) -> Result<DedupClaim, StoreError> {
-        let token = lease_token();
-        let mut inv = SCRIPTS.dedup_claim.prepare_invoke();
-        inv.key(self.key("d", key)).arg(token.as_str()).arg(millis(lease));
-        let reply: String = self.bounded(self.invoke(&inv)).await?;
-        match reply.as_str() {
-            "claimed" => Ok(DedupClaim::Claimed { token }),
-            "inflight" => Ok(DedupClaim::InFlight),
-            "done" => Ok(DedupClaim::Done),
-            _ => Err(protocol("dedup_claim")),
+        self.bounded(self.claim_unbounded(key, lease, None)).await
+    }
+
+    /// One script call when both keys share a slot (always on standalone); on Cluster the claim
+    /// and a read of the superseding key run concurrently, and a claim that turns out to be
+    /// superseded is released again — one round trip of latency either way.
+    async fn dedup_claim_unless(
+        &self,
+        key: &str,
+        lease: Duration,
+        superseded_by: &str,
+    ) -> Result<DedupClaim, StoreError> {
+        let same_slot =
+            !self.is_cluster() || Slot::for_key(self.key("d", key)) == Slot::for_key(self.key("d", superseded_by));
+        if same_slot {
+            return self
+                .bounded(self.claim_unbounded(key, lease, Some(superseded_by)))
+                .await;
         }
+        self.bounded(async {
+            let exists = redis::cmd("EXISTS").arg(self.key("d", superseded_by)).clone();
+            let (claim, superseded) = futures::try_join!(self.claim_unbounded(key, lease, None), async {
+                let reply: redis::RedisResult<i64> = match &self.conn {
+                    Connection::Standalone(c) => exists.query_async(&mut c.clone()).await,
+                    Connection::Cluster(c) => exists.query_async(&mut c.clone()).await,
+                };
+                reply.map(|n| n == 1).map_err(store_error)
+            })?;
+            match (claim, superseded) {
+                (DedupClaim::Claimed { token }, true) => {
+                    self.token_op(&SCRIPTS.dedup_release, key, &token, None).await?;
+                    Ok(DedupClaim::Superseded)
+                }
+                (_, true) => Ok(DedupClaim::Superseded),
+                (claim, false) => Ok(claim),
+            }
+        })
+        .await
     }
 
     async fn dedup_complete(&self, key: &str, token: &str, keep: Duration) -> Result<bool, StoreError> {
