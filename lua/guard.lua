@@ -12,6 +12,9 @@
 --          capacity, refill_tokens, refill_period_ms, cost, enforce (0/1)
 -- ARGV[k]  number of counters, followed by 3 values per counter:
 --          kind ('s' sliding / 'f' fixed), window_ms or ttl_ms, incr
+-- ARGV[m]  optional (Redis Cluster, one slot's part of a batch): an operation id; sliding
+--          counter events are then named `<id>:<i>:<incr>` (i = the counter's position here) so
+--          that lua/uncount.lua can take them back
 -- Returns {denied, replayed, nb, nb × (allowed, remaining, retry_after_ms, reset_after_ms),
 --          nc, nc × value}; nb and nc are 0 when stopped earlier.
 local now = now_ms()
@@ -31,7 +34,11 @@ local buckets, ai
 buckets, ki, ai = parse_buckets(ki, 6, nb)
 local decisions, enforced_ok = take_buckets(buckets, 'take', now)
 local nc = tonumber(ARGV[ai])
-local counters = parse_counters(ki, ai + 1, nc)
+local counters, _, after = parse_counters(ki, ai + 1, nc)
+local op = ARGV[after]
+if op then
+  for i, c in ipairs(counters) do c.id = op .. ':' .. i end
+end
 local out = {0, 0, nb}
 for _, v in ipairs(decisions) do out[#out + 1] = v end
 out[#out + 1] = nc

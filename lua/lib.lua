@@ -112,8 +112,9 @@ local function parse_counters(ki, ai, count)
   return specs, ki, ai
 end
 
--- Sliding window: a sorted set of events scored by time (µs), each member
--- `<time>:<seq>:<incr>` unique, plus a running sum so reading is O(expired events).
+-- Sliding window: a sorted set of events scored by time (µs), each member unique and ending in
+-- `:<incr>` — `<time>:<seq>:<incr>`, or `<c.id>:<incr>` when the caller names the event (so it
+-- can take it back, lua/uncount.lua) — plus a running sum so reading is O(expired events).
 local function count_sliding(c, now, incr)
   local now_us = math.floor(now * 1000)
   local cutoff = string.format('%.0f', now_us - c.ms * 1000)
@@ -127,7 +128,12 @@ local function count_sliding(c, now, incr)
   if card == 0 or sum < 0 then sum = 0 end
   if incr > 0 then
     -- Same µs twice implies nothing was trimmed in between, so the cardinality differs.
-    local member = string.format('%.0f:%d:%.0f', now_us, card, incr)
+    local member
+    if c.id then
+      member = string.format('%s:%.0f', c.id, incr)
+    else
+      member = string.format('%.0f:%d:%.0f', now_us, card, incr)
+    end
     redis.call('ZADD', c.key, string.format('%.0f', now_us), member)
     sum = sum + incr
     redis.call('PEXPIRE', c.key, c.ms)

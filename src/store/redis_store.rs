@@ -167,6 +167,7 @@ struct Scripts {
     set_remove: Script,
     set_contains: Script,
     set_members: Script,
+    uncount: Script,
 }
 
 macro_rules! lua {
@@ -192,7 +193,18 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     set_remove: lua!("set_remove.lua"),
     set_contains: lua!("set_contains.lua"),
     set_members: lua!("set_members.lua"),
+    uncount: lua!("uncount.lua"),
 });
+
+/// The keys of a guard batch that share one Cluster slot: whether the deny check and the nonce
+/// are among them, and the indexes of its buckets and counters.
+#[derive(Debug, Default)]
+struct GuardPart {
+    deny: bool,
+    nonce: bool,
+    buckets: Vec<usize>,
+    counters: Vec<usize>,
+}
 
 /// A multiplexed connection that reconnects in the background.
 #[derive(Clone)]
@@ -544,22 +556,42 @@ impl RedisStore {
     /// The whole batch as one `guard.lua` call: always on standalone ("one store round trip per
     /// guarded request"), and on Cluster when every key shares a slot.
     async fn guard_in_one_call(&self, batch: &GuardBatch) -> Result<GuardOutcome, StoreError> {
+        let all = GuardPart {
+            deny: batch.deny.is_some(),
+            nonce: batch.nonce.is_some(),
+            buckets: (0..batch.buckets.len()).collect(),
+            counters: (0..batch.counters.len()).collect(),
+        };
+        self.guard_part(batch, &all, None).await
+    }
+
+    /// `guard.lua` on the part of `batch` that `part` names; `op` names sliding-counter events so
+    /// that they can be taken back (Cluster).
+    async fn guard_part(
+        &self,
+        batch: &GuardBatch,
+        part: &GuardPart,
+        op: Option<&str>,
+    ) -> Result<GuardOutcome, StoreError> {
         let mut inv = SCRIPTS.guard.prepare_invoke();
-        match &batch.deny {
+        match batch.deny.as_ref().filter(|_| part.deny) {
             Some((set, member)) => inv.key(self.key("s", set)).arg(1).arg(member.as_str()),
             None => inv.arg(0).arg(""),
         };
-        match &batch.nonce {
+        match batch.nonce.as_ref().filter(|_| part.nonce) {
             Some((nonce, ttl)) => inv.key(self.key("n", nonce)).arg(1).arg(millis(*ttl)),
             None => inv.arg(0).arg(0),
         };
-        inv.arg(batch.buckets.len());
-        for b in &batch.buckets {
+        inv.arg(part.buckets.len());
+        for b in part.buckets.iter().filter_map(|&i| batch.buckets.get(i)) {
             bucket_args(&mut inv, self.key("b", &b.key), b);
         }
-        inv.arg(batch.counters.len());
-        for c in &batch.counters {
+        inv.arg(part.counters.len());
+        for c in part.counters.iter().filter_map(|&i| batch.counters.get(i)) {
             self.counter_args(&mut inv, c, c.incr);
+        }
+        if let Some(op) = op {
+            inv.arg(op);
         }
         let flat: Vec<i64> = self.invoke(&inv).await?;
         let bad = || protocol("guard");
@@ -580,40 +612,215 @@ impl RedisStore {
         })
     }
 
-    /// A guard batch spread over several Cluster slots: the same order of evaluation, one call
-    /// per step (deny, nonce, buckets by slot, counters in parallel). Each step is atomic; the
-    /// batch as a whole is not, which a Cluster cannot offer across slots.
+    /// The batch's keys grouped by Cluster slot, in first-seen order.
+    fn guard_parts(&self, batch: &GuardBatch) -> Vec<GuardPart> {
+        let mut parts: Vec<(Slot, GuardPart)> = Vec::new();
+        let mut part_of = |key: String| -> usize {
+            let slot = Slot::for_key(key);
+            match parts.iter().position(|(s, _)| *s == slot) {
+                Some(i) => i,
+                None => {
+                    parts.push((slot, GuardPart::default()));
+                    parts.len() - 1
+                }
+            }
+        };
+        let deny = batch.deny.as_ref().map(|(set, _)| part_of(self.key("s", set)));
+        let nonce = batch.nonce.as_ref().map(|(n, _)| part_of(self.key("n", n)));
+        let buckets: Vec<usize> = batch.buckets.iter().map(|b| part_of(self.key("b", &b.key))).collect();
+        let counters: Vec<usize> = batch.counters.iter().map(|c| part_of(self.counter_keys(c).0)).collect();
+        if let Some(i) = deny {
+            parts[i].1.deny = true;
+        }
+        if let Some(i) = nonce {
+            parts[i].1.nonce = true;
+        }
+        for (b, i) in buckets.into_iter().enumerate() {
+            parts[i].1.buckets.push(b);
+        }
+        for (c, i) in counters.into_iter().enumerate() {
+            parts[i].1.counters.push(c);
+        }
+        parts.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// A guard batch spread over several Cluster slots, at one round trip of latency: every
+    /// slot's part runs as its own `guard.lua` call, all at once. When the combined answer stops
+    /// what a part already did — the client is denied, the nonce replayed, or an enforced bucket
+    /// in another slot refused — a second, concurrent round takes it back (nonce claim, bucket
+    /// tokens, counter increments), so the outcome is the one a single call would give: a denied
+    /// or replayed request leaves no trace, a rate-limited one claims its nonce and counts no
+    /// order. Another request may briefly see the state in between, which a Cluster cannot
+    /// prevent across slots.
     async fn guard_by_slot(&self, batch: &GuardBatch) -> Result<GuardOutcome, StoreError> {
-        if let Some((set, member)) = &batch.deny {
-            if self.set_contains_unbounded(set, member).await? {
-                return Ok(GuardOutcome {
-                    denied: true,
-                    ..GuardOutcome::default()
-                });
-            }
-        }
-        if let Some((nonce, ttl)) = &batch.nonce {
-            if !self.claim_nonce_unbounded(nonce, *ttl).await? {
-                return Ok(GuardOutcome {
-                    nonce_replayed: true,
-                    ..GuardOutcome::default()
-                });
-            }
-        }
-        let (buckets, enforced_ok) = self.take_buckets_unbounded(&batch.buckets).await?;
-        let counters = futures::future::try_join_all(
-            batch
-                .counters
+        let parts = self.guard_parts(batch);
+        let op = lease_token();
+        let answers = futures::future::try_join_all(parts.iter().map(|p| self.guard_part(batch, p, Some(&op)))).await?;
+
+        let denied = answers.iter().any(|a| a.denied);
+        let replayed = !denied && answers.iter().any(|a| a.nonce_replayed);
+        // A part that stopped early (its deny or nonce fired) touched nothing else.
+        let ran = |a: &GuardOutcome| !a.denied && !a.nonce_replayed;
+        let enforced_ok = parts.iter().zip(&answers).filter(|(_, a)| ran(a)).all(|(p, a)| {
+            p.buckets
                 .iter()
-                .map(|c| self.count_unbounded(c, if enforced_ok { c.incr } else { 0 })),
-        )
+                .zip(&a.buckets)
+                .all(|(&i, d)| d.allowed || batch.buckets.get(i).is_some_and(|b| !b.enforce))
+        });
+        let stop_all = denied || replayed;
+
+        let mut buckets: Vec<Option<BucketDecision>> = vec![None; batch.buckets.len()];
+        let mut counters: Vec<u64> = vec![0; batch.counters.len()];
+        let mut undo = Vec::new();
+        for (p, a) in parts.iter().zip(&answers) {
+            let part_ok = p
+                .buckets
+                .iter()
+                .zip(&a.buckets)
+                .all(|(&i, d)| d.allowed || batch.buckets.get(i).is_some_and(|b| !b.enforce));
+            for (&i, d) in p.buckets.iter().zip(&a.buckets) {
+                buckets[i] = Some(*d);
+            }
+            for (&i, v) in p.counters.iter().zip(&a.counters) {
+                counters[i] = *v;
+            }
+            if !ran(a) {
+                continue;
+            }
+            // What this part debited and incremented, and must give back.
+            let refund: Vec<usize> = p
+                .buckets
+                .iter()
+                .zip(&a.buckets)
+                .filter(|(&i, d)| {
+                    let enforce = batch.buckets.get(i).is_some_and(|b| b.enforce);
+                    d.allowed && ((enforce && part_ok && (stop_all || !enforced_ok)) || (!enforce && stop_all))
+                })
+                .map(|(&i, _)| i)
+                .collect();
+            let uncount: Vec<(usize, usize)> = if part_ok && (stop_all || !enforced_ok) {
+                p.counters
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &i)| batch.counters.get(i).is_some_and(|c| c.incr > 0))
+                    .map(|(k, &i)| (k + 1, i))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let release_nonce = denied && p.nonce;
+            if !refund.is_empty() || !uncount.is_empty() || release_nonce {
+                undo.push((refund, uncount, release_nonce));
+            }
+        }
+        let undone = futures::future::try_join_all(undo.iter().map(|(refund, uncount, release_nonce)| async {
+            let refunded = self.refund_into(batch, refund).await?;
+            let uncounted = self.uncount(batch, uncount, &op).await?;
+            if *release_nonce {
+                if let Some((nonce, _)) = &batch.nonce {
+                    self.delete(&self.key("n", nonce)).await?;
+                }
+            }
+            Ok::<_, StoreError>((refunded, uncounted))
+        }))
         .await?;
+        if stop_all {
+            return Ok(GuardOutcome {
+                denied,
+                nonce_replayed: replayed,
+                ..GuardOutcome::default()
+            });
+        }
+        for (refunded, uncounted) in undone {
+            for (i, remaining, reset) in refunded {
+                if let Some(Some(d)) = buckets.get_mut(i) {
+                    d.remaining = remaining;
+                    d.reset_after = reset;
+                }
+            }
+            for (i, v) in uncounted {
+                counters[i] = v;
+            }
+        }
+        let buckets: Option<Vec<BucketDecision>> = buckets.into_iter().collect();
         Ok(GuardOutcome {
             denied: false,
             nonce_replayed: false,
-            buckets,
+            buckets: buckets.ok_or_else(|| protocol("guard"))?,
             counters,
         })
+    }
+
+    /// `refund_buckets.lua` on the buckets at `idx` (one slot): (index, remaining, reset_after).
+    async fn refund_into(&self, batch: &GuardBatch, idx: &[usize]) -> Result<Vec<(usize, u64, Duration)>, StoreError> {
+        if idx.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = SCRIPTS.refund_buckets.prepare_invoke();
+        inv.arg(idx.len());
+        for b in idx.iter().filter_map(|&i| batch.buckets.get(i)) {
+            bucket_args(&mut inv, self.key("b", &b.key), b);
+        }
+        let flat: Vec<i64> = self.invoke(&inv).await?;
+        if flat.len() != idx.len() * 2 {
+            return Err(protocol("refund_buckets"));
+        }
+        Ok(idx
+            .iter()
+            .zip(flat.chunks(2))
+            .map(|(&i, pair)| {
+                let (remaining, reset) = (pair.first().copied().unwrap_or(0), pair.get(1).copied().unwrap_or(0));
+                (i, non_negative(remaining), Duration::from_millis(non_negative(reset)))
+            })
+            .collect())
+    }
+
+    /// `uncount.lua` on counters of one slot, given as (position in their guard.lua call,
+    /// index in the batch): (index, value afterwards).
+    async fn uncount(
+        &self,
+        batch: &GuardBatch,
+        counters: &[(usize, usize)],
+        op: &str,
+    ) -> Result<Vec<(usize, u64)>, StoreError> {
+        if counters.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = SCRIPTS.uncount.prepare_invoke();
+        inv.arg(counters.len());
+        for &(position, i) in counters {
+            let Some(c) = batch.counters.get(i) else {
+                return Err(protocol("uncount"));
+            };
+            let (key, sum) = self.counter_keys(c);
+            inv.key(key);
+            if let Some(sum) = sum {
+                inv.key(sum);
+            }
+            match &c.window {
+                CounterWindow::Sliding(window) => inv.arg("s").arg(millis(*window)),
+                CounterWindow::Fixed { ttl, .. } => inv.arg("f").arg(millis(*ttl)),
+            };
+            inv.arg(c.incr).arg(format!("{op}:{position}:{}", c.incr));
+        }
+        let values: Vec<i64> = self.invoke(&inv).await?;
+        if values.len() != counters.len() {
+            return Err(protocol("uncount"));
+        }
+        Ok(counters
+            .iter()
+            .zip(values)
+            .map(|(&(_, i), v)| (i, non_negative(v)))
+            .collect())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let cmd = redis::cmd("DEL").arg(key).clone();
+        let reply: redis::RedisResult<i64> = match &self.conn {
+            Connection::Standalone(c) => cmd.query_async(&mut c.clone()).await,
+            Connection::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+        };
+        reply.map(drop).map_err(store_error)
     }
 
     async fn dedup_token_op(
