@@ -500,22 +500,10 @@ impl RedisStore {
         idx: &[usize],
         out: &mut [Option<BucketDecision>],
     ) -> Result<(), StoreError> {
-        if idx.is_empty() {
-            return Ok(());
-        }
-        let mut inv = SCRIPTS.refund_buckets.prepare_invoke();
-        inv.arg(idx.len());
-        for b in idx.iter().filter_map(|&i| buckets.get(i)) {
-            bucket_args(&mut inv, self.key("b", &b.key), b);
-        }
-        let flat: Vec<i64> = self.invoke(&inv).await?;
-        if flat.len() != idx.len() * 2 {
-            return Err(protocol("refund_buckets"));
-        }
-        for (&i, pair) in idx.iter().zip(flat.chunks(2)) {
-            if let (Some(Some(d)), [remaining, reset]) = (out.get_mut(i), pair) {
-                d.remaining = non_negative(*remaining);
-                d.reset_after = Duration::from_millis(non_negative(*reset));
+        for (i, remaining, reset) in self.refund_into(buckets, idx).await? {
+            if let Some(Some(d)) = out.get_mut(i) {
+                d.remaining = remaining;
+                d.reset_after = reset;
             }
         }
         Ok(())
@@ -714,7 +702,7 @@ impl RedisStore {
             }
         }
         let undone = futures::future::try_join_all(undo.iter().map(|(refund, uncount, release_nonce)| async {
-            let refunded = self.refund_into(batch, refund).await?;
+            let refunded = self.refund_into(&batch.buckets, refund).await?;
             let uncounted = self.uncount(batch, uncount, &op).await?;
             if *release_nonce {
                 if let Some((nonce, _)) = &batch.nonce {
@@ -752,13 +740,17 @@ impl RedisStore {
     }
 
     /// `refund_buckets.lua` on the buckets at `idx` (one slot): (index, remaining, reset_after).
-    async fn refund_into(&self, batch: &GuardBatch, idx: &[usize]) -> Result<Vec<(usize, u64, Duration)>, StoreError> {
+    async fn refund_into(
+        &self,
+        buckets: &[BucketSpec],
+        idx: &[usize],
+    ) -> Result<Vec<(usize, u64, Duration)>, StoreError> {
         if idx.is_empty() {
             return Ok(Vec::new());
         }
         let mut inv = SCRIPTS.refund_buckets.prepare_invoke();
         inv.arg(idx.len());
-        for b in idx.iter().filter_map(|&i| batch.buckets.get(i)) {
+        for b in idx.iter().filter_map(|&i| buckets.get(i)) {
             bucket_args(&mut inv, self.key("b", &b.key), b);
         }
         let flat: Vec<i64> = self.invoke(&inv).await?;
