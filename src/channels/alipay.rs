@@ -10,18 +10,15 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use jiff::Timestamp;
-use rsa::traits::PublicKeyParts;
-use rsa::{Pkcs1v15Sign, RsaPrivateKey, RsaPublicKey};
+use md5::Digest as _;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use sha1::Sha1;
-use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, X509Certificate, X509Name};
 
 use super::amount::{format_minor, parse_decimal_minor};
 use super::beijing_time::{beijing_format, beijing_rfc3339};
 use super::form::{parse_form_raw, sorted_content, RawForm};
-use super::keys::{certificate_ders, certificate_rsa_key, parse_rsa_private_key, parse_rsa_public_key};
+use super::keys::{certificate_ders, parse_rsa_public_key, RsaKeyError, RsaScheme, RsaSigningKey, RsaVerifyingKey};
 use super::{
     printable, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo,
     SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent,
@@ -51,10 +48,12 @@ impl AlipaySignType {
         }
     }
 
-    fn min_key_bits(self) -> usize {
+    /// The PKCS#1 v1.5 scheme, which also fixes the smallest key: 2048 bits for RSA2, 1024 for
+    /// legacy RSA (§1.5).
+    fn scheme(self) -> RsaScheme {
         match self {
-            Self::Rsa2 => 2048,
-            Self::Rsa => 1024,
+            Self::Rsa2 => RsaScheme::Sha256,
+            Self::Rsa => RsaScheme::Sha1Legacy,
         }
     }
 }
@@ -93,11 +92,12 @@ pub struct AlipayConfig {
     pub additional_alipay_certs: Vec<SecretRef>,
 }
 
-/// One verification key with its certificate SN (certificate mode only).
+/// One verification key, prepared for the configured `sign_type`, with its certificate SN
+/// (certificate mode only).
 #[derive(Debug, Clone)]
 struct AlipayKey {
     cert_sn: Option<String>,
-    key: RsaPublicKey,
+    key: RsaVerifyingKey,
 }
 
 /// A configured Alipay notification verifier.
@@ -136,9 +136,25 @@ impl AlipayConfig {
                 "additional_alipay_certs needs alipay_cert",
             ));
         }
+        let scheme = self.sign_type.scheme();
+        // A key too small for the scheme is a sign_type problem (§1.5): RSA2 needs 2048 bits.
+        let key_issue = |path: String, e: RsaKeyError| match e {
+            RsaKeyError::TooSmall { bits, .. } => ConfigIssue::new(
+                "sign_type",
+                format!(
+                    "{} needs an RSA key of at least {} bits, {path} has {bits}",
+                    self.sign_type.wire_name(),
+                    scheme.min_bits()
+                ),
+            ),
+            RsaKeyError::Format(message) => ConfigIssue::new(path, message),
+        };
         if let Some(r) = &self.alipay_public_key {
-            match r.resolve().and_then(|s| parse_rsa_public_key(s.expose())) {
-                Ok(key) => keys.push(AlipayKey { cert_sn: None, key }),
+            match r.resolve() {
+                Ok(s) => match parse_rsa_public_key(s.expose(), scheme) {
+                    Ok(key) => keys.push(AlipayKey { cert_sn: None, key }),
+                    Err(e) => issues.push(key_issue("alipay_public_key".to_string(), e)),
+                },
                 Err(e) => issues.push(ConfigIssue::new("alipay_public_key", e)),
             }
         }
@@ -150,23 +166,14 @@ impl AlipayConfig {
         );
         for (path, r) in certs {
             match r.resolve().and_then(|s| parse_first_certificate(s.expose())) {
-                Ok((cert_sn, key)) => keys.push(AlipayKey {
-                    cert_sn: Some(cert_sn),
-                    key,
-                }),
+                Ok((cert_sn, spki)) => match RsaVerifyingKey::from_der(&spki, scheme) {
+                    Ok(key) => keys.push(AlipayKey {
+                        cert_sn: Some(cert_sn),
+                        key,
+                    }),
+                    Err(e) => issues.push(key_issue(path, e)),
+                },
                 Err(e) => issues.push(ConfigIssue::new(path, e)),
-            }
-        }
-        let min_bits = self.sign_type.min_key_bits();
-        for k in &keys {
-            if k.key.n().bits() < min_bits {
-                issues.push(ConfigIssue::new(
-                    "sign_type",
-                    format!(
-                        "{} needs an RSA key of at least {min_bits} bits",
-                        self.sign_type.wire_name()
-                    ),
-                ));
             }
         }
         if !issues.is_empty() {
@@ -183,12 +190,13 @@ impl AlipayConfig {
 }
 
 /// Certificate mode: the first certificate of the bundle (leaf first, then the intermediate;
-/// §1.5), as (certificate SN, key). Validity is deliberately not enforced for pinned certs (§1.5).
-fn parse_first_certificate(bytes: &[u8]) -> Result<(String, RsaPublicKey), String> {
+/// §1.5), as (certificate SN, SubjectPublicKeyInfo DER). Validity is deliberately not enforced
+/// for pinned certs (§1.5).
+fn parse_first_certificate(bytes: &[u8]) -> Result<(String, Vec<u8>), String> {
     let ders = certificate_ders(bytes)?;
     let der = ders.first().ok_or_else(|| "no certificate found".to_string())?;
     let (_, cert) = X509Certificate::from_der(der).map_err(|_| "certificate does not parse".to_string())?;
-    Ok((alipay_cert_sn(&cert), certificate_rsa_key(&cert)?))
+    Ok((alipay_cert_sn(&cert), cert.public_key().raw.to_vec()))
 }
 
 /// Alipay certificate SN (`app_cert_sn`, `alipay_cert_sn`): `lower_hex(MD5(issuerDN + serial))`
@@ -277,18 +285,6 @@ fn rfc2253_escape(value: &str) -> String {
     out
 }
 
-fn digest_for(sign_type: AlipaySignType, content: &[u8]) -> (Pkcs1v15Sign, Vec<u8>) {
-    match sign_type {
-        AlipaySignType::Rsa2 => (Pkcs1v15Sign::new::<Sha256>(), Sha256::digest(content).to_vec()),
-        AlipaySignType::Rsa => (Pkcs1v15Sign::new::<Sha1>(), Sha1::digest(content).to_vec()),
-    }
-}
-
-fn rsa_verifies(key: &RsaPublicKey, sign_type: AlipaySignType, content: &[u8], signature: &[u8]) -> bool {
-    let (scheme, digest) = digest_for(sign_type, content);
-    key.verify(scheme, &digest, signature).is_ok()
-}
-
 impl AlipayChannel {
     /// The signed-content variants to try, in order (§1.4 steps 3 and 7, §1.5): V1 (without
     /// `sign_type`) before V2; `alipay_cert_sn` excluded before included; empty values dropped
@@ -353,10 +349,8 @@ impl AlipayChannel {
             _ => self.keys.iter().collect(),
         };
         for content in Self::content_candidates(fields) {
-            if keys
-                .iter()
-                .any(|k| rsa_verifies(&k.key, self.sign_type, &content, &signature))
-            {
+            // Every key was prepared for the configured sign_type's scheme at build time.
+            if keys.iter().any(|k| k.key.verifies(&content, &signature)) {
                 return Ok(());
             }
         }
@@ -530,24 +524,21 @@ impl Channel for AlipayChannel {
     }
 }
 
-/// Signs `fields` (UTF-8) like Alipay does and returns the form body with `sign` and `sign_type`.
-fn sign_form(fields: &[(&str, String)], key: &RsaPrivateKey, sign_type: AlipaySignType) -> Result<Vec<u8>, String> {
+/// Signs `fields` (UTF-8) like Alipay does with RSA2 and returns the form body with `sign` and
+/// `sign_type`. (Only RSA2: legacy SHA1withRSA is verified, never produced.)
+fn sign_form(fields: &[(&str, String)], key: &RsaSigningKey) -> Result<Vec<u8>, String> {
     let raw: RawForm = fields
         .iter()
         .map(|(k, v)| ((*k).to_string(), v.clone().into_bytes()))
         .collect();
     let content = sorted_content(&raw, &["sign", "sign_type"], false);
-    let (scheme, digest) = digest_for(sign_type, &content);
-    let signature = key
-        .sign(scheme, &digest)
-        .map_err(|_| "RSA signing failed".to_string())?;
-    let sign = base64::engine::general_purpose::STANDARD.encode(signature);
+    let sign = base64::engine::general_purpose::STANDARD.encode(key.sign_sha256(&content)?);
     let mut body = form_urlencoded::Serializer::new(String::new());
     for (k, v) in fields {
         body.append_pair(k, v);
     }
     body.append_pair("sign", &sign)
-        .append_pair("sign_type", sign_type.wire_name());
+        .append_pair("sign_type", AlipaySignType::Rsa2.wire_name());
     Ok(body.finish().into_bytes())
 }
 
@@ -559,7 +550,7 @@ pub fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNot
         .private_key_pem
         .as_deref()
         .ok_or("alipay simulation needs private_key_pem")?;
-    let key = parse_rsa_private_key(pem_text)?;
+    let key = RsaSigningKey::from_pem(pem_text)?;
     let app_id = spec.app_id.clone().ok_or("alipay simulation needs app_id")?;
     let time = beijing_format(spec.at, "%Y-%m-%d %H:%M:%S");
     let mut fields: Vec<(&str, String)> = vec![
@@ -602,7 +593,7 @@ pub fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNot
         }
         other => return Err(format!("alipay simulation does not produce {}", other.as_str())),
     }
-    let body = sign_form(&fields, &key, AlipaySignType::Rsa2)?;
+    let body = sign_form(&fields, &key)?;
     Ok(SimulatedNotification {
         headers: Vec::new(),
         content_type: "application/x-www-form-urlencoded; charset=utf-8".to_string(),
@@ -659,8 +650,13 @@ mod tests {
         )
     }
 
-    fn private_key() -> RsaPrivateKey {
-        parse_rsa_private_key(&fixture("app_private_key.pem")).expect("key")
+    fn private_key() -> RsaSigningKey {
+        RsaSigningKey::from_pem(&fixture("app_private_key.pem")).expect("key")
+    }
+
+    /// `sign` of `content` under RSA2 with the DA vectors' key.
+    fn rsa2_sign(content: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(private_key().sign_sha256(content).unwrap())
     }
 
     #[test]
@@ -717,6 +713,79 @@ mod tests {
         assert!(matches!(err, ChannelError::Unsupported(_)), "{err:?}");
     }
 
+    fn legacy_1024_config(public_key_file: &str) -> AlipayConfig {
+        let mut cfg = config(AlipaySignType::Rsa);
+        cfg.alipay_public_key = Some(SecretRef::new(fixture(public_key_file)));
+        cfg
+    }
+
+    #[test]
+    fn alipay_da5_legacy_rsa_with_a_1024_bit_key_verifies_in_every_key_form() {
+        let body = fixture("da5_legacy_rsa1024_body.txt");
+        for file in [
+            "legacy_rsa1024_public_key.pem",
+            "legacy_rsa1024_public_key_pkcs1.pem",
+            "legacy_rsa1024_public_key.txt",
+        ] {
+            let ch = legacy_1024_config(file)
+                .build()
+                .unwrap_or_else(|e| panic!("{file}: {e:?}"));
+            let ev = verify(&ch, body.as_bytes()).unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert_eq!(ev.kind, EventKind::PaymentClosed);
+            assert_eq!(ev.out_trade_no, "ORDER-20240501-0005");
+            assert_eq!(ev.amount_minor, Some(660));
+        }
+    }
+
+    #[test]
+    fn alipay_da5_tampered_or_upgraded_is_refused() {
+        let ch = legacy_1024_config("legacy_rsa1024_public_key.pem").build().unwrap();
+        let body = fixture("da5_legacy_rsa1024_body.txt");
+        let tampered = body.replace("total_amount=6.60", "total_amount=0.01");
+        assert!(matches!(
+            verify(&ch, tampered.as_bytes()),
+            Err(ChannelError::Signature(_))
+        ));
+        // The configured scheme decides: an RSA2 label on a legacy-configured app is refused.
+        let relabelled = body.replace("sign_type=RSA", "sign_type=RSA2");
+        assert!(matches!(
+            verify(&ch, relabelled.as_bytes()),
+            Err(ChannelError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn alipay_rsa2_refuses_a_1024_bit_key_at_sign_type() {
+        let mut cfg = legacy_1024_config("legacy_rsa1024_public_key.pem");
+        cfg.sign_type = AlipaySignType::Rsa2;
+        let issues = cfg.build().unwrap_err();
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].path, "sign_type");
+        assert_eq!(
+            issues[0].message,
+            "RSA2 needs an RSA key of at least 2048 bits, alipay_public_key has 1024"
+        );
+    }
+
+    #[test]
+    fn alipay_rsa2_public_key_as_pkcs1_pem_or_bare_console_base64_verifies_da1() {
+        let spki = fixture("app_public_key.pem");
+        let console: String = spki.lines().filter(|l| !l.starts_with("-----")).collect();
+        for key in [fixture("app_public_key_pkcs1.pem"), console] {
+            let mut cfg = config(AlipaySignType::Rsa2);
+            cfg.alipay_public_key = Some(SecretRef::new(key));
+            assert!(verify(&cfg.build().unwrap(), DA1.as_bytes()).is_ok());
+        }
+    }
+
+    #[test]
+    fn alipay_rsa2_signing_reproduces_the_da1_signature() {
+        // PKCS#1 v1.5 is deterministic: the simulator's signer must produce DA1's own `sign`.
+        let fields = parse_form_raw(DA1.as_bytes()).unwrap();
+        let sign = String::from_utf8(fields.get("sign").unwrap().clone()).unwrap();
+        assert_eq!(rsa2_sign(DA1_CONTENT.as_bytes()), sign);
+    }
+
     #[test]
     fn alipay_da4_partial_refund_normalizes_to_refund_succeeded() {
         let ev = verify(&channel(AlipaySignType::Rsa2), DA4.as_bytes()).unwrap();
@@ -761,7 +830,7 @@ mod tests {
             .decode(fields.get("sign").unwrap())
             .unwrap();
         let v2 = sorted_content(&fields, &["sign"], false);
-        assert!(!rsa_verifies(&ch.keys[0].key, AlipaySignType::Rsa2, &v2, &signature));
+        assert!(!ch.keys[0].key.verifies(&v2, &signature));
         assert_eq!(AlipayChannel::content_candidates(&fields)[0], DA1_CONTENT.as_bytes());
         assert!(verify(&ch, DA1.as_bytes()).is_ok());
     }
@@ -778,8 +847,7 @@ mod tests {
         .map(|(k, v)| ((*k).to_string(), v.as_bytes().to_vec()))
         .collect();
         let content = sorted_content(&fields, &["sign"], false);
-        let (scheme, digest) = digest_for(AlipaySignType::Rsa2, &content);
-        let sign = base64::engine::general_purpose::STANDARD.encode(private_key().sign(scheme, &digest).unwrap());
+        let sign = rsa2_sign(&content);
         let body = form_urlencoded::Serializer::new(String::new())
             .append_pair("app_id", "2021000000000001")
             .append_pair("notify_id", "n1")
@@ -874,8 +942,7 @@ mod tests {
             .collect();
         let content = sorted_content(&raw, &["sign", "sign_type"], true);
         assert_eq!(content, b"app_id=2021000000000001&body=&out_trade_no=O1");
-        let (scheme, digest) = digest_for(AlipaySignType::Rsa2, &content);
-        let sign = base64::engine::general_purpose::STANDARD.encode(private_key().sign(scheme, &digest).unwrap());
+        let sign = rsa2_sign(&content);
         let body = form_urlencoded::Serializer::new(String::new())
             .append_pair("app_id", "2021000000000001")
             .append_pair("body", "")
@@ -938,8 +1005,7 @@ mod tests {
                 .map(|(k, v)| ((*k).to_string(), v.clone().into_bytes()))
                 .collect();
             let content = sorted_content(&raw, &["sign", "sign_type", "alipay_cert_sn"], false);
-            let (scheme, digest) = digest_for(AlipaySignType::Rsa2, &content);
-            let sign = base64::engine::general_purpose::STANDARD.encode(private_key().sign(scheme, &digest).unwrap());
+            let sign = rsa2_sign(&content);
             let mut s = form_urlencoded::Serializer::new(String::new());
             for (k, v) in &f {
                 s.append_pair(k, v);
@@ -947,22 +1013,12 @@ mod tests {
             s.append_pair("sign", &sign).append_pair("sign_type", "RSA2").finish()
         };
         assert!(verify(&ch, excluded.as_bytes()).is_ok());
-        let included = sign_form(&fields(&own_sn), &private_key(), AlipaySignType::Rsa2).unwrap();
+        let included = sign_form(&fields(&own_sn), &private_key()).unwrap();
         assert!(verify(&ch, &included).is_ok());
         // The SN of the other configured cert selects a key that did not sign: signature failure.
-        let other = sign_form(
-            &fields("6f1e366a31d9575cd546914add04f4af"),
-            &private_key(),
-            AlipaySignType::Rsa2,
-        )
-        .unwrap();
+        let other = sign_form(&fields("6f1e366a31d9575cd546914add04f4af"), &private_key()).unwrap();
         assert!(matches!(verify(&ch, &other), Err(ChannelError::Signature(_))));
-        let unknown = sign_form(
-            &fields("00000000000000000000000000000000"),
-            &private_key(),
-            AlipaySignType::Rsa2,
-        )
-        .unwrap();
+        let unknown = sign_form(&fields("00000000000000000000000000000000"), &private_key()).unwrap();
         assert!(matches!(verify(&ch, &unknown), Err(ChannelError::UnknownKey(_))));
     }
 

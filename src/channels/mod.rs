@@ -332,7 +332,8 @@ pub struct SimulateSpec {
 /// Test keys for [`SimulateSpec`]; each channel uses the fields it needs and says which is missing.
 #[derive(Debug, Clone, Default)]
 pub struct SimulateKeys {
-    /// PEM private key (PKCS#8 or PKCS#1) for RSA-signing channels (Alipay, WeChat v3, UnionPay).
+    /// PEM private key (PKCS#8 or PKCS#1, RSA of 2048 bits or more) for RSA-signing channels
+    /// (Alipay, WeChat v3, UnionPay); they sign SHA256withRSA.
     pub private_key_pem: Option<String>,
     /// PEM certificate that goes with the private key (UnionPay `signPubKeyCert`).
     pub certificate_pem: Option<String>,

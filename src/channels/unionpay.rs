@@ -7,21 +7,20 @@
 //! SHA256withRSA over the 64 ASCII bytes of `lower_hex(SHA-256(content))` (§5.3 items 2-4).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use jiff::Timestamp;
 use parking_lot::Mutex;
-use rsa::{Pkcs1v15Sign, RsaPublicKey};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use sha1::Sha1;
-use sha2::{Digest, Sha256, Sha384, Sha512};
+use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::amount::parse_decimal_minor;
 use super::beijing_time::{beijing_format, beijing_rfc3339};
 use super::form::{parse_form_raw, sorted_content, RawForm};
-use super::keys::{certificate_ders, certificate_rsa_key, parse_rsa_private_key};
+use super::keys::{certificate_ders, certificate_rsa_key, RsaKeyError, RsaScheme, RsaSigningKey, RsaVerifyingKey};
 use super::{
     printable, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo,
     SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent,
@@ -61,7 +60,19 @@ pub struct UnionpayConfig {
     pub cn_owner: String,
 }
 
-/// A configured CA certificate, kept in owned form.
+/// The notification signature (§5.3 item 4); UnionPay 5.1.0 keys are 2048-bit RSA.
+const SCHEME: RsaScheme = RsaScheme::Sha256;
+
+/// The certificate signature algorithms a configured CA is prepared to verify.
+const CERTIFICATE_SCHEMES: [RsaScheme; 4] = [
+    RsaScheme::Sha256,
+    RsaScheme::Sha384,
+    RsaScheme::Sha512,
+    RsaScheme::Sha1Legacy,
+];
+
+/// A configured CA certificate, kept in owned form, its key prepared once per certificate
+/// signature scheme it may have signed with.
 #[derive(Debug, Clone)]
 struct CaCert {
     subject: Vec<u8>,
@@ -69,16 +80,16 @@ struct CaCert {
     tbs: Vec<u8>,
     signature_alg: String,
     signature: Vec<u8>,
-    key: RsaPublicKey,
+    keys: Vec<RsaVerifyingKey>,
     not_before: i64,
     not_after: i64,
 }
 
 /// A signing certificate whose chain and CN verified; its validity window is the intersection
 /// of every certificate on the path, checked against `now` on each use.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct TrustedSigner {
-    key: RsaPublicKey,
+    key: RsaVerifyingKey,
     not_before: i64,
     not_after: i64,
 }
@@ -90,7 +101,7 @@ pub struct UnionpayChannel {
     roots: Vec<CaCert>,
     middles: Vec<CaCert>,
     cn_owner: String,
-    signers: Mutex<HashMap<[u8; 32], TrustedSigner>>,
+    signers: Mutex<HashMap<[u8; 32], Arc<TrustedSigner>>>,
 }
 
 impl UnionpayConfig {
@@ -139,13 +150,20 @@ fn parse_ca_bundle(bytes: &[u8]) -> Result<Vec<CaCert>, String> {
                     return Err("certificate is not a CA (basicConstraints ca=false)".to_string());
                 }
             }
+            // The SHA-2 schemes refuse a CA key below 2048 bits, so such a CA is refused here even
+            // if it only ever signed with SHA-1.
+            let keys = CERTIFICATE_SCHEMES
+                .iter()
+                .map(|&scheme| certificate_rsa_key(&cert, scheme))
+                .collect::<Result<Vec<_>, RsaKeyError>>()
+                .map_err(|e| format!("CA certificate {e}"))?;
             Ok(CaCert {
                 subject: cert.subject().as_raw().to_vec(),
                 issuer: cert.issuer().as_raw().to_vec(),
                 tbs: cert.tbs_certificate.as_ref().to_vec(),
                 signature_alg: cert.signature_algorithm.algorithm.to_id_string(),
                 signature: cert.signature_value.data.to_vec(),
-                key: certificate_rsa_key(&cert)?,
+                keys,
                 not_before: cert.validity().not_before.timestamp(),
                 not_after: cert.validity().not_after.timestamp(),
             })
@@ -153,34 +171,32 @@ fn parse_ca_bundle(bytes: &[u8]) -> Result<Vec<CaCert>, String> {
         .collect()
 }
 
-/// Verifies an X.509 signature made with an RSA issuer key (PKCS#1 v1.5, SHA-1/256/384/512).
-fn cert_signature_ok(issuer_key: &RsaPublicKey, alg_oid: &str, tbs: &[u8], signature: &[u8]) -> bool {
-    let (scheme, digest) = match alg_oid {
-        "1.2.840.113549.1.1.11" => (Pkcs1v15Sign::new::<Sha256>(), Sha256::digest(tbs).to_vec()),
-        "1.2.840.113549.1.1.12" => (Pkcs1v15Sign::new::<Sha384>(), Sha384::digest(tbs).to_vec()),
-        "1.2.840.113549.1.1.13" => (Pkcs1v15Sign::new::<Sha512>(), Sha512::digest(tbs).to_vec()),
-        "1.2.840.113549.1.1.5" => (Pkcs1v15Sign::new::<Sha1>(), Sha1::digest(tbs).to_vec()),
-        _ => return false,
-    };
-    issuer_key.verify(scheme, &digest, signature).is_ok()
+impl CaCert {
+    /// True when this CA made `signature` over `tbs` with the X.509 algorithm `alg_oid` (RSA
+    /// PKCS#1 v1.5 with SHA-1/256/384/512; anything else is false).
+    fn signed(&self, alg_oid: &str, tbs: &[u8], signature: &[u8]) -> bool {
+        RsaScheme::from_x509_signature_oid(alg_oid)
+            .and_then(|scheme| self.keys.iter().find(|k| k.scheme() == scheme))
+            .is_some_and(|key| key.verifies(tbs, signature))
+    }
 }
 
 impl UnionpayChannel {
     /// The trusted key of `signPubKeyCert` at `now`: chain to a configured root, CN owner, and
     /// validity of every certificate on the path (§5.3 item 5). Verified chains are cached by
     /// certificate content; validity is still checked against `now` on every call.
-    fn signer_key(&self, cert_pem: &[u8], now: i64) -> Result<RsaPublicKey, ChannelError> {
+    fn signer_key(&self, cert_pem: &[u8], now: i64) -> Result<Arc<TrustedSigner>, ChannelError> {
         let cache_key: [u8; 32] = Sha256::digest(cert_pem).into();
         let cached = self.signers.lock().get(&cache_key).cloned();
         let signer = match cached {
             Some(signer) => signer,
             None => {
-                let signer = self.verify_signer(cert_pem)?;
+                let signer = Arc::new(self.verify_signer(cert_pem)?);
                 let mut cache = self.signers.lock();
                 if cache.len() >= CERT_CACHE_LIMIT {
                     cache.clear();
                 }
-                cache.insert(cache_key, signer.clone());
+                cache.insert(cache_key, Arc::clone(&signer));
                 signer
             }
         };
@@ -189,7 +205,7 @@ impl UnionpayChannel {
                 "signing certificate (or its chain) is expired or not yet valid".into(),
             ));
         }
-        Ok(signer.key)
+        Ok(signer)
     }
 
     fn verify_signer(&self, cert_pem: &[u8]) -> Result<TrustedSigner, ChannelError> {
@@ -222,10 +238,14 @@ impl UnionpayChannel {
         let mut alg = cert.signature_algorithm.algorithm.to_id_string();
         let mut signature: Vec<u8> = cert.signature_value.data.to_vec();
         for _ in 0..MAX_CHAIN_DEPTH {
-            let signed_by = |ca: &&CaCert| ca.subject == issuer && cert_signature_ok(&ca.key, &alg, &tbs, &signature);
+            let signed_by = |ca: &&CaCert| ca.subject == issuer && ca.signed(&alg, &tbs, &signature);
             if let Some(root) = self.roots.iter().find(signed_by) {
+                let key = certificate_rsa_key(&cert, SCHEME).map_err(|e| match e {
+                    RsaKeyError::Format(_) => bad("signPubKeyCert holds no RSA key"),
+                    too_small => ChannelError::Signature(format!("signing certificate {too_small}")),
+                })?;
                 return Ok(TrustedSigner {
-                    key: certificate_rsa_key(&cert).map_err(|e| bad(&e))?,
+                    key,
                     not_before: not_before.max(root.not_before),
                     not_after: not_after.min(root.not_after),
                 });
@@ -382,14 +402,16 @@ impl Channel for UnionpayChannel {
             .decode(signature)
             .map_err(|_| ChannelError::Signature("signature is not base64".into()))?;
         let cert = get("signPubKeyCert").ok_or_else(|| ChannelError::Malformed("signPubKeyCert is missing".into()))?;
-        let key = self.signer_key(cert.as_bytes(), now.as_second())?;
+        let signer = self.signer_key(cert.as_bytes(), now.as_second())?;
 
         let content = sorted_content(&raw, &["signature"], false);
         let digest_hex = hex::encode(Sha256::digest(&content));
         // The hex digest is hashed again by SHA256withRSA (§5.3 item 4).
-        let hashed = Sha256::digest(digest_hex.as_bytes());
-        key.verify(Pkcs1v15Sign::new::<Sha256>(), &hashed, &signature)
-            .map_err(|_| ChannelError::Signature("SHA256withRSA signature does not verify".into()))?;
+        if !signer.key.verifies(digest_hex.as_bytes(), &signature) {
+            return Err(ChannelError::Signature(
+                "SHA256withRSA signature does not verify".into(),
+            ));
+        }
 
         if get("merId") != Some(self.mer_id.as_str()) {
             return Err(ChannelError::Business(format!(
@@ -423,7 +445,7 @@ impl Channel for UnionpayChannel {
 /// `keys.private_key_pem` and carrying `keys.certificate_pem` as `signPubKeyCert`. Needs
 /// `spec.mch_id` (merId). Supports payment succeeded/pending/failed and refund succeeded.
 pub fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNotification, String> {
-    let key = parse_rsa_private_key(
+    let key = RsaSigningKey::from_pem(
         keys.private_key_pem
             .as_deref()
             .ok_or("unionpay simulation needs private_key_pem")?,
@@ -477,9 +499,7 @@ pub fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNot
         .map(|(k, v)| ((*k).to_string(), v.clone().into_bytes()))
         .collect();
     let digest_hex = hex::encode(Sha256::digest(sorted_content(&raw, &["signature"], false)));
-    let signature = key
-        .sign(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(digest_hex.as_bytes()))
-        .map_err(|_| "RSA signing failed".to_string())?;
+    let signature = key.sign_sha256(digest_hex.as_bytes())?;
     let mut body = form_urlencoded::Serializer::new(String::new());
     for (k, v) in &fields {
         body.append_pair(k, v);
@@ -682,6 +702,51 @@ mod tests {
         let mut cfg = config();
         cfg.root_cert = SecretRef::new(fixture("leaf.pem"));
         assert_eq!(cfg.build().unwrap_err()[0].path, "root_cert");
+    }
+
+    #[test]
+    fn unionpay_ca_certificate_with_a_1024_bit_key_is_refused() {
+        let mut cfg = config();
+        cfg.root_cert = SecretRef::new(fixture("weak_root_1024.pem"));
+        let issues = cfg.build().unwrap_err();
+        assert_eq!(issues[0].path, "root_cert");
+        assert!(issues[0].message.contains("1024 bits"), "{}", issues[0].message);
+        let mut cfg = config();
+        cfg.middle_cert = Some(SecretRef::new(fixture("weak_root_1024.pem")));
+        assert_eq!(cfg.build().unwrap_err()[0].path, "middle_cert");
+    }
+
+    /// Trusts only `other_root.pem`, which certified `leaf.key.pem`'s key with SHA-384 and
+    /// SHA-512 and a 1024-bit key with SHA-256 (generate_key_checks.py).
+    fn other_root_channel() -> UnionpayChannel {
+        let mut cfg = config();
+        cfg.root_cert = SecretRef::new(fixture("other_root.pem"));
+        cfg.middle_cert = None;
+        cfg.build().unwrap()
+    }
+
+    #[test]
+    fn unionpay_certificates_signed_with_sha384_and_sha512_chain() {
+        let ch = other_root_channel();
+        for cert in ["leaf_sha384.pem", "leaf_sha512.pem"] {
+            let ev = verify(&ch, &signed_with(cert)).unwrap_or_else(|e| panic!("{cert}: {e}"));
+            assert_eq!(ev.out_trade_no, "ORDER-SIM-3");
+        }
+        // The main chain's leaf was not issued by this root.
+        assert!(matches!(
+            verify(&ch, &signed_with("leaf.pem")),
+            Err(ChannelError::Signature(ref m)) if m.contains("chain")
+        ));
+    }
+
+    #[test]
+    fn unionpay_signing_certificate_with_a_1024_bit_key_is_refused_after_its_chain_verifies() {
+        // Signed with the 2048-bit leaf key; the carried 1024-bit certificate is refused first.
+        let err = verify(&other_root_channel(), &signed_with("leaf_1024.pem")).unwrap_err();
+        assert!(
+            matches!(err, ChannelError::Signature(ref m) if m.contains("1024 bits")),
+            "{err:?}"
+        );
     }
 
     #[test]

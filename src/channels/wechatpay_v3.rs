@@ -13,18 +13,12 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use jiff::Timestamp;
 use rand::distributions::{Alphanumeric, DistString};
-use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey};
-use rsa::pkcs1v15::{Signature, SigningKey, VerifyingKey};
-use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey};
-use rsa::signature::{SignatureEncoding, Signer, Verifier};
-use rsa::traits::PublicKeyParts;
-use rsa::{RsaPrivateKey, RsaPublicKey};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 use super::amount::integer_minor_at;
+use super::keys::{certificate_rsa_key, parse_rsa_public_key, RsaScheme, RsaSigningKey, RsaVerifyingKey};
 use super::{
     required_header, single_header, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest,
     RefundInfo, SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent,
@@ -40,8 +34,8 @@ const PROBE_PREFIX: &str = "WECHATPAY/SIGNTEST/";
 const PUBLIC_KEY_ID_PREFIX: &str = "PUB_KEY_ID_";
 /// The only resource algorithm (§2.5).
 const RESOURCE_ALGORITHM: &str = "AEAD_AES_256_GCM";
-/// `WECHATPAY2-SHA256-RSA2048` keys are 2048-bit; smaller keys are refused at load time.
-const MIN_RSA_BITS: usize = 2048;
+/// `WECHATPAY2-SHA256-RSA2048`: SHA256withRSA, whose keys are refused below 2048 bits at load time.
+const SCHEME: RsaScheme = RsaScheme::Sha256;
 
 fn default_tolerance() -> Duration {
     Duration::from_secs(300)
@@ -137,7 +131,10 @@ impl WechatpayV3Config {
                         format!("must start with {PUBLIC_KEY_ID_PREFIX}"),
                     ));
                 }
-                match source.resolve().and_then(|s| public_key_from_pem(&s)) {
+                match source
+                    .resolve()
+                    .and_then(|s| parse_rsa_public_key(s.expose(), SCHEME).map_err(|e| e.to_string()))
+                {
                     Ok(key) => Some((id.clone(), key)),
                     Err(e) => {
                         issues.push(ConfigIssue::new("public_key", e));
@@ -181,7 +178,7 @@ impl WechatpayV3Config {
 #[derive(Clone)]
 struct PlatformKey {
     serial: String,
-    key: VerifyingKey<Sha256>,
+    key: RsaVerifyingKey,
     not_before: i64,
     not_after: i64,
 }
@@ -193,7 +190,7 @@ pub struct WechatpayV3 {
     appid: Option<String>,
     api_v3_key: Secret,
     platform_keys: Vec<PlatformKey>,
-    public_key: Option<(String, VerifyingKey<Sha256>)>,
+    public_key: Option<(String, RsaVerifyingKey)>,
     tolerance_secs: i64,
 }
 
@@ -257,11 +254,11 @@ impl Channel for WechatpayV3 {
         let sig_bytes = BASE64
             .decode(signature)
             .map_err(|_| ChannelError::Signature("Wechatpay-Signature is not base64".into()))?;
-        let sig = Signature::try_from(sig_bytes.as_slice())
-            .map_err(|_| ChannelError::Signature("Wechatpay-Signature has the wrong length".into()))?;
         let message = signed_message(timestamp, nonce, req.body);
-        key.verify(&message, &sig)
-            .map_err(|_| ChannelError::Signature("RSA-SHA256 signature does not verify".into()))?;
+        // A signature of the wrong length (truncated, padded) does not verify either.
+        if !key.verifies(&message, &sig_bytes) {
+            return Err(ChannelError::Signature("RSA-SHA256 signature does not verify".into()));
+        }
 
         let envelope: Envelope =
             serde_json::from_slice(req.body).map_err(|e| ChannelError::Malformed(format!("notification body: {e}")))?;
@@ -317,7 +314,7 @@ impl WechatpayV3 {
     /// The verifying key `Wechatpay-Serial` names (§2.3): the public key when the serial is the
     /// configured `PUB_KEY_ID_…`, else the platform certificate with that serial, if it is
     /// valid at `now`.
-    fn select_key(&self, serial: &str, now: Timestamp) -> Result<&VerifyingKey<Sha256>, ChannelError> {
+    fn select_key(&self, serial: &str, now: Timestamp) -> Result<&RsaVerifyingKey, ChannelError> {
         if let Some((id, key)) = &self.public_key {
             if serial == id {
                 return Ok(key);
@@ -423,9 +420,7 @@ fn load_platform_certificate(entry: &PlatformCertificate) -> Result<Vec<Platform
         let cert = pem
             .parse_x509()
             .map_err(|_| format!("{} holds an unparsable certificate", source.describe()))?;
-        let spki = RsaPublicKey::from_public_key_der(cert.public_key().raw)
-            .map_err(|_| format!("{} holds a certificate without an RSA key", source.describe()))?;
-        let key = checked_verifying_key(spki)?;
+        let key = certificate_rsa_key(&cert, SCHEME).map_err(|e| format!("{}: certificate {e}", source.describe()))?;
         let own_serial = normalize_serial(&hex::encode(cert.tbs_certificate.raw_serial())).unwrap_or_default();
         keys.push(PlatformKey {
             serial: pinned.clone().unwrap_or(own_serial),
@@ -439,25 +434,6 @@ fn load_platform_certificate(entry: &PlatformCertificate) -> Result<Vec<Platform
         n if n > 1 && pinned.is_some() => Err("a pinned serial needs exactly one certificate".into()),
         _ => Ok(keys),
     }
-}
-
-/// Parses a PEM public key: SubjectPublicKeyInfo, PKCS#1, or a certificate's key.
-fn public_key_from_pem(secret: &Secret) -> Result<VerifyingKey<Sha256>, String> {
-    let text = secret.expose_str()?.trim();
-    let key = RsaPublicKey::from_public_key_pem(text)
-        .or_else(|_| RsaPublicKey::from_pkcs1_pem(text))
-        .map_err(|_| "is not a PEM RSA public key (BEGIN PUBLIC KEY)".to_string())?;
-    checked_verifying_key(key)
-}
-
-fn checked_verifying_key(key: RsaPublicKey) -> Result<VerifyingKey<Sha256>, String> {
-    let bits = key.n().bits();
-    if bits < MIN_RSA_BITS {
-        return Err(format!(
-            "RSA key has {bits} bits, WECHATPAY2-SHA256-RSA2048 needs at least {MIN_RSA_BITS}"
-        ));
-    }
-    Ok(VerifyingKey::new(key))
 }
 
 /// Decrypts a `resource` (§2.5): `ciphertext_b64` is base64 of ciphertext ‖ 16-byte tag, `key`
@@ -649,9 +625,7 @@ pub fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNot
         .as_deref()
         .ok_or("wechatpay_v3 needs a key id (certificate serial or PUB_KEY_ID_...)")?;
     let api_v3_key = keys.api_v3_key.as_deref().ok_or("wechatpay_v3 needs an APIv3 key")?;
-    let private_key = RsaPrivateKey::from_pkcs8_pem(pem)
-        .or_else(|_| RsaPrivateKey::from_pkcs1_pem(pem))
-        .map_err(|_| "private_key_pem is not a PEM RSA private key".to_string())?;
+    let private_key = RsaSigningKey::from_pem(pem).map_err(|e| format!("private_key_pem: {e}"))?;
     let offset = jiff::tz::Offset::constant(8);
     let when = spec
         .at
@@ -734,13 +708,13 @@ pub fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNot
     .into_bytes();
     let timestamp = spec.at.as_second().to_string();
     let nonce = Alphanumeric.sample_string(&mut rand::thread_rng(), 32);
-    let signature = SigningKey::<Sha256>::new(private_key).sign(&signed_message(&timestamp, &nonce, &body));
+    let signature = private_key.sign_sha256(&signed_message(&timestamp, &nonce, &body))?;
     Ok(SimulatedNotification {
         headers: vec![
             ("Wechatpay-Serial".into(), serial.to_string()),
             ("Wechatpay-Timestamp".into(), timestamp),
             ("Wechatpay-Nonce".into(), nonce),
-            ("Wechatpay-Signature".into(), BASE64.encode(signature.to_bytes())),
+            ("Wechatpay-Signature".into(), BASE64.encode(signature)),
             ("Wechatpay-Signature-Type".into(), SIGNATURE_TYPE.into()),
         ],
         content_type: "application/json".into(),
@@ -761,6 +735,8 @@ mod tests {
     const SIM_CERT: &str = include_str!("../../tests/fixtures/wechatpay_v3/simulate_platform_certificate.pem");
     const SIM_PUBLIC_KEY: &str = include_str!("../../tests/fixtures/wechatpay_v3/simulate_platform_public_key.pem");
     const WEAK_PUBLIC_KEY: &str = include_str!("../../tests/fixtures/wechatpay_v3/weak_1024_public_key.pem");
+    const WEAK_CERT: &str = include_str!("../../tests/fixtures/wechatpay_v3/weak_1024_certificate.pem");
+    const DW_PUBLIC_KEY_PKCS1: &str = include_str!("../../tests/fixtures/wechatpay_v3/vector_dw_public_key_pkcs1.pem");
 
     const API_V3_KEY: &str = "53D67FCB97E68F9998CBD17ED7A8D1E2";
     const DW_SERIAL: &str = "45F59D4DABF31918AFCEC556D5D2C6E376675D57";
@@ -821,14 +797,14 @@ mod tests {
 
     /// Headers of a notification signed here with the simulation key.
     fn sim_signed(serial: &str, ts: &str, body: &[u8]) -> HeaderMap {
-        let key = RsaPrivateKey::from_pkcs8_pem(SIM_KEY).unwrap();
+        let key = RsaSigningKey::from_pem(SIM_KEY).unwrap();
         let nonce = "n0nceN0nceN0nceN0nceN0nceN0nce12";
-        let sig = SigningKey::<Sha256>::new(key).sign(&signed_message(ts, nonce, body));
+        let sig = key.sign_sha256(&signed_message(ts, nonce, body)).unwrap();
         headers(&[
             ("Wechatpay-Serial", serial),
             ("Wechatpay-Timestamp", ts),
             ("Wechatpay-Nonce", nonce),
-            ("Wechatpay-Signature", &BASE64.encode(sig.to_bytes())),
+            ("Wechatpay-Signature", &BASE64.encode(sig)),
         ])
     }
 
@@ -928,13 +904,18 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn dw1_verifies_in_public_key_mode_when_serial_is_the_key_id() {
+    /// Public-key mode only: the DW vectors' key under `PUB_KEY_ID_…`, in the PEM form given.
+    fn dw_public_key_mode_channel(public_key_pem: &str) -> WechatpayV3 {
         let mut cfg = config();
         cfg.platform_certificates.clear();
         cfg.public_key_id = Some(DW_PUB_KEY_ID.into());
-        cfg.public_key = Some(SecretRef::new(DW_PUBLIC_KEY));
-        let ch = cfg.build().unwrap();
+        cfg.public_key = Some(SecretRef::new(public_key_pem));
+        cfg.build().unwrap()
+    }
+
+    #[test]
+    fn dw1_verifies_in_public_key_mode_when_serial_is_the_key_id() {
+        let ch = dw_public_key_mode_channel(DW_PUBLIC_KEY);
         assert_eq!(
             verify_dw1_with(&ch, DW_PUB_KEY_ID).unwrap().out_trade_no,
             "ORDER-20240501-0101"
@@ -949,6 +930,12 @@ mod tests {
             verify_dw1_with(&ch, DW_SERIAL),
             Err(ChannelError::UnknownKey(_))
         ));
+    }
+
+    #[test]
+    fn dw1_verifies_in_public_key_mode_with_a_pkcs1_public_key() {
+        let ch = dw_public_key_mode_channel(DW_PUBLIC_KEY_PKCS1);
+        assert!(verify_dw1_with(&ch, DW_PUB_KEY_ID).is_ok());
     }
 
     #[test]
@@ -1296,6 +1283,20 @@ mod tests {
         assert_eq!(paths, ["api_v3_key", "public_key"]);
         assert!(issues.iter().all(|i| !i.message.contains("short-secret-key")));
         assert!(issues[1].message.contains("1024 bits"), "{}", issues[1].message);
+    }
+
+    #[test]
+    fn build_refuses_a_platform_certificate_with_a_1024_bit_key() {
+        let mut cfg = config();
+        cfg.platform_certificates = vec![PlatformCertificate::Pem(SecretRef::new(WEAK_CERT))];
+        let issues = cfg.build().unwrap_err();
+        assert_eq!(issues[0].path, "platform_certificates[0]");
+        assert!(issues[0].message.contains("1024 bits"), "{}", issues[0].message);
+        assert!(
+            !issues[0].message.contains("BEGIN CERTIFICATE"),
+            "{}",
+            issues[0].message
+        );
     }
 
     #[test]

@@ -55,8 +55,8 @@ pub struct SimulateArgs {
     /// Merchant id (WeChat `mchid`/`mch_id`, UnionPay `merId`, Alipay `seller_id`).
     #[arg(long)]
     pub mch_id: Option<String>,
-    /// PEM private key that signs (Alipay app key in the sandbox, WeChat v3 platform key,
-    /// UnionPay signing key).
+    /// PEM private key that signs, PKCS#8 or PKCS#1, RSA-2048 or larger (Alipay app key in the
+    /// sandbox, WeChat v3 platform key, UnionPay signing key).
     #[arg(long)]
     pub private_key: Option<PathBuf>,
     /// PEM certificate of the signing key (UnionPay `signPubKeyCert`; for WeChat v3 its serial
