@@ -59,6 +59,8 @@ pub struct RequestCtx {
     guard_request_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     guard_response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     upstream_counters: Vec<crate::store::CounterSpec>,
+    /// Length of a verified body that Pingora replays to the backend from its retry buffer.
+    replayed_body_len: Option<usize>,
 }
 
 impl RequestCtx {
@@ -76,6 +78,7 @@ impl RequestCtx {
             guard_request_headers: Vec::new(),
             guard_response_headers: Vec::new(),
             upstream_counters: Vec::new(),
+            replayed_body_len: None,
         }
     }
 }
@@ -165,6 +168,9 @@ fn expects_continue(req: &pingora::http::RequestHeader) -> bool {
 /// reading anything, and a client sending `Expect: 100-continue` is invited to send the body
 /// only now (without it, curl stalls a second).
 async fn read_body_capped(session: &mut Session, cap: usize) -> Result<std::result::Result<Bytes, usize>> {
+    // Pingora keeps a copy of what is read now (up to its 64 KiB retry buffer) and sends it to
+    // the backend after the request head, once this filter let the request through.
+    session.as_mut().enable_retry_buffering();
     let declared = session
         .req_header()
         .headers
@@ -399,11 +405,20 @@ impl PayguardProxy {
         // Added to the backend's answer and counted after a 2xx, on either forwarding path.
         ctx.guard_response_headers = response_headers;
         ctx.upstream_counters = plan.upstream_counters();
+        // Back on Pingora's upstream path when it can carry the request: without a body check
+        // (the body streams through), or with a checked body that fits Pingora's retry buffer,
+        // which it sends after the request head — that head is written only after this filter
+        // returned, so nothing reaches the backend before the checks passed. A larger checked
+        // body is sent by payguard itself.
+        let replayable = |s: &mut Session| s.as_mut().is_body_empty() || s.as_ref().get_retry_buffer().is_some();
         match body {
-            // No body check: Pingora streams the request; the headers follow in
-            // upstream_request_filter.
             None => {
                 ctx.guard_request_headers = request_headers;
+                Ok(false)
+            }
+            Some(body) if replayable(session) => {
+                ctx.guard_request_headers = request_headers;
+                ctx.replayed_body_len = Some(body.len());
                 Ok(false)
             }
             Some(body) => {
@@ -770,6 +785,13 @@ impl ProxyHttp for PayguardProxy {
     ) -> Result<()> {
         for (k, v) in std::mem::take(&mut ctx.guard_request_headers) {
             upstream_request.insert_header(k, v)?;
+        }
+        if let Some(len) = ctx.replayed_body_len {
+            // The exact verified bytes, framed by their length whatever the client's framing
+            // was; the client's `100-continue` was already answered.
+            upstream_request.remove_header(&http::header::TRANSFER_ENCODING);
+            upstream_request.remove_header(&http::header::EXPECT);
+            upstream_request.insert_header(http::header::CONTENT_LENGTH, len.to_string())?;
         }
         Ok(())
     }
