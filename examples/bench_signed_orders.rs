@@ -1,5 +1,5 @@
 //! Writes signed client calls (`PG-HMAC-SHA256`) for load tests, one per line, for the wrk script
-//! `scripts/bench/notify.lua` (which POSTs any such line file): `Header: value` fields then the
+//! `scripts/bench/requests.lua` (which POSTs any such line file): `Header: value` fields then the
 //! raw body, separated by tabs.
 //!
 //! Usage: `bench_signed_orders KEY_ID SECRET PATH COUNT USERS > orders.tsv`

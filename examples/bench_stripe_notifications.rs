@@ -1,5 +1,5 @@
 //! Writes signed payment notifications for load tests, one per line, for the wrk script
-//! `scripts/bench/notify.lua`: `Header: value` fields then the raw body, separated by tabs.
+//! `scripts/bench/requests.lua`: `Header: value` fields then the raw body, separated by tabs.
 //!
 //! Usage: `bench_stripe_notifications CHANNEL_SECRET COUNT PREFIX > notifications.tsv`
 //! Stripe `payment_intent.succeeded` events signed now with `CHANNEL_SECRET` (`whsec_…`), each
