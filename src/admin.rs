@@ -139,7 +139,18 @@ impl ServeHttp for AdminApp {
                     ),
                 }
             }
-            ("GET", "/metrics") => text(StatusCode::OK, "text/plain; version=0.0.4", self.state.metrics.render()),
+            ("GET", "/metrics") => {
+                let m = &self.state.metrics;
+                for (kind, records, budget) in self.state.store.usage() {
+                    m.store_records
+                        .with_label_values(&[kind])
+                        .set(i64::try_from(records).unwrap_or(i64::MAX));
+                    m.store_budget
+                        .with_label_values(&[kind])
+                        .set(i64::try_from(budget).unwrap_or(i64::MAX));
+                }
+                text(StatusCode::OK, "text/plain; version=0.0.4", m.render())
+            }
             ("POST", "/admin/reload") => {
                 if let Err(resp) = self.authorized(session) {
                     return resp;

@@ -26,6 +26,12 @@ pub struct Metrics {
     pub store_duration: HistogramVec,
     /// Store errors by backend and operation.
     pub store_errors: IntCounterVec,
+    /// Records the embedded store refused because that kind's budget was full.
+    pub store_full: IntCounterVec,
+    /// Records the embedded store holds, and its budget, by kind (set on each scrape).
+    pub store_records: prometheus::IntGaugeVec,
+    /// The embedded store's budget by kind.
+    pub store_budget: prometheus::IntGaugeVec,
     /// Guard rule decisions by rule kind, rule, decision and mode (shadow included).
     pub rule_decisions: IntCounterVec,
     /// Signature failures by reason.
@@ -93,6 +99,19 @@ impl Metrics {
             &["backend", "op"],
         );
         let store_errors = counter("store_errors_total", "Store operation errors.", &["backend", "op"]);
+        let store_full = counter(
+            "store_full_total",
+            "Records the embedded store refused because the budget of their kind was full.",
+            &["kind"],
+        );
+        let gauge = |name: &str, help: &str| {
+            let g = prometheus::IntGaugeVec::new(Opts::new(name, help).namespace("payguard"), &["kind"])
+                .expect("static metric definition");
+            registry.register(Box::new(g.clone())).expect("unique metric name");
+            g
+        };
+        let store_records = gauge("store_records", "Records the embedded store holds, by kind.");
+        let store_budget = gauge("store_budget", "The embedded store's budget, by kind of record.");
         let notifications = counter(
             "notifications_total",
             "Payment notifications by route, channel and outcome.",
@@ -132,6 +151,9 @@ impl Metrics {
             config_loaded_at,
             store_duration,
             store_errors,
+            store_full,
+            store_records,
+            store_budget,
         }
     }
 

@@ -39,11 +39,8 @@ pub fn serve(path: &Path) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot open the store: {e}"))?;
 
     let metrics = Metrics::new();
-    let store: std::sync::Arc<dyn store::Store> = std::sync::Arc::new(store::metered::MeteredStore::new(
-        store,
-        metrics.store_duration.clone(),
-        metrics.store_errors.clone(),
-    ));
+    let store: std::sync::Arc<dyn store::Store> =
+        std::sync::Arc::new(store::metered::MeteredStore::new(store, &metrics));
     metrics.reloads.with_label_values(&["success"]);
     metrics.reloads.with_label_values(&["failure"]);
     metrics.config_loaded_at.set(clock.unix_seconds());

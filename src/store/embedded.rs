@@ -1,19 +1,26 @@
 //! The embedded store: payguard's shared state inside the process, for a single replica.
 //!
 //! Same semantics as the Redis store (the contract tests run against both), with time from the
-//! injected clock so tests can move it. Memory is bounded: at most `max_entries` keys, evicted
-//! least-recently-used first, and every entry expires by its TTL (governor's keyed store grows
-//! without bound when keyed by IP — prior-art.md, rate limiting).
+//! injected clock so tests can move it. Every record expires by its TTL, and every kind of record
+//! has a budget of its own, because running out of room must never trade security for space:
+//!
+//! | record | when its budget is full |
+//! |---|---|
+//! | nonces | refused ([`StoreError::Full`]): signed requests fail closed (503) until nonces expire — evicting one would let its request be replayed |
+//! | dedup records | refused: notifications get the channel's failure answer and are retried later — evicting one would let an event be forwarded twice |
+//! | order counters | refused: order rules apply their `on_store_error` |
+//! | deny-list members | refused: the admin API reports it |
+//! | token buckets | the bucket closest to refilling is dropped; it starts full again when next used, which is what it was about to be |
+//!
+//! One mutex guards everything: a guard batch reads and writes several records atomically, as
+//! one Lua script does on Redis, and every operation takes microseconds.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use moka::policy::EvictionPolicy;
-use moka::sync::Cache;
-use moka::Expiry;
 use parking_lot::Mutex;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -24,114 +31,269 @@ use super::{
 };
 use crate::clock::SharedClock;
 
-/// Settings of the embedded store.
+/// Settings of the embedded store: how many records of each kind it keeps at most.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddedStoreConfig {
-    /// Most keys kept (buckets, nonces, counters, dedup keys, sets). When full, the least
-    /// recently used key is dropped: a bucket then starts full again, a nonce could be replayed,
-    /// so size it above the traffic of the longest nonce TTL.
-    #[serde(default = "default_max_entries")]
-    pub max_entries: u64,
+    /// Nonces held at once; each is kept for twice the signature window. Size it above the
+    /// signed requests of that period (300 s window: 600 s × requests/s). When full, signed
+    /// requests are refused with 503 until nonces expire.
+    #[serde(default = "default_max_nonces")]
+    pub max_nonces: u64,
+    /// Notification dedup records (in-flight leases and delivered events, kept for the route's
+    /// `keep`, 7 days by default). When full, notifications get the channel's failure answer.
+    #[serde(default = "default_max_dedup_records")]
+    pub max_dedup_records: u64,
+    /// Token buckets (one per rule and identity). When full, the bucket closest to refilling is
+    /// dropped: it starts full when next used.
+    #[serde(default = "default_max_buckets")]
+    pub max_buckets: u64,
+    /// Order counters (one per rule, user and window). When full, new counters are refused and
+    /// order rules apply their `on_store_error`.
+    #[serde(default = "default_max_counters")]
+    pub max_counters: u64,
+    /// Dynamic deny-list members. When full, adding one fails.
+    #[serde(default = "default_max_deny_entries")]
+    pub max_deny_entries: u64,
 }
 
-fn default_max_entries() -> u64 {
+fn default_max_nonces() -> u64 {
     1_000_000
+}
+fn default_max_dedup_records() -> u64 {
+    1_000_000
+}
+fn default_max_buckets() -> u64 {
+    200_000
+}
+fn default_max_counters() -> u64 {
+    200_000
+}
+fn default_max_deny_entries() -> u64 {
+    100_000
 }
 
 impl Default for EmbeddedStoreConfig {
     fn default() -> Self {
         Self {
-            max_entries: default_max_entries(),
+            max_nonces: default_max_nonces(),
+            max_dedup_records: default_max_dedup_records(),
+            max_buckets: default_max_buckets(),
+            max_counters: default_max_counters(),
+            max_deny_entries: default_max_deny_entries(),
         }
+    }
+}
+
+impl EmbeddedStoreConfig {
+    /// (key, value) of every budget, for validation and `payguard check`.
+    pub fn budgets(&self) -> [(&'static str, u64); 5] {
+        [
+            ("max_nonces", self.max_nonces),
+            ("max_dedup_records", self.max_dedup_records),
+            ("max_buckets", self.max_buckets),
+            ("max_counters", self.max_counters),
+            ("max_deny_entries", self.max_deny_entries),
+        ]
     }
 }
 
 /// Tolerance for float comparisons of token counts (refill accrues fractions); same as lua/lib.lua.
 const EPS: f64 = 1e-6;
 
-/// What one key holds.
-#[derive(Debug)]
-enum Value {
-    /// Token bucket: tokens at `at_ms`.
-    Bucket { tokens: f64, at_ms: i64 },
-    /// A claimed nonce.
-    Nonce,
-    /// Dedup key claimed by the holder of this token.
+/// Expired records removed per operation, so memory follows the TTLs without a background task.
+const EXPIRE_PER_OP: usize = 8;
+
+/// One kind of record: values by key, each with a deadline (unix ms by the store's clock), and a
+/// min-heap of deadlines to find expired records without scanning.
+///
+/// The heap is lazy: a record whose deadline moved later keeps its old heap entry, which is
+/// re-queued at the new deadline when it comes up; one whose deadline moved earlier is queued
+/// again and its old entry skipped. `queued` says which entry is current.
+struct Table<V> {
+    kind: &'static str,
+    cap: usize,
+    map: HashMap<Arc<str>, Record<V>>,
+    expiry: BinaryHeap<Reverse<(i64, Arc<str>)>>,
+}
+
+struct Record<V> {
+    value: V,
+    deadline: i64,
+    queued: i64,
+}
+
+/// What to do with a new key when a table is full.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WhenFull {
+    /// Refuse it (security records).
+    Refuse,
+    /// Drop the record with the earliest deadline.
+    DropEarliest,
+}
+
+impl<V> Table<V> {
+    fn new(kind: &'static str, cap: u64) -> Self {
+        Self {
+            kind,
+            cap: usize::try_from(cap).unwrap_or(usize::MAX).max(1),
+            map: HashMap::new(),
+            expiry: BinaryHeap::new(),
+        }
+    }
+
+    /// The live record at `k`; an expired one is dropped.
+    fn live(&mut self, k: &str, now: i64) -> Option<&mut Record<V>> {
+        if self.map.get(k).is_some_and(|r| r.deadline <= now) {
+            self.map.remove(k);
+            return None;
+        }
+        self.map.get_mut(k)
+    }
+
+    /// Pops expired heap entries (at most `max`), dropping their records or re-queueing records
+    /// whose deadline moved later.
+    fn expire(&mut self, now: i64, max: usize) {
+        for _ in 0..max {
+            let Some(Reverse((at, _))) = self.expiry.peek() else {
+                return;
+            };
+            if *at > now {
+                return;
+            }
+            let Some(Reverse((at, key))) = self.expiry.pop() else {
+                return;
+            };
+            let Some(record) = self.map.get_mut(&key) else {
+                continue;
+            };
+            if record.queued != at {
+                continue; // a stale entry; the record is queued elsewhere
+            }
+            if record.deadline <= now {
+                self.map.remove(&key);
+            } else {
+                record.queued = record.deadline;
+                self.expiry.push(Reverse((record.deadline, key)));
+            }
+        }
+    }
+
+    /// Stores `value` at `k` until `deadline`, replacing what was there. A new key in a full
+    /// table first makes room from expired records, then follows `when_full`.
+    fn put(&mut self, k: &str, value: V, deadline: i64, now: i64, when_full: WhenFull) -> Result<(), StoreError> {
+        if let Some(record) = self.map.get_mut(k) {
+            record.value = value;
+            self.move_deadline(k, deadline);
+            return Ok(());
+        }
+        if self.map.len() >= self.cap {
+            self.expire(now, usize::MAX);
+        }
+        if self.map.len() >= self.cap {
+            match when_full {
+                WhenFull::Refuse => return Err(StoreError::Full(self.kind)),
+                WhenFull::DropEarliest => self.drop_earliest(),
+            }
+        }
+        let key: Arc<str> = Arc::from(k);
+        self.expiry.push(Reverse((deadline, Arc::clone(&key))));
+        self.map.insert(
+            key,
+            Record {
+                value,
+                deadline,
+                queued: deadline,
+            },
+        );
+        self.compact();
+        Ok(())
+    }
+
+    /// Changes the deadline of the record at `k` (which exists).
+    fn move_deadline(&mut self, k: &str, deadline: i64) {
+        let Some((key, record)) = self.map.get_key_value(k) else {
+            return;
+        };
+        let (key, earlier) = (Arc::clone(key), deadline < record.queued);
+        if let Some(record) = self.map.get_mut(k) {
+            record.deadline = deadline;
+            if earlier {
+                record.queued = deadline;
+                self.expiry.push(Reverse((deadline, key)));
+                self.compact();
+            }
+        }
+    }
+
+    fn remove(&mut self, k: &str) -> Option<V> {
+        self.map.remove(k).map(|r| r.value)
+    }
+
+    fn drop_earliest(&mut self) {
+        while let Some(Reverse((at, key))) = self.expiry.pop() {
+            if self.map.get(&key).is_some_and(|r| r.queued == at) {
+                self.map.remove(&key);
+                return;
+            }
+        }
+    }
+
+    /// Rebuilds the heap when stale entries outnumber records (deadlines moved earlier often).
+    fn compact(&mut self) {
+        if self.expiry.len() > 2 * self.map.len() + 1024 {
+            self.expiry = self
+                .map
+                .iter_mut()
+                .map(|(k, r)| {
+                    r.queued = r.deadline;
+                    Reverse((r.deadline, Arc::clone(k)))
+                })
+                .collect();
+        }
+    }
+}
+
+/// A dedup record.
+enum Dedup {
+    /// Claimed by the holder of this token.
     Lease(String),
-    /// Dedup key completed.
+    /// Completed.
     Done,
-    /// Fixed-window counter.
-    Count(u64),
-    /// Sliding-window counter: (time ms, amount) oldest first, and their sum.
-    Events { events: VecDeque<(i64, u64)>, sum: u64 },
-    /// Set with per-member expiry (unix ms).
-    Members(HashMap<String, i64>),
 }
 
-/// One key: its value and when it expires (unix ms by the store's clock).
-#[derive(Debug)]
-struct Entry {
-    deadline_ms: AtomicI64,
-    value: Mutex<Value>,
+/// An order counter.
+enum Counter {
+    /// Calendar window: the caller names the window in the key.
+    Fixed(u64),
+    /// Sliding window: (time ms, amount) oldest first, and their sum.
+    Sliding { events: VecDeque<(i64, u64)>, sum: u64 },
 }
 
-impl Entry {
-    fn new(value: Value, deadline_ms: i64) -> Arc<Self> {
-        Arc::new(Self {
-            deadline_ms: AtomicI64::new(deadline_ms),
-            value: Mutex::new(value),
-        })
-    }
-
-    fn deadline(&self) -> i64 {
-        self.deadline_ms.load(Ordering::Relaxed)
-    }
-}
-
-/// Tells the cache to drop an entry when its deadline passes, so expired keys free memory
-/// without being read again. Correctness never depends on it: every read also checks the
-/// deadline against the store's clock.
-struct UntilDeadline {
-    clock: SharedClock,
-}
-
-impl UntilDeadline {
-    fn remaining(&self, entry: &Entry) -> Option<Duration> {
-        let left = entry.deadline().saturating_sub(self.clock.unix_millis());
-        Some(Duration::from_millis(u64::try_from(left).unwrap_or(0)))
-    }
-}
-
-impl Expiry<String, Arc<Entry>> for UntilDeadline {
-    fn expire_after_create(&self, _key: &String, value: &Arc<Entry>, _at: Instant) -> Option<Duration> {
-        self.remaining(value)
-    }
-
-    fn expire_after_update(
-        &self,
-        _key: &String,
-        value: &Arc<Entry>,
-        _at: Instant,
-        _left: Option<Duration>,
-    ) -> Option<Duration> {
-        self.remaining(value)
-    }
+struct Tables {
+    nonces: Table<()>,
+    dedup: Table<Dedup>,
+    buckets: Table<(f64, i64)>,
+    counters: Table<Counter>,
+    /// Set members, keyed `set \u{1f} member`.
+    members: Table<()>,
 }
 
 /// In-process [`Store`] for a single payguard instance.
 pub struct EmbeddedStore {
     clock: SharedClock,
-    entries: Cache<String, Arc<Entry>>,
-    /// Held for every operation: `guard` and `take_buckets` read and write several keys and must
-    /// be atomic together, exactly like one Lua script on Redis. Operations take microseconds.
-    lock: Mutex<()>,
+    tables: Mutex<Tables>,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = self.tables.lock();
         f.debug_struct("EmbeddedStore")
-            .field("entries", &self.entries.entry_count())
+            .field("nonces", &t.nonces.map.len())
+            .field("dedup", &t.dedup.map.len())
+            .field("buckets", &t.buckets.map.len())
+            .field("counters", &t.counters.map.len())
+            .field("members", &t.members.map.len())
             .finish()
     }
 }
@@ -146,16 +308,15 @@ fn ms_duration(ms: i64) -> Duration {
     Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
-/// Namespaced key: the same caller key used as a bucket and as a counter never collide.
-fn key(kind: &str, key: &str) -> String {
-    format!("{kind}\u{1f}{key}")
-}
-
 fn counter_key(spec: &CounterSpec) -> String {
     match &spec.window {
-        CounterWindow::Sliding(_) => key("cs", &spec.key),
-        CounterWindow::Fixed { window_id, .. } => key("cf", &format!("{}\u{1f}{window_id}", spec.key)),
+        CounterWindow::Sliding(_) => spec.key.clone(),
+        CounterWindow::Fixed { window_id, .. } => format!("{}\u{1f}{window_id}", spec.key),
     }
+}
+
+fn member_key(set: &str, member: &str) -> String {
+    format!("{set}\u{1f}{member}")
 }
 
 /// Refill amount per period; rule validation rejects 0, and it must never divide by zero here.
@@ -185,83 +346,26 @@ fn wait_ms(b: &BucketSpec, tokens: f64, target: f64) -> i64 {
     ((target - tokens) * millis(b.refill_period) as f64 / refill_per_period(b)).ceil() as i64
 }
 
-impl EmbeddedStore {
-    /// An empty store bounded by `cfg.max_entries`, telling time by `clock`.
-    pub fn new(cfg: &EmbeddedStoreConfig, clock: SharedClock) -> Self {
-        let entries = Cache::builder()
-            .max_capacity(cfg.max_entries.max(1))
-            // Newest keys are admitted and the least recently used dropped: a frequency-based
-            // admission policy could refuse to store a fresh nonce and let it be replayed.
-            .eviction_policy(EvictionPolicy::lru())
-            .expire_after(UntilDeadline {
-                clock: Arc::clone(&clock),
-            })
-            .build();
-        Self {
-            clock,
-            entries,
-            lock: Mutex::new(()),
-        }
-    }
-
-    /// Claims dedup key `k` unless it is leased or done. Caller holds `self.lock`.
-    fn claim_locked(&self, k: &str, lease: Duration, now: i64) -> Result<DedupClaim, StoreError> {
-        let k = key("d", k);
-        if let Some(entry) = self.live(&k, now) {
-            return Ok(match *entry.value.lock() {
-                Value::Done => DedupClaim::Done,
-                _ => DedupClaim::InFlight,
-            });
-        }
-        let token = lease_token();
-        self.put(k, Value::Lease(token.clone()), now.saturating_add(ms_i64(lease)));
-        Ok(DedupClaim::Claimed { token })
-    }
-
-    /// Number of keys held (after pending evictions ran); for metrics and tests.
-    pub fn entry_count(&self) -> u64 {
-        self.entries.run_pending_tasks();
-        self.entries.entry_count()
-    }
-
-    fn now(&self) -> i64 {
-        self.clock.unix_millis()
-    }
-
-    /// The live entry at `k`, dropping it when its deadline has passed.
-    fn live(&self, k: &str, now: i64) -> Option<Arc<Entry>> {
-        let entry = self.entries.get(k)?;
-        if entry.deadline() <= now {
-            self.entries.invalidate(k);
-            return None;
-        }
-        Some(entry)
-    }
-
-    fn put(&self, k: String, value: Value, deadline_ms: i64) {
-        self.entries.insert(k, Entry::new(value, deadline_ms));
-    }
-
-    /// Re-inserts an entry whose deadline changed so the cache's own expiry follows it.
-    fn touch(&self, k: String, entry: Arc<Entry>, deadline_ms: i64) {
-        entry.deadline_ms.store(deadline_ms, Ordering::Relaxed);
-        self.entries.insert(k, entry);
+impl Tables {
+    fn expire(&mut self, now: i64) {
+        self.nonces.expire(now, EXPIRE_PER_OP);
+        self.dedup.expire(now, EXPIRE_PER_OP);
+        self.buckets.expire(now, EXPIRE_PER_OP);
+        self.counters.expire(now, EXPIRE_PER_OP);
+        self.members.expire(now, EXPIRE_PER_OP);
     }
 
     /// Decides buckets (see [`BucketSpec::enforce`]); `take_enforced` false decides enforced
     /// buckets without debiting. Returns the decisions and whether every enforced bucket held
-    /// its cost. Caller holds `self.lock`.
-    fn take_locked(&self, specs: &[BucketSpec], now: i64) -> (Vec<BucketDecision>, bool) {
-        let states: Vec<Option<(f64, i64)>> = specs
+    /// its cost.
+    fn take(&mut self, specs: &[BucketSpec], now: i64) -> (Vec<BucketDecision>, bool) {
+        let tokens: Vec<f64> = specs
             .iter()
             .map(|b| {
-                self.live(&key("b", &b.key), now).and_then(|e| match *e.value.lock() {
-                    Value::Bucket { tokens, at_ms } => Some((tokens, at_ms)),
-                    _ => None,
-                })
+                let state = self.buckets.live(&b.key, now).map(|r| r.value);
+                tokens_at(b, state, now)
             })
             .collect();
-        let tokens: Vec<f64> = specs.iter().zip(&states).map(|(b, s)| tokens_at(b, *s, now)).collect();
         let enforced_ok = specs
             .iter()
             .zip(&tokens)
@@ -277,10 +381,13 @@ impl EmbeddedStore {
                 t = (t - cost).max(0.0);
                 after.insert(&b.key, t);
                 let full_in = wait_ms(b, t, b.capacity as f64).max(1);
-                self.put(
-                    key("b", &b.key),
-                    Value::Bucket { tokens: t, at_ms: now },
+                // Buckets never refuse: a full table drops the bucket closest to refilling.
+                let _ = self.buckets.put(
+                    &b.key,
+                    (t, now),
                     now.saturating_add(full_in),
+                    now,
+                    WhenFull::DropEarliest,
                 );
             }
             out.push(BucketDecision {
@@ -297,82 +404,165 @@ impl EmbeddedStore {
         (out, enforced_ok)
     }
 
-    fn claim_nonce_locked(&self, k: &str, ttl: Duration, now: i64) -> bool {
-        let k = key("n", k);
-        if self.live(&k, now).is_some() {
-            return false;
+    fn claim_nonce(&mut self, k: &str, ttl: Duration, now: i64) -> Result<bool, StoreError> {
+        if self.nonces.live(k, now).is_some() {
+            return Ok(false);
         }
-        self.put(k, Value::Nonce, now.saturating_add(ms_i64(ttl)));
-        true
+        self.nonces
+            .put(k, (), now.saturating_add(ms_i64(ttl)), now, WhenFull::Refuse)?;
+        Ok(true)
     }
 
-    fn count_locked(&self, spec: &CounterSpec, incr: u64, now: i64) -> u64 {
+    /// Whether counting `spec` needs a new record (so a full table must be checked first).
+    fn counter_is_new(&mut self, spec: &CounterSpec, now: i64) -> bool {
+        self.counters.live(&counter_key(spec), now).is_none()
+    }
+
+    fn count(&mut self, spec: &CounterSpec, incr: u64, now: i64) -> Result<u64, StoreError> {
         let k = counter_key(spec);
         match &spec.window {
             CounterWindow::Fixed { ttl, .. } => {
-                let current = self.live(&k, now).map_or(0, |e| match *e.value.lock() {
-                    Value::Count(v) => v,
+                let current = match self.counters.live(&k, now).map(|r| &r.value) {
+                    Some(Counter::Fixed(v)) => *v,
                     _ => 0,
-                });
+                };
                 if incr == 0 {
-                    return current;
+                    return Ok(current);
                 }
                 let value = current.saturating_add(incr);
-                self.put(k, Value::Count(value), now.saturating_add(ms_i64(*ttl)));
-                value
+                self.counters.put(
+                    &k,
+                    Counter::Fixed(value),
+                    now.saturating_add(ms_i64(*ttl)),
+                    now,
+                    WhenFull::Refuse,
+                )?;
+                Ok(value)
             }
             CounterWindow::Sliding(window) => {
                 let window = ms_i64(*window);
                 let cutoff = now.saturating_sub(window);
-                let entry = match self.live(&k, now) {
-                    Some(e) => e,
-                    None if incr == 0 => return 0,
-                    None => Entry::new(
-                        Value::Events {
-                            events: VecDeque::new(),
-                            sum: 0,
-                        },
-                        now,
-                    ),
-                };
-                let sum = {
-                    let mut value = entry.value.lock();
-                    if !matches!(*value, Value::Events { .. }) {
-                        *value = Value::Events {
-                            events: VecDeque::new(),
-                            sum: 0,
-                        };
+                if self.counters.live(&k, now).is_none() {
+                    if incr == 0 {
+                        return Ok(0);
                     }
-                    let Value::Events { events, sum } = &mut *value else {
-                        return 0;
+                    let fresh = Counter::Sliding {
+                        events: VecDeque::new(),
+                        sum: 0,
                     };
-                    while let Some(&(at, amount)) = events.front() {
-                        if at > cutoff {
-                            break;
-                        }
-                        events.pop_front();
-                        *sum = sum.saturating_sub(amount);
-                    }
-                    if incr > 0 {
-                        events.push_back((now, incr));
-                        *sum = sum.saturating_add(incr);
-                    }
-                    *sum
-                };
-                if incr > 0 {
-                    self.touch(k, entry, now.saturating_add(window));
+                    self.counters
+                        .put(&k, fresh, now.saturating_add(window), now, WhenFull::Refuse)?;
                 }
-                sum
+                let Some(record) = self.counters.live(&k, now) else {
+                    return Ok(0);
+                };
+                if !matches!(record.value, Counter::Sliding { .. }) {
+                    record.value = Counter::Sliding {
+                        events: VecDeque::new(),
+                        sum: 0,
+                    };
+                }
+                let Counter::Sliding { events, sum } = &mut record.value else {
+                    return Ok(0);
+                };
+                while let Some(&(at, amount)) = events.front() {
+                    if at > cutoff {
+                        break;
+                    }
+                    events.pop_front();
+                    *sum = sum.saturating_sub(amount);
+                }
+                if incr > 0 {
+                    events.push_back((now, incr));
+                    *sum = sum.saturating_add(incr);
+                }
+                let (value, last) = (*sum, events.back().map(|(at, _)| *at));
+                match last {
+                    // The record lives as long as its newest event counts.
+                    Some(last) => self.counters.move_deadline(&k, last.saturating_add(window)),
+                    None => {
+                        self.counters.remove(&k);
+                    }
+                }
+                Ok(value)
             }
         }
     }
 
-    /// Whether `member` is live in `set`.
-    fn set_contains_locked(&self, set: &str, member: &str, now: i64) -> bool {
-        self.live(&key("s", set), now).is_some_and(|e| match &*e.value.lock() {
-            Value::Members(m) => m.get(member).is_some_and(|&exp| exp > now),
-            _ => false,
-        })
+    fn set_contains(&mut self, set: &str, member: &str, now: i64) -> bool {
+        self.members.live(&member_key(set, member), now).is_some()
+    }
+
+    fn claim_dedup(&mut self, k: &str, lease: Duration, now: i64) -> Result<DedupClaim, StoreError> {
+        if let Some(record) = self.dedup.live(k, now) {
+            return Ok(match record.value {
+                Dedup::Done => DedupClaim::Done,
+                Dedup::Lease(_) => DedupClaim::InFlight,
+            });
+        }
+        let token = lease_token();
+        self.dedup.put(
+            k,
+            Dedup::Lease(token.clone()),
+            now.saturating_add(ms_i64(lease)),
+            now,
+            WhenFull::Refuse,
+        )?;
+        Ok(DedupClaim::Claimed { token })
+    }
+
+    fn holds_lease(&mut self, k: &str, token: &str, now: i64) -> bool {
+        // Tokens are random and never secret-derived; a plain comparison leaks nothing.
+        self.dedup
+            .live(k, now)
+            .is_some_and(|r| matches!(&r.value, Dedup::Lease(held) if held == token))
+    }
+}
+
+impl EmbeddedStore {
+    /// An empty store with the budgets of `cfg`, telling time by `clock`.
+    pub fn new(cfg: &EmbeddedStoreConfig, clock: SharedClock) -> Self {
+        Self {
+            clock,
+            tables: Mutex::new(Tables {
+                nonces: Table::new("nonces", cfg.max_nonces),
+                dedup: Table::new("dedup records", cfg.max_dedup_records),
+                buckets: Table::new("buckets", cfg.max_buckets),
+                counters: Table::new("counters", cfg.max_counters),
+                members: Table::new("deny-list members", cfg.max_deny_entries),
+            }),
+        }
+    }
+
+    /// Records held per kind, and each kind's budget (expired records not yet dropped count).
+    pub fn usage(&self) -> Vec<(&'static str, u64, u64)> {
+        let t = self.tables.lock();
+        let row = |table: &dyn Usage| table.usage();
+        vec![
+            row(&t.nonces),
+            row(&t.dedup),
+            row(&t.buckets),
+            row(&t.counters),
+            row(&t.members),
+        ]
+    }
+
+    /// Runs `f` on the tables under the lock, after dropping a few expired records.
+    fn with<T>(&self, f: impl FnOnce(&mut Tables, i64) -> T) -> T {
+        let now = self.clock.unix_millis();
+        let mut t = self.tables.lock();
+        t.expire(now);
+        f(&mut t, now)
+    }
+}
+
+trait Usage {
+    fn usage(&self) -> (&'static str, u64, u64);
+}
+
+impl<V> Usage for Table<V> {
+    fn usage(&self) -> (&'static str, u64, u64) {
+        (self.kind, self.map.len() as u64, self.cap as u64)
     }
 }
 
@@ -387,56 +577,61 @@ impl Store for EmbeddedStore {
     }
 
     async fn take_buckets(&self, buckets: &[BucketSpec]) -> Result<Vec<BucketDecision>, StoreError> {
-        let _held = self.lock.lock();
-        Ok(self.take_locked(buckets, self.now()).0)
+        Ok(self.with(|t, now| t.take(buckets, now).0))
     }
 
     async fn claim_nonce(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let _held = self.lock.lock();
-        Ok(self.claim_nonce_locked(key, ttl, self.now()))
+        self.with(|t, now| t.claim_nonce(key, ttl, now))
     }
 
     async fn count(&self, spec: &CounterSpec) -> Result<u64, StoreError> {
-        let _held = self.lock.lock();
-        Ok(self.count_locked(spec, spec.incr, self.now()))
+        self.with(|t, now| t.count(spec, spec.incr, now))
     }
 
     async fn guard(&self, batch: &GuardBatch) -> Result<GuardOutcome, StoreError> {
-        let _held = self.lock.lock();
-        let now = self.now();
-        if let Some((set, member)) = &batch.deny {
-            if self.set_contains_locked(set, member, now) {
-                return Ok(GuardOutcome {
-                    denied: true,
-                    ..GuardOutcome::default()
-                });
+        self.with(|t, now| {
+            if let Some((set, member)) = &batch.deny {
+                if t.set_contains(set, member, now) {
+                    return Ok(GuardOutcome {
+                        denied: true,
+                        ..GuardOutcome::default()
+                    });
+                }
             }
-        }
-        if let Some((nonce, ttl)) = &batch.nonce {
-            if !self.claim_nonce_locked(nonce, *ttl, now) {
-                return Ok(GuardOutcome {
-                    nonce_replayed: true,
-                    ..GuardOutcome::default()
-                });
+            // All or nothing: a counter that could not be stored must fail the batch before
+            // the nonce is claimed or a token taken.
+            let new_counters = batch.counters.iter().filter(|c| t.counter_is_new(c, now)).count();
+            if new_counters > 0 && t.counters.map.len() + new_counters > t.counters.cap {
+                t.counters.expire(now, usize::MAX);
+                if t.counters.map.len() + new_counters > t.counters.cap {
+                    return Err(StoreError::Full(t.counters.kind));
+                }
             }
-        }
-        let (buckets, enforced_ok) = self.take_locked(&batch.buckets, now);
-        let counters = batch
-            .counters
-            .iter()
-            .map(|c| self.count_locked(c, if enforced_ok { c.incr } else { 0 }, now))
-            .collect();
-        Ok(GuardOutcome {
-            denied: false,
-            nonce_replayed: false,
-            buckets,
-            counters,
+            if let Some((nonce, ttl)) = &batch.nonce {
+                if !t.claim_nonce(nonce, *ttl, now)? {
+                    return Ok(GuardOutcome {
+                        nonce_replayed: true,
+                        ..GuardOutcome::default()
+                    });
+                }
+            }
+            let (buckets, enforced_ok) = t.take(&batch.buckets, now);
+            let counters = batch
+                .counters
+                .iter()
+                .map(|c| t.count(c, if enforced_ok { c.incr } else { 0 }, now))
+                .collect::<Result<Vec<u64>, StoreError>>()?;
+            Ok(GuardOutcome {
+                denied: false,
+                nonce_replayed: false,
+                buckets,
+                counters,
+            })
         })
     }
 
     async fn dedup_claim(&self, k: &str, lease: Duration) -> Result<DedupClaim, StoreError> {
-        let _held = self.lock.lock();
-        self.claim_locked(k, lease, self.now())
+        self.with(|t, now| t.claim_dedup(k, lease, now))
     }
 
     async fn dedup_claim_unless(
@@ -445,103 +640,80 @@ impl Store for EmbeddedStore {
         lease: Duration,
         superseded_by: &str,
     ) -> Result<DedupClaim, StoreError> {
-        let _held = self.lock.lock();
-        let now = self.now();
-        if self.live(&key("d", superseded_by), now).is_some() {
-            return Ok(DedupClaim::Superseded);
-        }
-        self.claim_locked(k, lease, now)
+        self.with(|t, now| {
+            if t.dedup.live(superseded_by, now).is_some() {
+                return Ok(DedupClaim::Superseded);
+            }
+            t.claim_dedup(k, lease, now)
+        })
     }
 
     async fn dedup_complete(&self, k: &str, token: &str, keep: Duration) -> Result<bool, StoreError> {
-        let _held = self.lock.lock();
-        let now = self.now();
-        let k = key("d", k);
-        if !self.holds_lease(&k, token, now) {
-            return Ok(false);
-        }
-        self.put(k, Value::Done, now.saturating_add(ms_i64(keep)));
-        Ok(true)
+        self.with(|t, now| {
+            if !t.holds_lease(k, token, now) {
+                return Ok(false);
+            }
+            t.dedup
+                .put(k, Dedup::Done, now.saturating_add(ms_i64(keep)), now, WhenFull::Refuse)?;
+            Ok(true)
+        })
     }
 
     async fn dedup_release(&self, k: &str, token: &str) -> Result<bool, StoreError> {
-        let _held = self.lock.lock();
-        let k = key("d", k);
-        if !self.holds_lease(&k, token, self.now()) {
-            return Ok(false);
-        }
-        self.entries.invalidate(&k);
-        Ok(true)
+        self.with(|t, now| {
+            if !t.holds_lease(k, token, now) {
+                return Ok(false);
+            }
+            t.dedup.remove(k);
+            Ok(true)
+        })
     }
 
     async fn set_add(&self, set: &str, member: &str, ttl: Duration) -> Result<(), StoreError> {
-        let _held = self.lock.lock();
-        let now = self.now();
-        let k = key("s", set);
-        let entry = self
-            .live(&k, now)
-            .unwrap_or_else(|| Entry::new(Value::Members(HashMap::new()), now));
-        let deadline = {
-            let mut value = entry.value.lock();
-            if !matches!(*value, Value::Members(_)) {
-                *value = Value::Members(HashMap::new());
-            }
-            let Value::Members(members) = &mut *value else {
-                return Ok(());
-            };
-            members.retain(|_, exp| *exp > now);
-            members.insert(member.to_string(), now.saturating_add(ms_i64(ttl)));
-            members.values().copied().max().unwrap_or(now)
-        };
-        self.touch(k, entry, deadline);
-        Ok(())
+        self.with(|t, now| {
+            t.members.put(
+                &member_key(set, member),
+                (),
+                now.saturating_add(ms_i64(ttl)),
+                now,
+                WhenFull::Refuse,
+            )
+        })
     }
 
     async fn set_remove(&self, set: &str, member: &str) -> Result<bool, StoreError> {
-        let _held = self.lock.lock();
-        let now = self.now();
-        let Some(entry) = self.live(&key("s", set), now) else {
-            return Ok(false);
-        };
-        let mut value = entry.value.lock();
-        let Value::Members(members) = &mut *value else {
-            return Ok(false);
-        };
-        Ok(members.remove(member).is_some_and(|exp| exp > now))
+        self.with(|t, now| {
+            let k = member_key(set, member);
+            let live = t.members.live(&k, now).is_some();
+            t.members.remove(&k);
+            Ok(live)
+        })
     }
 
     async fn set_contains(&self, set: &str, member: &str) -> Result<bool, StoreError> {
-        let _held = self.lock.lock();
-        Ok(self.set_contains_locked(set, member, self.now()))
+        Ok(self.with(|t, now| t.set_contains(set, member, now)))
+    }
+
+    fn usage(&self) -> Vec<(&'static str, u64, u64)> {
+        EmbeddedStore::usage(self)
     }
 
     async fn set_members(&self, set: &str) -> Result<Vec<(String, Duration)>, StoreError> {
-        let _held = self.lock.lock();
-        let now = self.now();
-        let Some(entry) = self.live(&key("s", set), now) else {
-            return Ok(Vec::new());
-        };
-        let mut value = entry.value.lock();
-        let Value::Members(members) = &mut *value else {
-            return Ok(Vec::new());
-        };
-        members.retain(|_, exp| *exp > now);
-        let mut out: Vec<(String, Duration)> = members
-            .iter()
-            .map(|(m, exp)| (m.clone(), ms_duration(exp - now)))
-            .collect();
-        out.sort();
-        Ok(out)
-    }
-}
-
-impl EmbeddedStore {
-    fn holds_lease(&self, k: &str, token: &str, now: i64) -> bool {
-        self.live(k, now).is_some_and(|e| match &*e.value.lock() {
-            // Tokens are random and never secret-derived; a plain comparison leaks nothing.
-            Value::Lease(held) => held == token,
-            _ => false,
-        })
+        let prefix = member_key(set, "");
+        Ok(self.with(|t, now| {
+            let mut out: Vec<(String, Duration)> = t
+                .members
+                .map
+                .iter()
+                .filter(|(_, r)| r.deadline > now)
+                .filter_map(|(k, r)| {
+                    k.strip_prefix(prefix.as_str())
+                        .map(|m| (m.to_string(), ms_duration(r.deadline - now)))
+                })
+                .collect();
+            out.sort();
+            out
+        }))
     }
 }
 
@@ -550,42 +722,158 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
 
-    fn store(max_entries: u64) -> (EmbeddedStore, Arc<ManualClock>) {
+    fn store(cfg: EmbeddedStoreConfig) -> (EmbeddedStore, Arc<ManualClock>) {
         let clock = Arc::new(ManualClock::at_unix(1_700_000_000));
-        (
-            EmbeddedStore::new(&EmbeddedStoreConfig { max_entries }, clock.clone()),
-            clock,
-        )
+        (EmbeddedStore::new(&cfg, clock.clone()), clock)
+    }
+
+    fn small(n: u64) -> EmbeddedStoreConfig {
+        EmbeddedStoreConfig {
+            max_nonces: n,
+            max_dedup_records: n,
+            max_buckets: n,
+            max_counters: n,
+            max_deny_entries: n,
+        }
+    }
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn a_full_nonce_budget_refuses_new_nonces_and_never_forgets_a_live_one() {
+        let (store, clock) = store(small(100));
+        for i in 0..100 {
+            assert!(store.claim_nonce(&format!("n{i}"), MINUTE).await.unwrap());
+        }
+        assert_eq!(
+            store.claim_nonce("n100", MINUTE).await,
+            Err(StoreError::Full("nonces")),
+            "fail closed"
+        );
+        for i in 0..100 {
+            assert!(
+                !store.claim_nonce(&format!("n{i}"), MINUTE).await.unwrap(),
+                "n{i} is still a replay"
+            );
+        }
+        // Once they expire there is room again.
+        clock.advance_millis(60_000);
+        assert!(store.claim_nonce("n100", MINUTE).await.unwrap());
+        assert!(store.claim_nonce("n0", MINUTE).await.unwrap());
     }
 
     #[tokio::test]
-    async fn entry_count_stays_within_max_entries() {
-        let (store, _clock) = store(100);
-        for i in 0..1_000 {
+    async fn a_full_dedup_budget_refuses_new_claims_and_keeps_delivered_events() {
+        let (store, _clock) = store(small(10));
+        for i in 0..10 {
+            let DedupClaim::Claimed { token } = store.dedup_claim(&format!("e{i}"), MINUTE).await.unwrap() else {
+                panic!("fresh key");
+            };
+            assert!(store.dedup_complete(&format!("e{i}"), &token, MINUTE).await.unwrap());
+        }
+        assert_eq!(
+            store.dedup_claim("e10", MINUTE).await,
+            Err(StoreError::Full("dedup records"))
+        );
+        assert_eq!(
+            store.dedup_claim("e3", MINUTE).await.unwrap(),
+            DedupClaim::Done,
+            "still a duplicate"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_bucket_budget_drops_the_bucket_closest_to_refilling() {
+        let (store, _clock) = store(small(2));
+        let bucket = |key: &str, per_ms: u64| BucketSpec {
+            key: key.into(),
+            capacity: 10,
+            refill_tokens: 1,
+            refill_period: Duration::from_millis(per_ms),
+            cost: 5,
+            enforce: true,
+        };
+        // `fast` refills 5 tokens in 5 ms, `slow` in 50 s.
+        store.take_buckets(&[bucket("fast", 1)]).await.unwrap();
+        store.take_buckets(&[bucket("slow", 10_000)]).await.unwrap();
+        store.take_buckets(&[bucket("third", 10_000)]).await.unwrap();
+        let slow = store.take_buckets(&[bucket("slow", 10_000)]).await.unwrap();
+        assert_eq!(slow[0].remaining, 0, "slow kept its state (5 - 5)");
+        let usage = store.usage();
+        assert_eq!(usage[2], ("buckets", 2, 2));
+    }
+
+    #[tokio::test]
+    async fn a_full_counter_budget_fails_the_whole_guard_batch_before_anything_changes() {
+        let (store, _clock) = store(small(1));
+        let counter = |key: &str| CounterSpec {
+            key: key.into(),
+            window: CounterWindow::Sliding(MINUTE),
+            incr: 1,
+        };
+        store.count(&counter("u1")).await.unwrap();
+        let batch = GuardBatch {
+            deny: None,
+            nonce: Some(("n1".into(), MINUTE)),
+            buckets: Vec::new(),
+            counters: vec![counter("u2")],
+        };
+        assert_eq!(store.guard(&batch).await, Err(StoreError::Full("counters")));
+        assert!(
+            store.claim_nonce("n1", MINUTE).await.unwrap(),
+            "the nonce was not claimed"
+        );
+    }
+
+    #[tokio::test]
+    async fn expired_records_read_as_absent_and_are_dropped() {
+        let (store, clock) = store(small(100));
+        store.set_add("deny", "1.2.3.4", Duration::from_secs(5)).await.unwrap();
+        for i in 0..50 {
             store
-                .claim_nonce(&format!("n{i}"), Duration::from_secs(60))
+                .claim_nonce(&format!("n{i}"), Duration::from_secs(5))
                 .await
                 .unwrap();
         }
-        assert!(store.entry_count() <= 100, "{} entries", store.entry_count());
-        // The newest key is always admitted, so a just-claimed nonce is never replayable.
-        assert!(!store.claim_nonce("n999", Duration::from_secs(60)).await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn expired_entries_read_as_absent_and_are_dropped() {
-        let (store, clock) = store(100);
-        store.set_add("deny", "1.2.3.4", Duration::from_secs(5)).await.unwrap();
         clock.advance_millis(5_000);
         assert!(!store.set_contains("deny", "1.2.3.4").await.unwrap());
         assert!(store.set_members("deny").await.unwrap().is_empty());
         assert!(!store.set_remove("deny", "1.2.3.4").await.unwrap());
+        // Every operation drops a few expired records: memory follows the TTLs.
+        for _ in 0..10 {
+            store.ping().await.unwrap();
+            store.set_contains("deny", "x").await.unwrap();
+        }
+        assert_eq!(store.usage()[0].1, 0, "{:?}", store.usage());
+    }
+
+    #[tokio::test]
+    async fn a_deadline_moved_earlier_or_later_expires_at_the_new_time() {
+        let (store, clock) = store(small(100));
+        let bucket = BucketSpec {
+            key: "b".into(),
+            capacity: 100,
+            refill_tokens: 1,
+            refill_period: Duration::from_millis(100),
+            cost: 50,
+            enforce: true,
+        };
+        // Takes 50 (full again in 5 s), then 50 more (10 s): the deadline moves later.
+        store.take_buckets(std::slice::from_ref(&bucket)).await.unwrap();
+        store.take_buckets(std::slice::from_ref(&bucket)).await.unwrap();
+        clock.advance_millis(6_000);
+        store.set_contains("deny", "x").await.unwrap();
+        assert_eq!(store.usage()[2].1, 1, "not expired at its first deadline");
+        clock.advance_millis(4_000);
+        store.set_contains("deny", "x").await.unwrap();
+        assert_eq!(store.usage()[2].1, 0, "expired at the later one");
     }
 
     #[test]
-    fn config_defaults_to_a_million_entries_and_rejects_unknown_keys() {
+    fn config_has_a_budget_per_kind_and_rejects_unknown_keys() {
         let cfg: EmbeddedStoreConfig = serde_yaml_ng::from_str("{}").unwrap();
-        assert_eq!(cfg.max_entries, 1_000_000);
-        assert!(serde_yaml_ng::from_str::<EmbeddedStoreConfig>("max_entry: 5").is_err());
+        assert_eq!(cfg, EmbeddedStoreConfig::default());
+        assert_eq!(cfg.max_nonces, 1_000_000);
+        assert!(serde_yaml_ng::from_str::<EmbeddedStoreConfig>("max_entries: 5").is_err());
     }
 }

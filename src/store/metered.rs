@@ -1,5 +1,6 @@
 //! A [`Store`] decorator that records every operation's latency and errors
-//! (`payguard_store_operation_duration_seconds`, `payguard_store_errors_total`).
+//! (`payguard_store_operation_duration_seconds`, `payguard_store_errors_total`, and
+//! `payguard_store_full_total` when a budget refused a record).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,15 +17,17 @@ pub struct MeteredStore {
     inner: Arc<dyn Store>,
     duration: HistogramVec,
     errors: IntCounterVec,
+    full: IntCounterVec,
 }
 
 impl MeteredStore {
-    /// Measures `inner` into the given metric families (labels: backend, op).
-    pub fn new(inner: Arc<dyn Store>, duration: HistogramVec, errors: IntCounterVec) -> Self {
+    /// Measures `inner` into the metric families of `metrics`.
+    pub fn new(inner: Arc<dyn Store>, metrics: &crate::metrics::Metrics) -> Self {
         Self {
             inner,
-            duration,
-            errors,
+            duration: metrics.store_duration.clone(),
+            errors: metrics.store_errors.clone(),
+            full: metrics.store_full.clone(),
         }
     }
 
@@ -39,8 +42,13 @@ impl MeteredStore {
         self.duration
             .with_label_values(&[backend, op])
             .observe(started.elapsed().as_secs_f64());
-        if result.is_err() {
-            self.errors.with_label_values(&[backend, op]).inc();
+        match &result {
+            Err(StoreError::Full(kind)) => {
+                self.errors.with_label_values(&[backend, op]).inc();
+                self.full.with_label_values(&[kind]).inc();
+            }
+            Err(_) => self.errors.with_label_values(&[backend, op]).inc(),
+            Ok(_) => {}
         }
         result
     }
@@ -54,6 +62,10 @@ impl Store for MeteredStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.measure("ping", self.inner.ping()).await
+    }
+
+    fn usage(&self) -> Vec<(&'static str, u64, u64)> {
+        self.inner.usage()
     }
 
     async fn take_buckets(&self, buckets: &[BucketSpec]) -> Result<Vec<BucketDecision>, StoreError> {

@@ -33,6 +33,10 @@ pub enum StoreError {
     /// The store answered something this version does not understand.
     #[error("store protocol error: {0}")]
     Protocol(String),
+    /// The embedded store's budget for this kind of record is full (`store.embedded.max_*`):
+    /// refused rather than evicting a live security record.
+    #[error("the embedded store holds as many {0} as its budget allows")]
+    Full(&'static str),
 }
 
 /// One token bucket to take from.
@@ -190,6 +194,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Live members with their remaining time to live.
     async fn set_members(&self, set: &str) -> Result<Vec<(String, Duration)>, StoreError>;
+
+    /// Records held and the budget, per kind of record, where the store has budgets (the
+    /// embedded store; Redis is bounded by its own `maxmemory`).
+    fn usage(&self) -> Vec<(&'static str, u64, u64)> {
+        Vec::new()
+    }
 }
 
 /// Which store backend holds payguard's shared state.
@@ -223,8 +233,10 @@ impl StoreConfig {
     /// Resolves the Redis password reference, so a missing secret is reported at check time.
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut issues = Vec::new();
-        if self.embedded.max_entries == 0 {
-            issues.push(("embedded.max_entries".to_string(), "must be at least 1".to_string()));
+        for (key, value) in self.embedded.budgets() {
+            if value == 0 {
+                issues.push((format!("embedded.{key}"), "must be at least 1".to_string()));
+            }
         }
         match (self.backend, &self.redis) {
             (StoreBackend::Redis, None) => {
@@ -290,7 +302,13 @@ impl StoreConfig {
                 };
                 format!("redis {shown} (prefix {:?})", r.key_prefix)
             }
-            _ => format!("embedded (max {} entries)", self.embedded.max_entries),
+            _ => {
+                let e = &self.embedded;
+                format!(
+                    "embedded (budgets: {} nonces, {} dedup records, {} buckets, {} counters, {} deny entries)",
+                    e.max_nonces, e.max_dedup_records, e.max_buckets, e.max_counters, e.max_deny_entries
+                )
+            }
         }
     }
 }
@@ -309,7 +327,7 @@ mod tests {
         let schema = serde_json::to_string(&schemars::schema_for!(StoreConfig)).unwrap();
         for key in [
             "backend",
-            "max_entries",
+            "max_nonces",
             "cluster_nodes",
             "key_prefix",
             "command_timeout",
