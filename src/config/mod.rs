@@ -102,6 +102,11 @@ pub struct AdminSection {
     /// endpoints answer 403.
     #[serde(default)]
     pub token: Option<secret::SecretRef>,
+    /// A second listener, `host:port`, serving only `/healthz`, `/readyz` and `/metrics`: bind
+    /// it to the pod network for kubelet probes and Prometheus while `listen` (and `/admin/*`)
+    /// stays on loopback. Unset: no such listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_listen: Option<String>,
 }
 
 fn default_admin_listen() -> String {
@@ -113,6 +118,7 @@ impl Default for AdminSection {
         Self {
             listen: default_admin_listen(),
             token: None,
+            probe_listen: None,
         }
     }
 }
@@ -291,8 +297,12 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Admin listener address.
     pub admin_listen: SocketAddr,
+    /// Probe listener address (`/healthz`, `/readyz`, `/metrics` only), if configured.
+    pub probe_listen: Option<SocketAddr>,
     /// Admin bearer token, if configured.
     pub admin_token: Option<secret::Secret>,
+    /// Which routes keep serving while the store is unreachable (readiness).
+    pub without_store: crate::health::WithoutStore,
     /// Upstream.
     pub upstream: Upstream,
     /// Store selection (used at start; changing it needs a restart).

@@ -1,7 +1,7 @@
 //! Runs the real `payguard` binary on free loopback ports with a config written to a temp dir.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,8 @@ pub struct Payguard {
     pub admin_port: u16,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
+    /// Lines added to the `admin:` section (e.g. `  probe_listen: ...\n`).
+    admin_extra: String,
 }
 
 impl Payguard {
@@ -26,8 +28,12 @@ impl Payguard {
 
     /// [`config_text`](Self::config_text) with the proxy listening on `host` (e.g. `[::1]`).
     pub fn config_text_on(host: &str, port: u16, admin_port: u16, body: &str) -> String {
+        Self::config_text_with(host, port, admin_port, "", body)
+    }
+
+    fn config_text_with(host: &str, port: u16, admin_port: u16, admin_extra: &str, body: &str) -> String {
         format!(
-            "server:\n  listen: \"{host}:{port}\"\n  threads: 2\n  grace_period: 0s\n  shutdown_timeout: 1s\nadmin:\n  listen: 127.0.0.1:{admin_port}\n  token: test-admin-token\n{body}"
+            "server:\n  listen: \"{host}:{port}\"\n  threads: 2\n  grace_period: 0s\n  shutdown_timeout: 1s\nadmin:\n  listen: 127.0.0.1:{admin_port}\n  token: test-admin-token\n{admin_extra}{body}"
         )
     }
 
@@ -38,14 +44,27 @@ impl Payguard {
 
     /// Like [`start`](Self::start), with the proxy listening on `host` (`[::1]` for IPv6 clients).
     pub fn start_on(host: &str, body: &str) -> Self {
+        Self::start_custom(host, "", body, |dir, text| {
+            let path = dir.join("payguard.yaml");
+            std::fs::write(&path, text).expect("write config");
+            path
+        })
+    }
+
+    /// The most general start: `admin_extra` lines join the `admin:` section, and `place`
+    /// writes the config text (in the temp dir it is given) and returns the path to run with,
+    /// e.g. a Kubernetes-style symlinked volume.
+    pub fn start_custom(host: &str, admin_extra: &str, body: &str, place: impl FnOnce(&Path, &str) -> PathBuf) -> Self {
         let port = free_port();
         // Each probe releases its port, so two probes can return the same one.
         let admin_port = std::iter::repeat_with(free_port)
             .find(|p| *p != port)
             .expect("a second free port");
         let dir = tempfile::tempdir().expect("tempdir");
-        let config_path = dir.path().join("payguard.yaml");
-        std::fs::write(&config_path, Self::config_text_on(host, port, admin_port, body)).expect("write config");
+        let config_path = place(
+            dir.path(),
+            &Self::config_text_with(host, port, admin_port, admin_extra, body),
+        );
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_payguard"));
         cmd.arg("run").arg("-c").arg(&config_path);
         cmd.stdin(Stdio::null());
@@ -60,6 +79,7 @@ impl Payguard {
             admin_port,
             dir,
             config_path,
+            admin_extra: admin_extra.to_string(),
         };
         pg.wait_ready();
         pg
@@ -101,10 +121,15 @@ impl Payguard {
         format!("http://127.0.0.1:{}{path}", self.admin_port)
     }
 
+    /// The whole config text for `body` on this instance's ports.
+    pub fn full_text(&self, body: &str) -> String {
+        Self::config_text_with(&self.host, self.port, self.admin_port, &self.admin_extra, body)
+    }
+
     /// Replaces the config file atomically (write + rename), as a ConfigMap update does.
     pub fn write_config(&self, body: &str) {
         let tmp = self.dir.path().join("payguard.yaml.tmp");
-        std::fs::write(&tmp, Self::config_text_on(&self.host, self.port, self.admin_port, body)).expect("write config");
+        std::fs::write(&tmp, self.full_text(body)).expect("write config");
         std::fs::rename(&tmp, &self.config_path).expect("rename config");
     }
 
@@ -138,6 +163,11 @@ impl Payguard {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// What the process wrote to stdout (`"stdout.log"`) or stderr (`"stderr.log"`) so far.
+    pub fn output(&self, which: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(which)).unwrap_or_default()
     }
 
     /// stdout + stderr so far.
