@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use support::guard::{now, problem_code, signature_section, Req};
-use support::payguard::Payguard;
+use support::payguard::{Custom, Payguard};
 use support::redis_server::RedisServer;
-use support::upstream::Upstream;
+use support::upstream::{Behavior, Upstream};
 
 const RELOADS_OK: &str = "payguard_config_reloads_total{result=\"success\"}";
 
@@ -174,9 +174,13 @@ fn unready_only_when_the_store_is_down_and_every_route_fails_closed() {
 fn the_probe_port_serves_probes_and_metrics_but_not_the_admin_api() {
     let up = Upstream::start();
     let probe = support::free_port();
+    let custom = Custom {
+        admin_extra: format!("  probe_listen: 127.0.0.1:{probe}\n"),
+        ..Custom::default()
+    };
     let pg = Payguard::start_custom(
         "127.0.0.1",
-        &format!("  probe_listen: 127.0.0.1:{probe}\n"),
+        custom,
         &format!("upstream: {{address: {}}}\n", up.addr),
         |dir, text| {
             let path = dir.join("payguard.yaml");
@@ -228,7 +232,7 @@ fn a_configmap_update_is_exactly_one_reload() {
     let up = Upstream::start();
     let body_a = routes(&up, &["/a"]);
     let mut volume = None;
-    let pg = Payguard::start_custom("127.0.0.1", "", &body_a, |dir, text| {
+    let pg = Payguard::start_custom("127.0.0.1", Custom::default(), &body_a, |dir, text| {
         let v = KubeVolume::create(&dir.join("config"), &[("payguard.yaml", text)]);
         let path = v.path("payguard.yaml");
         volume = Some(v);
@@ -263,7 +267,7 @@ fn a_rotated_secret_file_is_applied_without_sighup() {
     const NEW: &str = "pg-rotation-secret-new-0002";
     let up = Upstream::start();
     let mut secrets = None;
-    let pg = Payguard::start_custom("127.0.0.1", "", "", |dir, text| {
+    let pg = Payguard::start_custom("127.0.0.1", Custom::default(), "", |dir, text| {
         let v = KubeVolume::create(&dir.join("secrets"), &[("app-secret", &format!("{OLD}\n"))]);
         let guard = format!(
             "upstream: {{address: {}}}\nreload: {{watch: true, interval: 100ms}}\nguard:\n  signature:\n    keys:\n      - id: {}\n        secrets: [\"file:{}\"]\nroutes:\n  - {{name: orders, match: {{path: /v1/orders}}, policy: guard}}\n",
@@ -291,5 +295,44 @@ fn a_rotated_secret_file_is_applied_without_sighup() {
     assert!(
         !pg.logs().contains(NEW) && !pg.logs().contains(OLD),
         "a secret in the logs"
+    );
+}
+
+#[test]
+fn sigterm_closes_the_listener_at_once_and_lets_requests_in_flight_finish_within_the_grace_period() {
+    // Why the kit runs a preStop sleep before payguard gets SIGTERM: from then on new
+    // connections are refused; requests already in flight are answered if they finish within
+    // server.grace_period.
+    let up = Upstream::start();
+    up.set_behavior(Behavior {
+        delay: Duration::from_millis(500),
+        ..Behavior::default()
+    });
+    let custom = Custom {
+        grace_period: "2s".to_string(),
+        ..Custom::default()
+    };
+    let body = format!(
+        "upstream: {{address: {}}}\nroutes:\n  - {{name: api, match: {{path_prefix: /}}, policy: pass}}\n",
+        up.addr
+    );
+    let mut pg = Payguard::start_custom("127.0.0.1", custom, &body, |dir, text| {
+        let path = dir.join("payguard.yaml");
+        std::fs::write(&path, text).expect("write config");
+        path
+    });
+    let url = pg.url("/slow");
+    let in_flight = std::thread::spawn(move || client().get(url).send().map(|r| r.status().as_u16()));
+    wait_until("the request to reach the backend", || !up.requests().is_empty());
+    let terminated = Instant::now();
+    pg.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(100));
+    let refused = std::net::TcpStream::connect(("127.0.0.1", pg.port));
+    assert!(refused.is_err(), "still accepting after SIGTERM");
+    assert_eq!(in_flight.join().unwrap().expect("in-flight answer"), 200);
+    assert!(pg.wait_exit(Duration::from_secs(10)).is_some(), "payguard did not exit");
+    assert!(
+        terminated.elapsed() >= Duration::from_secs(2),
+        "exited before the grace period ended"
     );
 }

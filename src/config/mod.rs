@@ -57,11 +57,12 @@ pub struct ServerSection {
     /// Worker threads of the proxy (Pingora's own default is one; payguard's is 2).
     #[serde(default = "default_threads")]
     pub threads: usize,
-    /// On SIGTERM: how long to keep accepting while the pod is taken out of rotation.
+    /// On SIGTERM payguard stops accepting at once; requests in flight get this long to finish.
     #[serde(default = "default_grace", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub grace_period: Duration,
-    /// On SIGTERM: how long in-flight requests may take to finish after the grace period.
+    /// After the grace period: the longest the worker runtimes may take to stop (requests still
+    /// running are cut).
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub shutdown_timeout: Duration,
@@ -204,8 +205,9 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReloadSection {
-    /// Reload when the file's content changes (checked every `interval`; works with Kubernetes
-    /// ConfigMap symlink swaps). SIGHUP reloads regardless.
+    /// Reload when the file's content or a `file:` secret it references changes (checked every
+    /// `interval`; works with Kubernetes ConfigMap and Secret symlink swaps). SIGHUP reloads
+    /// regardless.
     #[serde(default = "default_true")]
     pub watch: bool,
     /// How often the file is checked.

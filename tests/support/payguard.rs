@@ -16,8 +16,25 @@ pub struct Payguard {
     pub admin_port: u16,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
-    /// Lines added to the `admin:` section (e.g. `  probe_listen: ...\n`).
-    admin_extra: String,
+    custom: Custom,
+}
+
+/// How [`Payguard::start_custom`] deviates from the test defaults.
+#[derive(Debug, Clone)]
+pub struct Custom {
+    /// Lines added to the `admin:` section (e.g. `"  probe_listen: 127.0.0.1:9465\n"`).
+    pub admin_extra: String,
+    /// `server.grace_period` (default `0s`: tests need no draining).
+    pub grace_period: String,
+}
+
+impl Default for Custom {
+    fn default() -> Self {
+        Self {
+            admin_extra: String::new(),
+            grace_period: "0s".to_string(),
+        }
+    }
 }
 
 impl Payguard {
@@ -28,12 +45,16 @@ impl Payguard {
 
     /// [`config_text`](Self::config_text) with the proxy listening on `host` (e.g. `[::1]`).
     pub fn config_text_on(host: &str, port: u16, admin_port: u16, body: &str) -> String {
-        Self::config_text_with(host, port, admin_port, "", body)
+        Self::config_text_with(host, port, admin_port, &Custom::default(), body)
     }
 
-    fn config_text_with(host: &str, port: u16, admin_port: u16, admin_extra: &str, body: &str) -> String {
+    fn config_text_with(host: &str, port: u16, admin_port: u16, custom: &Custom, body: &str) -> String {
+        let Custom {
+            admin_extra,
+            grace_period,
+        } = custom;
         format!(
-            "server:\n  listen: \"{host}:{port}\"\n  threads: 2\n  grace_period: 0s\n  shutdown_timeout: 1s\nadmin:\n  listen: 127.0.0.1:{admin_port}\n  token: test-admin-token\n{admin_extra}{body}"
+            "server:\n  listen: \"{host}:{port}\"\n  threads: 2\n  grace_period: {grace_period}\n  shutdown_timeout: 1s\nadmin:\n  listen: 127.0.0.1:{admin_port}\n  token: test-admin-token\n{admin_extra}{body}"
         )
     }
 
@@ -44,17 +65,17 @@ impl Payguard {
 
     /// Like [`start`](Self::start), with the proxy listening on `host` (`[::1]` for IPv6 clients).
     pub fn start_on(host: &str, body: &str) -> Self {
-        Self::start_custom(host, "", body, |dir, text| {
+        Self::start_custom(host, Custom::default(), body, |dir, text| {
             let path = dir.join("payguard.yaml");
             std::fs::write(&path, text).expect("write config");
             path
         })
     }
 
-    /// The most general start: `admin_extra` lines join the `admin:` section, and `place`
+    /// The most general start: `custom` changes the listener sections, and `place`
     /// writes the config text (in the temp dir it is given) and returns the path to run with,
     /// e.g. a Kubernetes-style symlinked volume.
-    pub fn start_custom(host: &str, admin_extra: &str, body: &str, place: impl FnOnce(&Path, &str) -> PathBuf) -> Self {
+    pub fn start_custom(host: &str, custom: Custom, body: &str, place: impl FnOnce(&Path, &str) -> PathBuf) -> Self {
         let port = free_port();
         // Each probe releases its port, so two probes can return the same one.
         let admin_port = std::iter::repeat_with(free_port)
@@ -63,7 +84,7 @@ impl Payguard {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = place(
             dir.path(),
-            &Self::config_text_with(host, port, admin_port, admin_extra, body),
+            &Self::config_text_with(host, port, admin_port, &custom, body),
         );
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_payguard"));
         cmd.arg("run").arg("-c").arg(&config_path);
@@ -79,7 +100,7 @@ impl Payguard {
             admin_port,
             dir,
             config_path,
-            admin_extra: admin_extra.to_string(),
+            custom,
         };
         pg.wait_ready();
         pg
@@ -123,7 +144,7 @@ impl Payguard {
 
     /// The whole config text for `body` on this instance's ports.
     pub fn full_text(&self, body: &str) -> String {
-        Self::config_text_with(&self.host, self.port, self.admin_port, &self.admin_extra, body)
+        Self::config_text_with(&self.host, self.port, self.admin_port, &self.custom, body)
     }
 
     /// Replaces the config file atomically (write + rename), as a ConfigMap update does.
@@ -135,8 +156,27 @@ impl Payguard {
 
     /// Sends SIGHUP.
     pub fn sighup(&self) {
+        self.signal(libc::SIGHUP);
+    }
+
+    /// Sends `sig` (e.g. `libc::SIGTERM`).
+    pub fn signal(&self, sig: libc::c_int) {
         // SAFETY: plain kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGHUP) };
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits up to `timeout` for the process to exit; its status, or `None` if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Value of a metric sample line `name{labels}` from `/metrics` (0 when absent).
