@@ -4,6 +4,7 @@
 pub mod guard;
 pub mod payguard;
 pub mod redis_server;
+pub mod stripe;
 pub mod tls;
 pub mod upstream;
 
