@@ -771,7 +771,7 @@ async fn open_selects_the_configured_backend() {
     assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
     let redis = open(&cfg, clock.clone()).await.unwrap();
     assert_eq!(redis.backend(), "redis");
-    wait_for_ping(redis.as_ref()).await;
+    // With Redis up, open returns connected: the first call works.
     redis.set_add("deny", "10.0.0.1", MINUTE).await.unwrap();
     let keys: HashSet<String> = server.keys().into_iter().collect();
     assert_eq!(keys, HashSet::from(["x:{s:deny}".to_string()]));
@@ -797,7 +797,12 @@ async fn open_does_not_wait_for_redis_and_connects_when_it_comes_up() {
     let cfg: StoreConfig = serde_yaml_ng::from_str(&yaml).unwrap();
     let start = Instant::now();
     let store = open(&cfg, payguard::clock::system()).await.expect("open without Redis");
-    assert!(start.elapsed() < Duration::from_millis(100), "open waited for Redis");
+    // It waits for Redis at most connect_timeout (200 ms), then starts anyway.
+    assert!(
+        start.elapsed() < Duration::from_millis(600),
+        "open waited {:?}",
+        start.elapsed()
+    );
     // Meanwhile every call fails at once, so rules apply their on_store_error policy.
     for (op, result, took) in each_operation(store.as_ref()).await {
         assert!(matches!(result, Err(StoreError::Unavailable(_))), "{op}: {result:?}");

@@ -231,12 +231,18 @@ impl StoreConfig {
 }
 
 /// Opens the configured store. `clock` drives the embedded store; Redis uses its own `TIME`.
-/// Redis is connected in the background (on the calling Tokio runtime), so payguard starts while
-/// Redis is still unreachable; this fails only when the section is invalid.
+/// Redis is connected in the background (on the calling Tokio runtime): this waits up to
+/// `connect_timeout` for the first connection, so a normal start serves its first request
+/// connected, and then returns either way, so payguard starts while Redis is still unreachable.
+/// It fails only when the section is invalid.
 pub async fn open(cfg: &StoreConfig, clock: SharedClock) -> Result<Arc<dyn Store>, StoreError> {
     match (cfg.backend, &cfg.redis) {
         (StoreBackend::Embedded, _) => Ok(Arc::new(EmbeddedStore::new(&cfg.embedded, clock))),
-        (StoreBackend::Redis, Some(redis)) => Ok(Arc::new(redis_store::connect_in_background(redis)?)),
+        (StoreBackend::Redis, Some(redis)) => {
+            let store = redis_store::connect_in_background(redis)?;
+            store.wait_connected(redis.connect_timeout).await;
+            Ok(Arc::new(store))
+        }
         (StoreBackend::Redis, None) => Err(StoreError::Unavailable(
             "store.redis is required when backend is redis".to_string(),
         )),

@@ -383,6 +383,18 @@ impl RedisStore {
     pub fn is_connected(&self) -> bool {
         self.conn.load().is_some()
     }
+
+    /// Waits up to `timeout` for the first connection; whether it is there.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.is_connected() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
 }
 
 /// Connects to Redis (standalone or Cluster) as configured and waits for it, within
