@@ -1,5 +1,7 @@
 //! Admin listener (product.md §7): `/healthz`, `/readyz`, `/metrics`, and mutating endpoints
-//! behind a bearer token (`POST /admin/reload`).
+//! behind a bearer token (`POST /admin/reload`). The optional probe listener serves the same
+//! app limited to the three read-only endpoints, so exposing it to kubelet and Prometheus does
+//! not expose the admin API.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,20 +15,26 @@ use subtle::ConstantTimeEq;
 use crate::config::reload::{ReloadOutcome, Reloader};
 use crate::state::SharedState;
 
-/// How long `/readyz` waits for the store.
-const READY_STORE_TIMEOUT: Duration = Duration::from_millis(500);
-
 /// The admin HTTP application.
 #[derive(Debug)]
 pub struct AdminApp {
     state: Arc<SharedState>,
-    reloader: Arc<Reloader>,
+    /// `None` on the probe listener: `/admin/*` is not served there at all.
+    reloader: Option<Arc<Reloader>>,
 }
 
 impl AdminApp {
     /// Admin app over shared state.
     pub fn new(state: Arc<SharedState>, reloader: Arc<Reloader>) -> Self {
-        Self { state, reloader }
+        Self {
+            state,
+            reloader: Some(reloader),
+        }
+    }
+
+    /// The probe listener's app: `/healthz`, `/readyz` and `/metrics` only.
+    pub fn probes(state: Arc<SharedState>) -> Self {
+        Self { state, reloader: None }
     }
 
     #[allow(clippy::result_large_err)] // the Err is the ready answer, built once per refused call
@@ -115,31 +123,16 @@ fn text(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u
         .unwrap_or_default()
 }
 
-#[async_trait]
-impl ServeHttp for AdminApp {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let method = session.req_header().method.clone();
-        let path = session.req_header().uri.path().to_string();
-        match (method.as_str(), path.as_str()) {
-            ("GET", "/healthz") => text(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
-            ("GET", "/readyz") => {
-                let store = &self.state.store;
-                match tokio::time::timeout(READY_STORE_TIMEOUT, store.ping()).await {
-                    Ok(Ok(())) => json(
-                        StatusCode::OK,
-                        serde_json::json!({"ready": true, "store": store.backend()}),
-                    ),
-                    Ok(Err(e)) => json(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        serde_json::json!({"ready": false, "store": store.backend(), "error": e.to_string()}),
-                    ),
-                    Err(_) => json(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        serde_json::json!({"ready": false, "store": store.backend(), "error": "store ping timed out"}),
-                    ),
-                }
-            }
-            ("GET", "/metrics") => {
+impl AdminApp {
+    /// `/healthz`, `/readyz` (see [`crate::health`]) and `/metrics`.
+    fn read_only(&self, path: &str) -> Response<Vec<u8>> {
+        match path {
+            "/healthz" => text(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+            "/readyz" => match crate::health::readiness(&self.state) {
+                (true, body) => json(StatusCode::OK, body),
+                (false, body) => json(StatusCode::SERVICE_UNAVAILABLE, body),
+            },
+            _ => {
                 let m = &self.state.metrics;
                 for (kind, records, budget) in self.state.store.usage() {
                     m.store_records
@@ -151,11 +144,32 @@ impl ServeHttp for AdminApp {
                 }
                 text(StatusCode::OK, "text/plain; version=0.0.4", m.render())
             }
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        let Some(reloader) = &self.reloader else {
+            return match (method.as_str(), path.as_str()) {
+                ("GET", "/healthz" | "/readyz" | "/metrics") => self.read_only(&path),
+                (_, "/healthz" | "/readyz" | "/metrics") => json(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    serde_json::json!({"error": "method not allowed"}),
+                ),
+                _ => json(StatusCode::NOT_FOUND, serde_json::json!({"error": "not found"})),
+            };
+        };
+        match (method.as_str(), path.as_str()) {
+            ("GET", "/healthz" | "/readyz" | "/metrics") => self.read_only(&path),
             ("POST", "/admin/reload") => {
                 if let Err(resp) = self.authorized(session) {
                     return resp;
                 }
-                let reloader = self.reloader.clone();
+                let reloader = reloader.clone();
                 match tokio::task::spawn_blocking(move || reloader.reload("admin", true)).await {
                     Ok(Ok(ReloadOutcome::Applied { needs_restart })) => json(
                         StatusCode::OK,

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod guard;
+pub mod health;
 pub mod metrics;
 pub mod notify;
 pub mod problem;

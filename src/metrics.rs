@@ -22,6 +22,8 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// Unix time of the last successful (re)load.
     pub config_loaded_at: IntGauge,
+    /// 1 while the store answers its periodic ping, 0 otherwise.
+    pub store_up: IntGauge,
     /// Store operation latency by backend and operation.
     pub store_duration: HistogramVec,
     /// Store errors by backend and operation.
@@ -93,6 +95,17 @@ impl Metrics {
         registry
             .register(Box::new(config_loaded_at.clone()))
             .expect("unique metric name");
+        let store_up = IntGauge::with_opts(
+            Opts::new(
+                "store_up",
+                "1 while the store answers its periodic health ping, else 0.",
+            )
+            .namespace("payguard"),
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(store_up.clone()))
+            .expect("unique metric name");
         let store_duration = histogram(
             "store_operation_duration_seconds",
             "Store operation latency.",
@@ -149,6 +162,7 @@ impl Metrics {
             upstream_duration,
             reloads,
             config_loaded_at,
+            store_up,
             store_duration,
             store_errors,
             store_full,

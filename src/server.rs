@@ -12,6 +12,7 @@ use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
 use crate::config::reload::{ReloadService, Reloader};
+use crate::health::StoreHealthService;
 use crate::metrics::Metrics;
 use crate::proxy::PayguardProxy;
 use crate::state::SharedState;
@@ -20,8 +21,8 @@ use crate::{clock, config, store, telemetry};
 /// Loads `path`, starts every listener and blocks until shutdown.
 pub fn serve(path: &Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let (_, cfg) =
-        config::check_text(&text).map_err(|issues| anyhow::anyhow!("{} has errors:\n{issues}", path.display()))?;
+    let (checked, secret_files) = config::load::check_text_tracked(&text);
+    let (_, cfg) = checked.map_err(|issues| anyhow::anyhow!("{} has errors:\n{issues}", path.display()))?;
     telemetry::init(cfg.log.format, &cfg.log.level);
     config::log_warnings(&cfg, "start");
 
@@ -54,9 +55,11 @@ pub fn serve(path: &Path) -> anyhow::Result<()> {
     };
     let listen = cfg.listen.to_string();
     let admin_listen = cfg.admin_listen.to_string();
+    let probe_listen = cfg.probe_listen.map(|a| a.to_string());
     tracing::info!(
         listen = %listen,
         admin = %admin_listen,
+        probes = probe_listen.as_deref().unwrap_or("-"),
         threads = cfg.threads,
         upstream = %cfg.upstream.address,
         store = store.backend(),
@@ -65,7 +68,7 @@ pub fn serve(path: &Path) -> anyhow::Result<()> {
     );
 
     let state = Arc::new(SharedState::new(cfg, path.to_path_buf(), store, clock, metrics));
-    let reloader = Arc::new(Reloader::new(state.clone(), &text));
+    let reloader = Arc::new(Reloader::new(state.clone(), &text, secret_files));
 
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
@@ -84,10 +87,24 @@ pub fn serve(path: &Path) -> anyhow::Result<()> {
     admin.threads = Some(1);
     admin.add_tcp(&admin_listen);
 
-    let reload = background_service("payguard reload", ReloadService { reloader, state });
+    let health = background_service("payguard store health", StoreHealthService { state: state.clone() });
+    let reload = background_service(
+        "payguard reload",
+        ReloadService {
+            reloader,
+            state: state.clone(),
+        },
+    );
 
     server.add_service(proxy);
     server.add_service(admin);
+    if let Some(probe_listen) = &probe_listen {
+        let mut probes = Service::new("payguard probes".to_string(), AdminApp::probes(state));
+        probes.threads = Some(1);
+        probes.add_tcp(probe_listen);
+        server.add_service(probes);
+    }
+    server.add_service(health);
     server.add_service(reload);
     server.run(RunArgs::default());
     drop(control);

@@ -25,6 +25,8 @@ pub struct SharedState {
     pub config_path: PathBuf,
     /// Pooled client for paths where payguard consults the backend itself.
     pub backend: HttpBackend,
+    /// The latest store health check (readiness, `payguard_store_up`).
+    pub store_health: crate::health::StoreHealth,
 }
 
 impl SharedState {
@@ -45,6 +47,7 @@ impl SharedState {
             clock,
             config_path,
             backend,
+            store_health: crate::health::StoreHealth::default(),
         }
     }
 

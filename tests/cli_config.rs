@@ -117,3 +117,48 @@ fn schema_output_validates_the_example_configs() {
     let bad: serde_json::Value = serde_json::json!({"upstream": {"address": "x:1"}, "nope": 1});
     assert!(!validator.is_valid(&bad));
 }
+
+#[test]
+fn check_names_the_key_inside_guard_and_notify_and_prints_no_inline_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leaky.yaml");
+    std::fs::write(
+        &path,
+        "upstream: {address: 127.0.0.1:3000}\nguard:\n  signature:\n    keys:\n      - {id: app, secrets: [inline-app-secret-must-not-leak], bogus: 1}\nroutes:\n  - name: n\n    match: {path: /n}\n    policy: notify\n    notify:\n      channel: {stripe: {endpoint_secrets: [whsec_inline_must_not_leak], tolerence: 5m}}\n      webhook_secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n",
+    )
+    .unwrap();
+    let out = payguard(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("guard.signature.keys[0].bogus: unknown key"), "{err}");
+    assert!(
+        err.contains("routes[0].notify.channel.stripe.tolerence: unknown key"),
+        "{err}"
+    );
+    for secret in [
+        "inline-app-secret-must-not-leak",
+        "whsec_inline_must_not_leak",
+        "MfKQ9r8GKYqr",
+    ] {
+        assert!(!err.contains(secret), "secret leaked: {err}");
+    }
+}
+
+#[test]
+fn check_offline_lints_without_the_secrets_but_still_finds_mistakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deploy.yaml");
+    let good = "admin: {token: 'file:/nonexistent/admin-token'}\nupstream: {address: 'shop-backend.invalid:3000'}\nguard:\n  signature:\n    keys:\n      - {id: app, secrets: ['env:PG_TEST_NEVER_SET_SECRET']}\nroutes:\n  - {name: orders, match: {path: /orders}, policy: guard}\n";
+    std::fs::write(&path, good).unwrap();
+    let online = payguard(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(online.status.code(), Some(1), "the secrets are missing here");
+    let offline = payguard(&["check", "--offline", "-c", path.to_str().unwrap()]);
+    assert!(offline.status.success(), "{}", String::from_utf8_lossy(&offline.stderr));
+    assert!(String::from_utf8_lossy(&offline.stdout).contains("OK (offline"));
+
+    std::fs::write(&path, good.replace("policy: guard", "policy: gaurd")).unwrap();
+    let offline = payguard(&["check", "--offline", "-c", path.to_str().unwrap()]);
+    assert_eq!(offline.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&offline.stderr);
+    assert!(err.contains("routes[0].policy: `gaurd` is not one of"), "{err}");
+}

@@ -3,9 +3,6 @@
 
 mod support;
 
-use std::time::Duration;
-
-use payguard::channels::{registry, ChannelKind, EventKind, SimulateKeys, SimulateSpec};
 use support::payguard::Payguard;
 use support::upstream::{Behavior, Upstream};
 
@@ -19,36 +16,11 @@ fn config(upstream: &str) -> String {
 }
 
 fn notification(order: &str) -> payguard::channels::SimulatedNotification {
-    let spec = SimulateSpec {
-        out_trade_no: order.into(),
-        amount_minor: 8880,
-        currency: "usd".into(),
-        kind: EventKind::PaymentSucceeded,
-        out_refund_no: None,
-        refund_amount_minor: None,
-        channel_txn_id: "pi_3TestIntent".into(),
-        at: jiff::Timestamp::now(),
-        notification_id: "evt_1TestEvent".into(),
-        app_id: None,
-        mch_id: None,
-    };
-    let keys = SimulateKeys {
-        secret: Some(STRIPE_SECRET.as_bytes().to_vec()),
-        ..Default::default()
-    };
-    registry::simulate(ChannelKind::Stripe, &spec, &keys).expect("simulate")
+    support::stripe::notification(STRIPE_SECRET, order)
 }
 
 fn send(pg: &Payguard, n: &payguard::channels::SimulatedNotification) -> reqwest::blocking::Response {
-    let mut req = reqwest::blocking::Client::new()
-        .post(pg.url("/notify/stripe"))
-        .header("content-type", &n.content_type)
-        .body(n.body.clone())
-        .timeout(Duration::from_secs(10));
-    for (k, v) in &n.headers {
-        req = req.header(k, v);
-    }
-    req.send().expect("send")
+    support::stripe::send(pg, "/notify/stripe", n)
 }
 
 #[test]

@@ -137,3 +137,25 @@ fn admin_reload_reports_errors_with_key_paths() {
     let body: serde_json::Value = r.json().unwrap();
     assert_eq!(body["errors"][0], "upstream.bogus: unknown key");
 }
+
+#[test]
+fn a_refused_reload_logs_the_exact_key_and_no_inline_secret() {
+    let up = Upstream::start();
+    let upstream = up.addr.to_string();
+    let pg = Payguard::start(&routes(&upstream, &["/a"], true));
+    let before = pg.metric("payguard_config_reloads_total{result=\"failure\"}");
+    let mut broken = routes(&upstream, &["/a"], true);
+    broken.push_str(
+        "guard:\n  signature:\n    keys:\n      - {id: app, secrets: [inline-secret-in-a-broken-reload], bogus: 1}\n",
+    );
+    pg.write_config(&broken);
+    wait_until("failed reload metric", || {
+        pg.metric("payguard_config_reloads_total{result=\"failure\"}") > before
+    });
+    let logs = pg.logs();
+    assert!(logs.contains("guard.signature.keys[0].bogus: unknown key"), "{logs}");
+    assert!(
+        !logs.contains("inline-secret-in-a-broken-reload"),
+        "secret in the log:\n{logs}"
+    );
+}

@@ -70,7 +70,11 @@ impl Rig {
                 r.url()
             )
         });
-        let pg = Payguard::start_custom("127.0.0.1", server, &layout(&up, &store), &[]);
+        let custom = support::payguard::Custom {
+            server_extra: server.to_string(),
+            ..Default::default()
+        };
+        let pg = Payguard::start_with("127.0.0.1", custom, &layout(&up, &store));
         Self { pg, up, _redis: redis }
     }
 
@@ -760,7 +764,11 @@ fn shipped_example_layout_protects_every_variant() {
         ("STRIPE_WEBHOOK_SECRET", "whsec_test_example_stripe_secret"),
         ("PAYGUARD_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
     ];
-    let pg = Payguard::start_with_env("127.0.0.1", &body, &secrets);
+    let custom = support::payguard::Custom {
+        env: secrets.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..Default::default()
+    };
+    let pg = Payguard::start_with("127.0.0.1", custom, &body);
     let rig = Rig { pg, up, _redis: None };
     let handlers = [
         Handler::exact("orders", "POST", "/api/orders"),

@@ -813,6 +813,7 @@ async fn open_selects_the_configured_backend() {
     assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
     let redis = open(&cfg, clock.clone()).await.unwrap();
     assert_eq!(redis.backend(), "redis");
+    // With Redis up, open returns connected: the first call works.
     redis.set_add("deny", "10.0.0.1", MINUTE).await.unwrap();
     let keys: HashSet<String> = server.keys().into_iter().collect();
     assert_eq!(keys, HashSet::from(["x:{s:deny}".to_string()]));
@@ -820,4 +821,37 @@ async fn open_selects_the_configured_backend() {
     let missing: StoreConfig = serde_yaml_ng::from_str("backend: redis").unwrap();
     assert_eq!(missing.validate()[0].0, "redis");
     assert!(open(&missing, clock).await.is_err());
+}
+
+/// Waits (up to 10 s) until `store` answers `PING`.
+async fn wait_for_ping(store: &dyn Store) {
+    let start = Instant::now();
+    while store.ping().await.is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "store never answered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn open_does_not_wait_for_redis_and_connects_when_it_comes_up() {
+    let port = support::free_port();
+    let yaml = format!("backend: redis\nredis:\n  url: redis://127.0.0.1:{port}\n  connect_timeout: 200ms\n");
+    let cfg: StoreConfig = serde_yaml_ng::from_str(&yaml).unwrap();
+    let start = Instant::now();
+    let store = open(&cfg, payguard::clock::system()).await.expect("open without Redis");
+    // It waits for Redis at most connect_timeout (200 ms), then starts anyway.
+    assert!(
+        start.elapsed() < Duration::from_millis(600),
+        "open waited {:?}",
+        start.elapsed()
+    );
+    // Meanwhile every call fails at once, so rules apply their on_store_error policy.
+    for (op, result, took) in each_operation(store.as_ref()).await {
+        assert!(matches!(result, Err(StoreError::Unavailable(_))), "{op}: {result:?}");
+        assert!(took < Duration::from_millis(100), "{op} took {took:?}");
+    }
+    let server = RedisServer::start_on_port(port, &[]);
+    wait_for_ping(store.as_ref()).await;
+    assert!(store.claim_nonce("late", MINUTE).await.unwrap());
+    assert_eq!(server.keys(), ["pg:{n:late}"]);
 }

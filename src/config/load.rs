@@ -3,9 +3,10 @@
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::{Config, FileConfig, Upstream};
+use super::{secret, Config, DefaultAction, FileConfig, PolicyKind, Upstream};
+use crate::health::WithoutStore;
 use crate::proxy::routes::RouteTable;
 
 /// One configuration error and where it is.
@@ -72,17 +73,57 @@ pub fn schema_json() -> serde_json::Value {
 
 /// Reads and validates a configuration file.
 pub fn load_file(path: &Path) -> Result<(FileConfig, Config), ConfigIssues> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    check_text(&read_config(path)?)
+}
+
+fn read_config(path: &Path) -> Result<String, ConfigIssues> {
+    std::fs::read_to_string(path).map_err(|e| {
         ConfigIssues(vec![ConfigIssue::new(
             "(file)",
             format!("cannot read {}: {e}", path.display()),
         )])
-    })?;
-    check_text(&text)
+    })
 }
 
 /// Validates configuration text and builds the internal config.
 pub fn check_text(text: &str) -> Result<(FileConfig, Config), ConfigIssues> {
+    check_text_tracked(text).0
+}
+
+/// [`check_text`], also returning the `file:` secrets the text references (whether or not it is
+/// valid): the reloader watches them so a rotated Kubernetes Secret is applied like a config edit.
+pub fn check_text_tracked(text: &str) -> (Result<(FileConfig, Config), ConfigIssues>, Vec<PathBuf>) {
+    secret::track_resolution(false, || check(text, Mode::Online))
+}
+
+/// Validates a configuration file without its secrets: `env:` and `file:` references are not
+/// read and the upstream host name is not resolved, so CI can lint the file a deployment ships
+/// without access to the secrets or the cluster's DNS. Everything else is checked as at start.
+pub fn load_file_offline(path: &Path) -> Result<FileConfig, ConfigIssues> {
+    let file = check_structure(&read_config(path)?)?;
+    let (built, _) = secret::track_resolution(true, || build(&file, Mode::Offline));
+    match built {
+        Ok(_) => Ok(file),
+        Err(ConfigIssues(mut issues)) => {
+            issues.retain(|i| i.message != secret::NOT_READ_OFFLINE);
+            if issues.is_empty() {
+                Ok(file)
+            } else {
+                Err(ConfigIssues(issues))
+            }
+        }
+    }
+}
+
+/// Whether building may read secrets and resolve names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Online,
+    Offline,
+}
+
+/// YAML → JSON Schema validation → typed file config: every structural error with its key path.
+fn check_structure(text: &str) -> Result<FileConfig, ConfigIssues> {
     let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| {
         let path = match e.location() {
             Some(loc) => format!("(line {}, column {})", loc.line(), loc.column()),
@@ -97,7 +138,7 @@ pub fn check_text(text: &str) -> Result<(FileConfig, Config), ConfigIssues> {
         .map_err(|e| ConfigIssues(vec![ConfigIssue::new("(schema)", e.to_string())]))?;
     let mut issues: Vec<ConfigIssue> = validator
         .iter_errors(&json)
-        .flat_map(|e| schema_issue(&schema, e))
+        .flat_map(|e| schema_issue(&schema, e, ""))
         .collect();
     if !issues.is_empty() {
         issues.sort_by(|a, b| a.path.cmp(&b.path));
@@ -105,18 +146,22 @@ pub fn check_text(text: &str) -> Result<(FileConfig, Config), ConfigIssues> {
         return Err(ConfigIssues(issues));
     }
 
-    let file: FileConfig = serde_path_to_error::deserialize(json).map_err(|e| {
+    serde_path_to_error::deserialize(json).map_err(|e| {
         ConfigIssues(vec![ConfigIssue::new(
             display_serde_path(&e.path().to_string()),
             e.inner().to_string(),
         )])
-    })?;
-    let config = build(&file)?;
+    })
+}
+
+fn check(text: &str, mode: Mode) -> Result<(FileConfig, Config), ConfigIssues> {
+    let file = check_structure(text)?;
+    let config = build(&file, mode)?;
     Ok((file, config))
 }
 
 /// Semantic checks and secret resolution; collects every issue.
-fn build(file: &FileConfig) -> Result<Config, ConfigIssues> {
+fn build(file: &FileConfig, mode: Mode) -> Result<Config, ConfigIssues> {
     let mut issues = Vec::new();
 
     let listen = parse_addr(&file.server.listen, "server.listen", &mut issues);
@@ -129,6 +174,19 @@ fn build(file: &FileConfig) -> Result<Config, ConfigIssues> {
             issues.push(ConfigIssue::new("admin.listen", "must differ from server.listen"));
         }
     }
+    let probe_listen = file
+        .admin
+        .probe_listen
+        .as_ref()
+        .and_then(|p| parse_addr(p, "admin.probe_listen", &mut issues));
+    if let Some(p) = probe_listen {
+        if Some(p) == listen || Some(p) == admin_listen {
+            issues.push(ConfigIssue::new(
+                "admin.probe_listen",
+                "must differ from server.listen and admin.listen",
+            ));
+        }
+    }
     let admin_token = file.admin.token.as_ref().and_then(|r| match r.resolve() {
         Ok(s) => Some(s),
         Err(e) => {
@@ -138,7 +196,11 @@ fn build(file: &FileConfig) -> Result<Config, ConfigIssues> {
     });
 
     let up = &file.upstream;
-    let upstream_socket = match resolve_upstream(&up.address) {
+    let upstream_socket = match mode {
+        Mode::Online => resolve_upstream(&up.address),
+        Mode::Offline => unresolved_upstream(&up.address),
+    };
+    let upstream_socket = match upstream_socket {
         Ok(a) => Some(a),
         Err(e) => {
             issues.push(ConfigIssue::new("upstream.address", e));
@@ -220,7 +282,9 @@ fn build(file: &FileConfig) -> Result<Config, ConfigIssues> {
         grace_period: file.server.grace_period,
         shutdown_timeout: file.server.shutdown_timeout,
         admin_listen,
+        probe_listen,
         admin_token,
+        without_store: without_store(file),
         upstream: Upstream {
             address: up.address.clone(),
             socket,
@@ -238,6 +302,45 @@ fn build(file: &FileConfig) -> Result<Config, ConfigIssues> {
         warnings,
         guard,
     })
+}
+
+/// Which routes serve while the store is unreachable (see [`crate::health`]): `pass` routes and
+/// a `pass` default action always; `guard` routes unless a check fails closed on them (the
+/// signature's nonce, or an enforced rate or order rule with `on_store_error: deny` that may
+/// apply to the route); `notify` routes never (deduplication fails closed).
+fn without_store(file: &FileConfig) -> WithoutStore {
+    use crate::guard::{Mode, StoreErrorPolicy};
+    let guard_fails_closed = |route: &str| {
+        let Some(g) = &file.guard else {
+            return false;
+        };
+        let applies = |routes: &[String]| routes.is_empty() || routes.iter().any(|r| r == route);
+        let denies = |mode: Mode, policy: StoreErrorPolicy| mode == Mode::Enforce && policy == StoreErrorPolicy::Deny;
+        g.signature.is_some()
+            || g.rate_rules
+                .iter()
+                .any(|r| applies(&r.matches.routes) && denies(r.mode, r.on_store_error))
+            || g.order_rules
+                .iter()
+                .any(|r| applies(&r.matches.routes) && denies(r.mode, r.on_store_error))
+    };
+    let mut out = WithoutStore::default();
+    for route in &file.routes {
+        let closed = match route.policy {
+            PolicyKind::Pass => false,
+            PolicyKind::Guard => guard_fails_closed(&route.name),
+            PolicyKind::Notify => true,
+        };
+        if closed {
+            out.failing_closed.push(route.name.clone());
+        } else {
+            out.serving.push(route.name.clone());
+        }
+    }
+    if file.default_action == DefaultAction::Pass {
+        out.serving.push("(default)".to_string());
+    }
+    out
 }
 
 fn parse_addr(text: &str, path: &str, issues: &mut Vec<ConfigIssue>) -> Option<SocketAddr> {
@@ -260,6 +363,21 @@ pub fn resolve_upstream(address: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("cannot resolve `{address}`: {e}"))?
         .next()
         .ok_or_else(|| format!("`{address}` resolves to no address"))
+}
+
+/// Offline stand-in for [`resolve_upstream`]: checks the `host:port` form without asking DNS.
+/// The address it returns for a host name is a placeholder; an offline config is never served.
+fn unresolved_upstream(address: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = address.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    match address.rsplit_once(':') {
+        Some((host, port)) if !host.trim().is_empty() && !host.contains(char::is_whitespace) => port
+            .parse::<u16>()
+            .map(|port| SocketAddr::from(([0, 0, 0, 0], port)))
+            .map_err(|_| format!("`{address}` is not host:port")),
+        _ => Err(format!("`{address}` is not host:port")),
+    }
 }
 
 fn yaml_to_json(value: serde_yaml_ng::Value, path: &str) -> Result<serde_json::Value, ConfigIssues> {
@@ -347,29 +465,28 @@ fn join_path(base: &str, key: &str) -> String {
     }
 }
 
+/// `$ref`s (into `definitions`) and single-entry `allOf`s followed to the node they name.
+fn deref<'s>(schema: &'s serde_json::Value, mut node: &'s serde_json::Value) -> Option<&'s serde_json::Value> {
+    for _ in 0..16 {
+        match node
+            .get("$ref")
+            .and_then(|r| r.as_str())
+            .and_then(|r| r.strip_prefix("#/"))
+        {
+            Some(r) => node = schema.pointer(&format!("/{r}"))?,
+            None => match node.get("allOf").and_then(|a| a.as_array()).filter(|a| a.len() == 1) {
+                Some(a) => node = &a[0],
+                None => return Some(node),
+            },
+        }
+    }
+    Some(node)
+}
+
 /// The schema node describing the value at `pointer` (following `properties`, `items`,
 /// `additionalProperties` and `$ref`s into `definitions`).
 fn schema_node<'s>(schema: &'s serde_json::Value, pointer: &str) -> Option<&'s serde_json::Value> {
-    let resolve = |mut node: &'s serde_json::Value| {
-        for _ in 0..16 {
-            match node
-                .get("$ref")
-                .and_then(|r| r.as_str())
-                .and_then(|r| r.strip_prefix("#/"))
-            {
-                Some(r) => node = schema.pointer(&format!("/{r}"))?,
-                None => {
-                    // Option<T> renders as anyOf [T, null] or allOf [T].
-                    match node.get("allOf").and_then(|a| a.as_array()).filter(|a| a.len() == 1) {
-                        Some(a) => node = &a[0],
-                        None => return Some(node),
-                    }
-                }
-            }
-        }
-        Some(node)
-    };
-    let mut node = resolve(schema)?;
+    let mut node = deref(schema, schema)?;
     for seg in pointer.split('/').skip(1) {
         let seg = seg.replace("~1", "/").replace("~0", "~");
         let next = node
@@ -377,7 +494,7 @@ fn schema_node<'s>(schema: &'s serde_json::Value, pointer: &str) -> Option<&'s s
             .and_then(|p| p.get(&seg))
             .or_else(|| node.get("items"))
             .or_else(|| node.get("additionalProperties").filter(|a| a.is_object()))?;
-        node = resolve(next)?;
+        node = deref(schema, next)?;
     }
     Some(node)
 }
@@ -401,15 +518,123 @@ fn allowed_values(node: &serde_json::Value) -> Vec<String> {
     out
 }
 
-fn schema_issue(schema: &serde_json::Value, err: jsonschema::ValidationError<'_>) -> Vec<ConfigIssue> {
+/// Secret fields are `writeOnly` in the schema (see [`super::secret::SecretRef`]); a list of
+/// secrets counts too, so a secret written where the list belongs is not shown either.
+fn is_secret(node: Option<&serde_json::Value>) -> bool {
+    let write_only = |n: &serde_json::Value| n.get("writeOnly").and_then(|w| w.as_bool()) == Some(true);
+    node.is_some_and(|n| write_only(n) || n.get("items").is_some_and(write_only))
+}
+
+/// How an error message may show a value: scalars as themselves, never a secret, and never a
+/// whole object or list (which can hold secrets anywhere inside).
+fn shown_value(value: &serde_json::Value, secret: bool) -> String {
+    match value {
+        _ if secret => "the value".to_string(),
+        serde_json::Value::Object(_) => "a mapping".to_string(),
+        serde_json::Value::Array(_) => "a list".to_string(),
+        serde_json::Value::String(s) => format!("`{s}`"),
+        other => other.to_string(),
+    }
+}
+
+/// The key a branch of an externally tagged enum stands for (`{stripe: {...}}` → `stripe`).
+fn branch_tag(branch: &serde_json::Value) -> Option<&str> {
+    match branch.get("required").and_then(|r| r.as_array()).map(Vec::as_slice) {
+        Some([key]) if branch.get("type").and_then(|t| t.as_str()) == Some("object") => key.as_str(),
+        _ => None,
+    }
+}
+
+fn json_type_matches(branch: &serde_json::Value, value: &serde_json::Value) -> bool {
+    let Some(ty) = branch.get("type").and_then(|t| t.as_str()) else {
+        return true;
+    };
+    match value {
+        serde_json::Value::Null => ty == "null",
+        serde_json::Value::Bool(_) => ty == "boolean",
+        serde_json::Value::Number(n) => ty == "number" || (ty == "integer" && !n.is_f64()),
+        serde_json::Value::String(_) => ty == "string",
+        serde_json::Value::Array(_) => ty == "array",
+        serde_json::Value::Object(_) => ty == "object",
+    }
+}
+
+/// An `anyOf`/`oneOf` failure (an optional section, or a choice such as the channel of a notify
+/// route): the value is checked against the one branch it was meant for, so the errors name the
+/// exact keys inside instead of repeating the whole section (which may hold inline secrets).
+fn branch_issues(
+    schema: &serde_json::Value,
+    local: &str,
+    pointer: &str,
+    instance: &serde_json::Value,
+) -> Vec<ConfigIssue> {
+    let path = display_path(pointer);
+    let node = schema_node(schema, local);
+    let branches: Vec<&serde_json::Value> = ["anyOf", "oneOf"]
+        .iter()
+        .filter_map(|k| node.and_then(|n| n.get(*k)).and_then(|b| b.as_array()))
+        .flatten()
+        .filter_map(|b| deref(schema, b))
+        .collect();
+    let tags: Vec<&str> = branches.iter().filter_map(|b| branch_tag(b)).collect();
+    let candidates: Vec<&serde_json::Value> = branches
+        .iter()
+        .copied()
+        .filter(|b| json_type_matches(b, instance))
+        .filter(|b| match (branch_tag(b), instance) {
+            (Some(tag), serde_json::Value::Object(map)) => map.contains_key(tag),
+            _ => true,
+        })
+        .collect();
+    if let [branch] = candidates.as_slice() {
+        let mut sub = (*branch).clone();
+        if let (Some(obj), Some(defs)) = (sub.as_object_mut(), schema.get("definitions")) {
+            obj.entry("definitions").or_insert_with(|| defs.clone());
+        }
+        if let Ok(validator) = jsonschema::validator_for(&sub) {
+            let issues: Vec<ConfigIssue> = validator
+                .iter_errors(instance)
+                .flat_map(|e| schema_issue(&sub, e, pointer))
+                .collect();
+            if !issues.is_empty() {
+                return issues;
+            }
+        }
+    }
+    match instance {
+        serde_json::Value::Object(map) if tags.len() == branches.len() && !tags.is_empty() => {
+            let given: Vec<&str> = map.keys().map(String::as_str).collect();
+            let msg = match given.as_slice() {
+                [one] => format!("`{one}` is not one of: {}", tags.join(", ")),
+                _ => format!("expected exactly one of the keys: {}", tags.join(", ")),
+            };
+            vec![ConfigIssue::new(path, msg)]
+        }
+        other => vec![ConfigIssue::new(
+            path,
+            format!(
+                "{} does not match any allowed form of this key",
+                shown_value(other, is_secret(node))
+            ),
+        )],
+    }
+}
+
+/// Turns one schema validation error into issues with key paths. `base` is the JSON pointer of
+/// the document `schema` describes (empty for the whole file). Messages never include a secret
+/// value or a whole section.
+fn schema_issue(schema: &serde_json::Value, err: jsonschema::ValidationError<'_>, base: &str) -> Vec<ConfigIssue> {
     use jsonschema::error::ValidationErrorKind as K;
-    let pointer = err.instance_path.to_string();
+    let local = err.instance_path.to_string();
+    let pointer = format!("{base}{local}");
     let path = display_path(&pointer);
+    let node = schema_node(schema, &local);
+    let secret = is_secret(node);
     if let (K::OneOfNotValid | K::AnyOf | K::Enum { .. }, serde_json::Value::String(s)) =
         (&err.kind, err.instance.as_ref())
     {
-        let allowed = schema_node(schema, &pointer).map(allowed_values).unwrap_or_default();
-        if !allowed.is_empty() {
+        let allowed = node.map(allowed_values).unwrap_or_default();
+        if !allowed.is_empty() && !secret {
             return vec![ConfigIssue::new(
                 path,
                 format!("`{s}` is not one of: {}", allowed.join(", ")),
@@ -417,6 +642,7 @@ fn schema_issue(schema: &serde_json::Value, err: jsonschema::ValidationError<'_>
         }
     }
     match &err.kind {
+        K::AnyOf | K::OneOfNotValid => branch_issues(schema, &local, &pointer, err.instance.as_ref()),
         K::AdditionalProperties { unexpected } => unexpected
             .iter()
             .map(|key| ConfigIssue::new(join_path(&path, key), "unknown key"))
@@ -429,15 +655,26 @@ fn schema_issue(schema: &serde_json::Value, err: jsonschema::ValidationError<'_>
             vec![ConfigIssue::new(join_path(&path, &key), "required key is missing")]
         }
         K::Type { .. } | K::Enum { .. } => {
-            let shown = match err.instance.as_ref() {
-                serde_json::Value::String(s) => format!("`{s}`"),
-                other => other.to_string(),
-            };
             let msg = err.to_string();
-            let expected = msg.split(" is not ").nth(1).map(str::to_string).unwrap_or(msg);
+            let expected = msg
+                .split(" is not ")
+                .nth(1)
+                .map(str::to_string)
+                .unwrap_or_else(|| "allowed here".to_string());
+            let shown = shown_value(err.instance.as_ref(), secret);
             vec![ConfigIssue::new(path, format!("{shown} is not {expected}"))]
         }
-        _ => vec![ConfigIssue::new(path, err.to_string())],
+        _ => {
+            // jsonschema's messages start with the value itself; keep them for plain scalars only.
+            let msg = err.to_string();
+            let value = err.instance.to_string();
+            let msg = match err.instance.as_ref() {
+                serde_json::Value::Object(_) | serde_json::Value::Array(_) => msg.replace(&value, "the value"),
+                _ if secret => msg.replace(&value, "the value"),
+                _ => msg,
+            };
+            vec![ConfigIssue::new(path, msg)]
+        }
     }
 }
 
@@ -496,5 +733,82 @@ mod tests {
         let text = "admin: {token: 's3cr3t-value', listen: 127.0.0.1:1}\nupstream: {address: 127.0.0.1:3000}\nserver: {threads: 0}\n";
         let err = check_text(text).unwrap_err().to_string();
         assert!(!err.contains("s3cr3t-value"), "{err}");
+    }
+
+    /// Every inline secret used by the mistakes below; none may appear in any message.
+    const INLINE_SECRETS: [&str; 4] = [
+        "super-secret-inline-value",
+        "whsec_leakleakleak",
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "123456789",
+    ];
+
+    fn issues_of(text: &str) -> Vec<String> {
+        let issues = check_text(text).unwrap_err();
+        let shown = issues.to_string();
+        for secret in INLINE_SECRETS {
+            assert!(!shown.contains(secret), "secret `{secret}` leaked:\n{shown}");
+        }
+        issues.0.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn errors_inside_guard_and_notify_name_the_exact_key_not_the_section() {
+        let guard = "upstream: {address: 127.0.0.1:3000}\nguard:\n  signature:\n    keys:\n      - id: app\n        secrets: [super-secret-inline-value]\n        bogus: 1\n";
+        assert_eq!(issues_of(guard), ["guard.signature.keys[0].bogus: unknown key"]);
+
+        let notify = "upstream: {address: 127.0.0.1:3000}\nroutes:\n  - name: n\n    match: {path: /n}\n    policy: notify\n    notify:\n      channel:\n        stripe: {endpoint_secrets: [whsec_leakleakleak], tolerence: 5m}\n      webhook_secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n";
+        assert_eq!(
+            issues_of(notify),
+            ["routes[0].notify.channel.stripe.tolerence: unknown key"]
+        );
+
+        let channel = notify.replace("stripe:", "strpe:");
+        assert_eq!(
+            issues_of(&channel),
+            ["routes[0].notify.channel: `strpe` is not one of: alipay, wechatpay_v3, wechatpay_v2, stripe, unionpay, standard_webhooks"]
+        );
+    }
+
+    #[test]
+    fn secrets_in_the_wrong_shape_are_not_shown() {
+        let text = "admin: {token: 123456789}\nupstream: {address: 127.0.0.1:3000}\nguard:\n  signature:\n    keys:\n      - id: app\n        secrets: super-secret-inline-value\nroutes:\n  - name: n\n    match: {path: /n}\n    policy: notify\n    notify:\n      channel: {stripe: {endpoint_secrets: [whsec_leakleakleak]}}\n      webhook_secret: [whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw]\n";
+        let issues = issues_of(text);
+        let paths: Vec<&str> = issues.iter().filter_map(|i| i.split(": ").next()).collect();
+        assert_eq!(
+            paths,
+            [
+                "admin.token",
+                "guard.signature.keys[0].secrets",
+                "routes[0].notify.webhook_secret"
+            ],
+            "{issues:?}"
+        );
+    }
+
+    #[test]
+    fn offline_build_skips_secrets_and_name_resolution_only() {
+        let file = check_structure(
+            "admin: {token: 'env:PG_TEST_OFFLINE_UNSET'}\nupstream: {address: 'shop.invalid:3000'}\nserver: {threads: 0}\n",
+        )
+        .unwrap();
+        let (built, _) = secret::track_resolution(true, || build(&file, Mode::Offline));
+        let issues = built.unwrap_err().0;
+        let real: Vec<&ConfigIssue> = issues
+            .iter()
+            .filter(|i| i.message != secret::NOT_READ_OFFLINE)
+            .collect();
+        assert_eq!(real.len(), 1, "{issues:?}");
+        assert_eq!(real[0].path, "server.threads");
+        assert!(unresolved_upstream("shop:x").is_err());
+        assert!(unresolved_upstream("[::1]:3000").is_ok());
+    }
+
+    #[test]
+    fn readiness_counts_the_routes_that_serve_without_the_store() {
+        let text = "upstream: {address: 127.0.0.1:3000}\nguard:\n  rate_rules:\n    - {name: strict, match: {routes: [orders]}, key: [client_ip], bucket: {capacity: 1, refill: 1, per: 1s}, on_store_error: deny}\n    - {name: lenient, key: [client_ip], bucket: {capacity: 1, refill: 1, per: 1s}}\nroutes:\n  - {name: orders, match: {path: /orders}, policy: guard}\n  - {name: search, match: {path: /search}, policy: guard}\n  - {name: api, match: {path_prefix: /api}, policy: pass}\ndefault_action: not_found\n";
+        let (_, cfg) = check_text(text).unwrap();
+        assert_eq!(cfg.without_store.serving, ["search", "api"]);
+        assert_eq!(cfg.without_store.failing_closed, ["orders"]);
     }
 }

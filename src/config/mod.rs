@@ -57,11 +57,12 @@ pub struct ServerSection {
     /// Worker threads of the proxy (Pingora's own default is one; payguard's is 2).
     #[serde(default = "default_threads")]
     pub threads: usize,
-    /// On SIGTERM: how long to keep accepting while the pod is taken out of rotation.
+    /// On SIGTERM payguard stops accepting at once; requests in flight get this long to finish.
     #[serde(default = "default_grace", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub grace_period: Duration,
-    /// On SIGTERM: how long in-flight requests may take to finish after the grace period.
+    /// After the grace period: the longest the worker runtimes may take to stop (requests still
+    /// running are cut).
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub shutdown_timeout: Duration,
@@ -110,6 +111,11 @@ pub struct AdminSection {
     /// endpoints answer 403.
     #[serde(default)]
     pub token: Option<secret::SecretRef>,
+    /// A second listener, `host:port`, serving only `/healthz`, `/readyz` and `/metrics`: bind
+    /// it to the pod network for kubelet probes and Prometheus while `listen` (and `/admin/*`)
+    /// stays on loopback. Unset: no such listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_listen: Option<String>,
 }
 
 fn default_admin_listen() -> String {
@@ -121,6 +127,7 @@ impl Default for AdminSection {
         Self {
             listen: default_admin_listen(),
             token: None,
+            probe_listen: None,
         }
     }
 }
@@ -206,8 +213,9 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReloadSection {
-    /// Reload when the file's content changes (checked every `interval`; works with Kubernetes
-    /// ConfigMap symlink swaps). SIGHUP reloads regardless.
+    /// Reload when the file's content or a `file:` secret it references changes (checked every
+    /// `interval`; works with Kubernetes ConfigMap and Secret symlink swaps). SIGHUP reloads
+    /// regardless.
     #[serde(default = "default_true")]
     pub watch: bool,
     /// How often the file is checked.
@@ -330,8 +338,12 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Admin listener address.
     pub admin_listen: SocketAddr,
+    /// Probe listener address (`/healthz`, `/readyz`, `/metrics` only), if configured.
+    pub probe_listen: Option<SocketAddr>,
     /// Admin bearer token, if configured.
     pub admin_token: Option<secret::Secret>,
+    /// Which routes keep serving while the store is unreachable (readiness).
+    pub without_store: crate::health::WithoutStore,
     /// Upstream.
     pub upstream: Upstream,
     /// Store selection (used at start; changing it needs a restart).

@@ -1,6 +1,12 @@
 //! Reload on SIGHUP, on file change and on the admin API: validate, then swap atomically; a bad
 //! file keeps the last good config and is reported (log + `payguard_config_reloads_total{result="failure"}`).
+//!
+//! "File change" covers the `file:` secrets the config references as well as the config file:
+//! Kubernetes updates a mounted Secret by swapping a symlink, and a rotated key must apply
+//! without anyone sending SIGHUP. The watcher compares a digest of the config text and the
+//! content of every referenced secret file, so one ConfigMap or Secret update is one reload.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -28,15 +34,37 @@ pub enum ReloadOutcome {
 #[derive(Debug)]
 pub struct Reloader {
     state: Arc<SharedState>,
-    last_digest: Mutex<[u8; 32]>,
+    /// Digest of what the last attempt read, and the secret files it referenced.
+    last: Mutex<([u8; 32], Vec<PathBuf>)>,
+}
+
+/// Digest of the config text and the current content of each secret file (a missing or
+/// unreadable file counts as its own state, so its reappearance is a change too).
+fn digest(text: &str, secret_files: &[PathBuf]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(text.as_bytes());
+    for path in secret_files {
+        h.update(b"\0file\0");
+        h.update(path.as_os_str().as_encoded_bytes());
+        match std::fs::read(path) {
+            Ok(content) => {
+                h.update(b"\0ok\0");
+                h.update((content.len() as u64).to_le_bytes());
+                h.update(&content);
+            }
+            Err(_) => h.update(b"\0unreadable\0"),
+        }
+    }
+    h.finalize().into()
 }
 
 impl Reloader {
-    /// A reloader for `state`; `loaded_text` is the text the running config came from.
-    pub fn new(state: Arc<SharedState>, loaded_text: &str) -> Self {
+    /// A reloader for `state`; `loaded_text` is the text the running config came from and
+    /// `secret_files` the `file:` secrets it referenced.
+    pub fn new(state: Arc<SharedState>, loaded_text: &str, secret_files: Vec<PathBuf>) -> Self {
         Self {
             state,
-            last_digest: Mutex::new(Sha256::digest(loaded_text.as_bytes()).into()),
+            last: Mutex::new((digest(loaded_text, &secret_files), secret_files)),
         }
     }
 
@@ -52,14 +80,23 @@ impl Reloader {
                 )]),
             )
         })?;
-        let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
-        if !force && digest == *self.last_digest.lock() {
+        let watched = self.last.lock().1.clone();
+        let seen = digest(&text, &watched);
+        if !force && seen == self.last.lock().0 {
             return Ok(ReloadOutcome::Unchanged);
         }
-        let (_, new) = load::check_text(&text).map_err(|issues| {
-            *self.last_digest.lock() = digest; // report a broken file once, not every poll
-            self.failed(trigger, issues)
-        })?;
+        let (checked, secret_files) = load::check_text_tracked(&text);
+        // The digest taken before the build: a secret rewritten while the build ran then differs
+        // from it on the next poll and is reloaded, not missed. Only a new set of files (the
+        // text changed) needs a fresh digest.
+        let now = if secret_files == watched {
+            seen
+        } else {
+            digest(&text, &secret_files)
+        };
+        *self.last.lock() = (now, secret_files);
+        // A broken file is reported once, not on every poll.
+        let (_, new) = checked.map_err(|issues| self.failed(trigger, issues))?;
         let old = self.state.config();
         let mut needs_restart = Vec::new();
         if new.listen != old.listen {
@@ -71,6 +108,9 @@ impl Reloader {
         if new.admin_listen != old.admin_listen {
             needs_restart.push("admin.listen");
         }
+        if new.probe_listen != old.probe_listen {
+            needs_restart.push("admin.probe_listen");
+        }
         if new.upstream.pool_size != old.upstream.pool_size {
             needs_restart.push("upstream.pool_size");
         }
@@ -79,7 +119,6 @@ impl Reloader {
         }
         super::log_warnings(&new, trigger);
         self.state.swap_config(new);
-        *self.last_digest.lock() = digest;
         let m = &self.state.metrics;
         m.reloads.with_label_values(&["success"]).inc();
         m.config_loaded_at.set(self.state.clock.unix_seconds());

@@ -1,8 +1,12 @@
 //! Secret references: every secret or key field accepts `env:NAME`, `file:/path` or (for local
 //! development only) an inline value. Resolved values never print: `Debug` shows the source only.
 
+use std::cell::RefCell;
 use std::fmt;
+use std::path::PathBuf;
 
+use schemars::gen::SchemaGenerator;
+use schemars::schema::{InstanceType, Metadata, Schema, SchemaObject};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -10,11 +14,34 @@ use serde::{Deserialize, Serialize};
 ///
 /// `env:NAME` reads an environment variable, `file:/path` reads a file (Kubernetes Secrets mount as
 /// files; one trailing newline is stripped), anything else is the literal value.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct SecretRef(
-    #[schemars(description = "`env:NAME`, `file:/path`, or an inline value (development only)")] String,
-);
+pub struct SecretRef(String);
+
+/// A string marked `writeOnly` (JSON Schema's flag for values that must not be shown back):
+/// configuration errors never print a value the schema marks so.
+impl JsonSchema for SecretRef {
+    fn schema_name() -> String {
+        "SecretRef".to_string()
+    }
+
+    fn is_referenceable() -> bool {
+        false
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        SchemaObject {
+            instance_type: Some(InstanceType::String.into()),
+            metadata: Some(Box::new(Metadata {
+                description: Some("`env:NAME`, `file:/path`, or an inline value (development only)".to_string()),
+                write_only: true,
+                ..Metadata::default()
+            })),
+            ..SchemaObject::default()
+        }
+        .into()
+    }
+}
 
 impl SecretRef {
     /// A reference from its textual form (`env:NAME`, `file:/path` or inline).
@@ -33,8 +60,23 @@ impl SecretRef {
         }
     }
 
-    /// Reads the secret. The error text names the source, never the value.
+    /// Reads the secret. The error text names the source, never the value. Inside
+    /// [`track_resolution`] the files read are recorded, and offline `env:` and `file:` references
+    /// are not read at all (they fail with [`NOT_READ_OFFLINE`]).
     pub fn resolve(&self) -> Result<Secret, String> {
+        let external = self.0.starts_with("env:") || self.0.starts_with("file:");
+        let offline = SCOPE.with_borrow_mut(|scope| match scope {
+            Some(scope) => {
+                if let Some(path) = self.0.strip_prefix("file:") {
+                    scope.files.push(PathBuf::from(path));
+                }
+                scope.offline
+            }
+            None => false,
+        });
+        if offline && external {
+            return Err(NOT_READ_OFFLINE.to_string());
+        }
         if let Some(name) = self.0.strip_prefix("env:") {
             match std::env::var_os(name) {
                 Some(v) if !v.is_empty() => Ok(Secret(v.to_string_lossy().into_owned().into_bytes())),
@@ -58,6 +100,37 @@ impl SecretRef {
             Ok(Secret(self.0.clone().into_bytes()))
         }
     }
+}
+
+/// The error of an `env:` or `file:` reference resolved offline; `payguard check --offline`
+/// drops the issues that carry it.
+pub const NOT_READ_OFFLINE: &str = "not read (offline check)";
+
+#[derive(Debug, Default)]
+struct Scope {
+    offline: bool,
+    files: Vec<PathBuf>,
+}
+
+thread_local! {
+    static SCOPE: RefCell<Option<Scope>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (building a config) and returns the `file:` secrets it referenced (sorted), so a
+/// reload can notice when one of them changes (a rotated Kubernetes Secret). With `offline`,
+/// `env:` and `file:` references are not read. Resolution is synchronous, so a thread-local
+/// scope sees every secret the build resolves without threading a context through each section.
+pub fn track_resolution<T>(offline: bool, f: impl FnOnce() -> T) -> (T, Vec<PathBuf>) {
+    let outer = SCOPE.replace(Some(Scope {
+        offline,
+        files: Vec::new(),
+    }));
+    let out = f();
+    let scope = SCOPE.replace(outer).unwrap_or_default();
+    let mut files = scope.files;
+    files.sort();
+    files.dedup();
+    (out, files)
 }
 
 impl fmt::Debug for SecretRef {
@@ -113,6 +186,31 @@ mod tests {
         assert!(!format!("{r:?}").contains("hunter2"));
         let s = r.resolve().unwrap();
         assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn tracking_records_file_references_and_offline_reads_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("token");
+        std::fs::write(&p, "t0k3n\n").unwrap();
+        let file_ref = SecretRef::new(format!("file:{}", p.display()));
+        let (value, files) = track_resolution(false, || file_ref.resolve().map(|s| s.expose().to_vec()));
+        assert_eq!(value.unwrap(), b"t0k3n");
+        assert_eq!(files, std::slice::from_ref(&p));
+
+        let (results, files) = track_resolution(true, || {
+            [
+                file_ref.resolve().map(drop),
+                SecretRef::new("env:PG_TEST_OFFLINE_VAR").resolve().map(drop),
+                SecretRef::new("inline").resolve().map(drop),
+            ]
+        });
+        assert_eq!(results[0], Err(NOT_READ_OFFLINE.to_string()));
+        assert_eq!(results[1], Err(NOT_READ_OFFLINE.to_string()));
+        assert_eq!(results[2], Ok(()));
+        assert_eq!(files, [p]);
+        // Outside a scope nothing is recorded and files are read again.
+        assert!(file_ref.resolve().is_ok());
     }
 
     #[test]

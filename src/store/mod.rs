@@ -18,7 +18,7 @@ pub mod metered;
 pub mod redis_store;
 
 pub use embedded::{EmbeddedStore, EmbeddedStoreConfig};
-pub use redis_store::{RedisStore, RedisStoreConfig};
+pub use redis_store::{RedisStore, RedisStoreConfig, RedisTlsConfig};
 
 /// A store failure (timeout, connection refused, script error). Callers apply the rule's
 /// `on_store_error` policy; the message never contains secrets.
@@ -257,11 +257,18 @@ impl StoreConfig {
 }
 
 /// Opens the configured store. `clock` drives the embedded store; Redis uses its own `TIME`.
-/// Fails (within `connect_timeout`) when Redis cannot be reached or the section is invalid.
+/// Redis is connected in the background (on the calling Tokio runtime): this waits up to
+/// `connect_timeout` for the first connection, so a normal start serves its first request
+/// connected, and then returns either way, so payguard starts while Redis is still unreachable.
+/// It fails only when the section is invalid.
 pub async fn open(cfg: &StoreConfig, clock: SharedClock) -> Result<Arc<dyn Store>, StoreError> {
     match (cfg.backend, &cfg.redis) {
         (StoreBackend::Embedded, _) => Ok(Arc::new(EmbeddedStore::new(&cfg.embedded, clock))),
-        (StoreBackend::Redis, Some(redis)) => Ok(Arc::new(redis_store::connect(redis).await?)),
+        (StoreBackend::Redis, Some(redis)) => {
+            let store = redis_store::connect_in_background(redis)?;
+            store.wait_connected(redis.connect_timeout).await;
+            Ok(Arc::new(store))
+        }
         (StoreBackend::Redis, None) => Err(StoreError::Unavailable(
             "store.redis is required when backend is redis".to_string(),
         )),
@@ -300,7 +307,12 @@ impl StoreConfig {
                     }
                     None => url.to_string(),
                 };
-                format!("redis {shown} (prefix {:?})", r.key_prefix)
+                let tls = match &r.tls {
+                    Some(t) if t.client_cert.is_some() => ", TLS with client certificate",
+                    Some(_) => ", TLS",
+                    None => "",
+                };
+                format!("redis {shown} (prefix {:?}{tls})", r.key_prefix)
             }
             _ => {
                 let e = &self.embedded;

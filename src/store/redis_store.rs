@@ -17,15 +17,20 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::Slot;
-use redis::{ErrorKind, FromRedisValue, IntoConnectionInfo, RedisError, Script, ScriptInvocation};
+use redis::{
+    ClientTlsConfig, ErrorKind, FromRedisValue, IntoConnectionInfo, RedisError, Script, ScriptInvocation,
+    TlsCertificates,
+};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +64,26 @@ pub struct RedisStoreConfig {
     /// Redis password (`AUTH`), as `env:NAME` or `file:/path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<SecretRef>,
+    /// TLS settings for `rediss://` URLs: the CA to trust and, for mutual TLS, a client
+    /// certificate. Without this section `rediss://` trusts the system's CA certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RedisTlsConfig>,
+}
+
+/// TLS to Redis (managed Redis services require it). Certificates are always verified.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedisTlsConfig {
+    /// PEM CA certificate(s) the server's certificate must chain to, instead of the system's
+    /// trust store (`file:/path` to a mounted Secret or ConfigMap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<SecretRef>,
+    /// PEM client certificate (chain) for servers that require one (`tls-auth-clients yes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<SecretRef>,
+    /// PEM private key of `client_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<SecretRef>,
 }
 
 fn default_key_prefix() -> String {
@@ -82,6 +107,7 @@ impl Default for RedisStoreConfig {
             command_timeout: default_command_timeout(),
             connect_timeout: default_connect_timeout(),
             password: None,
+            tls: None,
         }
     }
 }
@@ -108,6 +134,7 @@ impl std::fmt::Debug for RedisStoreConfig {
             .field("command_timeout", &self.command_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("password", &self.password)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -149,7 +176,65 @@ impl RedisStoreConfig {
         if let Some(Err(e)) = self.password.as_ref().map(SecretRef::resolve) {
             issue("password", e);
         }
+        let urls: Vec<&String> = self.url.iter().chain(&self.cluster_nodes).collect();
+        if urls.iter().any(|u| u.contains("#insecure")) {
+            issue(
+                if self.url.is_some() { "url" } else { "cluster_nodes" },
+                "`#insecure` turns certificate verification off, which payguard does not allow; put the server's CA in `tls.ca`".into(),
+            );
+        }
+        if let Some(tls) = &self.tls {
+            if urls.iter().any(|u| !u.starts_with("rediss://")) {
+                issue("tls", "needs `rediss://` URLs (`redis://` is plain TCP)".into());
+            }
+            if let Err((path, msg)) = tls.certificates() {
+                issue(&format!("tls.{path}"), msg);
+            }
+        }
         issues
+    }
+
+    /// The TLS material for the client: `None` without a `tls` section.
+    fn tls_certificates(&self) -> Result<Option<TlsCertificates>, StoreError> {
+        match &self.tls {
+            None => Ok(None),
+            Some(tls) => tls
+                .certificates()
+                .map(Some)
+                .map_err(|(path, msg)| StoreError::Unavailable(format!("invalid store.redis.tls.{path}: {msg}"))),
+        }
+    }
+}
+
+/// Reads a PEM reference and checks it holds at least one block of `label` (a `CERTIFICATE`,
+/// or a key whose label ends in `PRIVATE KEY`), so a wrong file is a config error, not a
+/// handshake failure at run time.
+fn pem_blocks(source: &SecretRef, label: &str) -> Result<Vec<u8>, String> {
+    let secret = source.resolve()?;
+    let blocks = pem::parse_many(secret.expose()).map_err(|_| format!("{} is not PEM", source.describe()))?;
+    if !blocks.iter().any(|b| b.tag().ends_with(label)) {
+        return Err(format!("{} holds no {label} block", source.describe()));
+    }
+    Ok(secret.expose().to_vec())
+}
+
+impl RedisTlsConfig {
+    /// Resolves and checks the PEM material; errors are (key under `tls`, message).
+    fn certificates(&self) -> Result<TlsCertificates, (String, String)> {
+        let root_cert = match &self.ca {
+            Some(ca) => Some(pem_blocks(ca, "CERTIFICATE").map_err(|e| ("ca".to_string(), e))?),
+            None => None,
+        };
+        let client_tls = match (&self.client_cert, &self.client_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(ClientTlsConfig {
+                client_cert: pem_blocks(cert, "CERTIFICATE").map_err(|e| ("client_cert".to_string(), e))?,
+                client_key: pem_blocks(key, "PRIVATE KEY").map_err(|e| ("client_key".to_string(), e))?,
+            }),
+            (Some(_), None) => return Err(("client_key".into(), "required with `client_cert`".into())),
+            (None, Some(_)) => return Err(("client_cert".into(), "required with `client_key`".into())),
+        };
+        Ok(TlsCertificates { client_tls, root_cert })
     }
 }
 
@@ -214,21 +299,25 @@ enum Connection {
 }
 
 /// [`Store`] on Redis standalone or Redis Cluster. Cheap to clone.
+///
+/// The connection may not exist yet: payguard starts while Redis is still unreachable (a pod
+/// whose Redis comes up later must not crash-loop), and until the background connect succeeds
+/// every call fails at once with [`StoreError::Unavailable`], so each rule applies its
+/// `on_store_error` policy exactly as during an outage.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: Connection,
+    conn: Arc<ArcSwapOption<Connection>>,
+    cluster: bool,
     prefix: String,
     command_timeout: Duration,
 }
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mode = match self.conn {
-            Connection::Standalone(_) => "standalone",
-            Connection::Cluster(_) => "cluster",
-        };
+        let mode = if self.cluster { "cluster" } else { "standalone" };
         f.debug_struct("RedisStore")
             .field("mode", &mode)
+            .field("connected", &self.conn.load().is_some())
             .field("prefix", &self.prefix)
             .field("command_timeout", &self.command_timeout)
             .finish()
@@ -250,42 +339,135 @@ fn protocol(what: &str) -> StoreError {
     StoreError::Protocol(format!("unexpected reply to {what}"))
 }
 
-/// Connects to Redis (standalone or Cluster) as configured, within `connect_timeout`.
-pub async fn connect(cfg: &RedisStoreConfig) -> Result<RedisStore, StoreError> {
-    if let Some((path, msg)) = cfg.validate().into_iter().next() {
-        return Err(StoreError::Unavailable(format!("invalid store.redis.{path}: {msg}")));
-    }
-    let password = match &cfg.password {
-        Some(secret) => {
-            let secret = secret.resolve().map_err(StoreError::Unavailable)?;
-            Some(secret.expose_str().map_err(StoreError::Unavailable)?.to_string())
-        }
-        None => None,
-    };
-    let connected = async {
-        let conn = open_connection(cfg, password).await?;
-        let store = RedisStore {
-            conn,
-            prefix: cfg.key_prefix.clone(),
-            command_timeout: cfg.command_timeout,
-        };
-        // A connection is not proof of access: PING fails on a wrong or missing password.
-        ping(&store.conn).await?;
-        Ok(store)
-    };
-    tokio::time::timeout(cfg.connect_timeout, connected)
-        .await
-        .map_err(|_| StoreError::Timeout(cfg.connect_timeout))?
+/// What a connection attempt needs, resolved once from the config (secrets read at start).
+#[derive(Clone)]
+struct ConnectSettings {
+    cfg: RedisStoreConfig,
+    password: Option<String>,
+    tls: Option<TlsCertificates>,
 }
 
-async fn open_connection(cfg: &RedisStoreConfig, password: Option<String>) -> Result<Connection, StoreError> {
+impl ConnectSettings {
+    fn resolve(cfg: &RedisStoreConfig) -> Result<Self, StoreError> {
+        if let Some((path, msg)) = cfg.validate().into_iter().next() {
+            return Err(StoreError::Unavailable(format!("invalid store.redis.{path}: {msg}")));
+        }
+        let password = match &cfg.password {
+            Some(secret) => {
+                let secret = secret.resolve().map_err(StoreError::Unavailable)?;
+                Some(secret.expose_str().map_err(StoreError::Unavailable)?.to_string())
+            }
+            None => None,
+        };
+        Ok(Self {
+            cfg: cfg.clone(),
+            password,
+            tls: cfg.tls_certificates()?,
+        })
+    }
+
+    /// One attempt: connect and `PING` (a connection is not proof of access: `PING` fails on a
+    /// wrong or missing password), within `connect_timeout`.
+    async fn establish(&self) -> Result<Connection, StoreError> {
+        let timeout = self.cfg.connect_timeout;
+        let attempt = async {
+            let conn = open_connection(&self.cfg, self.password.as_deref(), self.tls.clone()).await?;
+            ping(&conn).await?;
+            Ok(conn)
+        };
+        tokio::time::timeout(timeout, attempt)
+            .await
+            .map_err(|_| StoreError::Timeout(timeout))?
+    }
+}
+
+impl RedisStore {
+    fn unconnected(cfg: &RedisStoreConfig) -> Self {
+        Self {
+            conn: Arc::new(ArcSwapOption::empty()),
+            cluster: cfg.url.is_none(),
+            prefix: cfg.key_prefix.clone(),
+            command_timeout: cfg.command_timeout,
+        }
+    }
+
+    /// Whether the first connection has been made (afterwards the client reconnects by itself).
+    pub fn is_connected(&self) -> bool {
+        self.conn.load().is_some()
+    }
+
+    /// Waits up to `timeout` for the first connection; whether it is there.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.is_connected() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+}
+
+/// Connects to Redis (standalone or Cluster) as configured and waits for it, within
+/// `connect_timeout`.
+pub async fn connect(cfg: &RedisStoreConfig) -> Result<RedisStore, StoreError> {
+    let settings = ConnectSettings::resolve(cfg)?;
+    let store = RedisStore::unconnected(cfg);
+    store.conn.store(Some(Arc::new(settings.establish().await?)));
+    Ok(store)
+}
+
+/// First retry delay of the background connect, and the most it backs off to.
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// A store that connects in the background (a task on the current Tokio runtime), retrying
+/// with backoff until Redis answers. Fails only on an invalid section or unreadable secret.
+pub fn connect_in_background(cfg: &RedisStoreConfig) -> Result<RedisStore, StoreError> {
+    let settings = ConnectSettings::resolve(cfg)?;
+    let store = RedisStore::unconnected(cfg);
+    let slot = store.conn.clone();
+    tokio::spawn(async move {
+        let mut delay = RETRY_FIRST;
+        for attempt in 1u64.. {
+            match settings.establish().await {
+                Ok(conn) => {
+                    slot.store(Some(Arc::new(conn)));
+                    tracing::info!(attempt, "connected to Redis");
+                    return;
+                }
+                // The first failure, then one line a minute or so: enough to see, not a flood.
+                Err(e) if attempt == 1 || attempt % 12 == 0 => tracing::warn!(
+                    attempt,
+                    error = %e,
+                    "cannot connect to Redis yet; retrying in the background, rules apply their on_store_error policy meanwhile"
+                ),
+                Err(_) => {}
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(RETRY_MAX);
+        }
+    });
+    Ok(store)
+}
+
+async fn open_connection(
+    cfg: &RedisStoreConfig,
+    password: Option<&str>,
+    tls: Option<TlsCertificates>,
+) -> Result<Connection, StoreError> {
     if let Some(url) = &cfg.url {
         let mut info = url.as_str().into_connection_info().map_err(store_error)?;
-        if let Some(password) = &password {
+        if let Some(password) = password {
             let settings = info.redis_settings().clone().set_password(password);
             info = info.set_redis_settings(settings);
         }
-        let client = redis::Client::open(info).map_err(store_error)?;
+        let client = match tls {
+            Some(certs) => redis::Client::build_with_tls(info, certs),
+            None => redis::Client::open(info),
+        }
+        .map_err(store_error)?;
         // Few, short reconnection attempts: while Redis is down every call fails within
         // `command_timeout` anyway, and a fresh attempt starts on the next call after these.
         let manager_cfg = ConnectionManagerConfig::new()
@@ -305,8 +487,11 @@ async fn open_connection(cfg: &RedisStoreConfig, password: Option<String>) -> Re
         .retries(2)
         .min_retry_wait(10)
         .max_retry_wait(300);
-    if let Some(password) = &password {
+    if let Some(password) = password {
         builder = builder.password(password);
+    }
+    if let Some(certs) = tls {
+        builder = builder.certs(certs);
     }
     let client = builder.build().map_err(store_error)?;
     Ok(Connection::Cluster(
@@ -396,8 +581,16 @@ impl RedisStore {
         inv.arg(incr);
     }
 
+    /// The connection, or [`StoreError::Unavailable`] before the first connect succeeded.
+    fn connection(&self) -> Result<Arc<Connection>, StoreError> {
+        self.conn
+            .load_full()
+            .ok_or_else(|| StoreError::Unavailable("not connected to Redis yet".to_string()))
+    }
+
     async fn invoke<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> Result<T, StoreError> {
-        let reply = match &self.conn {
+        let conn = self.connection()?;
+        let reply = match conn.as_ref() {
             Connection::Standalone(c) => inv.invoke_async(&mut c.clone()).await,
             Connection::Cluster(c) => inv.invoke_async(&mut c.clone()).await,
         };
@@ -410,6 +603,16 @@ impl RedisStore {
         })
     }
 
+    /// One plain command (not a script), on the current connection.
+    async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        let conn = self.connection()?;
+        let reply = match conn.as_ref() {
+            Connection::Standalone(c) => cmd.query_async(&mut c.clone()).await,
+            Connection::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+        };
+        reply.map_err(store_error)
+    }
+
     /// Runs `op`, failing with [`StoreError::Timeout`] after `command_timeout`. While Redis is
     /// down this is the most a call costs.
     async fn bounded<T>(&self, op: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
@@ -419,7 +622,7 @@ impl RedisStore {
     }
 
     fn is_cluster(&self) -> bool {
-        matches!(self.conn, Connection::Cluster(_))
+        self.cluster
     }
 
     /// Bucket indexes grouped by Cluster slot, in first-seen order; one group on standalone.
@@ -807,12 +1010,7 @@ impl RedisStore {
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        let cmd = redis::cmd("DEL").arg(key).clone();
-        let reply: redis::RedisResult<i64> = match &self.conn {
-            Connection::Standalone(c) => cmd.query_async(&mut c.clone()).await,
-            Connection::Cluster(c) => cmd.query_async(&mut c.clone()).await,
-        };
-        reply.map(drop).map_err(store_error)
+        self.query::<i64>(redis::cmd("DEL").arg(key)).await.map(drop)
     }
 
     async fn dedup_token_op(
@@ -872,7 +1070,8 @@ impl Store for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.bounded(ping(&self.conn)).await
+        let conn = self.connection()?;
+        self.bounded(ping(&conn)).await
     }
 
     async fn take_buckets(&self, buckets: &[BucketSpec]) -> Result<Vec<BucketDecision>, StoreError> {
@@ -924,11 +1123,7 @@ impl Store for RedisStore {
         self.bounded(async {
             let exists = redis::cmd("EXISTS").arg(self.key("d", superseded_by)).clone();
             let (claim, superseded) = futures::try_join!(self.claim_unbounded(key, lease, None), async {
-                let reply: redis::RedisResult<i64> = match &self.conn {
-                    Connection::Standalone(c) => exists.query_async(&mut c.clone()).await,
-                    Connection::Cluster(c) => exists.query_async(&mut c.clone()).await,
-                };
-                reply.map(|n| n == 1).map_err(store_error)
+                self.query::<i64>(&exists).await.map(|n| n == 1)
             })?;
             match (claim, superseded) {
                 (DedupClaim::Claimed { token }, true) => {

@@ -5,6 +5,8 @@ pub mod framework;
 pub mod guard;
 pub mod payguard;
 pub mod redis_server;
+pub mod stripe;
+pub mod tls;
 pub mod upstream;
 
 use std::net::TcpListener;

@@ -1,7 +1,7 @@
 //! Runs the real `payguard` binary on free loopback ports with a config written to a temp dir.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,31 @@ pub struct Payguard {
     pub admin_port: u16,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
+    custom: Custom,
+}
+
+/// How [`Payguard::start_custom`] deviates from the test defaults.
+#[derive(Debug, Clone)]
+pub struct Custom {
+    /// Lines added to the `admin:` section (e.g. `"  probe_listen: 127.0.0.1:9465\n"`).
+    pub admin_extra: String,
+    /// `server.grace_period` (default `0s`: tests need no draining).
+    pub grace_period: String,
+    /// Lines added to the `server:` section (e.g. `"  header_underscores: keep\n"`).
+    pub server_extra: String,
+    /// Extra environment variables of the process (for `env:` secrets).
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for Custom {
+    fn default() -> Self {
+        Self {
+            admin_extra: String::new(),
+            grace_period: "0s".to_string(),
+            server_extra: String::new(),
+            env: Vec::new(),
+        }
+    }
 }
 
 impl Payguard {
@@ -26,14 +51,18 @@ impl Payguard {
 
     /// [`config_text`](Self::config_text) with the proxy listening on `host` (e.g. `[::1]`).
     pub fn config_text_on(host: &str, port: u16, admin_port: u16, body: &str) -> String {
-        Self::config_text_with(host, port, admin_port, "", body)
+        Self::config_text_with(host, port, admin_port, &Custom::default(), body)
     }
 
-    /// [`config_text_on`](Self::config_text_on) with `server_extra` (lines indented by two
-    /// spaces) added to the `server` section.
-    pub fn config_text_with(host: &str, port: u16, admin_port: u16, server_extra: &str, body: &str) -> String {
+    fn config_text_with(host: &str, port: u16, admin_port: u16, custom: &Custom, body: &str) -> String {
+        let Custom {
+            admin_extra,
+            grace_period,
+            server_extra,
+            ..
+        } = custom;
         format!(
-            "server:\n  listen: \"{host}:{port}\"\n  threads: 2\n  grace_period: 0s\n  shutdown_timeout: 1s\n{server_extra}admin:\n  listen: 127.0.0.1:{admin_port}\n  token: test-admin-token\n{body}"
+            "server:\n  listen: \"{host}:{port}\"\n  threads: 2\n  grace_period: {grace_period}\n  shutdown_timeout: 1s\n{server_extra}admin:\n  listen: 127.0.0.1:{admin_port}\n  token: test-admin-token\n{admin_extra}{body}"
         )
     }
 
@@ -44,32 +73,35 @@ impl Payguard {
 
     /// Like [`start`](Self::start), with the proxy listening on `host` (`[::1]` for IPv6 clients).
     pub fn start_on(host: &str, body: &str) -> Self {
-        Self::start_with_env(host, body, &[])
+        Self::start_with(host, Custom::default(), body)
     }
 
-    /// Like [`start_on`](Self::start_on), with extra environment variables (for `env:` secrets).
-    pub fn start_with_env(host: &str, body: &str, env: &[(&str, &str)]) -> Self {
-        Self::start_custom(host, "", body, env)
+    /// Like [`start_on`](Self::start_on), with `custom` changes, the config in the temp dir.
+    pub fn start_with(host: &str, custom: Custom, body: &str) -> Self {
+        Self::start_custom(host, custom, body, |dir, text| {
+            let path = dir.join("payguard.yaml");
+            std::fs::write(&path, text).expect("write config");
+            path
+        })
     }
 
-    /// The most general start: `server_extra` lines join the `server` section, `env` the
-    /// process environment.
-    pub fn start_custom(host: &str, server_extra: &str, body: &str, env: &[(&str, &str)]) -> Self {
+    /// The most general start: `custom` changes the listener sections, and `place`
+    /// writes the config text (in the temp dir it is given) and returns the path to run with,
+    /// e.g. a Kubernetes-style symlinked volume.
+    pub fn start_custom(host: &str, custom: Custom, body: &str, place: impl FnOnce(&Path, &str) -> PathBuf) -> Self {
         let port = free_port();
         // Each probe releases its port, so two probes can return the same one.
         let admin_port = std::iter::repeat_with(free_port)
             .find(|p| *p != port)
             .expect("a second free port");
         let dir = tempfile::tempdir().expect("tempdir");
-        let config_path = dir.path().join("payguard.yaml");
-        std::fs::write(
-            &config_path,
-            Self::config_text_with(host, port, admin_port, server_extra, body),
-        )
-        .expect("write config");
+        let config_path = place(
+            dir.path(),
+            &Self::config_text_with(host, port, admin_port, &custom, body),
+        );
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_payguard"));
         cmd.arg("run").arg("-c").arg(&config_path);
-        cmd.envs(env.iter().copied());
+        cmd.envs(custom.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         cmd.stdin(Stdio::null());
         cmd.stdout(std::fs::File::create(dir.path().join("stdout.log")).expect("log file"));
         cmd.stderr(std::fs::File::create(dir.path().join("stderr.log")).expect("log file"));
@@ -82,6 +114,7 @@ impl Payguard {
             admin_port,
             dir,
             config_path,
+            custom,
         };
         pg.wait_ready();
         pg
@@ -140,17 +173,41 @@ impl Payguard {
         format!("http://127.0.0.1:{}{path}", self.admin_port)
     }
 
+    /// The whole config text for `body` on this instance's ports.
+    pub fn full_text(&self, body: &str) -> String {
+        Self::config_text_with(&self.host, self.port, self.admin_port, &self.custom, body)
+    }
+
     /// Replaces the config file atomically (write + rename), as a ConfigMap update does.
     pub fn write_config(&self, body: &str) {
         let tmp = self.dir.path().join("payguard.yaml.tmp");
-        std::fs::write(&tmp, Self::config_text_on(&self.host, self.port, self.admin_port, body)).expect("write config");
+        std::fs::write(&tmp, self.full_text(body)).expect("write config");
         std::fs::rename(&tmp, &self.config_path).expect("rename config");
     }
 
     /// Sends SIGHUP.
     pub fn sighup(&self) {
+        self.signal(libc::SIGHUP);
+    }
+
+    /// Sends `sig` (e.g. `libc::SIGTERM`).
+    pub fn signal(&self, sig: libc::c_int) {
         // SAFETY: plain kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGHUP) };
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits up to `timeout` for the process to exit; its status, or `None` if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Value of a metric sample line `name{labels}` from `/metrics` (0 when absent).
@@ -177,6 +234,11 @@ impl Payguard {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// What the process wrote to stdout (`"stdout.log"`) or stderr (`"stderr.log"`) so far.
+    pub fn output(&self, which: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(which)).unwrap_or_default()
     }
 
     /// stdout + stderr so far.

@@ -96,6 +96,11 @@ impl RedisServer {
         Self::spawn_on(free_port(false), extra.iter().map(|s| s.to_string()).collect())
     }
 
+    /// A standalone server on the given port (one a test reserved while nothing listened on it).
+    pub fn start_on_port(port: u16, extra: &[&str]) -> Self {
+        Self::spawn_on(port, extra.iter().map(|s| s.to_string()).collect())
+    }
+
     fn spawn_on(port: u16, extra_args: Vec<String>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("pg-redis-")

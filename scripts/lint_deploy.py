@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""Checks on the deploy kit that need YAML and JSON, called by scripts/lint-deploy.
+
+  lint_deploy.py crds RENDERED.yaml...      prometheus-operator objects against their schemas
+  lint_deploy.py consistency RENDERED.yaml  the manifest agrees with its payguard config
+  lint_deploy.py rules-match                PrometheusRule spec == deploy/prometheus/payguard.rules.yaml
+  lint_deploy.py dashboard-rules OUT.yaml   the dashboard's queries as a rules file, for promtool
+"""
+
+import json
+import pathlib
+import re
+import sys
+
+import jsonschema
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SCHEMAS = ROOT / "deploy/schemas"
+DASHBOARD = ROOT / "deploy/grafana/payguard.json"
+RULES = ROOT / "deploy/prometheus/payguard.rules.yaml"
+PROMETHEUS_RULE = ROOT / "deploy/kubernetes/base/prometheusrule.yaml"
+
+
+def fail(msg):
+    print(f"lint-deploy: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def documents(paths):
+    for path in paths:
+        with open(path) as f:
+            for doc in yaml.safe_load_all(f):
+                if doc:
+                    yield path, doc
+
+
+def strict(schema):
+    """Unknown fields are errors, as kubectl's strict field validation treats them: every object
+    schema that lists its properties and does not preserve unknown fields gets
+    additionalProperties: false (what kubeconform's --strict does for CRDs)."""
+    if isinstance(schema, dict):
+        out = {k: strict(v) for k, v in schema.items()}
+        if "properties" in schema and "additionalProperties" not in schema and not schema.get(
+            "x-kubernetes-preserve-unknown-fields"
+        ):
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [strict(v) for v in schema]
+    return schema
+
+
+def crds(paths):
+    checked = 0
+    for path, doc in documents(paths):
+        group, _, version = doc.get("apiVersion", "").rpartition("/")
+        if group != "monitoring.coreos.com":
+            continue
+        schema_file = SCHEMAS / f"{doc['kind'].lower()}-{group}-{version}.json"
+        if not schema_file.exists():
+            fail(f"{path}: no schema for {doc['kind']} {doc['apiVersion']} in {SCHEMAS}")
+        schema = strict(json.loads(schema_file.read_text()))
+        errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(doc), key=lambda e: list(e.path))
+        for e in errors:
+            print(f"{path}: {doc['kind']}/{doc['metadata']['name']}: {'.'.join(map(str, e.path))}: {e.message}", file=sys.stderr)
+        if errors:
+            sys.exit(1)
+        checked += 1
+    print(f"  {checked} prometheus-operator objects valid")
+
+
+def by_kind(doc_list, kind):
+    return [d for d in doc_list if d.get("kind") == kind]
+
+
+def duration_seconds(text):
+    m = re.fullmatch(r"(\d+)s", str(text))
+    if not m:
+        fail(f"expected a duration in seconds like 10s, got {text!r}")
+    return int(m.group(1))
+
+
+def port_of(addr):
+    return int(str(addr).rsplit(":", 1)[1])
+
+
+def consistency(path):
+    docs = [d for _, d in documents([path])]
+    (deploy,) = by_kind(docs, "Deployment")
+    (configmap,) = by_kind(docs, "ConfigMap")
+    config = yaml.safe_load(configmap["data"]["payguard.yaml"])
+    pod = deploy["spec"]["template"]["spec"]
+    containers = pod.get("initContainers", []) + pod["containers"]
+    (pg,) = [c for c in containers if c["name"] == "payguard"]
+    app = [c for c in containers if c["name"] != "payguard"]
+    problems = []
+
+    server = config["server"]
+    pre_stop = pg["lifecycle"]["preStop"]["sleep"]["seconds"]
+    needed = pre_stop + duration_seconds(server["grace_period"]) + duration_seconds(server["shutdown_timeout"])
+    grace = pod["terminationGracePeriodSeconds"]
+    if not needed < grace <= needed + 10:
+        problems.append(
+            f"terminationGracePeriodSeconds {grace} should be just above preStop {pre_stop}s + grace_period + shutdown_timeout = {needed}s"
+        )
+    ports = {p["name"]: p["containerPort"] for p in pg["ports"]}
+    if ports.get("http") != port_of(server["listen"]):
+        problems.append(f"container port http {ports.get('http')} is not server.listen {server['listen']}")
+    probe_listen = config["admin"].get("probe_listen")
+    if not probe_listen or ports.get("probes") != port_of(probe_listen):
+        problems.append(f"container port probes {ports.get('probes')} is not admin.probe_listen {probe_listen}")
+    if not str(config["admin"]["listen"]).startswith("127.0.0.1:"):
+        problems.append("admin.listen must stay on loopback; probes and metrics use admin.probe_listen")
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        if pg.get(probe, {}).get("httpGet", {}).get("port") != "probes":
+            problems.append(f"{probe} must use the probes port")
+    up_port = port_of(config["upstream"]["address"])
+    if not str(config["upstream"]["address"]).startswith("127.0.0.1:"):
+        problems.append("upstream.address must be the app on 127.0.0.1")
+    app_ports = {e["value"] for c in app for e in c.get("env", []) if e["name"] == "PORT"}
+    if app_ports != {str(up_port)}:
+        problems.append(f"the app listens on {app_ports}, payguard forwards to {up_port}")
+    if pod["securityContext"].get("runAsUser") != 65532 or not pod["securityContext"].get("runAsNonRoot"):
+        problems.append("the pod must run as the image's user 65532, runAsNonRoot")
+    for c in containers:
+        sc = c.get("securityContext", {})
+        if not (sc.get("readOnlyRootFilesystem") and sc.get("allowPrivilegeEscalation") is False and sc.get("capabilities", {}).get("drop") == ["ALL"]):
+            problems.append(f"container {c['name']}: restricted securityContext missing")
+        for m in c.get("volumeMounts", []):
+            if "subPath" in m:
+                problems.append(f"container {c['name']}: subPath mounts never see ConfigMap/Secret updates")
+    for p in problems:
+        print(f"{path}: {p}", file=sys.stderr)
+    if problems:
+        sys.exit(1)
+    print(f"  {path}: probes, ports, shutdown timing and security context agree with the config")
+
+
+def rules_match():
+    plain = yaml.safe_load(RULES.read_text())
+    wrapped = yaml.safe_load(PROMETHEUS_RULE.read_text())
+    if wrapped["spec"] != plain:
+        fail(f"{PROMETHEUS_RULE} spec differs from {RULES}; copy the groups over")
+    print(f"  {PROMETHEUS_RULE.name} has the same groups as {RULES.name}")
+
+
+def dashboard_exprs():
+    dash = json.loads(DASHBOARD.read_text())
+    for panel in dash["panels"]:
+        for target in panel.get("targets", []):
+            yield panel["title"], target["expr"]
+
+
+def dashboard_rules(out_path):
+    """Every query with Grafana's variables filled in, as recording rules: `promtool check
+    rules` then parses each one."""
+    substitutions = {"$__rate_interval": "5m", "$namespace": ".*", "$route": ".*"}
+    rules = []
+    for i, (title, expr) in enumerate(dashboard_exprs()):
+        for var, value in substitutions.items():
+            expr = expr.replace(var, value)
+        if "$" in expr:
+            fail(f"dashboard panel {title!r}: unknown variable in {expr}")
+        rules.append({"record": f"dashboard:query_{i}", "expr": expr})
+    pathlib.Path(out_path).write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    print(f"  {len(rules)} dashboard queries written to {out_path}")
+
+
+if __name__ == "__main__":
+    cmd, args = sys.argv[1], sys.argv[2:]
+    {
+        "crds": lambda: crds(args),
+        "consistency": lambda: consistency(args[0]),
+        "rules-match": rules_match,
+        "dashboard-rules": lambda: dashboard_rules(args[0]),
+    }[cmd]()

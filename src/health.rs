@@ -1,0 +1,109 @@
+//! Readiness: what payguard can serve right now, and the store's health behind it.
+//!
+//! A sidecar's readiness decides whether the whole pod (the shop) gets traffic. Every replica
+//! shares one Redis, so failing readiness because Redis is down would take every pod out of the
+//! Service at once, including routes that do not need Redis at all. payguard is therefore ready
+//! while it can serve *something* under its own store-error policies: `pass` routes, a `pass`
+//! default action, or `guard` routes whose checks all fail open. It is unready only when the
+//! store is unreachable and every route would fail closed. Store health stays visible on its
+//! own: `payguard_store_up` and the `store_reachable` field of `/readyz`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use crate::state::SharedState;
+
+/// How often the store is pinged for `payguard_store_up` and `/readyz`.
+const CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// How long one ping may take.
+const PING_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Which routes keep serving while the store is unreachable, decided from the config.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WithoutStore {
+    /// Routes (and `(default)` for a `pass` default action) that serve without the store.
+    pub serving: Vec<String>,
+    /// Routes that answer 503 / the channel's failure without it (fail closed).
+    pub failing_closed: Vec<String>,
+}
+
+/// The outcome of the latest store check.
+#[derive(Debug, Default)]
+pub struct StoreHealth {
+    /// `None` before the first check; then the error of the last one, or none when it answered.
+    last: Mutex<Option<Result<(), String>>>,
+}
+
+impl StoreHealth {
+    /// Records a check.
+    pub fn record(&self, result: Result<(), String>) {
+        *self.last.lock() = Some(result);
+    }
+
+    /// Whether the last check succeeded (false before the first one), and its error.
+    pub fn reachable(&self) -> (bool, Option<String>) {
+        match &*self.last.lock() {
+            Some(Ok(())) => (true, None),
+            Some(Err(e)) => (false, Some(e.clone())),
+            None => (false, Some("not checked yet".to_string())),
+        }
+    }
+}
+
+/// The `/readyz` answer: (ready, JSON body).
+pub fn readiness(state: &SharedState) -> (bool, serde_json::Value) {
+    let config = state.config();
+    let (reachable, error) = state.store_health.reachable();
+    let without = &config.without_store;
+    let ready = reachable || !without.serving.is_empty();
+    let mut body = serde_json::json!({
+        "ready": ready,
+        "store": state.store.backend(),
+        "store_reachable": reachable,
+    });
+    if let Some(error) = error {
+        body["store_error"] = error.into();
+    }
+    if !reachable {
+        body["serving"] = without.serving.clone().into();
+        body["failing_closed"] = without.failing_closed.clone().into();
+    }
+    (ready, body)
+}
+
+/// Pings the store every [`CHECK_INTERVAL`] and publishes the result (`payguard_store_up`).
+#[derive(Debug)]
+pub struct StoreHealthService {
+    /// Shared state (store, metrics, health record).
+    pub state: Arc<SharedState>,
+}
+
+impl StoreHealthService {
+    async fn check(&self) {
+        let result = match tokio::time::timeout(PING_TIMEOUT, self.state.store.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("store ping timed out".to_string()),
+        };
+        self.state.metrics.store_up.set(i64::from(result.is_ok()));
+        self.state.store_health.record(result);
+    }
+}
+
+#[async_trait]
+impl BackgroundService for StoreHealthService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            self.check().await;
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tokio::time::sleep(CHECK_INTERVAL) => {}
+            }
+        }
+    }
+}
