@@ -150,6 +150,24 @@ impl Metrics {
             "Request heads refused, rewritten into canonical form or stripped of headers, by action and reason.",
             &["action", "reason"],
         );
+        // Series for every fixed label value from the start, at 0, so `increase()` and alerts
+        // see them before the first event.
+        for reason in crate::canonical::REFUSAL_REASONS {
+            canonicalization.with_label_values(&["refused", reason]);
+        }
+        for reason in ["path", "query"] {
+            canonicalization.with_label_values(&["rewritten", reason]);
+        }
+        for why in [
+            crate::canonical::headers::Removal::Asserted,
+            crate::canonical::headers::Removal::Override,
+            crate::canonical::headers::Removal::Underscore,
+        ] {
+            canonicalization.with_label_values(&["header_removed", why.as_str()]);
+        }
+        for kind in crate::store::embedded::BUDGETED_KINDS {
+            store_full.with_label_values(&[kind]);
+        }
         Self {
             canonicalization,
             rule_decisions,

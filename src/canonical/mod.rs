@@ -32,6 +32,21 @@ pub struct RequestPolicy {
     pub read_headers: Vec<http::HeaderName>,
 }
 
+/// Every [`Refusal::reason`] (metric label values), so metrics can show each at 0 from the start.
+pub const REFUSAL_REASONS: &[&str] = &[
+    "method_not_upper_case",
+    "path_not_origin_form",
+    "path_control_character",
+    "path_backslash",
+    "path_invalid_escape",
+    "path_encoded_slash",
+    "path_double_encoding",
+    "path_parameter",
+    "path_invalid_utf8",
+    "query_invalid_escape",
+    "header_underscore",
+];
+
 /// Why a request was refused before it reached any route.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -145,6 +160,32 @@ mod tests {
         }
         for bad in ["post", "Post", "", "GE T", "GET\u{e9}"] {
             assert_eq!(check_method(bad), Err(MethodRefusal), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn every_refusal_reason_is_listed() {
+        use path::PathRefusal as P;
+        let all: Vec<Refusal> = vec![
+            MethodRefusal.into(),
+            P::NotOriginForm.into(),
+            P::ControlCharacter { offset: 0, byte: 0 }.into(),
+            P::Backslash { offset: 0 }.into(),
+            P::InvalidEscape { offset: 0 }.into(),
+            P::EncodedSlash {
+                offset: 0,
+                escape: String::new(),
+            }
+            .into(),
+            P::DoubleEncoding { offset: 0 }.into(),
+            P::PathParameter { offset: 0 }.into(),
+            P::DotSegmentParameter { offset: 0 }.into(),
+            P::InvalidUtf8.into(),
+            query::QueryRefusal::InvalidEscape { offset: 0 }.into(),
+            headers::HeaderRefusal(String::new()).into(),
+        ];
+        for r in &all {
+            assert!(REFUSAL_REASONS.contains(&r.reason()), "{}", r.reason());
         }
     }
 

@@ -98,6 +98,9 @@ impl EmbeddedStoreConfig {
     }
 }
 
+/// The kinds of record a full budget refuses (metric label values of `payguard_store_full_total`).
+pub const BUDGETED_KINDS: [&str; 4] = ["nonces", "dedup records", "counters", "deny-list members"];
+
 /// Tolerance for float comparisons of token counts (refill accrues fractions); same as lua/lib.lua.
 const EPS: f64 = 1e-6;
 
