@@ -52,13 +52,17 @@ pub fn parse_strict(body: &[u8]) -> Result<Option<Value>, JsonAmbiguity> {
 pub fn identity_at<'v>(value: &'v Value, pointer: &str) -> Result<Option<Cow<'v, [u8]>>, JsonAmbiguity> {
     let mut at = value;
     for token in pointer.split('/').skip(1) {
-        let token = token.replace("~1", "/").replace("~0", "~");
+        let token: std::borrow::Cow<'_, str> = if token.contains('~') {
+            token.replace("~1", "/").replace("~0", "~").into()
+        } else {
+            token.into()
+        };
         at = match at {
             Value::Object(map) => {
                 if let Some(other) = case_variant(map, &token) {
                     return Err(JsonAmbiguity::CaseVariantKeys(shorten(&token), shorten(other)));
                 }
-                match map.get(&token) {
+                match map.get(token.as_ref()) {
                     Some(v) => v,
                     None => return Ok(None),
                 }
@@ -80,19 +84,25 @@ pub fn identity_at<'v>(value: &'v Value, pointer: &str) -> Result<Option<Cow<'v,
 }
 
 /// Another key of `map` equal to `key` under simple case folding (what Go's `encoding/json`
-/// uses: `ſ` folds to `s`, `K` (Kelvin) to `k`).
+/// uses: `ſ` folds to `s`, `K` (Kelvin) to `k`). Compares without allocating.
 fn case_variant<'m>(map: &'m Map<String, Value>, key: &str) -> Option<&'m str> {
-    let folded = fold(key);
     map.keys()
-        .find(|k| k.as_str() != key && fold(k) == folded)
+        .find(|k| k.as_str() != key && same_folded(k, key))
         .map(String::as_str)
 }
 
-fn fold(s: &str) -> String {
-    s.chars()
-        .flat_map(char::to_uppercase)
-        .flat_map(char::to_lowercase)
-        .collect()
+fn same_folded(a: &str, b: &str) -> bool {
+    if a.is_ascii() && b.is_ascii() {
+        return a.eq_ignore_ascii_case(b);
+    }
+    let fold = |s: &str| {
+        s.chars()
+            .flat_map(char::to_uppercase)
+            .flat_map(char::to_lowercase)
+            .collect::<Vec<char>>()
+    };
+    // Only keys with non-ASCII characters get here; they are rare in API bodies.
+    fold(a) == fold(b)
 }
 
 /// An array index token: `0` or digits without a leading zero (RFC 6901 §4).

@@ -139,9 +139,10 @@ pub(crate) fn identity_digest(facts: &RequestFacts<'_>, parts: &[KeyPart]) -> Re
             .part_value(part)
             .map_err(NotUsed::Ambiguous)?
             .ok_or_else(|| NotUsed::Missing(part.clone()))?;
-        let label = part.label();
-        h.update((label.len() as u64).to_be_bytes());
-        h.update(label.as_bytes());
+        let (kind, name) = part.label_parts();
+        h.update(((kind.len() + name.len()) as u64).to_be_bytes());
+        h.update(kind.as_bytes());
+        h.update(name.as_bytes());
         h.update((value.len() as u64).to_be_bytes());
         h.update(&value);
     }

@@ -110,13 +110,19 @@ pub enum KeyPart {
 impl KeyPart {
     /// The textual form used in config (and inside identity hashes).
     pub fn label(&self) -> String {
+        let (kind, name) = self.label_parts();
+        format!("{kind}{name}")
+    }
+
+    /// The label as (kind prefix, name), without allocating: `("header:", "x-user-id")`.
+    pub(crate) fn label_parts(&self) -> (&'static str, &str) {
         match self {
-            Self::ClientIp => "client_ip".into(),
-            Self::AccessKey => "access_key".into(),
-            Self::Header(h) => format!("header:{h}"),
-            Self::Query(q) => format!("query:{q}"),
-            Self::Body(p) => format!("body:{p}"),
-            Self::Route => "route".into(),
+            Self::ClientIp => ("client_ip", ""),
+            Self::AccessKey => ("access_key", ""),
+            Self::Header(h) => ("header:", h.as_str()),
+            Self::Query(q) => ("query:", q),
+            Self::Body(p) => ("body:", p),
+            Self::Route => ("route", ""),
         }
     }
 }

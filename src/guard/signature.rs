@@ -70,6 +70,35 @@ pub fn string_to_sign(
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// A secret's HMAC key schedule, computed once when the config is built; each verification
+/// clones it instead of hashing the key again.
+#[derive(Clone)]
+struct PreparedSecret(HmacSha256);
+
+impl std::fmt::Debug for PreparedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PreparedSecret(..)")
+    }
+}
+
+impl PreparedSecret {
+    fn new(secret: &Secret) -> Option<Self> {
+        HmacSha256::new_from_slice(secret.expose()).ok().map(Self)
+    }
+
+    /// HMAC-SHA256 of the string to sign whose lines are given, fed line by line.
+    fn mac(&self, lines: &[&[u8]; 7]) -> [u8; 32] {
+        let mut m = self.0.clone();
+        for (i, line) in lines.iter().enumerate() {
+            if i > 0 {
+                m.update(b"\n");
+            }
+            m.update(line);
+        }
+        m.finalize().into_bytes().into()
+    }
+}
+
 fn mac(secret: &[u8], string_to_sign: &str) -> [u8; 32] {
     // HMAC accepts keys of any length; `new_from_slice` cannot fail for HMAC.
     let mut m = match HmacSha256::new_from_slice(secret) {
@@ -314,7 +343,7 @@ impl SignatureConfig {
     /// Resolves secrets and validates; issues carry paths relative to this section.
     pub fn build(&self) -> Result<SignatureVerifier, Vec<ConfigIssue>> {
         let mut issues = Vec::new();
-        let mut keys: HashMap<String, Vec<Secret>> = HashMap::new();
+        let mut keys: HashMap<String, Vec<PreparedSecret>> = HashMap::new();
         if self.keys.is_empty() {
             issues.push(ConfigIssue::new("keys", "at least one access key is required"));
         }
@@ -340,7 +369,7 @@ impl SignatureConfig {
             let mut resolved = Vec::new();
             for (j, s) in k.secrets.iter().enumerate() {
                 match s.resolve() {
-                    Ok(v) => resolved.push(v),
+                    Ok(v) => resolved.extend(PreparedSecret::new(&v)),
                     Err(e) => issues.push(ConfigIssue::new(format!("keys[{i}].secrets[{j}]"), e)),
                 }
             }
@@ -405,7 +434,7 @@ pub struct SignedHeaders {
 /// Resolved signature configuration: checks requests.
 #[derive(Debug, Clone)]
 pub struct SignatureVerifier {
-    keys: HashMap<String, Vec<Secret>>,
+    keys: HashMap<String, Vec<PreparedSecret>>,
     window: Duration,
     key_header: HeaderName,
     timestamp_header: HeaderName,
@@ -540,13 +569,35 @@ impl SignatureVerifier {
         body: &[u8],
     ) -> Result<bool, SignatureFailure> {
         let secrets = self.keys.get(&signed.key_id).ok_or(SignatureFailure::UnknownKey)?;
-        let Ok(presented) = base64::engine::general_purpose::STANDARD.decode(signed.signature.as_bytes()) else {
+        let mut presented = [0u8; 64];
+        let Ok(len) =
+            base64::engine::general_purpose::STANDARD.decode_slice(signed.signature.as_bytes(), &mut presented)
+        else {
             return Ok(false);
         };
-        let sts = string_to_sign(method, path, canonical_query, &signed.timestamp, &signed.nonce, body);
+        let upper;
+        let method = if method.bytes().any(|b| b.is_ascii_lowercase()) {
+            upper = method.to_ascii_uppercase();
+            upper.as_str()
+        } else {
+            method
+        };
+        let mut body_hash = [0u8; 64];
+        if hex::encode_to_slice(Sha256::digest(body), &mut body_hash).is_err() {
+            return Ok(false);
+        }
+        let lines: [&[u8]; 7] = [
+            ALGORITHM.as_bytes(),
+            method.as_bytes(),
+            path.as_bytes(),
+            canonical_query.as_bytes(),
+            signed.timestamp.as_bytes(),
+            signed.nonce.as_bytes(),
+            &body_hash,
+        ];
         let mut ok = subtle::Choice::from(0u8);
         for secret in secrets {
-            ok |= mac(secret.expose(), &sts)[..].ct_eq(&presented);
+            ok |= secret.mac(&lines)[..].ct_eq(&presented[..len]);
         }
         Ok(bool::from(ok))
     }
