@@ -3,7 +3,11 @@
 //! the baseline that shows what payguard's own request phases cost on top of Pingora.
 //!
 //! Usage: `bench_passthrough LISTEN_ADDR UPSTREAM_ADDR [threads]` (default 1 thread). Used by
-//! `scripts/bench-proxy`; see docs/benchmarks.md.
+//! `scripts/bench-proxy`; see docs/benchmarks.md. It uses the allocator the payguard binary
+//! uses, so the comparison measures payguard's work, not the allocators'.
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::net::SocketAddr;
 

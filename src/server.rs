@@ -23,7 +23,8 @@ pub fn serve(path: &Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let (checked, secret_files) = config::load::check_text_tracked(&text);
     let (_, cfg) = checked.map_err(|issues| anyhow::anyhow!("{} has errors:\n{issues}", path.display()))?;
-    telemetry::init(cfg.log.format, &cfg.log.level);
+    // Flushes the log queue when serve returns, after the server stopped.
+    let _log = telemetry::init(cfg.log.format, &cfg.log.level);
     config::log_warnings(&cfg, "start");
 
     // Store clients (Redis connection drivers) live on a small runtime of their own so they are

@@ -886,19 +886,33 @@ impl ProxyHttp for PayguardProxy {
         // payguard rewrote or refused it.
         let path = ctx.path.as_ref().map_or(req.uri.path(), |p| p.as_str());
         let sent_path = ctx.sent_target.as_deref().map(|t| log_cut(split_target(t).0));
-        tracing::info!(
-            target: "payguard::access",
-            request_id = %ctx.request_id,
-            route = %ctx.route,
-            method = %req.method,
-            path = %log_cut(path),
+        let line = crate::telemetry::AccessLine {
+            request_id: &ctx.request_id,
+            route: &ctx.route,
+            method: req.method.as_str(),
+            path: log_cut(path),
             sent_path,
             status,
-            outcome = ctx.outcome,
-            code = ctx.code,
-            latency_ms = latency.as_secs_f64() * 1000.0,
-            error = e.map(|e| e.etype().as_str()),
-            "request"
-        );
+            outcome: ctx.outcome,
+            code: ctx.code,
+            latency_ms: latency.as_secs_f64() * 1000.0,
+            error: e.map(|e| e.etype().as_str()),
+        };
+        if !crate::telemetry::access(&line) {
+            tracing::info!(
+                target: "payguard::access",
+                request_id = %line.request_id,
+                route = %line.route,
+                method = %line.method,
+                path = %line.path,
+                sent_path = line.sent_path,
+                status = line.status,
+                outcome = line.outcome,
+                code = line.code,
+                latency_ms = line.latency_ms,
+                error = line.error,
+                "request"
+            );
+        }
     }
 }
