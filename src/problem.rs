@@ -89,6 +89,11 @@ impl Problem {
         Self::new(502, "UPSTREAM_UNAVAILABLE", "the backend could not be reached")
     }
 
+    /// 408 when the client stalled or trickled its request body (`server.body`).
+    pub fn request_timeout() -> Self {
+        Self::new(408, "REQUEST_TIMEOUT", "the request body arrived too slowly")
+    }
+
     /// 504 when the backend did not answer in time.
     pub fn upstream_timeout() -> Self {
         Self::new(504, "UPSTREAM_TIMEOUT", "the backend did not answer in time")

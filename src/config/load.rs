@@ -219,6 +219,12 @@ fn build(file: &FileConfig, mode: Mode) -> Result<Config, ConfigIssues> {
     if up.write_timeout.is_zero() {
         issues.push(ConfigIssue::new("upstream.write_timeout", "must be greater than zero"));
     }
+    if file.server.body.idle_timeout.is_zero() {
+        issues.push(ConfigIssue::new(
+            "server.body.idle_timeout",
+            "must be greater than zero",
+        ));
+    }
     if file.reload.interval.is_zero() {
         issues.push(ConfigIssue::new("reload.interval", "must be greater than zero"));
     }
@@ -278,6 +284,7 @@ fn build(file: &FileConfig, mode: Mode) -> Result<Config, ConfigIssues> {
     };
     Ok(Config {
         listen,
+        body: file.server.body,
         threads: file.server.threads,
         grace_period: file.server.grace_period,
         shutdown_timeout: file.server.shutdown_timeout,

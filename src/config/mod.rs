@@ -72,6 +72,40 @@ pub struct ServerSection {
     /// Request headers whose name contains `_`: `drop` (default), `reject` or `keep`.
     #[serde(default)]
     pub header_underscores: crate::canonical::headers::UnderscorePolicy,
+    /// How slowly a client may send a request body.
+    #[serde(default)]
+    pub body: BodyLimits,
+}
+
+/// `server.body`: a client that stalls or trickles its request body is answered 408 instead of
+/// holding a connection (and, on guard and notify routes, a buffer) for as long as it likes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BodyLimits {
+    /// Longest wait for the next piece of a request body.
+    #[serde(default = "default_body_idle_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub idle_timeout: Duration,
+    /// Slowest average rate, in bytes per second, a body may arrive at once `idle_timeout` has
+    /// passed since it started (0 turns the check off).
+    #[serde(default = "default_body_min_rate")]
+    pub min_rate: u64,
+}
+
+fn default_body_idle_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_body_min_rate() -> u64 {
+    1024
+}
+
+impl Default for BodyLimits {
+    fn default() -> Self {
+        Self {
+            idle_timeout: default_body_idle_timeout(),
+            min_rate: default_body_min_rate(),
+        }
+    }
 }
 
 fn default_listen() -> String {
@@ -96,6 +130,7 @@ impl Default for ServerSection {
             shutdown_timeout: default_shutdown_timeout(),
             path: Default::default(),
             header_underscores: Default::default(),
+            body: Default::default(),
         }
     }
 }
@@ -330,6 +365,8 @@ pub fn log_warnings(config: &Config, trigger: &'static str) {
 pub struct Config {
     /// Proxy listener address.
     pub listen: SocketAddr,
+    /// Request body pace limits.
+    pub body: BodyLimits,
     /// Proxy worker threads.
     pub threads: usize,
     /// Grace period on SIGTERM.

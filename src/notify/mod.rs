@@ -97,6 +97,19 @@ pub struct Reply {
     pub body: Vec<u8>,
 }
 
+impl From<crate::problem::Problem> for Reply {
+    fn from(p: crate::problem::Problem) -> Self {
+        Self {
+            status: p.status,
+            headers: vec![(
+                "content-type".to_string(),
+                crate::problem::PROBLEM_CONTENT_TYPE.to_string(),
+            )],
+            body: p.to_json(),
+        }
+    }
+}
+
 impl From<Ack> for Reply {
     fn from(a: Ack) -> Self {
         Self {

@@ -61,6 +61,8 @@ pub struct RequestCtx {
     upstream_counters: Vec<crate::store::CounterSpec>,
     /// Length of a verified body that Pingora replays to the backend from its retry buffer.
     replayed_body_len: Option<usize>,
+    /// How fast the request body arrives.
+    pace: BodyPace,
 }
 
 impl RequestCtx {
@@ -79,6 +81,7 @@ impl RequestCtx {
             guard_response_headers: Vec::new(),
             upstream_counters: Vec::new(),
             replayed_body_len: None,
+            pace: BodyPace::default(),
         }
     }
 }
@@ -174,7 +177,46 @@ fn expects_continue(req: &pingora::http::RequestHeader) -> bool {
 /// after the header checks passed: a declared `Content-Length` over the cap is refused before
 /// reading anything, and a client sending `Expect: 100-continue` is invited to send the body
 /// only now (without it, curl stalls a second).
-async fn read_body_capped(session: &mut Session, cap: usize) -> Result<std::result::Result<Bytes, usize>> {
+/// How fast a request body arrives, against `server.body` (the idle timeout itself is the
+/// downstream read timeout, set when the request starts).
+#[derive(Debug, Default)]
+struct BodyPace {
+    started: Option<Instant>,
+    bytes: u64,
+}
+
+impl BodyPace {
+    /// Counts a chunk of `n` bytes; an error once the body averages less than `min_rate` bytes
+    /// per second after its first `idle_timeout`.
+    fn chunk(&mut self, n: usize, limits: &crate::config::BodyLimits) -> Result<()> {
+        let started = *self.started.get_or_insert_with(Instant::now);
+        self.bytes = self.bytes.saturating_add(n as u64);
+        let elapsed = started.elapsed();
+        if limits.min_rate > 0
+            && elapsed > limits.idle_timeout
+            && (self.bytes as f64) < limits.min_rate as f64 * elapsed.as_secs_f64()
+        {
+            return Error::e_explain(
+                ErrorType::ReadTimedout,
+                format!("request body below {} bytes/s", limits.min_rate),
+            )
+            .map_err(|e| e.into_down());
+        }
+        Ok(())
+    }
+}
+
+/// Whether `e` is a request body that stalled or trickled (answered 408).
+fn is_body_timeout(e: &Error) -> bool {
+    e.esource() == &ErrorSource::Downstream && e.etype() == &ErrorType::ReadTimedout
+}
+
+async fn read_body_capped(
+    session: &mut Session,
+    cap: usize,
+    pace: &mut BodyPace,
+    limits: &crate::config::BodyLimits,
+) -> Result<std::result::Result<Bytes, usize>> {
     // Pingora keeps a copy of what is read now (up to its 64 KiB retry buffer) and sends it to
     // the backend after the request head, once this filter let the request through.
     session.as_mut().enable_retry_buffering();
@@ -191,7 +233,9 @@ async fn read_body_capped(session: &mut Session, cap: usize) -> Result<std::resu
         session.write_continue_response().await?;
     }
     let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(cap));
-    while let Some(chunk) = session.read_request_body().await? {
+    // A read error here is the client's (Pingora leaves its source unset in request_filter).
+    while let Some(chunk) = session.read_request_body().await.map_err(|e| e.into_down())? {
+        pace.chunk(chunk.len(), limits)?;
         if buf.len() + chunk.len() > cap {
             return Ok(Err(buf.len() + chunk.len()));
         }
@@ -299,7 +343,7 @@ impl PayguardProxy {
 
         let body = if guard.needs_body() {
             let cap = usize::try_from(guard.max_body_bytes()).unwrap_or(usize::MAX);
-            match read_body_capped(session, cap).await? {
+            match read_body_capped(session, cap, &mut ctx.pace, &config.body).await? {
                 Ok(b) => Some(b),
                 Err(_) => {
                     let v = guard.body_too_large();
@@ -572,8 +616,18 @@ impl PayguardProxy {
                 record,
             )
         } else {
-            match read_body_capped(session, route.max_body).await? {
-                Err(len) => {
+            match read_body_capped(session, route.max_body, &mut ctx.pace, &config.body).await {
+                // The notification log shows a stalled notification like any other.
+                Err(e) if is_body_timeout(&e) => {
+                    let record = crate::notify::NotifyRecord {
+                        outcome: "client_timeout",
+                        reason: Some(format!("the request body stalled: {e}")),
+                        ..Default::default()
+                    };
+                    (crate::notify::Reply::from(Problem::request_timeout()), record)
+                }
+                Err(e) => return Err(e),
+                Ok(Err(len)) => {
                     let record = crate::notify::NotifyRecord {
                         outcome: "body_too_large",
                         reason: Some(format!("body exceeds {} bytes (read {len})", route.max_body)),
@@ -584,7 +638,7 @@ impl PayguardProxy {
                         record,
                     )
                 }
-                Ok(body) => self.notify_with_body(session, ctx, config, route, body).await,
+                Ok(Ok(body)) => self.notify_with_body(session, ctx, config, route, body).await,
             }
         };
         self.finish_notify(session, ctx, channel, reply, record).await
@@ -692,8 +746,19 @@ impl ProxyHttp for PayguardProxy {
         RequestCtx::new()
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {
         let config = self.state.config();
+        // Pipelined requests are answered one after the other, in order (RFC 9112 §9.3.2),
+        // instead of the connection closing under the second one.
+        session.as_mut().set_pipelining_enabled(true);
+        // A body that stalls longer than this is answered 408 (`server.body.idle_timeout`).
+        session.as_mut().set_read_timeout(Some(config.body.idle_timeout));
+        ctx.config = Some(config);
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        let config = ctx.config.clone().unwrap_or_else(|| self.state.config());
         ctx.config = Some(config.clone());
 
         let req = session.req_header_mut();
@@ -771,6 +836,19 @@ impl ProxyHttp for PayguardProxy {
         }
     }
 
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if let (Some(chunk), Some(config)) = (body.as_ref(), ctx.config.as_ref()) {
+            ctx.pace.chunk(chunk.len(), &config.body)?;
+        }
+        Ok(())
+    }
+
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
         let config = ctx.config.clone().unwrap_or_else(|| self.state.config());
         let up = &config.upstream;
@@ -792,6 +870,17 @@ impl ProxyHttp for PayguardProxy {
     ) -> Result<()> {
         for (k, v) in std::mem::take(&mut ctx.guard_request_headers) {
             upstream_request.insert_header(k, v)?;
+        }
+        // Repeated identical Content-Length fields mean one length (RFC 9112 §6.3); the backend
+        // gets it once (different ones never get this far: Pingora refuses them).
+        let lengths: Vec<http::HeaderValue> = upstream_request
+            .headers
+            .get_all(http::header::CONTENT_LENGTH)
+            .iter()
+            .cloned()
+            .collect();
+        if lengths.len() > 1 && lengths.iter().all(|v| *v == lengths[0]) {
+            upstream_request.insert_header(http::header::CONTENT_LENGTH, lengths[0].clone())?;
         }
         if let Some(len) = ctx.replayed_body_len {
             // The exact verified bytes, framed by their length whatever the client's framing
@@ -840,6 +929,10 @@ impl ProxyHttp for PayguardProxy {
             (ErrorSource::Upstream, _) => {
                 ctx.outcome = "upstream_error";
                 Some(Problem::upstream_unavailable())
+            }
+            (ErrorSource::Downstream, ErrorType::ReadTimedout) => {
+                ctx.outcome = "client_timeout";
+                Some(Problem::request_timeout())
             }
             (ErrorSource::Downstream, ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed) => {
                 ctx.outcome = "client_closed";
