@@ -1,4 +1,4 @@
--- dedup_claim: claims a notification dedup key with a lease (product.md §6).
+-- dedup_claim: claims a notification dedup key with a lease.
 -- KEYS[1]  dedup key; value 'lease:<token>' while claimed, 'done' once completed
 -- KEYS[2]  optional: the dedup key of an event that supersedes this one (a payment.pending is
 --          late once the order's payment.succeeded is claimed or done); then nothing is claimed

@@ -1,5 +1,5 @@
--- guard: everything a guarded request asks of the store, in one round trip (product.md §3,
--- prior-art.md: one EVAL per request). Order: deny set → nonce → buckets → counters; a denied
+-- guard: everything a guarded request asks of the store, in one round trip (one EVAL
+-- per request). Order: deny set → nonce → buckets → counters; a denied
 -- member stops everything, a replayed nonce stops buckets and counters, and when an enforced
 -- bucket refuses, counters are only read.
 -- KEYS     [deny set, if ARGV[1] = 1] [nonce, if ARGV[3] = 1] bucket hashes...

@@ -2,7 +2,7 @@
 -- src/store/redis_store.rs). Not an operation on its own: it has no KEYS or ARGV.
 --
 -- Time always comes from the server (`TIME`), never from the caller, so every payguard replica
--- sees the same clock (prior-art.md, rate limiting). Every key written gets a TTL.
+-- sees the same clock. Every key written gets a TTL.
 
 -- Tolerance for float comparisons of token counts (refill accrues fractions).
 local EPS = 1e-6
@@ -41,7 +41,7 @@ local function parse_buckets(ki, ai, count)
 end
 
 -- Tokens in a bucket at `now`: continuous refill since the last write, clamped to the current
--- capacity so that editing a rule's numbers keeps (but bounds) its state (product.md §3).
+-- capacity so that editing a rule's numbers keeps (but bounds) its state.
 -- A missing bucket is full: its key expires exactly when it would have refilled.
 local function bucket_tokens(b, now)
   local st = redis.call('HMGET', b.key, 't', 'ts')

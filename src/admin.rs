@@ -1,4 +1,4 @@
-//! Admin listener (product.md §7): `/healthz`, `/readyz`, `/metrics`, and mutating endpoints
+//! Admin listener: `/healthz`, `/readyz`, `/metrics`, and mutating endpoints
 //! behind a bearer token (`POST /admin/reload`). The optional probe listener serves the same
 //! app limited to the three read-only endpoints, so exposing it to kubelet and Prometheus does
 //! not expose the admin API.

@@ -1,5 +1,5 @@
 //! Prometheus metrics (prefix `payguard_`). Label values come from config names and fixed enums
-//! only, never from request data, so cardinality stays bounded (product.md §8).
+//! only, never from request data, so cardinality stays bounded.
 
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 

@@ -1,12 +1,12 @@
-//! `application/problem+json` (RFC 9457) answers payguard makes itself, with a stable `code`
-//! (product.md §5). One type for the guard's rejections and the proxy's own errors.
+//! `application/problem+json` (RFC 9457) answers payguard makes itself, with a stable `code`.
+//! One type for the guard's rejections and the proxy's own errors.
 
 use http::{HeaderName, HeaderValue, StatusCode};
 
 /// Content type of every problem body payguard writes.
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
-/// A client-side rejection (`application/problem+json`, product.md §5).
+/// A client-side rejection (`application/problem+json`, see docs/client-signing.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     /// HTTP status.

@@ -1,4 +1,4 @@
-//! IP rules through the proxy (product.md §3, §5, §7; docs/guard-rules.md): static allow and
+//! IP rules through the proxy (docs/guard-rules.md): static allow and
 //! deny lists for IPv4 and IPv6 (403 `IP_DENIED`), the client IP from `X-Forwarded-For` only
 //! behind a trusted proxy (right-most untrusted hop), and the admin-managed dynamic deny list
 //! (bearer token, TTL, delete).

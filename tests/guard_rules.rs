@@ -1,4 +1,4 @@
-//! Rate and order rules through the proxy (product.md §3, §5, §8; docs/guard-rules.md): buckets
+//! Rate and order rules through the proxy (docs/guard-rules.md): buckets
 //! hold under concurrency and refill, shadow rules count without blocking, 429s carry the IETF
 //! fields, reloads keep counters, store outages follow each rule's policy, one store round trip
 //! per request, and order tiers tag, challenge and reject.

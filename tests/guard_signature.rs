@@ -1,4 +1,4 @@
-//! Client signatures through the proxy (product.md §4–§5, docs/client-signing.md): a verified
+//! Client signatures through the proxy (docs/client-signing.md): a verified
 //! request reaches the backend byte-identical; every failure has its status and stable code and
 //! nothing reaches the backend; nonces are claimed once and only after the signature verified;
 //! the nonce check fails closed; the Python client and `payguard sign --curl` interoperate.

@@ -1,5 +1,5 @@
 //! Payment notifications of every channel through the real proxy, with the Redis store and a
-//! recording backend (product.md §6, channels.md §0.4/§0.5).
+//! recording backend.
 //!
 //! One body of test logic per scenario, run once per channel through a [`ChannelCase`]: the
 //! channel's config, its test keys, how to tamper with its security header and how its success
@@ -18,7 +18,7 @@ use support::payguard::Payguard;
 use support::redis_server::RedisServer;
 use support::upstream::{Behavior, Recorded, Upstream};
 
-/// Signs what payguard forwards to the backend (Standard Webhooks, product.md §6).
+/// Signs what payguard forwards to the backend (Standard Webhooks).
 const BACKEND_WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 /// payguard's backend timeout in these tests; the timeout scenario's backend is slower.
 const NOTIFY_TIMEOUT: Duration = Duration::from_millis(500);
@@ -64,7 +64,7 @@ struct ChannelCase {
     mch_id: Option<&'static str>,
     /// Changes one security header so the signature no longer verifies (channels that have one).
     tamper_header: Option<fn(&mut Headers)>,
-    /// The channel's exact success acknowledgement (channels.md §0.5).
+    /// The channel's exact success acknowledgement.
     is_success: fn(u16, &[u8]) -> bool,
     /// The channel's "failure, retry later" answer.
     is_failure: fn(u16, &[u8]) -> bool,
@@ -127,7 +127,7 @@ fn wechatpay_v3() -> ChannelCase {
         },
         app_id: Some(WECHAT_V3_APPID),
         mch_id: Some(WECHAT_V3_MCHID),
-        // The nonce is part of the signed message (§2.2).
+        // The nonce is part of the signed message.
         tamper_header: Some(|h| flip(header_mut(h, "Wechatpay-Nonce"), 3)),
         is_success: |s, _| s == 200 || s == 204,
         is_failure: |s, b| {
@@ -286,7 +286,7 @@ impl Rig {
         send_to(&self.pg.url(&self.path), n, extra)
     }
 
-    /// How many notifications ended with `outcome` (the metric, product.md §8).
+    /// How many notifications ended with `outcome` (the metric).
     fn outcomes(&self, case: &ChannelCase, outcome: &str) -> f64 {
         self.pg.metric(&format!(
             "payguard_notifications_total{{channel=\"{}\",outcome=\"{outcome}\",route=\"notify\"}}",
@@ -471,7 +471,7 @@ fn genuine_is_forwarded_once_normalized_signed_and_acked(case: &ChannelCase) {
     assert_eq!(event["amount_minor"], 8880);
     assert_eq!(event["currency"], "CNY");
     assert!(event["refund"].is_null(), "{}", event["refund"]);
-    // WeChat Pay v2 notifications carry no notification id (channels.md §3.1).
+    // WeChat Pay v2 notifications carry no notification id.
     let spec_id = spec(case, &order, EventKind::PaymentSucceeded).notification_id;
     let expected_id = (case.kind != ChannelKind::WechatpayV2).then_some(spec_id.as_str());
     assert_eq!(event["notification_id"].as_str(), expected_id);
@@ -727,11 +727,7 @@ fn second_partial_refund_is_forwarded_too(case: &ChannelCase) {
     assert_success(case, &rig, &rig.send(&simulate(case, &first)));
     assert_success(case, &rig, &rig.send(&simulate(case, &second)));
     let fwd = rig.forwarded();
-    assert_eq!(
-        fwd.len(),
-        2,
-        "two refunds of one order are two events (channels.md §0.4)"
-    );
+    assert_eq!(fwd.len(), 2, "two refunds of one order are two events");
     assert_eq!(checked_event(&fwd[0])["refund"]["amount_minor"], 1000);
     assert_eq!(checked_event(&fwd[1])["refund"]["amount_minor"], 3000);
     // Retries of either are still duplicates.
@@ -773,7 +769,7 @@ fn duplicated_security_header_is_rejected_and_nothing_forwarded(case: &ChannelCa
     let n = notification(case, &new_order(), EventKind::PaymentSucceeded);
     let mut tampered = n.clone();
     case.tamper_header.expect("channel with security headers")(&mut tampered.headers);
-    // The genuine value plus a second one: ambiguous, refused (channels.md §0.1).
+    // The genuine value plus a second one: ambiguous, refused.
     let (name, value) = n
         .headers
         .iter()
@@ -789,7 +785,7 @@ fn duplicated_security_header_is_rejected_and_nothing_forwarded(case: &ChannelCa
 fn foreign_merchant_is_rejected_and_nothing_forwarded(case: &ChannelCase) {
     let rig = Rig::start(case, Mode::Normalized);
     let mut spec = spec(case, &new_order(), EventKind::PaymentSucceeded);
-    // Validly signed with the channel's key, but addressed to another merchant (§0.4 business checks).
+    // Validly signed with the channel's key, but addressed to another merchant (business checks).
     spec.mch_id = spec.mch_id.map(|m| format!("{}9", &m[..m.len() - 1]));
     spec.app_id = spec.app_id.map(|a| format!("{a}x"));
     assert_failure(case, &rig, &rig.send(&simulate(case, &spec)));
@@ -857,7 +853,7 @@ fn compressed_body_is_refused_and_nothing_forwarded(case: &ChannelCase) {
     let (status, body) = case.backend_accepts;
     rig.answer(status, body, Duration::ZERO);
     // The signed bytes under a Content-Encoding label: a backend would try to decode them, and
-    // payguard verified something other than the decoded body (channels.md §0.1).
+    // payguard verified something other than the decoded body.
     let n = notification(case, &new_order(), EventKind::PaymentSucceeded);
     assert_failure(case, &rig, &rig.send_with(&n, &[("Content-Encoding", "gzip")]));
     assert!(rig.forwarded().is_empty());
@@ -1057,7 +1053,7 @@ per_channel!(tampered_header_is_rejected_and_nothing_forwarded:
     standard_webhooks_tampered_header_is_rejected_and_nothing_forwarded => standard_webhooks,
 );
 
-// Only these channels sign a timestamp that is checked for freshness (channels.md §2.4, §4.4, §6).
+// Only these channels sign a timestamp that is checked for freshness.
 per_channel!(stale_timestamp_is_rejected_and_nothing_forwarded:
     wechatpay_v3_stale_timestamp_is_rejected_and_nothing_forwarded => wechatpay_v3,
     stripe_stale_timestamp_is_rejected_and_nothing_forwarded => stripe,
@@ -1095,7 +1091,7 @@ per_channel!(second_partial_refund_is_forwarded_too:
     standard_webhooks_second_partial_refund_is_forwarded_too => standard_webhooks,
 );
 
-// WeChat Pay v2 only notifies final results (SUCCESS/FAIL, channels.md §3.1): it has no pending.
+// WeChat Pay v2 only notifies final results (SUCCESS/FAIL): it has no pending.
 per_channel!(late_pending_after_succeeded_is_acked_not_forwarded:
     alipay_late_pending_after_succeeded_is_acked_not_forwarded => alipay,
     wechatpay_v3_late_pending_after_succeeded_is_acked_not_forwarded => wechatpay_v3,

@@ -1,10 +1,10 @@
-//! Alipay asynchronous notification (`notify_url`), channels.md §1.
+//! Alipay asynchronous notification (`notify_url`).
 //!
 //! The body is `application/x-www-form-urlencoded` in the charset named by its own `charset`
-//! field. Verification runs over the percent-decoded **raw bytes** (§1.4), so UTF-8 and GBK
+//! field. Verification runs over the percent-decoded **raw bytes**, so UTF-8 and GBK
 //! notifications verify without transcoding; values are transcoded to UTF-8 only afterwards.
 //! RSA2 (SHA256withRSA) and legacy RSA (SHA1withRSA) are supported; the configured key declares
-//! which one it accepts and a notification can never choose another one (§1.4 step 6).
+//! which one it accepts and a notification can never choose another one.
 
 use std::collections::BTreeMap;
 
@@ -49,7 +49,7 @@ impl AlipaySignType {
     }
 
     /// The PKCS#1 v1.5 scheme, which also fixes the smallest key: 2048 bits for RSA2, 1024 for
-    /// legacy RSA (§1.5).
+    /// legacy RSA.
     fn scheme(self) -> RsaScheme {
         match self {
             Self::Rsa2 => RsaScheme::Sha256,
@@ -61,7 +61,7 @@ impl AlipaySignType {
 /// Alipay notification channel configuration (one Alipay app).
 ///
 /// Exactly one key source: `alipay_public_key` (public-key mode) or `alipay_cert`
-/// (public-key-certificate mode, channels.md §1.5).
+/// (public-key-certificate mode).
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlipayConfig {
@@ -137,7 +137,7 @@ impl AlipayConfig {
             ));
         }
         let scheme = self.sign_type.scheme();
-        // A key too small for the scheme is a sign_type problem (§1.5): RSA2 needs 2048 bits.
+        // A key too small for the scheme is a sign_type problem: RSA2 needs 2048 bits.
         let key_issue = |path: String, e: RsaKeyError| match e {
             RsaKeyError::TooSmall { bits, .. } => ConfigIssue::new(
                 "sign_type",
@@ -189,9 +189,9 @@ impl AlipayConfig {
     }
 }
 
-/// Certificate mode: the first certificate of the bundle (leaf first, then the intermediate;
-/// §1.5), as (certificate SN, SubjectPublicKeyInfo DER). Validity is deliberately not enforced
-/// for pinned certs (§1.5).
+/// Certificate mode: the first certificate of the bundle (leaf first, then the intermediate),
+/// as (certificate SN, SubjectPublicKeyInfo DER). Validity is deliberately not enforced
+/// for pinned certs.
 fn parse_first_certificate(bytes: &[u8]) -> Result<(String, Vec<u8>), String> {
     let ders = certificate_ders(bytes)?;
     let der = ders.first().ok_or_else(|| "no certificate found".to_string())?;
@@ -201,14 +201,14 @@ fn parse_first_certificate(bytes: &[u8]) -> Result<(String, Vec<u8>), String> {
 
 /// Alipay certificate SN (`app_cert_sn`, `alipay_cert_sn`): `lower_hex(MD5(issuerDN + serial))`
 /// with the issuer rendered like Java `X500Principal.getName()` (RFC 2253) and the serial in
-/// decimal (§1.5).
+/// decimal.
 pub fn alipay_cert_sn(cert: &X509Certificate<'_>) -> String {
     let text = format!("{}{}", rfc2253_name(cert.issuer()), cert.tbs_certificate.serial);
     hex::encode(md5::Md5::digest(text.as_bytes()))
 }
 
 /// `alipay_root_cert_sn` of a root bundle: the SNs of its RSA-signed certificates (SHA-1 or
-/// SHA-256 with RSA; SM2/ECDSA ones skipped) joined with `_` (§1.5).
+/// SHA-256 with RSA; SM2/ECDSA ones skipped) joined with `_`.
 pub fn alipay_root_cert_sn(bundle: &[u8]) -> Result<String, String> {
     const SHA1_RSA: &str = "1.2.840.113549.1.1.5";
     const SHA256_RSA: &str = "1.2.840.113549.1.1.11";
@@ -286,7 +286,7 @@ fn rfc2253_escape(value: &str) -> String {
 }
 
 impl AlipayChannel {
-    /// The signed-content variants to try, in order (§1.4 steps 3 and 7, §1.5): V1 (without
+    /// The signed-content variants to try, in order: V1 (without
     /// `sign_type`) before V2; `alipay_cert_sn` excluded before included; empty values dropped
     /// before the legacy retry that keeps them.
     fn content_candidates(fields: &RawForm) -> Vec<Vec<u8>> {
@@ -315,7 +315,7 @@ impl AlipayChannel {
         let sign_type =
             field_ascii(fields, "sign_type")?.ok_or_else(|| ChannelError::Malformed("sign_type is missing".into()))?;
         if sign_type != self.sign_type.wire_name() {
-            // §1.4 step 6 / §1.9: the configured key fixes the scheme; no downgrade, no MD5.
+            // The configured key fixes the scheme; no downgrade, no MD5.
             return Err(ChannelError::Unsupported(format!(
                 "sign_type {sign_type} is not accepted (configured {})",
                 self.sign_type.wire_name()
@@ -325,7 +325,7 @@ impl AlipayChannel {
             .get("sign")
             .ok_or_else(|| ChannelError::Malformed("sign is missing".into()))?;
         if sign.contains(&b' ') {
-            // §1.4 step 2: a space in base64 means something upstream decoded `+` twice.
+            // A space in base64 means something upstream decoded `+` twice.
             return Err(ChannelError::Signature(
                 "sign contains a space (a '+' was decoded twice upstream)".into(),
             ));
@@ -398,7 +398,7 @@ fn field_ascii<'f>(fields: &'f RawForm, name: &str) -> Result<Option<&'f str>, C
     }
 }
 
-/// Transcodes every value from the notification's (signed) `charset` into UTF-8 (§1.4 step 8).
+/// Transcodes every value from the notification's (signed) `charset` into UTF-8.
 fn transcode(fields: &RawForm) -> Result<BTreeMap<String, String>, ChannelError> {
     let label = field_ascii(fields, "charset")?.unwrap_or("utf-8");
     let encoding = encoding_rs::Encoding::for_label(label.as_bytes())
@@ -414,7 +414,7 @@ fn transcode(fields: &RawForm) -> Result<BTreeMap<String, String>, ChannelError>
         .collect()
 }
 
-/// Maps `trade_status` to the normalized kind (§1.3): a later `TRADE_SUCCESS` carrying refund
+/// Maps `trade_status` to the normalized kind: a later `TRADE_SUCCESS` carrying refund
 /// fields is a partial refund, a `TRADE_CLOSED` carrying them a full refund.
 fn event_kind(fields: &BTreeMap<String, String>) -> EventKind {
     let has = |k: &str| fields.get(k).is_some_and(|v| !v.is_empty());
@@ -438,7 +438,7 @@ fn yuan_to_fen(fields: &BTreeMap<String, String>, name: &str) -> Result<Option<i
     }
 }
 
-/// Builds the normalized event from verified, transcoded fields (§1.10).
+/// Builds the normalized event from verified, transcoded fields.
 fn normalize(fields: BTreeMap<String, String>) -> Result<VerifiedEvent, ChannelError> {
     let kind = event_kind(&fields);
     let get = |k: &str| fields.get(k).filter(|v| !v.is_empty()).cloned();
@@ -450,7 +450,7 @@ fn normalize(fields: BTreeMap<String, String>) -> Result<VerifiedEvent, ChannelE
         Some(RefundInfo {
             out_refund_no: get("out_biz_no"),
             refund_id: None,
-            // Cumulative refunded amount, not this refund's delta (§1.10).
+            // Cumulative refunded amount, not this refund's delta.
             amount_minor: yuan_to_fen(&fields, "refund_fee")?,
         })
     } else {
@@ -478,7 +478,7 @@ fn normalize(fields: BTreeMap<String, String>) -> Result<VerifiedEvent, ChannelE
         out_trade_no,
         channel_txn_id: get("trade_no"),
         amount_minor: yuan_to_fen(&fields, "total_amount")?,
-        // Domestic Alipay settles in CNY; cross-border currency fields are out of scope (§1.10).
+        // Domestic Alipay settles in CNY; cross-border currency fields are out of scope.
         currency: Some("CNY".to_string()),
         refund,
         occurred_at,
@@ -505,7 +505,7 @@ impl Channel for AlipayChannel {
         normalize(fields)
     }
 
-    /// HTTP 200 with exactly `success` (§1.7).
+    /// HTTP 200 with exactly `success`.
     fn success_ack(&self) -> Ack {
         Ack {
             status: 200,
@@ -514,7 +514,7 @@ impl Channel for AlipayChannel {
         }
     }
 
-    /// HTTP 200 with `fail`: anything but `success` makes Alipay retry (§1.7).
+    /// HTTP 200 with `fail`: anything but `success` makes Alipay retry.
     fn failure_ack(&self, _reason: &str) -> Ack {
         Ack {
             status: 200,
@@ -837,7 +837,7 @@ mod tests {
 
     #[test]
     fn alipay_v2_rule_fallback_verifies_gateway_notifications() {
-        // A gateway notification signed over the set that includes sign_type (§1.4 step 7).
+        // A gateway notification signed over the set that includes sign_type.
         let fields: RawForm = [
             ("app_id", "2021000000000001"),
             ("notify_id", "n1"),

@@ -1,8 +1,8 @@
 //! Exact money: decimal text into integer minor units. Never floating point.
 //!
 //! Channels send amounts either as integer minor units (WeChat fen, Stripe cents) or as decimal
-//! text in major units (Alipay `"88.80"` yuan). Both end up as `i64` minor units
-//! (channels.md §0.3); the decimal text is parsed digit by digit so no value is ever rounded.
+//! text in major units (Alipay `"88.80"` yuan). Both end up as `i64` minor units;
+//! the decimal text is parsed digit by digit so no value is ever rounded.
 
 use super::ChannelError;
 
@@ -118,7 +118,7 @@ pub fn integer_minor_at(object: &serde_json::Value, pointer: &str) -> Result<Opt
 
 /// Number of fraction digits of an ISO 4217 currency (case-insensitive): 0 for JPY, KRW and
 /// the other zero-decimal currencies, 3 for BHD, IQD, JOD, KWD, LYD, OMR, TND, 4 for CLF and UYW,
-/// 2 otherwise (channels.md §0.3).
+/// 2 otherwise.
 pub fn currency_exponent(code: &str) -> u32 {
     const ZERO: &[&str] = &[
         "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND", "VUV", "XAF", "XOF",

@@ -1,5 +1,5 @@
 //! `application/x-www-form-urlencoded` bodies as raw bytes, and the sorted `k=v&...` content
-//! the form-signing channels (Alipay, UnionPay) sign (channels.md §1.4, §5).
+//! the form-signing channels (Alipay, UnionPay) sign.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +8,7 @@ use super::ChannelError;
 /// Form fields as percent-decoded raw bytes, sorted by key.
 pub(crate) type RawForm = BTreeMap<String, Vec<u8>>;
 
-/// Decodes an `application/x-www-form-urlencoded` body exactly once (§1.4 step 1): split on `&`,
+/// Decodes an `application/x-www-form-urlencoded` body exactly once: split on `&`,
 /// then on the first `=`, `+` → space, `%XX` → byte. Values stay raw bytes (no transcoding);
 /// keys must be UTF-8. Duplicate keys and broken `%` escapes are malformed.
 pub(crate) fn parse_form_raw(body: &[u8]) -> Result<RawForm, ChannelError> {
@@ -59,8 +59,8 @@ fn percent_decode_form(input: &[u8]) -> Result<Vec<u8>, ChannelError> {
     Ok(out)
 }
 
-/// `k1=v1&k2=v2...` over the sorted fields minus `exclude`, values as raw bytes (§1.4 step 5).
-/// Empty values are skipped unless `include_empty` (§1.4 step 3).
+/// `k1=v1&k2=v2...` over the sorted fields minus `exclude`, values as raw bytes.
+/// Empty values are skipped unless `include_empty`.
 pub(crate) fn sorted_content(fields: &RawForm, exclude: &[&str], include_empty: bool) -> Vec<u8> {
     let mut out = Vec::new();
     for (k, v) in fields {

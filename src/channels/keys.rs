@@ -1,5 +1,5 @@
 //! RSA keys and X.509 certificate parsing shared by the RSA-signing channels (Alipay, WeChat Pay
-//! v3, UnionPay): the key formats the channels' consoles hand out (channels.md §1.5, §2.3, §5).
+//! v3, UnionPay): the key formats the channels' consoles hand out.
 //!
 //! Keys are parsed once, when a config is built (or when UnionPay's signing certificate is first
 //! trusted), into an [`RsaVerifyingKey`] prepared for one signature scheme, so verifying a
@@ -23,8 +23,8 @@ pub(crate) enum RsaScheme {
     Sha384,
     /// SHA512withRSA, 2048 bits or more (certificate signatures).
     Sha512,
-    /// SHA1withRSA, keys of 1024 bits or more: Alipay legacy `RSA`, whose keys are often 1024-bit
-    /// (§0.2, §1.5), and `sha1WithRSAEncryption` certificates.
+    /// SHA1withRSA, keys of 1024 bits or more: Alipay legacy `RSA`, whose keys are often 1024-bit,
+    /// and `sha1WithRSAEncryption` certificates.
     Sha1Legacy,
 }
 
@@ -137,7 +137,7 @@ impl RsaVerifyingKey {
 }
 
 /// Parses an RSA public key for `scheme`: PEM `PUBLIC KEY` (SPKI), PEM `RSA PUBLIC KEY` (PKCS#1),
-/// or the bare base64 the Alipay console shows (§1.5), line breaks allowed.
+/// or the bare base64 the Alipay console shows, line breaks allowed.
 pub(crate) fn parse_rsa_public_key(bytes: &[u8], scheme: RsaScheme) -> Result<RsaVerifyingKey, RsaKeyError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|_| RsaKeyError::Format("public key is not text"))?

@@ -1,7 +1,7 @@
 //! Payment-channel notification verifiers: one file per channel, all behind [`Channel`].
 //!
 //! Every verifier is a pure function over (headers, raw body, clock, keys): no I/O and no proxy
-//! types, so every protocol vector of `spec/channels.md` §8 is a unit test and every parser a fuzz
+//! types, so every published protocol vector is a unit test and every parser a fuzz
 //! target. The proxy's notify phase does the I/O (buffering, dedup, forwarding) around it.
 
 use std::fmt;
@@ -72,7 +72,7 @@ impl fmt::Display for ChannelKind {
     }
 }
 
-/// What happened, normalized across channels (product.md §6).
+/// What happened, normalized across channels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EventKind {
     #[serde(rename = "payment.succeeded")]
@@ -205,7 +205,7 @@ impl ChannelError {
         }
     }
 
-    /// Stable outcome label for metrics and logs (product.md §8).
+    /// Stable outcome label for metrics and logs.
     pub fn outcome(&self) -> &'static str {
         match self {
             Self::Malformed(_) => "rejected_malformed",
@@ -273,8 +273,8 @@ pub trait Channel: Send + Sync + fmt::Debug {
     }
 }
 
-/// The single value of header `name`. More than one occurrence is ambiguous and rejected
-/// (channels.md §0.1); a value that is not visible ASCII/UTF-8 is malformed.
+/// The single value of header `name`. More than one occurrence is ambiguous and rejected;
+/// a value that is not visible ASCII/UTF-8 is malformed.
 pub fn single_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, ChannelError> {
     let mut values = headers.get_all(name).iter();
     let Some(first) = values.next() else { return Ok(None) };

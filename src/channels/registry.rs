@@ -17,17 +17,17 @@ use crate::config::ConfigIssue;
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ChannelConfig {
-    /// Alipay asynchronous notify (channels.md §1).
+    /// Alipay asynchronous notify.
     Alipay(alipay::AlipayConfig),
-    /// WeChat Pay API v3 (channels.md §2).
+    /// WeChat Pay API v3.
     WechatpayV3(wechatpay_v3::WechatpayV3Config),
-    /// WeChat Pay v2, legacy XML (channels.md §3).
+    /// WeChat Pay v2, legacy XML.
     WechatpayV2(wechatpay_v2::WechatpayV2Config),
-    /// Stripe webhooks (channels.md §4).
+    /// Stripe webhooks.
     Stripe(stripe::StripeConfig),
-    /// UnionPay online payment back notification 5.1.0 (channels.md §5).
+    /// UnionPay online payment back notification 5.1.0.
     Unionpay(unionpay::UnionpayConfig),
-    /// Standard Webhooks (channels.md §6).
+    /// Standard Webhooks.
     StandardWebhooks(standard_webhooks::StandardWebhooksConfig),
 }
 

@@ -1,10 +1,10 @@
-//! Standard Webhooks v1 (channels.md §6), both directions:
+//! Standard Webhooks v1, both directions:
 //!
 //! * inbound: a generic channel for any provider that signs with `webhook-id`,
 //!   `webhook-timestamp` and `webhook-signature: v1,<base64>` (Svix's `svix-*` names too), with a
 //!   configured mapping from the provider's payload to the normalized event;
 //! * outbound: [`StandardWebhookSigner`], which signs what payguard forwards to the backend
-//!   (product.md §6) so any Standard Webhooks library can check it.
+//!   so any Standard Webhooks library can check it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -29,7 +29,7 @@ use super::{
 use crate::config::secret::{Secret, SecretRef};
 use crate::config::ConfigIssue;
 
-/// Prefix of Standard Webhooks symmetric secrets; the rest is base64 of the key (§6).
+/// Prefix of Standard Webhooks symmetric secrets; the rest is base64 of the key.
 const SECRET_PREFIX: &str = "whsec_";
 /// The spec's recommended minimum key size, enforced for secrets payguard signs with.
 const MIN_SIGNING_KEY_BYTES: usize = 24;
@@ -243,7 +243,7 @@ impl fmt::Debug for StandardWebhooks {
     }
 }
 
-/// HMAC-SHA256 over `msg_id.timestamp.body` (§6).
+/// HMAC-SHA256 over `msg_id.timestamp.body`.
 fn mac(key: &[u8], msg_id: &str, timestamp: &str, body: &[u8]) -> [u8; 32] {
     // HMAC takes keys of any length; this cannot fail.
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
@@ -262,7 +262,7 @@ pub fn sign_standard_webhook(secret: &[u8], msg_id: &str, timestamp: i64, body: 
     )
 }
 
-/// Signs requests payguard forwards to the backend (product.md §6).
+/// Signs requests payguard forwards to the backend.
 #[derive(Clone)]
 pub struct StandardWebhookSigner {
     key: Secret,
@@ -314,7 +314,7 @@ impl Channel for StandardWebhooks {
 
     fn verify(&self, req: &NotifyRequest<'_>, now: Timestamp) -> Result<VerifiedEvent, ChannelError> {
         let h = req.headers;
-        // Svix sends the same scheme under svix-* names (§6); webhook-* wins when both exist.
+        // Svix sends the same scheme under svix-* names; webhook-* wins when both exist.
         let prefix = if h.contains_key("webhook-id") || !h.contains_key("svix-id") {
             "webhook-"
         } else {
@@ -337,7 +337,7 @@ impl Channel for StandardWebhooks {
         let ts: i64 = timestamp
             .parse()
             .map_err(|_| ChannelError::Malformed("webhook-timestamp".into()))?;
-        // §6: five minutes both directions ("too old" / "too new").
+        // Five minutes both directions ("too old" / "too new").
         if now.as_second().abs_diff(ts) > self.tolerance_secs.unsigned_abs() {
             return Err(ChannelError::Stale(format!(
                 "webhook-timestamp {ts} is outside the {}s window",
@@ -375,7 +375,7 @@ impl Channel for StandardWebhooks {
     }
 
     fn failure_ack(&self, reason: &str) -> Ack {
-        // Any non-2xx retries; never 410, which tells the sender to disable the endpoint (§0.5).
+        // Any non-2xx retries; never 410, which tells the sender to disable the endpoint.
         Ack::text(400, reason)
     }
 }

@@ -1,6 +1,6 @@
-//! Stripe webhooks (channels.md §4): `Stripe-Signature: t=…,v1=…[,v1=…]` carrying hex
+//! Stripe webhooks: `Stripe-Signature: t=…,v1=…[,v1=…]` carrying hex
 //! HMAC-SHA256 over `t.body` keyed with the whole `whsec_…` string, a timestamp window, and the
-//! merchant order number taken from the object's metadata (§4.5).
+//! merchant order number taken from the object's metadata.
 
 use std::fmt;
 use std::time::Duration;
@@ -43,7 +43,7 @@ pub struct StripeConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub livemode: Option<bool>,
     /// Metadata key holding the merchant order number on PaymentIntents, Checkout Sessions and
-    /// Charges (§4.5).
+    /// Charges.
     #[serde(default = "default_order_metadata_key")]
     pub order_metadata_key: String,
 }
@@ -103,7 +103,7 @@ impl fmt::Debug for Stripe {
     }
 }
 
-/// A parsed `Stripe-Signature` header (§4.2).
+/// A parsed `Stripe-Signature` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StripeSignatureHeader<'a> {
     /// The `t` value exactly as sent (it is part of the signed payload).
@@ -157,7 +157,7 @@ pub fn parse_signature_header(header: &str) -> Result<StripeSignatureHeader<'_>,
     })
 }
 
-/// `HMAC_SHA256(key = the whole "whsec_…" string as bytes, msg = t "." body)` (§4.3).
+/// `HMAC_SHA256(key = the whole "whsec_…" string as bytes, msg = t "." body)`.
 pub fn compute_signature(secret: &[u8], timestamp: &str, body: &[u8]) -> [u8; 32] {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
@@ -174,7 +174,7 @@ impl Channel for Stripe {
 
     fn verify(&self, req: &NotifyRequest<'_>, now: Timestamp) -> Result<VerifiedEvent, ChannelError> {
         let header = parse_signature_header(required_header(req.headers, "stripe-signature")?)?;
-        // §4.4: the libraries only refuse old timestamps; we refuse both directions (a future t
+        // The libraries only refuse old timestamps; we refuse both directions (a future t
         // would otherwise extend a captured request's replay window).
         if now.as_second().abs_diff(header.timestamp) > self.tolerance_secs.unsigned_abs() {
             return Err(ChannelError::Stale(format!(
@@ -211,7 +211,7 @@ impl Channel for Stripe {
     }
 
     fn failure_ack(&self, reason: &str) -> Ack {
-        // §0.5: any non-2xx makes Stripe retry; the reason is for humans reading the dashboard.
+        // Any non-2xx makes Stripe retry; the reason is for humans reading the dashboard.
         Ack::text(400, reason)
     }
 }
@@ -224,7 +224,7 @@ fn str_at(object: &Value, pointer: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// §4.5: event type → kind, order number, amount.
+/// Event type → kind, order number, amount.
 fn normalize(event: Value, order_key: &str) -> Result<VerifiedEvent, ChannelError> {
     if event.get("object").and_then(Value::as_str) == Some("v2.core.event") {
         return Err(ChannelError::Unsupported("thin events (v2.core.event)".into()));
@@ -271,7 +271,7 @@ fn normalize(event: Value, order_key: &str) -> Result<VerifiedEvent, ChannelErro
         | "checkout.session.async_payment_succeeded"
         | "checkout.session.async_payment_failed"
         | "checkout.session.expired" => {
-            // §4.5: a completed session is paid only when payment_status says so; delayed
+            // A completed session is paid only when payment_status says so; delayed
             // methods complete later with async_payment_succeeded/failed.
             let kind = match (event_type.as_str(), payment_status.as_deref()) {
                 ("checkout.session.async_payment_failed", _) => EventKind::PaymentFailed,
@@ -294,7 +294,7 @@ fn normalize(event: Value, order_key: &str) -> Result<VerifiedEvent, ChannelErro
         _ => (EventKind::Other, "/amount", object_id, str_at(object, "/status")),
     };
     let out_trade_no = match (kind, event_type.starts_with("checkout.session.")) {
-        // Checkout carries the order in client_reference_id and/or metadata (§4.5).
+        // Checkout carries the order in client_reference_id and/or metadata.
         (_, true) => metadata_order.or_else(|| str_at(object, "/client_reference_id")),
         _ => metadata_order,
     };
@@ -308,7 +308,7 @@ fn normalize(event: Value, order_key: &str) -> Result<VerifiedEvent, ChannelErro
         }
     };
     let refund = if kind.is_refund() {
-        // amount_refunded is cumulative over partial refunds (§4.5).
+        // amount_refunded is cumulative over partial refunds.
         Some(RefundInfo {
             out_refund_no: None,
             refund_id: None,

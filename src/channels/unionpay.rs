@@ -1,10 +1,10 @@
 //! UnionPay online payment back notification (`backUrl`), version 5.1.0 with `signMethod=01`,
-//! channels.md §5.
+//! See docs/channels.md, "UnionPay".
 //!
 //! The notification carries its own signing certificate (`signPubKeyCert`). It is trusted only
 //! after it chains to the configured UnionPay root (through the configured intermediates), is
-//! valid at the injected `now`, and its CN names UnionPay (§5.3 item 5). The signature is
-//! SHA256withRSA over the 64 ASCII bytes of `lower_hex(SHA-256(content))` (§5.3 items 2-4).
+//! valid at the injected `now`, and its CN names UnionPay. The signature is
+//! SHA256withRSA over the 64 ASCII bytes of `lower_hex(SHA-256(content))`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -60,7 +60,7 @@ pub struct UnionpayConfig {
     pub cn_owner: String,
 }
 
-/// The notification signature (§5.3 item 4); UnionPay 5.1.0 keys are 2048-bit RSA.
+/// The notification signature; UnionPay 5.1.0 keys are 2048-bit RSA.
 const SCHEME: RsaScheme = RsaScheme::Sha256;
 
 /// The certificate signature algorithms a configured CA is prepared to verify.
@@ -183,7 +183,7 @@ impl CaCert {
 
 impl UnionpayChannel {
     /// The trusted key of `signPubKeyCert` at `now`: chain to a configured root, CN owner, and
-    /// validity of every certificate on the path (§5.3 item 5). Verified chains are cached by
+    /// validity of every certificate on the path. Verified chains are cached by
     /// certificate content; validity is still checked against `now` on every call.
     fn signer_key(&self, cert_pem: &[u8], now: i64) -> Result<Arc<TrustedSigner>, ChannelError> {
         let cache_key: [u8; 32] = Sha256::digest(cert_pem).into();
@@ -391,7 +391,7 @@ impl Channel for UnionpayChannel {
             )));
         }
         if get("signMethod") != Some("01") {
-            // 11 (SHA-256 with secureKey) and 12 (SM3) are out of scope (§5.3 item 6).
+            // 11 (SHA-256 with secureKey) and 12 (SM3) are out of scope.
             return Err(ChannelError::Unsupported(format!(
                 "signMethod {} (only 01)",
                 printable(get("signMethod").unwrap_or("(missing)"))
@@ -406,7 +406,7 @@ impl Channel for UnionpayChannel {
 
         let content = sorted_content(&raw, &["signature"], false);
         let digest_hex = hex::encode(Sha256::digest(&content));
-        // The hex digest is hashed again by SHA256withRSA (§5.3 item 4).
+        // The hex digest is hashed again by SHA256withRSA.
         if !signer.key.verifies(digest_hex.as_bytes(), &signature) {
             return Err(ChannelError::Signature(
                 "SHA256withRSA signature does not verify".into(),
@@ -422,7 +422,7 @@ impl Channel for UnionpayChannel {
         normalize(fields)
     }
 
-    /// HTTP 200 with `ok` (§5.4).
+    /// HTTP 200 with `ok`.
     fn success_ack(&self) -> Ack {
         Ack {
             status: 200,
@@ -431,7 +431,7 @@ impl Channel for UnionpayChannel {
         }
     }
 
-    /// HTTP 500: any status other than 200 makes UnionPay re-send (§5.4).
+    /// HTTP 500: any status other than 200 makes UnionPay re-send.
     fn failure_ack(&self, _reason: &str) -> Ack {
         Ack {
             status: 500,

@@ -1,8 +1,8 @@
-//! WeChat Pay v2 (legacy XML) notifications, channels.md §3.
+//! WeChat Pay v2 (legacy XML) notifications.
 //!
 //! Payment result notifies are signed with MD5 or HMAC-SHA256 over the sorted fields plus the
-//! API key (§3.2). Refund result notifies carry no signature; their `req_info` is AES-256-ECB
-//! encrypted with `lower_hex(MD5(API key))` (§3.3). The XML parser refuses DTDs and any entity
+//! API key. Refund result notifies carry no signature; their `req_info` is AES-256-ECB
+//! encrypted with `lower_hex(MD5(API key))`. The XML parser refuses DTDs and any entity
 //! other than the five predefined ones: these endpoints were the target of WeChat's XXE advisory.
 
 use std::collections::BTreeMap;
@@ -28,7 +28,7 @@ use super::{
 use crate::config::secret::{Secret, SecretRef};
 use crate::config::ConfigIssue;
 
-/// The signature type the merchant's unified-order requests use (`sign_type`, §3.2 item 5).
+/// The signature type the merchant's unified-order requests use (`sign_type`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WechatV2SignType {
@@ -114,7 +114,7 @@ impl WechatpayV2Config {
 ///
 /// Refused as malformed: a DOCTYPE (and so any DTD or entity declaration), entity references
 /// other than the five predefined ones, processing instructions, nested elements, duplicate
-/// tags, another root name, text outside the fields, and anything after the root (§3.2 item 1).
+/// tags, another root name, text outside the fields, and anything after the root.
 /// CDATA and escaped text are both accepted; values are not trimmed.
 pub(crate) fn parse_flat_xml(body: &[u8], root_name: &str) -> Result<BTreeMap<String, String>, ChannelError> {
     let malformed = |m: &str| ChannelError::Malformed(m.to_string());
@@ -193,7 +193,7 @@ fn insert_field(fields: &mut BTreeMap<String, String>, name: String, value: Stri
     Ok(())
 }
 
-/// `stringSignTemp` of §3.2: sorted non-empty fields except `sign`, then `&key=API_KEY`.
+/// `stringSignTemp`: sorted non-empty fields except `sign`, then `&key=API_KEY`.
 fn string_sign_temp(fields: &BTreeMap<String, String>, api_key: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     for (k, v) in fields.iter().filter(|(k, v)| k.as_str() != "sign" && !v.is_empty()) {
@@ -207,7 +207,7 @@ fn string_sign_temp(fields: &BTreeMap<String, String>, api_key: &[u8]) -> Vec<u8
     out
 }
 
-/// The upper-hex signature of `fields` (§3.2 item 5).
+/// The upper-hex signature of `fields`.
 fn compute_sign(fields: &BTreeMap<String, String>, api_key: &[u8], sign_type: WechatV2SignType) -> String {
     let content = string_sign_temp(fields, api_key);
     match sign_type {
@@ -220,7 +220,7 @@ fn compute_sign(fields: &BTreeMap<String, String>, api_key: &[u8], sign_type: We
     }
 }
 
-/// AES-256-ECB key of the refund `req_info`: the ASCII of `lower_hex(MD5(API key))` (§3.3).
+/// AES-256-ECB key of the refund `req_info`: the ASCII of `lower_hex(MD5(API key))`.
 fn refund_key(api_key: &[u8]) -> Aes256 {
     let hex_key = hex::encode(md5::Md5::digest(api_key));
     Aes256::new(GenericArray::from_slice(hex_key.as_bytes()))
@@ -315,7 +315,7 @@ impl WechatpayV2Channel {
             )));
         }
         let expected = compute_sign(fields, self.api_key.expose(), self.sign_type);
-        // Case-sensitive upper hex, compared in constant time (§3.2 item 5).
+        // Case-sensitive upper hex, compared in constant time.
         if bool::from(expected.as_bytes().ct_eq(sign.as_bytes())) {
             Ok(())
         } else {
@@ -326,7 +326,7 @@ impl WechatpayV2Channel {
         }
     }
 
-    /// Payment result notify (§3.1): signature, merchant, then `result_code`.
+    /// Payment result notify: signature, merchant, then `result_code`.
     fn verify_payment(&self, fields: BTreeMap<String, String>, sign: &str) -> Result<VerifiedEvent, ChannelError> {
         self.check_signature(&fields, sign)?;
         self.check_merchant(&fields)?;
@@ -363,7 +363,7 @@ impl WechatpayV2Channel {
         })
     }
 
-    /// Refund result notify (§3.3): merchant check (ECB has no integrity), decrypt, well-formed XML.
+    /// Refund result notify: merchant check (ECB has no integrity), decrypt, well-formed XML.
     fn verify_refund(&self, fields: BTreeMap<String, String>, req_info: &str) -> Result<VerifiedEvent, ChannelError> {
         self.check_merchant(&fields)?;
         let plain = decrypt_req_info(req_info, self.api_key.expose())?;
@@ -412,7 +412,7 @@ impl Channel for WechatpayV2Channel {
     fn verify(&self, req: &NotifyRequest<'_>, _now: Timestamp) -> Result<VerifiedEvent, ChannelError> {
         let fields = parse_flat_xml(req.body, "xml")?;
         if fields.get("return_code").map(String::as_str) != Some("SUCCESS") {
-            // return_code FAIL carries neither a signature nor business data (§3.1).
+            // return_code FAIL carries neither a signature nor business data.
             return Err(ChannelError::Malformed("return_code is not SUCCESS".into()));
         }
         if let Some(sign) = fields.get("sign").cloned() {
@@ -424,7 +424,7 @@ impl Channel for WechatpayV2Channel {
         }
     }
 
-    /// HTTP 200 with the exact SUCCESS XML of §0.5.
+    /// HTTP 200 with the exact SUCCESS XML WeChat Pay expects.
     fn success_ack(&self) -> Ack {
         Ack {
             status: 200,

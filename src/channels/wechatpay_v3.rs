@@ -1,4 +1,4 @@
-//! WeChat Pay API v3 callbacks (channels.md §2): RSA-SHA256 signature over
+//! WeChat Pay API v3 callbacks: RSA-SHA256 signature over
 //! `timestamp\nnonce\nbody\n`, key chosen by `Wechatpay-Serial` (platform certificate serial or
 //! `PUB_KEY_ID_…`), a freshness window, and an AEAD_AES_256_GCM-encrypted `resource` holding the
 //! transaction or refund.
@@ -26,13 +26,13 @@ use super::{
 use crate::config::secret::{Secret, SecretRef};
 use crate::config::ConfigIssue;
 
-/// The only signature type this channel speaks (§2.1); an absent header means this value.
+/// The only signature type this channel speaks; an absent header means this value.
 const SIGNATURE_TYPE: &str = "WECHATPAY2-SHA256-RSA2048";
-/// Prefix of WeChat Pay's deliberate bad-signature probes (§2.4).
+/// Prefix of WeChat Pay's deliberate bad-signature probes.
 const PROBE_PREFIX: &str = "WECHATPAY/SIGNTEST/";
-/// Prefix of WeChat Pay public-key ids sent in `Wechatpay-Serial` (§2.3).
+/// Prefix of WeChat Pay public-key ids sent in `Wechatpay-Serial`.
 const PUBLIC_KEY_ID_PREFIX: &str = "PUB_KEY_ID_";
-/// The only resource algorithm (§2.5).
+/// The only resource algorithm.
 const RESOURCE_ALGORITHM: &str = "AEAD_AES_256_GCM";
 /// `WECHATPAY2-SHA256-RSA2048`: SHA256withRSA, whose keys are refused below 2048 bits at load time.
 const SCHEME: RsaScheme = RsaScheme::Sha256;
@@ -99,7 +99,7 @@ impl WechatpayV3Config {
             issues.push(ConfigIssue::new("mchid", "must not be empty"));
         }
         let api_v3_key = match self.api_v3_key.resolve() {
-            // Production APIv3 keys are exactly 32 characters (AES-256, §2.5).
+            // Production APIv3 keys are exactly 32 characters (AES-256).
             Ok(key) if key.expose().len() == 32 => Some(key),
             Ok(key) => {
                 let len = key.expose().len();
@@ -220,7 +220,7 @@ impl Channel for WechatpayV3 {
         let signature = required_header(headers, "wechatpay-signature")?;
         let timestamp = required_header(headers, "wechatpay-timestamp")?;
         let nonce = required_header(headers, "wechatpay-nonce")?;
-        // §2.1: absent means RSA2048 (wechatpay-go default); SM2 and anything else are refused.
+        // Absent means RSA2048 (wechatpay-go default); SM2 and anything else are refused.
         if let Some(kind) = single_header(headers, "wechatpay-signature-type")? {
             if kind != SIGNATURE_TYPE {
                 return Err(ChannelError::Unsupported(format!(
@@ -228,7 +228,7 @@ impl Channel for WechatpayV3 {
                 )));
             }
         }
-        // §2.2: the header text is signed as received; requiring 1-10 digits keeps it equal to
+        // The header text is signed as received; requiring 1-10 digits keeps it equal to
         // what the Go SDK re-formats with %d.
         if timestamp.is_empty() || timestamp.len() > 10 || !timestamp.bytes().all(|b| b.is_ascii_digit()) {
             return Err(ChannelError::Malformed(
@@ -238,7 +238,7 @@ impl Channel for WechatpayV3 {
         let ts: i64 = timestamp
             .parse()
             .map_err(|_| ChannelError::Malformed("Wechatpay-Timestamp".into()))?;
-        // §2.4: reject when |now - ts| >= window (wechatpay-go uses >= five minutes).
+        // Reject when |now - ts| >= window (wechatpay-go uses >= five minutes).
         if now.as_second().abs_diff(ts) >= self.tolerance_secs.unsigned_abs() {
             return Err(ChannelError::Stale(format!(
                 "Wechatpay-Timestamp {ts} is outside the {}s window",
@@ -284,7 +284,7 @@ impl Channel for WechatpayV3 {
     }
 
     fn success_ack(&self) -> Ack {
-        // §2.8: 200 or 204, no body required.
+        // 200 or 204, no body required.
         Ack {
             status: 204,
             content_type: None,
@@ -296,7 +296,7 @@ impl Channel for WechatpayV3 {
         failure_ack_with_status(500, reason)
     }
 
-    /// §2.8: signature, serial and timestamp failures → 401; a malformed body → 400; the rest
+    /// signature, serial and timestamp failures → 401; a malformed body → 400; the rest
     /// (backend or store trouble) stays 500 so WeChat Pay retries.
     fn rejection_ack(&self, err: &ChannelError) -> Ack {
         let status = match err {
@@ -311,7 +311,7 @@ impl Channel for WechatpayV3 {
 }
 
 impl WechatpayV3 {
-    /// The verifying key `Wechatpay-Serial` names (§2.3): the public key when the serial is the
+    /// The verifying key `Wechatpay-Serial` names: the public key when the serial is the
     /// configured `PUB_KEY_ID_…`, else the platform certificate with that serial, if it is
     /// valid at `now`.
     fn select_key(&self, serial: &str, now: Timestamp) -> Result<&RsaVerifyingKey, ChannelError> {
@@ -339,7 +339,7 @@ impl WechatpayV3 {
         Ok(&found.key)
     }
 
-    /// §2.6/§2.7: the notification must be addressed to the configured merchant (and app).
+    /// the notification must be addressed to the configured merchant (and app).
     fn check_business(&self, event: &VerifiedEvent) -> Result<(), ChannelError> {
         let needs_ids = event.kind != EventKind::Other;
         match event.merchant.mch_id.as_deref() {
@@ -368,7 +368,7 @@ impl WechatpayV3 {
     }
 }
 
-/// WeChat Pay v3 failure answer (§0.5, §2.8): `status` (4xx/5xx) with
+/// WeChat Pay v3 failure answer: `status` (4xx/5xx) with
 /// `{"code":"FAIL","message":<reason>}`.
 pub fn failure_ack_with_status(status: u16, reason: &str) -> Ack {
     let body = json!({"code": "FAIL", "message": reason}).to_string().into_bytes();
@@ -379,7 +379,7 @@ pub fn failure_ack_with_status(status: u16, reason: &str) -> Ack {
     }
 }
 
-/// The signed message of §2.2: three LF-terminated lines, the body as raw bytes.
+/// The signed message: three LF-terminated lines, the body as raw bytes.
 fn signed_message(timestamp: &str, nonce: &str, body: &[u8]) -> Vec<u8> {
     let mut message = Vec::with_capacity(timestamp.len() + nonce.len() + body.len() + 3);
     for part in [timestamp.as_bytes(), nonce.as_bytes(), body] {
@@ -389,7 +389,7 @@ fn signed_message(timestamp: &str, nonce: &str, body: &[u8]) -> Vec<u8> {
     message
 }
 
-/// Serial numbers compare as numbers (§2.3): upper-case hex without leading zeros.
+/// Serial numbers compare as numbers: upper-case hex without leading zeros.
 fn normalize_serial(serial: &str) -> Option<String> {
     if serial.is_empty() || !serial.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
@@ -436,7 +436,7 @@ fn load_platform_certificate(entry: &PlatformCertificate) -> Result<Vec<Platform
     }
 }
 
-/// Decrypts a `resource` (§2.5): `ciphertext_b64` is base64 of ciphertext ‖ 16-byte tag, `key`
+/// Decrypts a `resource`: `ciphertext_b64` is base64 of ciphertext ‖ 16-byte tag, `key`
 /// the APIv3 key's ASCII bytes (16, 24 or 32 bytes: the official vectors use 16-byte keys),
 /// `nonce` the 12 ASCII bytes of `resource.nonce`, `associated_data` the AAD (may be empty).
 pub fn decrypt_resource(
@@ -519,7 +519,7 @@ where
     }
 }
 
-/// The notification envelope of §2.5 (only the fields used).
+/// The notification envelope (only the fields used).
 #[derive(Debug, Deserialize)]
 struct Envelope {
     id: String,
@@ -543,7 +543,7 @@ fn str_at(object: &Value, pointer: &str) -> Option<String> {
 }
 
 /// Payment notifications: `TRANSACTION.SUCCESS`, and for other `TRANSACTION.*` the
-/// `trade_state` decides (§2.6).
+/// `trade_state` decides.
 fn payment_kind(event_type: &str, trade_state: Option<&str>) -> EventKind {
     if event_type == "TRANSACTION.SUCCESS" {
         return EventKind::PaymentSucceeded;
@@ -557,7 +557,7 @@ fn payment_kind(event_type: &str, trade_state: Option<&str>) -> EventKind {
     }
 }
 
-/// Builds the normalized event from the envelope and the decrypted object (§2.6, §2.7).
+/// Builds the normalized event from the envelope and the decrypted object.
 fn normalize(envelope: &Envelope, object: Value) -> Result<VerifiedEvent, ChannelError> {
     let event_type = envelope.event_type.as_str();
     let is_payment = event_type.starts_with("TRANSACTION.");
@@ -586,7 +586,7 @@ fn normalize(envelope: &Envelope, object: Value) -> Result<VerifiedEvent, Channe
     } else {
         str_at(&object, "/trade_state")
     };
-    // Partner (服务商) mode names the service provider's ids sp_mchid / sp_appid (§2.6).
+    // Partner (服务商) mode names the service provider's ids sp_mchid / sp_appid.
     let merchant = MerchantRef {
         app_id: str_at(&object, "/appid").or_else(|| str_at(&object, "/sp_appid")),
         mch_id: str_at(&object, "/mchid").or_else(|| str_at(&object, "/sp_mchid")),
@@ -1356,7 +1356,7 @@ mod tests {
         let body: Value = serde_json::from_slice(&fail.body).unwrap();
         assert_eq!(body, json!({"code": "FAIL", "message": "backend \"down\""}));
         assert_eq!(failure_ack_with_status(401, "signature").status, 401);
-        // §2.8 mapping for refused notifications.
+        // How refused notifications are answered.
         assert_eq!(ch.rejection_ack(&ChannelError::Signature("x".into())).status, 401);
         assert_eq!(ch.rejection_ack(&ChannelError::Stale("x".into())).status, 401);
         assert_eq!(ch.rejection_ack(&ChannelError::UnknownKey("x".into())).status, 401);

@@ -1,4 +1,4 @@
-//! Command line (product.md §2).
+//! Command line.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

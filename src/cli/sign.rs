@@ -1,4 +1,4 @@
-//! `payguard sign`: the client signature headers for one request (product.md §4).
+//! `payguard sign`: the client signature headers for one request.
 
 use std::io::Read;
 use std::path::PathBuf;

@@ -1,5 +1,5 @@
 //! `payguard simulate CHANNEL`: build a valid notification from test keys and send it, or print
-//! it (product.md §2). The channel files do the protocol work (`registry::simulate`); this file
+//! it. The channel files do the protocol work (`registry::simulate`); this file
 //! only turns flags into a [`SimulateSpec`]/[`SimulateKeys`], optionally tampers, and does I/O.
 
 use std::io::Write as _;

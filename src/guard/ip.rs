@@ -1,4 +1,4 @@
-//! IP rules: client IP resolution through trusted proxies (product.md §3), static allow/deny
+//! IP rules: client IP resolution through trusted proxies, static allow/deny
 //! CIDR lists, and the name of the dynamic deny set the admin API fills.
 
 use std::net::{IpAddr, SocketAddr};
@@ -119,7 +119,7 @@ impl IpRules {
         self.trusted.iter().any(|n| n.contains(&ip))
     }
 
-    /// The client IP (§3): the socket peer unless it is a trusted proxy; then the right-most
+    /// The client IP: the socket peer unless it is a trusted proxy; then the right-most
     /// `X-Forwarded-For` hop that is not trusted (several XFF fields are read as one list, in
     /// order). A malformed entry stops the walk and the last trusted address reached is used,
     /// since nothing left of garbage can be believed. If every hop is trusted, the left-most is.

@@ -1,4 +1,4 @@
-//! The client API guard's decision core (product.md §3–§5): signature, IP rules, rate rules,
+//! The client API guard's decision core: signature, IP rules, rate rules,
 //! order rules. Pure: it builds the [`GuardBatch`] a request asks of the store and turns the
 //! store's [`GuardOutcome`] (or its failure) into a [`Verdict`]. The proxy does the I/O.
 //!
@@ -38,7 +38,7 @@ pub use verdict::{Action, Decision, Problem, RuleDecision, RuleKind, Verdict};
 
 pub use crate::config::ConfigIssue;
 
-/// `enforce` blocks; `shadow` decides, logs and counts but never blocks (product.md §3).
+/// `enforce` blocks; `shadow` decides, logs and counts but never blocks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
@@ -59,7 +59,7 @@ impl Mode {
     }
 }
 
-/// What a rule does when the store cannot be reached (product.md §3).
+/// What a rule does when the store cannot be reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StoreErrorPolicy {
@@ -77,7 +77,7 @@ impl StoreErrorPolicy {
 }
 
 /// What a rule does when the request lacks the identity it is keyed on. Never a silent
-/// fallback (prior-art.md: APISIX falls back to the client IP without saying so).
+/// fallback (APISIX, for one, falls back to the client IP without saying so).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MissingKeyPolicy {
@@ -342,7 +342,7 @@ impl Guard {
         &self.ip
     }
 
-    /// The client IP for a socket peer and request headers (§3, trusted proxies).
+    /// The client IP for a socket peer and request headers (trusted proxies).
     pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         self.ip.client_ip(peer, headers)
     }
@@ -606,7 +606,7 @@ impl GuardPlan {
 
     /// The verdict when the store failed: the nonce check fails closed (503
     /// `STORE_UNAVAILABLE`), each enforced rule applies its `on_store_error`, the dynamic deny
-    /// list fails open (product.md §3).
+    /// list fails open.
     pub fn on_store_error(&self) -> Verdict {
         let mut decisions = self.early.clone();
         let unavailable = |rule: &str| {

@@ -1,5 +1,5 @@
 //! Order rules: per-user business quotas over sliding or calendar windows (in a time zone), with
-//! graduated tiers (tag → challenge → reject). prior-art.md: no gateway counts outcomes; these
+//! graduated tiers (tag → challenge → reject). No other gateway counts outcomes; these
 //! can count only orders the backend accepted (`count_on: upstream_2xx`).
 
 use std::sync::Arc;
@@ -17,9 +17,9 @@ use super::verdict::{Decision, Problem};
 use super::{resolve_identity, rule_issues, ConfigIssue, MissingKeyPolicy, Mode, StoreErrorPolicy, Target};
 use crate::store::{CounterSpec, CounterWindow};
 
-/// Header naming the order rule that asks for a challenge (product.md §5).
+/// Header naming the order rule that asks for a challenge.
 pub const CHALLENGE_HEADER: &str = "x-pg-challenge";
-/// Header listing the order rules that tagged a forwarded request (product.md §5).
+/// Header listing the order rules that tagged a forwarded request.
 pub const RISK_HEADER: &str = "x-pg-risk";
 
 /// Calendar unit of a calendar window.

@@ -116,7 +116,7 @@ impl RateRuleConfig {
 pub type RateTarget = Target<BucketSpec>;
 
 /// Bucket key: `rl:<rule>:<identity digest>`. Never contains the config version or raw request
-/// data, so editing a rule's numbers keeps its buckets (unlike APISIX, prior-art.md).
+/// data, so editing a rule's numbers keeps its buckets (unlike APISIX).
 pub fn bucket_key(rule: &str, digest: &str) -> String {
     format!("rl:{rule}:{digest}")
 }

@@ -1,9 +1,9 @@
-//! `PG-HMAC-SHA256` client request signatures (product.md §4).
+//! `PG-HMAC-SHA256` client request signatures.
 //!
 //! Verification is split in two so the proxy can reject cheaply before buffering a body:
 //! [`SignatureVerifier::verify_headers`] (presence, key, nonce syntax, timestamp window) and
 //! [`SignatureVerifier::verify_body`] (the HMAC over the string to sign). The nonce is claimed in
-//! the store only after both passed, so forged requests cannot burn nonces (§4).
+//! the store only after both passed, so forged requests cannot burn nonces.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -24,10 +24,10 @@ use crate::config::secret::{Secret, SecretRef};
 /// The algorithm name, first line of the string to sign.
 pub const ALGORITHM: &str = "PG-HMAC-SHA256";
 
-/// Default timestamp window (§4).
+/// Default timestamp window.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
 
-/// Default body cap for hashing (§4).
+/// Default body cap for hashing.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 
 /// The canonical query of a raw one (see [`crate::canonical::query`]): what the string to sign
@@ -41,7 +41,7 @@ pub fn body_sha256_hex(body: &[u8]) -> String {
     hex::encode(Sha256::digest(body))
 }
 
-/// The string to sign of §4: seven lines joined by `\n`, no trailing newline.
+/// The string to sign (docs/client-signing.md): seven lines joined by `\n`, no trailing newline.
 /// `canonical_query` is the output of [`canonical_query`] (empty without a query).
 pub fn string_to_sign(
     method: &str,
@@ -152,7 +152,7 @@ pub enum SignatureFailure {
         /// The header's configured name.
         header: String,
     },
-    /// The nonce does not have the §4 syntax.
+    /// The nonce does not have the nonce syntax.
     #[error("header {header} must be 16 to 64 characters of A-Z a-z 0-9 _ -")]
     MalformedNonce {
         /// The nonce header's configured name.
@@ -191,7 +191,7 @@ pub enum SignatureFailure {
 }
 
 impl SignatureFailure {
-    /// Stable problem `code` (product.md §5).
+    /// Stable problem `code`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::MissingHeader { .. }
@@ -205,7 +205,7 @@ impl SignatureFailure {
         }
     }
 
-    /// HTTP status (product.md §5).
+    /// HTTP status.
     pub fn status(&self) -> u16 {
         match self {
             Self::BodyTooLarge { .. } => 413,
@@ -306,7 +306,7 @@ pub struct AccessKeyConfig {
     pub secrets: Vec<SecretRef>,
 }
 
-/// `signature:` — client request signing (product.md §4).
+/// `signature:` — client request signing.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignatureConfig {
@@ -465,12 +465,12 @@ impl SignatureVerifier {
     }
 
     /// How long a nonce is kept: twice the window, so a request replayed at the far edge of the
-    /// window is still caught (§4).
+    /// window is still caught.
     pub fn nonce_ttl(&self) -> Duration {
         self.window.saturating_mul(2)
     }
 
-    /// Header-only checks, in the order of §4: all four present exactly once → key known →
+    /// Header-only checks, in the documented order: all four present exactly once → key known →
     /// nonce syntax → timestamp within the window of `now`.
     pub fn verify_headers(&self, headers: &HeaderMap, now: Timestamp) -> Result<SignedHeaders, SignatureFailure> {
         let key = single(headers, &self.key_header)?;
@@ -639,7 +639,7 @@ fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<&'h str, Sign
     Ok(s)
 }
 
-/// §4 nonce syntax: 16–64 characters of `[A-Za-z0-9_-]`.
+/// Nonce syntax: 16–64 characters of `[A-Za-z0-9_-]`.
 pub fn valid_nonce(n: &str) -> bool {
     (16..=64).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }

@@ -1,5 +1,5 @@
 //! What the guard decided: forward (with extra headers) or answer with a problem (RFC 9457),
-//! plus one record per rule for metrics and logs (product.md §5, §8).
+//! plus one record per rule for metrics and logs.
 
 use std::sync::Arc;
 
@@ -85,7 +85,7 @@ impl Decision {
 }
 
 /// One rule's decision, for `payguard_rule_decisions_total{kind,rule,decision,mode}` and logs.
-/// Every field comes from config names or fixed enums (bounded cardinality, §8).
+/// Every field comes from config names or fixed enums (bounded cardinality).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleDecision {
     /// Rule family.

@@ -43,7 +43,7 @@ pub struct NotifyConfig {
     #[serde(default = "default_keep", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub keep: Duration,
-    /// Largest accepted notification body (channels.md §0.1: 64 KiB is plenty).
+    /// Largest accepted notification body (64 KiB is plenty).
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
 }

@@ -1,4 +1,4 @@
-//! Payment-notification handling (product.md §6, channels.md §0.4): verify → normalize →
+//! Payment-notification handling: verify → normalize →
 //! business checks (inside the channel) → claim the dedup key → forward → on backend acceptance
 //! mark done and acknowledge; otherwise release the claim and answer the channel's failure so it
 //! retries. Nothing is acknowledged unless the backend accepted it or it is a proven duplicate.
@@ -123,7 +123,7 @@ impl From<Ack> for Reply {
     }
 }
 
-/// One line of the transaction log (product.md §9) and the metric labels.
+/// One line of the transaction log and the metric labels.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NotifyRecord {
     /// Outcome label: `forwarded`, `duplicate`, `in_flight`, `late_pending`, `rejected_*`,
@@ -192,7 +192,7 @@ pub async fn handle_notification(
     record.kind = Some(event.kind.as_str());
     record.out_trade_no = Some(event.out_trade_no.clone());
 
-    // A late `payment.pending` after `payment.succeeded` must not reach the backend (§6): once
+    // A late `payment.pending` after `payment.succeeded` must not reach the backend: once
     // the order's succeeded event is claimed — the channel has signed that the order is paid,
     // whatever the backend answers — or done, a pending event is acked and dropped. Checked in
     // the same store call as the claim.
@@ -229,7 +229,7 @@ pub async fn handle_notification(
             );
             return (reply, record);
         }
-        // Fail closed: the channel retries later (product.md §3).
+        // Fail closed: the channel retries later.
         Err(e) => {
             return (
                 fail(&mut record, "store_error", e.to_string(), "temporarily unavailable"),
@@ -298,7 +298,7 @@ pub async fn handle_notification(
 
 /// Why the body's `Content-Encoding` is refused, if it is. Channels sign the decoded bytes, so a
 /// body labelled as encoded was verified as something other than what it claims to be, and a
-/// passthrough backend would decode it again (channels.md §0.1: reject anything but identity).
+/// passthrough backend would decode it again (reject anything but identity).
 fn unsupported_content_encoding(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(http::header::CONTENT_ENCODING)
@@ -309,7 +309,7 @@ fn unsupported_content_encoding(headers: &HeaderMap) -> Option<String> {
         .map(|coding| format!("content-encoding {coding:.32} is not supported"))
 }
 
-/// Whether a legacy backend's own reply means "accepted" in the channel's terms (§0.5):
+/// Whether a legacy backend's own reply means "accepted" in the channel's terms:
 /// Alipay needs exactly `success`, WeChat Pay v2 needs `return_code` SUCCESS, the others 2xx.
 pub fn backend_acknowledged(kind: ChannelKind, status: u16, body: &[u8]) -> bool {
     match kind {
@@ -343,7 +343,7 @@ fn relay(resp: crate::proxy::backend::BackendResponse) -> Reply {
 }
 
 /// Store keys and the event id derived from the dedup tuple
-/// (channel, merchant, out_trade_no, kind, refund number) — product.md §6.
+/// (channel, merchant, out_trade_no, kind, refund number).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventKeys {
     /// Stable event id, the same for every retry of the event.
@@ -393,7 +393,7 @@ impl EventKeys {
     }
 }
 
-/// The refund part of the dedup key. One order can have several refunds (channels.md §0.4), so
+/// The refund part of the dedup key. One order can have several refunds, so
 /// a refund event that names no refund number (Stripe `charge.refunded` carries only the charge)
 /// is told apart by the channel's event id, which stays the same across retries, or failing that
 /// by the refunded amount (cumulative for Stripe and Alipay).

@@ -303,7 +303,7 @@ impl PayguardProxy {
         Ok(true)
     }
 
-    /// A `guard` route (product.md §4–§5): IP rules → signature → nonce → rate rules → order
+    /// A `guard` route: IP rules → signature → nonce → rate rules → order
     /// rules. Cheap checks run on the headers before anything else; when the signature (or a
     /// `body:` key) needs the body, it is buffered up to the cap, verified, and only then sent
     /// to the backend — byte-identical, with a correct `Content-Length` — by payguard itself,
@@ -693,7 +693,7 @@ impl PayguardProxy {
                 .with_label_values(&[ctx.route.as_str()])
                 .observe(latency.as_secs_f64());
         }
-        // The transaction log the shop's support team reads (product.md §9).
+        // The transaction log the shop's support team reads.
         tracing::info!(
             target: "payguard::notify",
             request_id = %ctx.request_id,

@@ -328,8 +328,8 @@ fn refill_per_period(b: &BucketSpec) -> f64 {
 }
 
 /// Tokens in bucket `b` at `now` given its stored (tokens, at) state: continuous refill, clamped
-/// to the *current* capacity so that editing a rule's numbers keeps (but bounds) its state
-/// (product.md §3). A missing bucket is full. Same arithmetic as lua/lib.lua.
+/// to the *current* capacity so that editing a rule's numbers keeps (but bounds) its state.
+/// A missing bucket is full. Same arithmetic as lua/lib.lua.
 fn tokens_at(b: &BucketSpec, state: Option<(f64, i64)>, now: i64) -> f64 {
     let cap = b.capacity as f64;
     match state {

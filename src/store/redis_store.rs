@@ -1,7 +1,7 @@
 //! The Redis store: payguard's shared state in Redis standalone or Redis Cluster, shared by every
 //! replica.
 //!
-//! Lessons from the gateways in prior-art.md (rate limiting) shape this file:
+//! Lessons from other gateways' rate limiters shape this file:
 //! - every operation is ONE Lua script from `lua/` (Kong #5311 and APISIX #12592 raced with
 //!   read-then-write round trips), loaded by SHA with a `NOSCRIPT` fallback;
 //! - time comes from Redis `TIME`, so replicas with skewed clocks agree;
