@@ -20,6 +20,17 @@ export declare class SigningError extends Error {
   readonly reason: string;
 }
 
+/**
+ * A WebCrypto key: the global `CryptoKey` of browsers and Node 19+, or `webcrypto.CryptoKey` of
+ * `node:crypto`. Written out so the types need neither the DOM library nor Node's.
+ */
+export interface WebCryptoKey {
+  readonly type: string;
+  readonly extractable: boolean;
+  readonly algorithm: object;
+  readonly usages: readonly string[];
+}
+
 /** Bytes, or a string (taken as its UTF-8 bytes). */
 export type BytesInput = string | Uint8Array | ArrayBuffer | ArrayBufferView;
 
@@ -27,7 +38,7 @@ export interface SignInputBase {
   /** Access key id (`X-PG-Key`). */
   keyId: string;
   /** The key's secret, or a WebCrypto HMAC SHA-256 key with the `sign` usage. */
-  secret: BytesInput | CryptoKey;
+  secret: BytesInput | WebCryptoKey;
   /** Upper-case method, e.g. `POST`. */
   method: string;
   /** The exact body bytes that will be sent; absent or null for none. */
