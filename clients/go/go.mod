@@ -1,0 +1,3 @@
+module payguard/pgsign
+
+go 1.19
