@@ -190,6 +190,11 @@ pub enum ChannelError {
     /// A signing scheme or algorithm this channel instance is not configured to accept.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// Verified, but the amount cannot be that of a real payment or refund (negative, or zero
+    /// where the channel never sends zero). Forwarding it would let a backend credit an order
+    /// with a negative payment.
+    #[error("implausible amount: {0}")]
+    Amount(String),
 }
 
 impl ChannelError {
@@ -202,6 +207,7 @@ impl ChannelError {
             Self::UnknownKey(_) => "unknown key",
             Self::Decrypt(_) => "decryption failed",
             Self::Business(_) => "merchant mismatch",
+            Self::Amount(_) => "invalid amount",
         }
     }
 
@@ -214,8 +220,45 @@ impl ChannelError {
             Self::UnknownKey(_) => "rejected_unknown_key",
             Self::Decrypt(_) => "rejected_decrypt",
             Self::Business(_) => "rejected_business",
+            Self::Amount(_) => "rejected_amount",
         }
     }
+}
+
+/// Whether a zero amount is a real payment on a channel (Stripe Checkout completes a session of
+/// amount 0 after a 100 % discount); no channel pays or refunds a negative amount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZeroPayment {
+    /// A `payment.succeeded` of amount 0 is refused.
+    Refused,
+    /// A `payment.succeeded` of amount 0 is forwarded.
+    Allowed,
+}
+
+/// Refuses a verified event whose amounts no real payment has: any negative amount, a zero
+/// refund, and a zero `payment.succeeded` unless `zero` allows it. Called by every channel after
+/// its own checks, so a validly signed but absurd notification never reaches the backend.
+pub fn check_amounts(event: VerifiedEvent, zero: ZeroPayment) -> Result<VerifiedEvent, ChannelError> {
+    if let Some(amount) = event.amount_minor {
+        if amount < 0 {
+            return Err(ChannelError::Amount(format!(
+                "{} has negative amount {amount}",
+                event.kind.as_str()
+            )));
+        }
+        if amount == 0 && event.kind == EventKind::PaymentSucceeded && zero == ZeroPayment::Refused {
+            return Err(ChannelError::Amount("payment.succeeded has amount 0".into()));
+        }
+    }
+    if let Some(refunded) = event.refund.as_ref().and_then(|r| r.amount_minor) {
+        if refunded < 0 || (refunded == 0 && event.kind == EventKind::RefundSucceeded) {
+            return Err(ChannelError::Amount(format!(
+                "{} has refund amount {refunded}",
+                event.kind.as_str()
+            )));
+        }
+    }
+    Ok(event)
 }
 
 /// An HTTP answer to the channel.

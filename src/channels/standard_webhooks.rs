@@ -23,8 +23,8 @@ use subtle::ConstantTimeEq;
 
 use super::amount::{parse_decimal_minor, AmountError};
 use super::{
-    single_header, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo,
-    SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent,
+    check_amounts, single_header, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest,
+    RefundInfo, SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent, ZeroPayment,
 };
 use crate::config::secret::{Secret, SecretRef};
 use crate::config::ConfigIssue;
@@ -367,7 +367,7 @@ impl Channel for StandardWebhooks {
         }
         let payload: Value =
             serde_json::from_slice(req.body).map_err(|e| ChannelError::Malformed(format!("payload: {e}")))?;
-        self.normalize(payload, msg_id)
+        check_amounts(self.normalize(payload, msg_id)?, ZeroPayment::Refused)
     }
 
     fn success_ack(&self) -> Ack {

@@ -15,8 +15,8 @@ use subtle::ConstantTimeEq;
 
 use super::amount::integer_minor_at;
 use super::{
-    required_header, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo,
-    SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent,
+    check_amounts, required_header, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest,
+    RefundInfo, SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent, ZeroPayment,
 };
 use crate::config::secret::{Secret, SecretRef};
 use crate::config::ConfigIssue;
@@ -203,7 +203,14 @@ impl Channel for Stripe {
                 )));
             }
         }
-        normalize(event, &self.order_metadata_key)
+        let event = normalize(event, &self.order_metadata_key)?;
+        // A Checkout Session discounted to 100 % completes with amount_total 0; a PaymentIntent
+        // or Charge cannot be created for 0.
+        let zero = match event.raw.get("type").and_then(Value::as_str) {
+            Some("checkout.session.completed" | "checkout.session.async_payment_succeeded") => ZeroPayment::Allowed,
+            _ => ZeroPayment::Refused,
+        };
+        check_amounts(event, zero)
     }
 
     fn success_ack(&self) -> Ack {

@@ -22,8 +22,8 @@ use super::beijing_time::{beijing_format, beijing_rfc3339};
 use super::form::{parse_form_raw, sorted_content, RawForm};
 use super::keys::{certificate_ders, certificate_rsa_key, RsaKeyError, RsaScheme, RsaSigningKey, RsaVerifyingKey};
 use super::{
-    printable, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo,
-    SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent,
+    check_amounts, printable, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest,
+    RefundInfo, SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent, ZeroPayment,
 };
 use crate::config::secret::SecretRef;
 use crate::config::ConfigIssue;
@@ -419,7 +419,7 @@ impl Channel for UnionpayChannel {
                 printable(get("merId").unwrap_or("(missing)"))
             )));
         }
-        normalize(fields)
+        check_amounts(normalize(fields)?, ZeroPayment::Refused)
     }
 
     /// HTTP 200 with `ok`.

@@ -22,8 +22,8 @@ use subtle::ConstantTimeEq;
 use super::amount::parse_decimal_minor;
 use super::beijing_time::{beijing_format, beijing_rfc3339};
 use super::{
-    printable, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo,
-    SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent,
+    check_amounts, printable, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest,
+    RefundInfo, SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent, ZeroPayment,
 };
 use crate::config::secret::{Secret, SecretRef};
 use crate::config::ConfigIssue;
@@ -416,12 +416,13 @@ impl Channel for WechatpayV2Channel {
             return Err(ChannelError::Malformed("return_code is not SUCCESS".into()));
         }
         if let Some(sign) = fields.get("sign").cloned() {
-            return self.verify_payment(fields, &sign);
+            return check_amounts(self.verify_payment(fields, &sign)?, ZeroPayment::Refused);
         }
-        match fields.get("req_info").cloned() {
-            Some(req_info) => self.verify_refund(fields, &req_info),
-            None => Err(ChannelError::Malformed("neither sign nor req_info present".into())),
-        }
+        let event = match fields.get("req_info").cloned() {
+            Some(req_info) => self.verify_refund(fields, &req_info)?,
+            None => return Err(ChannelError::Malformed("neither sign nor req_info present".into())),
+        };
+        check_amounts(event, ZeroPayment::Refused)
     }
 
     /// HTTP 200 with the exact SUCCESS XML WeChat Pay expects.

@@ -20,8 +20,8 @@ use serde_json::{json, Value};
 use super::amount::integer_minor_at;
 use super::keys::{certificate_rsa_key, parse_rsa_public_key, RsaScheme, RsaSigningKey, RsaVerifyingKey};
 use super::{
-    required_header, single_header, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest,
-    RefundInfo, SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent,
+    check_amounts, required_header, single_header, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef,
+    NotifyRequest, RefundInfo, SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent, ZeroPayment,
 };
 use crate::config::secret::{Secret, SecretRef};
 use crate::config::ConfigIssue;
@@ -276,11 +276,16 @@ impl Channel for WechatpayV3 {
             aad.as_bytes(),
             &resource.ciphertext,
         )?;
-        let object: Value = serde_json::from_slice(&plaintext)
-            .map_err(|_| ChannelError::Malformed("decrypted resource is not JSON".into()))?;
+        // The resource is read as strictly as the envelope: a repeated key would mean one thing
+        // to payguard (serde keeps the last) and maybe another to the backend.
+        let object = match crate::canonical::json::parse_strict(&plaintext) {
+            Ok(Some(object)) => object,
+            Ok(None) => return Err(ChannelError::Malformed("decrypted resource is not JSON".into())),
+            Err(e) => return Err(ChannelError::Malformed(format!("decrypted resource: {e}"))),
+        };
         let event = normalize(&envelope, object)?;
         self.check_business(&event)?;
-        Ok(event)
+        check_amounts(event, ZeroPayment::Refused)
     }
 
     fn success_ack(&self) -> Ack {
@@ -304,7 +309,10 @@ impl Channel for WechatpayV3 {
             | ChannelError::Stale(_)
             | ChannelError::UnknownKey(_)
             | ChannelError::Unsupported(_) => 401,
-            ChannelError::Malformed(_) | ChannelError::Decrypt(_) | ChannelError::Business(_) => 400,
+            ChannelError::Malformed(_)
+            | ChannelError::Decrypt(_)
+            | ChannelError::Business(_)
+            | ChannelError::Amount(_) => 400,
         };
         failure_ack_with_status(status, err.ack_reason())
     }
