@@ -20,8 +20,8 @@ use super::beijing_time::{beijing_format, beijing_rfc3339};
 use super::form::{parse_form_raw, sorted_content, RawForm};
 use super::keys::{certificate_ders, parse_rsa_public_key, RsaKeyError, RsaScheme, RsaSigningKey, RsaVerifyingKey};
 use super::{
-    check_amounts, printable, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest,
-    RefundInfo, SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent, ZeroPayment,
+    printable, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo,
+    SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent,
 };
 use crate::config::secret::SecretRef;
 use crate::config::ConfigIssue;
@@ -497,12 +497,12 @@ impl Channel for AlipayChannel {
         ChannelKind::Alipay
     }
 
-    fn verify(&self, req: &NotifyRequest<'_>, _now: Timestamp) -> Result<VerifiedEvent, ChannelError> {
+    fn verify_signed(&self, req: &NotifyRequest<'_>, _now: Timestamp) -> Result<VerifiedEvent, ChannelError> {
         let fields = parse_form_raw(req.body)?;
         self.check_signature(&fields)?;
         let fields = transcode(&fields)?;
         self.check_business(&fields)?;
-        check_amounts(normalize(fields)?, ZeroPayment::Refused)
+        normalize(fields)
     }
 
     /// HTTP 200 with exactly `success`.

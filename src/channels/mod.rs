@@ -236,9 +236,8 @@ pub enum ZeroPayment {
 }
 
 /// Refuses a verified event whose amounts no real payment has: any negative amount, a zero
-/// refund, and a zero `payment.succeeded` unless `zero` allows it. Called by every channel after
-/// its own checks, so a validly signed but absurd notification never reaches the backend.
-pub fn check_amounts(event: VerifiedEvent, zero: ZeroPayment) -> Result<VerifiedEvent, ChannelError> {
+/// refund, and a zero `payment.succeeded` unless `zero` allows it.
+fn check_amounts(event: VerifiedEvent, zero: ZeroPayment) -> Result<VerifiedEvent, ChannelError> {
     if let Some(amount) = event.amount_minor {
         if amount < 0 {
             return Err(ChannelError::Amount(format!(
@@ -300,8 +299,22 @@ pub trait Channel: Send + Sync + fmt::Debug {
     /// Verifies a notification over its raw bytes at instant `now`, decrypts what the channel
     /// encrypts, applies the configured business checks (app id / merchant id) and returns the
     /// normalized event. Any failure inside (bad base64, wrong key length, ...) is an error,
-    /// never a skipped check.
-    fn verify(&self, req: &NotifyRequest<'_>, now: Timestamp) -> Result<VerifiedEvent, ChannelError>;
+    /// never a skipped check. Callers use [`Channel::verify`].
+    fn verify_signed(&self, req: &NotifyRequest<'_>, now: Timestamp) -> Result<VerifiedEvent, ChannelError>;
+
+    /// Whether this verified event may be a payment of amount 0 (no channel pays or refunds a
+    /// negative amount). Refused unless a channel knows better.
+    fn zero_payment(&self, _event: &VerifiedEvent) -> ZeroPayment {
+        ZeroPayment::Refused
+    }
+
+    /// [`Channel::verify_signed`], then refuses amounts no real payment has, the same way for
+    /// every channel, so a validly signed but absurd notification never reaches the backend.
+    fn verify(&self, req: &NotifyRequest<'_>, now: Timestamp) -> Result<VerifiedEvent, ChannelError> {
+        let event = self.verify_signed(req, now)?;
+        let zero = self.zero_payment(&event);
+        check_amounts(event, zero)
+    }
 
     /// The acknowledgement that tells the channel the notification was accepted.
     fn success_ack(&self) -> Ack;
@@ -397,4 +410,78 @@ pub struct SimulatedNotification {
     pub content_type: String,
     /// Raw body bytes.
     pub body: Vec<u8>,
+}
+
+#[cfg(test)]
+mod amount_tests {
+    use super::*;
+
+    fn event(kind: EventKind, amount: Option<i64>, refunded: Option<i64>) -> VerifiedEvent {
+        VerifiedEvent {
+            channel: ChannelKind::Alipay,
+            kind,
+            out_trade_no: "O-1".into(),
+            channel_txn_id: None,
+            amount_minor: amount,
+            currency: Some("CNY".into()),
+            refund: refunded.map(|a| RefundInfo {
+                out_refund_no: None,
+                refund_id: None,
+                amount_minor: Some(a),
+            }),
+            occurred_at: None,
+            notification_id: None,
+            raw_status: None,
+            merchant: MerchantRef::default(),
+            raw: serde_json::Value::Null,
+        }
+    }
+
+    fn refused(e: VerifiedEvent, zero: ZeroPayment) -> bool {
+        matches!(check_amounts(e, zero), Err(ChannelError::Amount(_)))
+    }
+
+    #[test]
+    fn negative_amounts_are_refused_on_every_kind() {
+        for kind in [
+            EventKind::PaymentSucceeded,
+            EventKind::PaymentClosed,
+            EventKind::RefundSucceeded,
+        ] {
+            assert!(refused(event(kind, Some(-1), None), ZeroPayment::Allowed), "{kind:?}");
+            assert!(
+                refused(event(kind, Some(100), Some(-1)), ZeroPayment::Allowed),
+                "{kind:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn zero_is_refused_for_a_payment_unless_allowed_and_always_for_a_refund() {
+        assert!(refused(
+            event(EventKind::PaymentSucceeded, Some(0), None),
+            ZeroPayment::Refused
+        ));
+        assert!(!refused(
+            event(EventKind::PaymentSucceeded, Some(0), None),
+            ZeroPayment::Allowed
+        ));
+        assert!(refused(
+            event(EventKind::RefundSucceeded, Some(100), Some(0)),
+            ZeroPayment::Allowed
+        ));
+        // A closed or failed order of 0 moves no money; nothing to refuse.
+        assert!(!refused(
+            event(EventKind::PaymentClosed, Some(0), None),
+            ZeroPayment::Refused
+        ));
+        assert!(!refused(
+            event(EventKind::PaymentSucceeded, Some(1), None),
+            ZeroPayment::Refused
+        ));
+        assert!(!refused(
+            event(EventKind::PaymentSucceeded, None, None),
+            ZeroPayment::Refused
+        ));
+    }
 }

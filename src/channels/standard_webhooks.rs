@@ -23,8 +23,8 @@ use subtle::ConstantTimeEq;
 
 use super::amount::{parse_decimal_minor, AmountError};
 use super::{
-    check_amounts, single_header, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest,
-    RefundInfo, SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent, ZeroPayment,
+    single_header, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo,
+    SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent,
 };
 use crate::config::secret::{Secret, SecretRef};
 use crate::config::ConfigIssue;
@@ -312,7 +312,7 @@ impl Channel for StandardWebhooks {
         ChannelKind::StandardWebhooks
     }
 
-    fn verify(&self, req: &NotifyRequest<'_>, now: Timestamp) -> Result<VerifiedEvent, ChannelError> {
+    fn verify_signed(&self, req: &NotifyRequest<'_>, now: Timestamp) -> Result<VerifiedEvent, ChannelError> {
         let h = req.headers;
         // Svix sends the same scheme under svix-* names; webhook-* wins when both exist.
         let prefix = if h.contains_key("webhook-id") || !h.contains_key("svix-id") {
@@ -367,7 +367,7 @@ impl Channel for StandardWebhooks {
         }
         let payload: Value =
             serde_json::from_slice(req.body).map_err(|e| ChannelError::Malformed(format!("payload: {e}")))?;
-        check_amounts(self.normalize(payload, msg_id)?, ZeroPayment::Refused)
+        self.normalize(payload, msg_id)
     }
 
     fn success_ack(&self) -> Ack {

@@ -15,8 +15,8 @@ use subtle::ConstantTimeEq;
 
 use super::amount::integer_minor_at;
 use super::{
-    check_amounts, required_header, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest,
-    RefundInfo, SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent, ZeroPayment,
+    required_header, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo,
+    SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent, ZeroPayment,
 };
 use crate::config::secret::{Secret, SecretRef};
 use crate::config::ConfigIssue;
@@ -172,7 +172,7 @@ impl Channel for Stripe {
         ChannelKind::Stripe
     }
 
-    fn verify(&self, req: &NotifyRequest<'_>, now: Timestamp) -> Result<VerifiedEvent, ChannelError> {
+    fn verify_signed(&self, req: &NotifyRequest<'_>, now: Timestamp) -> Result<VerifiedEvent, ChannelError> {
         let header = parse_signature_header(required_header(req.headers, "stripe-signature")?)?;
         // The libraries only refuse old timestamps; we refuse both directions (a future t
         // would otherwise extend a captured request's replay window).
@@ -203,14 +203,16 @@ impl Channel for Stripe {
                 )));
             }
         }
-        let event = normalize(event, &self.order_metadata_key)?;
-        // A Checkout Session discounted to 100 % completes with amount_total 0; a PaymentIntent
-        // or Charge cannot be created for 0.
-        let zero = match event.raw.get("type").and_then(Value::as_str) {
+        normalize(event, &self.order_metadata_key)
+    }
+
+    /// A Checkout Session discounted to 100 % completes with amount_total 0; a PaymentIntent or
+    /// Charge cannot be created for 0.
+    fn zero_payment(&self, event: &VerifiedEvent) -> ZeroPayment {
+        match event.raw.get("type").and_then(Value::as_str) {
             Some("checkout.session.completed" | "checkout.session.async_payment_succeeded") => ZeroPayment::Allowed,
             _ => ZeroPayment::Refused,
-        };
-        check_amounts(event, zero)
+        }
     }
 
     fn success_ack(&self) -> Ack {
@@ -781,6 +783,36 @@ mod tests {
         assert!(!format!("{:?}", channel()).contains("test_secret"));
         let schema = serde_json::to_value(schemars::schema_for!(StripeConfig)).unwrap();
         assert_eq!(schema["properties"]["tolerance"]["type"], "string");
+    }
+
+    /// `body` signed with [`SECRET`] at `t`, verified at `t`.
+    fn verify_signed_body(body: &str, t: i64) -> Result<VerifiedEvent, ChannelError> {
+        let v1 = hex::encode(compute_signature(SECRET.as_bytes(), &t.to_string(), body.as_bytes()));
+        verify(&channel(), &format!("t={t},v1={v1}"), body, t)
+    }
+
+    #[test]
+    fn implausible_amounts_are_refused_except_a_free_checkout() {
+        let refused = [
+            S1_BODY.replace(r#""amount_received":8880"#, r#""amount_received":-8880"#),
+            S1_BODY.replace(r#""amount_received":8880"#, r#""amount_received":0"#),
+            S3_BODY.replace(r#""amount_refunded":1000"#, r#""amount_refunded":-1000"#),
+        ];
+        for body in &refused {
+            let err = verify_signed_body(body, 1714536000).unwrap_err();
+            assert!(matches!(err, ChannelError::Amount(_)), "{err:?} for {body}");
+            assert_eq!(err.outcome(), "rejected_amount");
+        }
+        // A Checkout Session discounted to 100 % is a real payment of 0.
+        let free = S2_BODY.replace(r#""amount_total":1999"#, r#""amount_total":0"#);
+        let event = verify_signed_body(&free, 1714536100).unwrap();
+        assert_eq!(event.kind, EventKind::PaymentSucceeded);
+        assert_eq!(event.amount_minor, Some(0));
+        let negative = S2_BODY.replace(r#""amount_total":1999"#, r#""amount_total":-1"#);
+        assert!(matches!(
+            verify_signed_body(&negative, 1714536100),
+            Err(ChannelError::Amount(_))
+        ));
     }
 
     #[test]

@@ -22,8 +22,8 @@ use super::beijing_time::{beijing_format, beijing_rfc3339};
 use super::form::{parse_form_raw, sorted_content, RawForm};
 use super::keys::{certificate_ders, certificate_rsa_key, RsaKeyError, RsaScheme, RsaSigningKey, RsaVerifyingKey};
 use super::{
-    check_amounts, printable, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest,
-    RefundInfo, SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent, ZeroPayment,
+    printable, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo,
+    SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent,
 };
 use crate::config::secret::SecretRef;
 use crate::config::ConfigIssue;
@@ -377,7 +377,7 @@ impl Channel for UnionpayChannel {
         ChannelKind::Unionpay
     }
 
-    fn verify(&self, req: &NotifyRequest<'_>, now: Timestamp) -> Result<VerifiedEvent, ChannelError> {
+    fn verify_signed(&self, req: &NotifyRequest<'_>, now: Timestamp) -> Result<VerifiedEvent, ChannelError> {
         let raw = parse_form_raw(req.body)?;
         let fields = utf8_fields(&raw)?;
         let get = |k: &str| fields.get(k).map(String::as_str);
@@ -419,7 +419,7 @@ impl Channel for UnionpayChannel {
                 printable(get("merId").unwrap_or("(missing)"))
             )));
         }
-        check_amounts(normalize(fields)?, ZeroPayment::Refused)
+        normalize(fields)
     }
 
     /// HTTP 200 with `ok`.

@@ -22,8 +22,8 @@ use subtle::ConstantTimeEq;
 use super::amount::parse_decimal_minor;
 use super::beijing_time::{beijing_format, beijing_rfc3339};
 use super::{
-    check_amounts, printable, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest,
-    RefundInfo, SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent, ZeroPayment,
+    printable, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo,
+    SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent,
 };
 use crate::config::secret::{Secret, SecretRef};
 use crate::config::ConfigIssue;
@@ -409,20 +409,19 @@ impl Channel for WechatpayV2Channel {
         ChannelKind::WechatpayV2
     }
 
-    fn verify(&self, req: &NotifyRequest<'_>, _now: Timestamp) -> Result<VerifiedEvent, ChannelError> {
+    fn verify_signed(&self, req: &NotifyRequest<'_>, _now: Timestamp) -> Result<VerifiedEvent, ChannelError> {
         let fields = parse_flat_xml(req.body, "xml")?;
         if fields.get("return_code").map(String::as_str) != Some("SUCCESS") {
             // return_code FAIL carries neither a signature nor business data.
             return Err(ChannelError::Malformed("return_code is not SUCCESS".into()));
         }
         if let Some(sign) = fields.get("sign").cloned() {
-            return check_amounts(self.verify_payment(fields, &sign)?, ZeroPayment::Refused);
+            return self.verify_payment(fields, &sign);
         }
-        let event = match fields.get("req_info").cloned() {
-            Some(req_info) => self.verify_refund(fields, &req_info)?,
-            None => return Err(ChannelError::Malformed("neither sign nor req_info present".into())),
-        };
-        check_amounts(event, ZeroPayment::Refused)
+        match fields.get("req_info").cloned() {
+            Some(req_info) => self.verify_refund(fields, &req_info),
+            None => Err(ChannelError::Malformed("neither sign nor req_info present".into())),
+        }
     }
 
     /// HTTP 200 with the exact SUCCESS XML WeChat Pay expects.

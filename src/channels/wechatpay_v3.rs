@@ -20,8 +20,8 @@ use serde_json::{json, Value};
 use super::amount::integer_minor_at;
 use super::keys::{certificate_rsa_key, parse_rsa_public_key, RsaScheme, RsaSigningKey, RsaVerifyingKey};
 use super::{
-    check_amounts, required_header, single_header, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef,
-    NotifyRequest, RefundInfo, SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent, ZeroPayment,
+    required_header, single_header, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest,
+    RefundInfo, SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent,
 };
 use crate::config::secret::{Secret, SecretRef};
 use crate::config::ConfigIssue;
@@ -214,7 +214,7 @@ impl Channel for WechatpayV3 {
         ChannelKind::WechatpayV3
     }
 
-    fn verify(&self, req: &NotifyRequest<'_>, now: Timestamp) -> Result<VerifiedEvent, ChannelError> {
+    fn verify_signed(&self, req: &NotifyRequest<'_>, now: Timestamp) -> Result<VerifiedEvent, ChannelError> {
         let headers = req.headers;
         let serial = required_header(headers, "wechatpay-serial")?;
         let signature = required_header(headers, "wechatpay-signature")?;
@@ -285,7 +285,7 @@ impl Channel for WechatpayV3 {
         };
         let event = normalize(&envelope, object)?;
         self.check_business(&event)?;
-        check_amounts(event, ZeroPayment::Refused)
+        Ok(event)
     }
 
     fn success_ack(&self) -> Ack {
@@ -1234,6 +1234,65 @@ mod tests {
         h.insert("wechatpay-timestamp", HeaderValue::from_static(ts));
         let err = verify(&channel(), &h, DW1_BODY.as_bytes(), at(1785542400)).unwrap_err();
         assert!(matches!(err, ChannelError::UnknownKey(_)), "{err:?}");
+    }
+
+    #[test]
+    fn negative_or_zero_payment_amounts_are_refused() {
+        let ch = sim_channel();
+        for amount in [-8880, 0] {
+            let spec = SimulateSpec {
+                amount_minor: amount,
+                ..sim_spec(EventKind::PaymentSucceeded)
+            };
+            let n = simulate(&spec, &sim_keys(SIM_SERIAL)).unwrap();
+            let err = verify(&ch, &send(&n), &n.body, at(1714536006)).unwrap_err();
+            assert!(matches!(err, ChannelError::Amount(_)), "{amount}: {err:?}");
+            assert_eq!(ch.rejection_ack(&err).status, 400);
+        }
+    }
+
+    #[test]
+    fn a_repeated_key_inside_the_decrypted_resource_is_malformed() {
+        let ch = sim_channel();
+        let n = simulate(&sim_spec(EventKind::PaymentSucceeded), &sim_keys(SIM_SERIAL)).unwrap();
+        let mut envelope: Value = serde_json::from_slice(&n.body).unwrap();
+        let resource = &envelope["resource"];
+        let nonce = resource["nonce"].as_str().unwrap().to_string();
+        let aad = resource["associated_data"].as_str().unwrap_or("").to_string();
+        let plaintext = decrypt_resource(
+            API_V3_KEY.as_bytes(),
+            nonce.as_bytes(),
+            aad.as_bytes(),
+            resource["ciphertext"].as_str().unwrap(),
+        )
+        .unwrap();
+        // The genuine object with a second, contradicting `trade_state` appended.
+        let text = String::from_utf8(plaintext).unwrap();
+        let doubled = format!(
+            "{},\"trade_state\":\"NOTPAY\"}}",
+            text.trim_end().strip_suffix('}').unwrap()
+        );
+        envelope["resource"]["ciphertext"] = Value::String(
+            encrypt_resource(
+                API_V3_KEY.as_bytes(),
+                nonce.as_bytes(),
+                aad.as_bytes(),
+                doubled.as_bytes(),
+            )
+            .unwrap(),
+        );
+        let body = serde_json::to_vec(&envelope).unwrap();
+        let ts = send(&n)
+            .get("Wechatpay-Timestamp")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let err = verify(&ch, &sim_signed(SIM_SERIAL, &ts, &body), &body, at(1714536006)).unwrap_err();
+        assert!(
+            matches!(err, ChannelError::Malformed(ref m) if m.contains("decrypted resource")),
+            "{err:?}"
+        );
     }
 
     #[test]
