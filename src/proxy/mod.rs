@@ -173,10 +173,6 @@ fn expects_continue(req: &pingora::http::RequestHeader) -> bool {
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
-/// Reads the whole request body, stopping once it exceeds `cap` bytes (`Err(len)`). Called only
-/// after the header checks passed: a declared `Content-Length` over the cap is refused before
-/// reading anything, and a client sending `Expect: 100-continue` is invited to send the body
-/// only now (without it, curl stalls a second).
 /// How fast a request body arrives, against `server.body` (the idle timeout itself is the
 /// downstream read timeout, set when the request starts).
 #[derive(Debug, Default)]
@@ -194,7 +190,7 @@ impl BodyPace {
         let elapsed = started.elapsed();
         if limits.min_rate > 0
             && elapsed > limits.idle_timeout
-            && (self.bytes as f64) < limits.min_rate as f64 * elapsed.as_secs_f64()
+            && u128::from(self.bytes) * 1000 < u128::from(limits.min_rate) * elapsed.as_millis()
         {
             return Error::e_explain(
                 ErrorType::ReadTimedout,
@@ -211,6 +207,10 @@ fn is_body_timeout(e: &Error) -> bool {
     e.esource() == &ErrorSource::Downstream && e.etype() == &ErrorType::ReadTimedout
 }
 
+/// Reads the whole request body, stopping once it exceeds `cap` bytes (`Err(len)`). Called only
+/// after the header checks passed: a declared `Content-Length` over the cap is refused before
+/// reading anything, and a client sending `Expect: 100-continue` is invited to send the body
+/// only now (without it, curl stalls a second).
 async fn read_body_capped(
     session: &mut Session,
     cap: usize,
@@ -758,8 +758,7 @@ impl ProxyHttp for PayguardProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        let config = ctx.config.clone().unwrap_or_else(|| self.state.config());
-        ctx.config = Some(config.clone());
+        let config = ctx.config.get_or_insert_with(|| self.state.config()).clone();
 
         let req = session.req_header_mut();
         match req.headers.get(REQUEST_ID).map(|v| v.as_bytes()) {
@@ -873,14 +872,17 @@ impl ProxyHttp for PayguardProxy {
         }
         // Repeated identical Content-Length fields mean one length (RFC 9112 §6.3); the backend
         // gets it once (different ones never get this far: Pingora refuses them).
-        let lengths: Vec<http::HeaderValue> = upstream_request
-            .headers
-            .get_all(http::header::CONTENT_LENGTH)
-            .iter()
-            .cloned()
-            .collect();
-        if lengths.len() > 1 && lengths.iter().all(|v| *v == lengths[0]) {
-            upstream_request.insert_header(http::header::CONTENT_LENGTH, lengths[0].clone())?;
+        let mut lengths = upstream_request.headers.get_all(http::header::CONTENT_LENGTH).iter();
+        if let (Some(first), Some(_)) = (lengths.next(), lengths.next()) {
+            let first = first.clone();
+            if upstream_request
+                .headers
+                .get_all(http::header::CONTENT_LENGTH)
+                .iter()
+                .all(|v| *v == first)
+            {
+                upstream_request.insert_header(http::header::CONTENT_LENGTH, first)?;
+            }
         }
         if let Some(len) = ctx.replayed_body_len {
             // The exact verified bytes, framed by their length whatever the client's framing
