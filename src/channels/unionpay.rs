@@ -6,7 +6,7 @@
 //! valid at the injected `now`, and its CN names UnionPay. The signature is
 //! SHA256withRSA over the 64 ASCII bytes of `lower_hex(SHA-256(content))`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -299,11 +299,12 @@ fn currency_numeric(alpha: &str) -> Option<&'static str> {
         .map(|(n, _)| *n)
 }
 
-fn utf8_fields(raw: &RawForm) -> Result<HashMap<String, String>, ChannelError> {
+/// The fields as text, borrowed from `raw` (sorted by key, as `raw` is).
+fn utf8_fields(raw: &RawForm) -> Result<BTreeMap<&str, &str>, ChannelError> {
     raw.iter()
         .map(|(k, v)| {
-            String::from_utf8(v.clone())
-                .map(|s| (k.clone(), s))
+            std::str::from_utf8(v)
+                .map(|s| (k.as_str(), s))
                 .map_err(|_| ChannelError::Malformed(format!("{k} is not UTF-8")))
         })
         .collect()
@@ -323,8 +324,8 @@ fn event_kind(txn_type: Option<&str>, resp_code: Option<&str>) -> EventKind {
     }
 }
 
-fn normalize(fields: HashMap<String, String>) -> Result<VerifiedEvent, ChannelError> {
-    let get = |k: &str| fields.get(k).filter(|v| !v.is_empty()).cloned();
+fn normalize(fields: &BTreeMap<&str, &str>) -> Result<VerifiedEvent, ChannelError> {
+    let get = |k: &str| fields.get(k).filter(|v| !v.is_empty()).map(|v| v.to_string());
     let kind = event_kind(get("txnType").as_deref(), get("respCode").as_deref());
     // orderId is the merchant order number; for refunds and voids it is the merchant's refund
     // order number (the original order is referenced only by origQryId).
@@ -349,8 +350,8 @@ fn normalize(fields: HashMap<String, String>) -> Result<VerifiedEvent, ChannelEr
     let raw = serde_json::Value::Object(
         fields
             .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "signature" | "signPubKeyCert"))
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .filter(|(k, _)| !matches!(**k, "signature" | "signPubKeyCert"))
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
             .collect(),
     );
     Ok(VerifiedEvent {
@@ -380,7 +381,7 @@ impl Channel for UnionpayChannel {
     fn verify_signed(&self, req: &NotifyRequest<'_>, now: Timestamp) -> Result<VerifiedEvent, ChannelError> {
         let raw = parse_form_raw(req.body)?;
         let fields = utf8_fields(&raw)?;
-        let get = |k: &str| fields.get(k).map(String::as_str);
+        let get = |k: &str| fields.get(k).copied();
         if get("encoding").is_some_and(|e| !e.eq_ignore_ascii_case("UTF-8")) {
             return Err(ChannelError::Unsupported("encoding other than UTF-8".into()));
         }
@@ -419,7 +420,7 @@ impl Channel for UnionpayChannel {
                 printable(get("merId").unwrap_or("(missing)"))
             )));
         }
-        normalize(fields)
+        normalize(&fields)
     }
 
     /// HTTP 200 with `ok`.
