@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod notify;
 pub mod problem;
 pub mod proxy;
+pub mod schema;
 pub mod server;
 pub mod state;
 pub mod store;

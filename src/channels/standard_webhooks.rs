@@ -52,7 +52,7 @@ pub struct StandardWebhooksConfig {
     pub secrets: Vec<SecretRef>,
     /// Largest accepted distance between `webhook-timestamp` and now, both directions, e.g. "5m".
     #[serde(default = "default_tolerance", with = "humantime_serde")]
-    #[schemars(with = "String")]
+    #[schemars(with = "crate::schema::DurationText")]
     pub tolerance: Duration,
     /// Where the normalized fields live in the provider's payload.
     #[serde(default)]

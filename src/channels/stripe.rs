@@ -37,7 +37,7 @@ pub struct StripeConfig {
     pub endpoint_secrets: Vec<SecretRef>,
     /// Largest accepted distance between the header's `t` and now, both directions, e.g. "300s".
     #[serde(default = "default_tolerance", with = "humantime_serde")]
-    #[schemars(with = "String")]
+    #[schemars(with = "crate::schema::DurationText")]
     pub tolerance: Duration,
     /// When set, events whose `livemode` differs are refused (test events on a live endpoint).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -66,7 +66,7 @@ pub struct WechatpayV3Config {
     pub public_key: Option<SecretRef>,
     /// Largest accepted distance between `Wechatpay-Timestamp` and now (exclusive), e.g. "300s".
     #[serde(default = "default_tolerance", with = "humantime_serde")]
-    #[schemars(with = "String")]
+    #[schemars(with = "crate::schema::DurationText")]
     pub tolerance: Duration,
 }
 

@@ -637,6 +637,15 @@ fn schema_issue(schema: &serde_json::Value, err: jsonschema::ValidationError<'_>
     let path = display_path(&pointer);
     let node = schema_node(schema, &local);
     let secret = is_secret(node);
+    if node.is_some_and(crate::schema::is_duration) && matches!(err.kind, K::Type { .. } | K::Pattern { .. }) {
+        let msg = crate::schema::missing_unit_hint(err.instance.as_ref()).unwrap_or_else(|| {
+            format!(
+                "{} is not a duration such as 300ms, 10s, 5m or 1h 30m",
+                shown_value(err.instance.as_ref(), secret)
+            )
+        });
+        return vec![ConfigIssue::new(path, msg)];
+    }
     if let (K::OneOfNotValid | K::AnyOf | K::Enum { .. }, serde_json::Value::String(s)) =
         (&err.kind, err.instance.as_ref())
     {
@@ -711,6 +720,40 @@ mod tests {
         assert!(paths.contains(&"server.threads"), "{issues:?}");
         assert!(paths.contains(&"routes[0].policy"), "{issues:?}");
         assert_eq!(issues.len(), 3, "{issues:?}");
+    }
+
+    #[test]
+    fn a_duration_without_unit_names_the_unit_to_add() {
+        let base = "upstream:\n  address: 127.0.0.1:3000\n";
+        for (value, shown) in [("300", "300"), ("'300'", "300"), ("'2.5'", "2.5")] {
+            let issues = check_text(&format!("{base}server:\n  grace_period: {value}\n"))
+                .unwrap_err()
+                .0;
+            assert_eq!(issues.len(), 1, "{issues:?}");
+            assert_eq!(issues[0].path, "server.grace_period");
+            assert!(issues[0].message.contains(&format!("use \"{shown}s\"")), "{issues:?}");
+        }
+        // The same hint inside a channel's config and an optional duration.
+        let text = format!(
+            "{base}guard:\n  order_rules:\n    - name: o\n      user: 'body:/user_id'\n      window: {{sliding: 600}}\n      tiers: [{{over: 3, action: reject}}]\n"
+        );
+        let issues = check_text(&text).unwrap_err().0;
+        assert!(
+            issues
+                .iter()
+                .any(|i| i.path.ends_with("window.sliding") && i.message.contains("use \"600s\"")),
+            "{issues:?}"
+        );
+        let issues = check_text(&format!("{base}server:\n  grace_period: 5 parsecs\n"))
+            .unwrap_err()
+            .0;
+        assert_eq!(
+            issues[0].message,
+            "`5 parsecs` is not a duration such as 300ms, 10s, 5m or 1h 30m"
+        );
+        for ok in ["1h 30m", "1.5s", "250ms", "2 days", "0s"] {
+            check_text(&format!("{base}server:\n  grace_period: {ok}\n")).unwrap_or_else(|e| panic!("{ok}: {e:?}"));
+        }
     }
 
     #[test]

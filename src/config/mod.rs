@@ -59,12 +59,12 @@ pub struct ServerSection {
     pub threads: usize,
     /// On SIGTERM payguard stops accepting at once; requests in flight get this long to finish.
     #[serde(default = "default_grace", with = "humantime_serde")]
-    #[schemars(with = "String")]
+    #[schemars(with = "crate::schema::DurationText")]
     pub grace_period: Duration,
     /// After the grace period: the longest the worker runtimes may take to stop (requests still
     /// running are cut).
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
-    #[schemars(with = "String")]
+    #[schemars(with = "crate::schema::DurationText")]
     pub shutdown_timeout: Duration,
     /// Relaxations of the path refusals (all `reject` by default).
     #[serde(default)]
@@ -84,7 +84,7 @@ pub struct ServerSection {
 pub struct BodyLimits {
     /// Longest wait for the next piece of a request body.
     #[serde(default = "default_body_idle_timeout", with = "humantime_serde")]
-    #[schemars(with = "String")]
+    #[schemars(with = "crate::schema::DurationText")]
     pub idle_timeout: Duration,
     /// Slowest average rate, in bytes per second, a body may arrive at once `idle_timeout` has
     /// passed since it started (0 turns the check off).
@@ -175,19 +175,19 @@ pub struct UpstreamSection {
     pub address: String,
     /// Time to establish a TCP connection.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
-    #[schemars(with = "String")]
+    #[schemars(with = "crate::schema::DurationText")]
     pub connect_timeout: Duration,
     /// Longest wait for each read from the backend (response header or body chunk).
     #[serde(default = "default_io_timeout", with = "humantime_serde")]
-    #[schemars(with = "String")]
+    #[schemars(with = "crate::schema::DurationText")]
     pub read_timeout: Duration,
     /// Longest wait for each write to the backend.
     #[serde(default = "default_io_timeout", with = "humantime_serde")]
-    #[schemars(with = "String")]
+    #[schemars(with = "crate::schema::DurationText")]
     pub write_timeout: Duration,
     /// How long an idle keep-alive connection stays in the pool.
     #[serde(default = "default_idle_timeout", with = "humantime_serde")]
-    #[schemars(with = "String")]
+    #[schemars(with = "crate::schema::DurationText")]
     pub idle_timeout: Duration,
     /// Maximum idle keep-alive connections kept (restart to change).
     #[serde(default = "default_pool_size")]
@@ -255,7 +255,7 @@ pub struct ReloadSection {
     pub watch: bool,
     /// How often the file is checked.
     #[serde(default = "default_reload_interval", with = "humantime_serde")]
-    #[schemars(with = "String")]
+    #[schemars(with = "crate::schema::DurationText")]
     pub interval: Duration,
 }
 

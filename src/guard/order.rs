@@ -38,7 +38,7 @@ pub enum CalendarUnit {
 pub struct OrderWindowConfig {
     /// Count events within the last duration (`10m`, `24h`).
     #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<crate::schema::DurationText>")]
     pub sliding: Option<Duration>,
     /// Count per local calendar day or ISO week.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -28,7 +28,7 @@ pub struct BucketConfig {
     pub refill: u64,
     /// Refill period (`1s`, `1m`).
     #[serde(with = "humantime_serde")]
-    #[schemars(with = "String")]
+    #[schemars(with = "crate::schema::DurationText")]
     pub per: Duration,
 }
 

@@ -314,7 +314,7 @@ pub struct SignatureConfig {
     pub keys: Vec<AccessKeyConfig>,
     /// Allowed |now − timestamp|; nonces are kept for twice this.
     #[serde(default = "default_window", with = "humantime_serde")]
-    #[schemars(with = "String")]
+    #[schemars(with = "crate::schema::DurationText")]
     pub window: Duration,
     /// Header names.
     #[serde(default)]

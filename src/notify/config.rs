@@ -29,7 +29,7 @@ pub struct NotifyConfig {
     /// Longest wait for the backend (connect, send, answer). Keep it below the channel's own
     /// timeout (WeChat Pay and Alipay wait about 5 s).
     #[serde(default = "default_timeout", with = "humantime_serde")]
-    #[schemars(with = "String")]
+    #[schemars(with = "crate::schema::DurationText")]
     pub timeout: Duration,
     /// `whsec_…` secret that signs forwarded requests (Standard Webhooks `webhook-signature`).
     /// Required in `normalized` mode.
@@ -37,11 +37,11 @@ pub struct NotifyConfig {
     pub webhook_secret: Option<SecretRef>,
     /// How long one delivery holds the event's dedup claim; must exceed `timeout`.
     #[serde(default = "default_lease", with = "humantime_serde")]
-    #[schemars(with = "String")]
+    #[schemars(with = "crate::schema::DurationText")]
     pub lease: Duration,
     /// How long an accepted event is remembered as done (at least 1 day; default 7 days).
     #[serde(default = "default_keep", with = "humantime_serde")]
-    #[schemars(with = "String")]
+    #[schemars(with = "crate::schema::DurationText")]
     pub keep: Duration,
     /// Largest accepted notification body (64 KiB is plenty).
     #[serde(default = "default_max_body")]

@@ -55,11 +55,11 @@ pub struct RedisStoreConfig {
     pub key_prefix: String,
     /// Longest a store call may take; after that the rule's `on_store_error` policy applies.
     #[serde(default = "default_command_timeout", with = "humantime_serde")]
-    #[schemars(with = "String")]
+    #[schemars(with = "crate::schema::DurationText")]
     pub command_timeout: Duration,
     /// Longest the initial connection (and each reconnection attempt) may take.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
-    #[schemars(with = "String")]
+    #[schemars(with = "crate::schema::DurationText")]
     pub connect_timeout: Duration,
     /// Redis password (`AUTH`), as `env:NAME` or `file:/path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
