@@ -39,6 +39,8 @@ registry::channels! {
     Unionpay = "unionpay" => unionpay::UnionpayConfig,
     /// Standard Webhooks.
     StandardWebhooks = "standard_webhooks" => standard_webhooks::StandardWebhooksConfig,
+    /// Adyen standard webhooks.
+    Adyen = "adyen" => adyen::AdyenConfig,
 }
 
 /// A notification as received: headers and the raw body bytes exactly as they arrived.
@@ -482,7 +484,8 @@ pub struct SimulateKeys {
     pub certificate_pem: Option<String>,
     /// Key id / certificate serial to announce (WeChat v3 `Wechatpay-Serial`).
     pub key_id: Option<String>,
-    /// Shared secret: Stripe `whsec_…`, Standard Webhooks `whsec_…` (base64), WeChat v2 API key.
+    /// Shared secret: Stripe `whsec_…`, Standard Webhooks `whsec_…` (base64), WeChat v2 API key,
+    /// Adyen HMAC key (hex).
     pub secret: Option<Vec<u8>>,
     /// WeChat Pay v3 APIv3 key (32 ASCII bytes) for resource encryption.
     pub api_v3_key: Option<Vec<u8>>,
