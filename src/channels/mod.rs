@@ -80,6 +80,17 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every kind but `other`, for channels that notify all of them.
+    pub const NORMALIZED: &'static [EventKind] = &[
+        Self::PaymentSucceeded,
+        Self::PaymentPending,
+        Self::PaymentClosed,
+        Self::PaymentFailed,
+        Self::RefundSucceeded,
+        Self::RefundClosed,
+        Self::RefundAbnormal,
+    ];
+
     /// The wire name (`payment.succeeded`, ...).
     pub fn as_str(self) -> &'static str {
         match self {

@@ -315,15 +315,7 @@ impl ChannelSetup for StandardWebhooksConfig {
     type Channel = StandardWebhooks;
     const SIMULATE_NEEDS: &'static [(SimulateInput, &'static str)] = &[(SimulateInput::Secret, "whsec_…")];
     // The default mapping takes the normalized kind names as they are.
-    const EVENT_KINDS: &'static [EventKind] = &[
-        EventKind::PaymentSucceeded,
-        EventKind::PaymentPending,
-        EventKind::PaymentClosed,
-        EventKind::PaymentFailed,
-        EventKind::RefundSucceeded,
-        EventKind::RefundClosed,
-        EventKind::RefundAbnormal,
-    ];
+    const EVENT_KINDS: &'static [EventKind] = EventKind::NORMALIZED;
     const SIGNATURE_HEADER: Option<&'static str> = Some("webhook-signature");
     const SIGNED_TIMESTAMP: bool = true;
 

@@ -224,15 +224,7 @@ impl ChannelSetup for WechatpayV3Config {
         (SimulateInput::KeyIdOrCertificate, ""),
         (SimulateInput::ApiV3Key, ""),
     ];
-    const EVENT_KINDS: &'static [EventKind] = &[
-        EventKind::PaymentSucceeded,
-        EventKind::PaymentPending,
-        EventKind::PaymentClosed,
-        EventKind::PaymentFailed,
-        EventKind::RefundSucceeded,
-        EventKind::RefundClosed,
-        EventKind::RefundAbnormal,
-    ];
+    const EVENT_KINDS: &'static [EventKind] = EventKind::NORMALIZED;
     const SIGNATURE_HEADER: Option<&'static str> = Some("Wechatpay-Signature");
     const SIGNED_TIMESTAMP: bool = true;
 
