@@ -1,11 +1,11 @@
-//! Verified notifications per second per core, one benchmark per channel, next to the raw
+//! Verified notifications per second per core, one benchmark per registered channel, next to the raw
 //! primitives they are built on (RSA-2048 PKCS#1 v1.5 SHA-256 verify with aws-lc-rs, as the RSA
 //! channels do; HMAC-SHA256 over 1 KiB), all measured in the same run so the ratios mean
 //! something on any machine.
 //!
-//! Each channel is built from its config exactly as the proxy builds it (`ChannelConfig` from
-//! YAML → `build()`), fed one notification produced by that channel's `simulate()` with the test
-//! keys of `tests/fixtures/`, and `verify(&req, now)` is timed: parsing, signature check,
+//! Each channel is built from its test setup exactly as the proxy builds it (`ChannelConfig` →
+//! `build()`), fed one notification produced by that channel's `simulate()` with the test keys of
+//! `tests/fixtures/`, and `verify(&req, now)` is timed: parsing, signature check,
 //! decryption (WeChat Pay v3), normalization. Criterion reports time per verify; 1 / that is
 //! verified notifications per second on one core (`verify` is single-threaded and lock-free
 //! except UnionPay's signer cache, which is warm after the first call).
@@ -23,7 +23,7 @@ use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use jiff::Timestamp;
 use payguard::channels::registry::{self, ChannelConfig};
-use payguard::channels::{Channel, ChannelKind, EventKind, NotifyRequest, SimulateKeys, SimulateSpec};
+use payguard::channels::{Channel, ChannelKind, EventKind, NotifyRequest, SimulateSpec};
 use sha2::Sha256;
 
 /// The signing instant of every simulated notification; verification runs "at" that instant so
@@ -45,19 +45,23 @@ struct Case {
     body: Vec<u8>,
 }
 
-/// Builds the verifier from a config document (the same YAML a `notify` route's `channel` key
-/// holds) and simulates one payment notification with `keys`.
-fn case(name: &'static str, kind: ChannelKind, config_yaml: &str, keys: SimulateKeys, spec: SimulateSpec) -> Case {
-    // YAML → JSON → types, as the config loader does (externally tagged enums need the JSON step).
-    let yaml: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(config_yaml).unwrap_or_else(|e| panic!("{name} config is not YAML: {e}"));
-    let json = serde_json::to_value(yaml).unwrap_or_else(|e| panic!("{name} config: {e}"));
-    let config: ChannelConfig =
-        serde_json::from_value(json).unwrap_or_else(|e| panic!("{name} config does not parse: {e}"));
+/// Builds the verifier of `kind` from its test setup (the config section a `notify` route's
+/// `channel` key holds, with the keys of `tests/fixtures/`) through `ChannelConfig::build()` as
+/// the proxy does, and simulates one payment notification with the setup's keys.
+fn case(kind: ChannelKind) -> Case {
+    let name = kind.as_str();
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let setup = kind
+        .info()
+        .test_setup(&fixtures)
+        .unwrap_or_else(|e| panic!("{name} test setup: {e}"));
+    let config: ChannelConfig = serde_json::from_value(serde_json::json!({ name: setup.config }))
+        .unwrap_or_else(|e| panic!("{name} config does not parse: {e}"));
     let channel = config
         .build()
         .unwrap_or_else(|issues| panic!("{name} config does not build: {issues:?}"));
-    let n = registry::simulate(kind, &spec, &keys).unwrap_or_else(|e| panic!("{name} simulate: {e}"));
+    let spec = spec(setup.app_id, setup.mch_id);
+    let n = registry::simulate(kind, &spec, &setup.keys).unwrap_or_else(|e| panic!("{name} simulate: {e}"));
     let mut headers = HeaderMap::new();
     for (k, v) in &n.headers {
         headers.append(
@@ -99,112 +103,27 @@ fn now() -> Timestamp {
     AT.parse().expect("timestamp")
 }
 
-fn spec(app_id: Option<&str>, mch_id: Option<&str>, currency: &str) -> SimulateSpec {
+fn spec(app_id: Option<String>, mch_id: Option<String>) -> SimulateSpec {
     SimulateSpec {
         out_trade_no: "ORDER-BENCH-0001".into(),
         amount_minor: 8880,
-        currency: currency.into(),
+        currency: "CNY".into(),
         kind: EventKind::PaymentSucceeded,
         out_refund_no: None,
         refund_amount_minor: None,
         channel_txn_id: "4200002000202405010000000042".into(),
         at: now(),
         notification_id: "bench-notification-0001".into(),
-        app_id: app_id.map(Into::into),
-        mch_id: mch_id.map(Into::into),
+        app_id,
+        mch_id,
     }
-}
-
-/// Indents a PEM (or any multi-line text) as a YAML block scalar body.
-fn block(text: &str) -> String {
-    text.lines().map(|l| format!("      {l}\n")).collect()
-}
-
-fn cases() -> Vec<Case> {
-    const STRIPE_SECRET: &str = "whsec_bench_stripe_endpoint_secret";
-    const SW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-    const V2_KEY: &str = "192006250b4c09247ec02edce69f6a2d";
-    const V3_API_KEY: &str = "53D67FCB97E68F9998CBD17ED7A8D1E2";
-    const V3_SERIAL: &str = "7A3C0FFEE1234567890ABCDEF0123456789ABCDE";
-    const UNIONPAY_MER_ID: &str = "777290058110048";
-
-    let secret = |s: &str| SimulateKeys {
-        secret: Some(s.as_bytes().to_vec()),
-        ..SimulateKeys::default()
-    };
-    vec![
-        case(
-            "alipay_rsa2",
-            ChannelKind::Alipay,
-            &format!(
-                "alipay:\n  app_id: '2021000000000001'\n  seller_id: '2088000000000001'\n  alipay_public_key: |\n{}",
-                block(&fixture("alipay/app_public_key.pem"))
-            ),
-            SimulateKeys {
-                private_key_pem: Some(fixture("alipay/app_private_key.pem")),
-                ..SimulateKeys::default()
-            },
-            spec(Some("2021000000000001"), Some("2088000000000001"), "CNY"),
-        ),
-        case(
-            "wechatpay_v3",
-            ChannelKind::WechatpayV3,
-            &format!(
-                "wechatpay_v3:\n  mchid: '1900000001'\n  appid: wxd678efh567hg6787\n  api_v3_key: '{V3_API_KEY}'\n  platform_certificates:\n    - |\n{}",
-                block(&fixture("wechatpay_v3/simulate_platform_certificate.pem"))
-            ),
-            SimulateKeys {
-                private_key_pem: Some(fixture("wechatpay_v3/simulate_platform_private_key.pem")),
-                key_id: Some(V3_SERIAL.into()),
-                api_v3_key: Some(V3_API_KEY.as_bytes().to_vec()),
-                ..SimulateKeys::default()
-            },
-            spec(Some("wxd678efh567hg6787"), Some("1900000001"), "CNY"),
-        ),
-        case(
-            "wechatpay_v2_md5",
-            ChannelKind::WechatpayV2,
-            &format!("wechatpay_v2:\n  app_id: wx2421b1c4370ec43b\n  mch_id: '10000100'\n  api_key: '{V2_KEY}'\n"),
-            secret(V2_KEY),
-            spec(Some("wx2421b1c4370ec43b"), Some("10000100"), "CNY"),
-        ),
-        case(
-            "stripe",
-            ChannelKind::Stripe,
-            &format!("stripe:\n  endpoint_secrets: ['{STRIPE_SECRET}']\n"),
-            secret(STRIPE_SECRET),
-            spec(None, None, "usd"),
-        ),
-        case(
-            "unionpay",
-            ChannelKind::Unionpay,
-            &format!(
-                "unionpay:\n  mer_id: '{UNIONPAY_MER_ID}'\n  root_cert: |\n{}  middle_cert: |\n{}",
-                block(&fixture("unionpay/root.pem")),
-                block(&fixture("unionpay/middle.pem"))
-            ),
-            SimulateKeys {
-                private_key_pem: Some(fixture("unionpay/leaf.key.pem")),
-                certificate_pem: Some(fixture("unionpay/leaf.pem")),
-                ..SimulateKeys::default()
-            },
-            spec(None, Some(UNIONPAY_MER_ID), "CNY"),
-        ),
-        case(
-            "standard_webhooks",
-            ChannelKind::StandardWebhooks,
-            &format!("standard_webhooks:\n  secrets: ['{SW_SECRET}']\n"),
-            secret(SW_SECRET),
-            spec(None, None, "CNY"),
-        ),
-    ]
 }
 
 /// `verify` of each channel on a valid notification.
 fn bench_channels(c: &mut Criterion) {
     let mut group = c.benchmark_group("verify");
     group.throughput(Throughput::Elements(1));
-    for case in cases() {
+    for case in ChannelKind::ALL.iter().map(|&kind| case(kind)) {
         group.bench_function(case.name, |b| {
             b.iter(|| black_box(case.verify()).expect("verifies"));
         });

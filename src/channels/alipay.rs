@@ -6,6 +6,7 @@
 //! RSA2 (SHA256withRSA) and legacy RSA (SHA1withRSA) are supported; the configured key declares
 //! which one it accepts and a notification can never choose another one.
 
+use std::path::Path;
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
@@ -20,7 +21,7 @@ use super::beijing_time::{beijing_format, beijing_rfc3339};
 use super::form::{parse_form_raw, sorted_content, RawForm};
 use super::keys::{certificate_ders, parse_rsa_public_key, RsaKeyError, RsaScheme, RsaSigningKey, RsaVerifyingKey};
 use super::{
-    printable, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo,
+    fixture_ref, read_fixture, ChannelSetup, SimulateInput, TestSetup,     printable, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo,
     SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent,
 };
 use crate::config::secret::SecretRef;
@@ -490,6 +491,52 @@ fn normalize(fields: BTreeMap<String, String>) -> Result<VerifiedEvent, ChannelE
         },
         raw,
     })
+}
+
+/// Alipay's test setup is the app key pair of `tests/fixtures/alipay/` playing both sides.
+const TEST_APP_ID: &str = "2021000000000001";
+const TEST_SELLER_ID: &str = "2088000000000001";
+
+impl ChannelSetup for AlipayConfig {
+    const KIND: ChannelKind = ChannelKind::Alipay;
+    type Channel = AlipayChannel;
+    const SIMULATE_NEEDS: &'static [(SimulateInput, &'static str)] =
+        &[(SimulateInput::PrivateKey, ""), (SimulateInput::AppId, "")];
+    const EVENT_KINDS: &'static [EventKind] = &[
+        EventKind::PaymentSucceeded,
+        EventKind::PaymentPending,
+        EventKind::PaymentClosed,
+        EventKind::RefundSucceeded,
+    ];
+
+    fn build(&self) -> Result<AlipayChannel, Vec<ConfigIssue>> {
+        AlipayConfig::build(self)
+    }
+
+    fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNotification, String> {
+        simulate(spec, keys)
+    }
+
+    /// Alipay stops retrying only on exactly `success`.
+    fn backend_acknowledged(status: u16, body: &[u8]) -> bool {
+        status == 200 && body == b"success"
+    }
+
+    fn test_setup(fixtures: &Path) -> Result<TestSetup, String> {
+        Ok(TestSetup {
+            config: serde_json::json!({
+                "app_id": TEST_APP_ID,
+                "seller_id": TEST_SELLER_ID,
+                "alipay_public_key": fixture_ref(fixtures, "alipay/app_public_key.pem"),
+            }),
+            keys: SimulateKeys {
+                private_key_pem: Some(read_fixture(fixtures, "alipay/app_private_key.pem")?),
+                ..SimulateKeys::default()
+            },
+            app_id: Some(TEST_APP_ID.into()),
+            mch_id: Some(TEST_SELLER_ID.into()),
+        })
+    }
 }
 
 impl Channel for AlipayChannel {

@@ -5,25 +5,43 @@
 //! target. The proxy's notify phase does the I/O (buffering, dedup, forwarding) around it.
 
 use std::fmt;
+use std::path::Path;
 
 use http::HeaderMap;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-pub mod alipay;
+use crate::config::ConfigIssue;
+
 pub mod amount;
 pub(crate) mod beijing_time;
 pub(crate) mod form;
 pub(crate) mod keys;
 pub mod registry;
-pub mod standard_webhooks;
-pub mod stripe;
-pub mod unionpay;
-pub mod wechatpay_v2;
-pub mod wechatpay_v3;
 
 #[cfg(test)]
 pub(crate) mod test_support;
+
+// The registration list: one entry per channel, and the only one. It declares the module
+// (`src/channels/<module>.rs`) and derives `ChannelKind`, `ChannelConfig` (the `notify.channel`
+// key and the JSON schema) and the registry (`registry.rs`). The doc line is the channel's
+// description in `payguard schema`. See docs/adding-a-channel.md.
+registry::channels! {
+    /// Alipay asynchronous notify.
+    Alipay = "alipay" => alipay::AlipayConfig,
+    /// WeChat Pay API v3.
+    WechatpayV3 = "wechatpay_v3" => wechatpay_v3::WechatpayV3Config,
+    /// WeChat Pay v2, legacy XML.
+    WechatpayV2 = "wechatpay_v2" => wechatpay_v2::WechatpayV2Config,
+    /// Stripe webhooks.
+    Stripe = "stripe" => stripe::StripeConfig,
+    /// UnionPay online payment back notification 5.1.0.
+    Unionpay = "unionpay" => unionpay::UnionpayConfig,
+    /// Standard Webhooks.
+    StandardWebhooks = "standard_webhooks" => standard_webhooks::StandardWebhooksConfig,
+    /// Adyen standard webhooks.
+    Adyen = "adyen" => adyen::AdyenConfig,
+}
 
 /// A notification as received: headers and the raw body bytes exactly as they arrived.
 #[derive(Debug, Clone, Copy)]
@@ -32,38 +50,6 @@ pub struct NotifyRequest<'a> {
     pub headers: &'a HeaderMap,
     /// The request body, after transfer decoding, before anything else.
     pub body: &'a [u8],
-}
-
-/// Which channel protocol a notification speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ChannelKind {
-    /// Alipay asynchronous notify (form-encoded, RSA2/RSA).
-    Alipay,
-    /// WeChat Pay API v3 (JSON, RSA-SHA256, AES-GCM resource).
-    WechatpayV3,
-    /// WeChat Pay v2 (XML, MD5/HMAC-SHA256).
-    WechatpayV2,
-    /// Stripe webhooks.
-    Stripe,
-    /// UnionPay online payment back notification 5.1.0.
-    Unionpay,
-    /// Standard Webhooks (generic HMAC-signed JSON).
-    StandardWebhooks,
-}
-
-impl ChannelKind {
-    /// The name used in config, events, metrics and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Alipay => "alipay",
-            Self::WechatpayV3 => "wechatpay_v3",
-            Self::WechatpayV2 => "wechatpay_v2",
-            Self::Stripe => "stripe",
-            Self::Unionpay => "unionpay",
-            Self::StandardWebhooks => "standard_webhooks",
-        }
-    }
 }
 
 impl fmt::Display for ChannelKind {
@@ -94,6 +80,17 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every kind but `other`, for channels that notify all of them.
+    pub const NORMALIZED: &'static [EventKind] = &[
+        Self::PaymentSucceeded,
+        Self::PaymentPending,
+        Self::PaymentClosed,
+        Self::PaymentFailed,
+        Self::RefundSucceeded,
+        Self::RefundClosed,
+        Self::RefundAbnormal,
+    ];
+
     /// The wire name (`payment.succeeded`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -329,6 +326,109 @@ pub trait Channel: Send + Sync + fmt::Debug {
     }
 }
 
+/// The type-level side of a channel, implemented by its config section (the type under the
+/// channel's name in `notify.channel`): what it builds, how `payguard simulate` produces its
+/// notifications, how passthrough mode judges a legacy backend's reply, and the protocol facts
+/// the shared integration tests go by. Registered once in [`registry`].
+pub trait ChannelSetup {
+    /// The protocol (its registry variant).
+    const KIND: ChannelKind;
+
+    /// The verifier this section builds.
+    type Channel: Channel + 'static;
+
+    /// Resolves the secrets and parses the keys. Issue paths are relative to the section
+    /// (`endpoint_secrets[0]`) and never contain a secret.
+    fn build(&self) -> Result<Self::Channel, Vec<ConfigIssue>>;
+
+    /// A valid notification for `spec`, signed (and encrypted, where the channel encrypts) with
+    /// test `keys`; an error names what is missing or which event the channel cannot produce.
+    fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNotification, String>;
+
+    /// What `payguard simulate` cannot do without, each with a hint shown next to the flag when
+    /// it is missing (empty for none).
+    const SIMULATE_NEEDS: &'static [(SimulateInput, &'static str)];
+
+    /// Event kinds the channel notifies and [`ChannelSetup::simulate`] produces.
+    const EVENT_KINDS: &'static [EventKind];
+
+    /// The header that carries the signature, for channels that sign in a header; `None` when
+    /// the signature is part of the body.
+    const SIGNATURE_HEADER: Option<&'static str> = None;
+
+    /// Whether the channel signs a timestamp that is refused outside a freshness window.
+    const SIGNED_TIMESTAMP: bool = false;
+
+    /// Whether notifications carry a notification id that stays the same across retries
+    /// ([`VerifiedEvent::notification_id`]).
+    const NOTIFICATION_ID: bool = true;
+
+    /// A fresh channel transaction id in the channel's style, `stamp` being unix milliseconds.
+    fn simulated_txn_id(stamp: i64) -> String {
+        format!("4200{stamp}")
+    }
+
+    /// A fresh notification id in the channel's style from `stamp` (unix milliseconds) and a
+    /// random hex `uuid`.
+    fn simulated_notification_id(_stamp: i64, uuid: &str) -> String {
+        uuid.to_string()
+    }
+
+    /// Whether a legacy backend's own reply, relayed to the channel in passthrough mode, means
+    /// "accepted" in the channel's terms. Any 2xx unless the channel needs more.
+    fn backend_acknowledged(status: u16, _body: &[u8]) -> bool {
+        (200..300).contains(&status)
+    }
+
+    /// The channel configured with the repository's public test keys under `fixtures`
+    /// (`tests/fixtures/`): the integration tests and the benchmarks run every channel with it.
+    fn test_setup(fixtures: &Path) -> Result<TestSetup, String>;
+}
+
+/// An input of `payguard simulate` a channel may need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimulateInput {
+    /// `--private-key`: [`SimulateKeys::private_key_pem`].
+    PrivateKey,
+    /// `--certificate`: [`SimulateKeys::certificate_pem`].
+    Certificate,
+    /// `--key-id`, or `--certificate` whose serial is then the key id.
+    KeyIdOrCertificate,
+    /// `--secret` / `--secret-env`: [`SimulateKeys::secret`].
+    Secret,
+    /// `--api-v3-key` / `--api-v3-key-env`: [`SimulateKeys::api_v3_key`].
+    ApiV3Key,
+    /// `--app-id`: [`SimulateSpec::app_id`].
+    AppId,
+    /// `--mch-id`: [`SimulateSpec::mch_id`].
+    MchId,
+}
+
+/// One channel configured with the repository's public test keys: a config section and the keys
+/// and ids that make [`ChannelSetup::simulate`] produce notifications it accepts.
+#[derive(Debug, Clone)]
+pub struct TestSetup {
+    /// The channel's config section (the value under its name), key files as `file:` paths.
+    pub config: serde_json::Value,
+    /// Keys to simulate with.
+    pub keys: SimulateKeys,
+    /// App id the config expects, for channels that check one.
+    pub app_id: Option<String>,
+    /// Merchant id the config expects, for channels that check one.
+    pub mch_id: Option<String>,
+}
+
+/// Reads a file of the test fixtures directory.
+fn read_fixture(fixtures: &Path, rel: &str) -> Result<String, String> {
+    let path = fixtures.join(rel);
+    std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A `file:` secret reference to a file of the test fixtures directory.
+fn fixture_ref(fixtures: &Path, rel: &str) -> String {
+    format!("file:{}", fixtures.join(rel).display())
+}
+
 /// The single value of header `name`. More than one occurrence is ambiguous and rejected;
 /// a value that is not visible ASCII/UTF-8 is malformed.
 pub fn single_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, ChannelError> {
@@ -395,7 +495,8 @@ pub struct SimulateKeys {
     pub certificate_pem: Option<String>,
     /// Key id / certificate serial to announce (WeChat v3 `Wechatpay-Serial`).
     pub key_id: Option<String>,
-    /// Shared secret: Stripe `whsec_…`, Standard Webhooks `whsec_…` (base64), WeChat v2 API key.
+    /// Shared secret: Stripe `whsec_…`, Standard Webhooks `whsec_…` (base64), WeChat v2 API key,
+    /// Adyen HMAC key (hex).
     pub secret: Option<Vec<u8>>,
     /// WeChat Pay v3 APIv3 key (32 ASCII bytes) for resource encryption.
     pub api_v3_key: Option<Vec<u8>>,

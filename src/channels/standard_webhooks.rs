@@ -6,6 +6,7 @@
 //! * outbound: [`StandardWebhookSigner`], which signs what payguard forwards to the backend
 //!   so any Standard Webhooks library can check it.
 
+use std::path::Path;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
@@ -23,7 +24,7 @@ use subtle::ConstantTimeEq;
 
 use super::amount::{parse_decimal_minor, AmountError};
 use super::{
-    single_header, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo,
+    ChannelSetup, SimulateInput, TestSetup,     single_header, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo,
     SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent,
 };
 use crate::config::secret::{Secret, SecretRef};
@@ -304,6 +305,42 @@ impl StandardWebhookSigner {
             ("webhook-timestamp", timestamp.to_string()),
             ("webhook-signature", self.sign(msg_id, timestamp, body)),
         ]
+    }
+}
+
+const TEST_SECRET: &str = "whsec_cGF5Z3VhcmQtdGVzdC1zdGFuZGFyZC13ZWJob29rcyE=";
+
+impl ChannelSetup for StandardWebhooksConfig {
+    const KIND: ChannelKind = ChannelKind::StandardWebhooks;
+    type Channel = StandardWebhooks;
+    const SIMULATE_NEEDS: &'static [(SimulateInput, &'static str)] = &[(SimulateInput::Secret, "whsec_…")];
+    // The default mapping takes the normalized kind names as they are.
+    const EVENT_KINDS: &'static [EventKind] = EventKind::NORMALIZED;
+    const SIGNATURE_HEADER: Option<&'static str> = Some("webhook-signature");
+    const SIGNED_TIMESTAMP: bool = true;
+
+    fn build(&self) -> Result<StandardWebhooks, Vec<ConfigIssue>> {
+        StandardWebhooksConfig::build(self)
+    }
+
+    fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNotification, String> {
+        simulate(spec, keys)
+    }
+
+    fn simulated_notification_id(_stamp: i64, uuid: &str) -> String {
+        format!("msg_{uuid}")
+    }
+
+    fn test_setup(_fixtures: &Path) -> Result<TestSetup, String> {
+        Ok(TestSetup {
+            config: serde_json::json!({"secrets": [TEST_SECRET]}),
+            keys: SimulateKeys {
+                secret: Some(TEST_SECRET.as_bytes().to_vec()),
+                ..SimulateKeys::default()
+            },
+            app_id: None,
+            mch_id: None,
+        })
     }
 }
 

@@ -2,6 +2,7 @@
 //! HMAC-SHA256 over `t.body` keyed with the whole `whsec_…` string, a timestamp window, and the
 //! merchant order number taken from the object's metadata.
 
+use std::path::Path;
 use std::fmt;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use subtle::ConstantTimeEq;
 
 use super::amount::integer_minor_at;
 use super::{
-    required_header, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo,
+    ChannelSetup, SimulateInput, TestSetup,     required_header, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo,
     SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent, ZeroPayment,
 };
 use crate::config::secret::{Secret, SecretRef};
@@ -165,6 +166,51 @@ pub fn compute_signature(secret: &[u8], timestamp: &str, body: &[u8]) -> [u8; 32
     mac.update(b".");
     mac.update(body);
     mac.finalize().into_bytes().into()
+}
+
+const TEST_ENDPOINT_SECRET: &str = "whsec_test_stripe_endpoint_secret_1234567890";
+
+impl ChannelSetup for StripeConfig {
+    const KIND: ChannelKind = ChannelKind::Stripe;
+    type Channel = Stripe;
+    const SIMULATE_NEEDS: &'static [(SimulateInput, &'static str)] = &[(SimulateInput::Secret, "whsec_…")];
+    const EVENT_KINDS: &'static [EventKind] = &[
+        EventKind::PaymentSucceeded,
+        EventKind::PaymentPending,
+        EventKind::PaymentFailed,
+        EventKind::PaymentClosed,
+        EventKind::RefundSucceeded,
+    ];
+    const SIGNATURE_HEADER: Option<&'static str> = Some("Stripe-Signature");
+    const SIGNED_TIMESTAMP: bool = true;
+
+    fn build(&self) -> Result<Stripe, Vec<ConfigIssue>> {
+        StripeConfig::build(self)
+    }
+
+    fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNotification, String> {
+        simulate(spec, keys)
+    }
+
+    fn simulated_txn_id(stamp: i64) -> String {
+        format!("pi_sim{stamp}")
+    }
+
+    fn simulated_notification_id(_stamp: i64, uuid: &str) -> String {
+        format!("evt_{uuid}")
+    }
+
+    fn test_setup(_fixtures: &Path) -> Result<TestSetup, String> {
+        Ok(TestSetup {
+            config: serde_json::json!({"endpoint_secrets": [TEST_ENDPOINT_SECRET]}),
+            keys: SimulateKeys {
+                secret: Some(TEST_ENDPOINT_SECRET.as_bytes().to_vec()),
+                ..SimulateKeys::default()
+            },
+            app_id: None,
+            mch_id: None,
+        })
+    }
 }
 
 impl Channel for Stripe {

@@ -7,6 +7,7 @@
 //! SHA256withRSA over the 64 ASCII bytes of `lower_hex(SHA-256(content))`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -22,7 +23,7 @@ use super::beijing_time::{beijing_format, beijing_rfc3339};
 use super::form::{parse_form_raw, sorted_content, RawForm};
 use super::keys::{certificate_ders, certificate_rsa_key, RsaKeyError, RsaScheme, RsaSigningKey, RsaVerifyingKey};
 use super::{
-    printable, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo,
+    fixture_ref, read_fixture, ChannelSetup, SimulateInput, TestSetup,     printable, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo,
     SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent,
 };
 use crate::config::secret::SecretRef;
@@ -371,6 +372,59 @@ fn normalize(fields: &BTreeMap<&str, &str>) -> Result<VerifiedEvent, ChannelErro
         },
         raw,
     })
+}
+
+const TEST_MER_ID: &str = "777290058110048";
+
+impl ChannelSetup for UnionpayConfig {
+    const KIND: ChannelKind = ChannelKind::Unionpay;
+    type Channel = UnionpayChannel;
+    const SIMULATE_NEEDS: &'static [(SimulateInput, &'static str)] = &[
+        (SimulateInput::PrivateKey, ""),
+        (SimulateInput::Certificate, ""),
+        (SimulateInput::MchId, ""),
+    ];
+    const EVENT_KINDS: &'static [EventKind] = &[
+        EventKind::PaymentSucceeded,
+        EventKind::PaymentPending,
+        EventKind::PaymentFailed,
+        EventKind::RefundSucceeded,
+    ];
+
+    fn build(&self) -> Result<UnionpayChannel, Vec<ConfigIssue>> {
+        UnionpayConfig::build(self)
+    }
+
+    fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNotification, String> {
+        simulate(spec, keys)
+    }
+
+    /// `queryId` is 21 digits.
+    fn simulated_notification_id(stamp: i64, _uuid: &str) -> String {
+        format!("{stamp}{:08}", stamp % 100_000_000)
+    }
+
+    /// UnionPay re-sends on any status but 200.
+    fn backend_acknowledged(status: u16, _body: &[u8]) -> bool {
+        status == 200
+    }
+
+    fn test_setup(fixtures: &Path) -> Result<TestSetup, String> {
+        Ok(TestSetup {
+            config: serde_json::json!({
+                "mer_id": TEST_MER_ID,
+                "root_cert": fixture_ref(fixtures, "unionpay/root.pem"),
+                "middle_cert": fixture_ref(fixtures, "unionpay/middle.pem"),
+            }),
+            keys: SimulateKeys {
+                private_key_pem: Some(read_fixture(fixtures, "unionpay/leaf.key.pem")?),
+                certificate_pem: Some(read_fixture(fixtures, "unionpay/leaf.pem")?),
+                ..SimulateKeys::default()
+            },
+            app_id: None,
+            mch_id: Some(TEST_MER_ID.into()),
+        })
+    }
 }
 
 impl Channel for UnionpayChannel {

@@ -5,6 +5,7 @@
 //! encrypted with `lower_hex(MD5(API key))`. The XML parser refuses DTDs and any entity
 //! other than the five predefined ones: these endpoints were the target of WeChat's XXE advisory.
 
+use std::path::Path;
 use std::collections::BTreeMap;
 
 use aes::cipher::{generic_array::GenericArray, BlockDecrypt, BlockEncrypt, KeyInit};
@@ -22,7 +23,7 @@ use subtle::ConstantTimeEq;
 use super::amount::parse_decimal_minor;
 use super::beijing_time::{beijing_format, beijing_rfc3339};
 use super::{
-    printable, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo,
+    ChannelSetup, SimulateInput, TestSetup,     printable, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo,
     SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent,
 };
 use crate::config::secret::{Secret, SecretRef};
@@ -400,6 +401,59 @@ impl WechatpayV2Channel {
                 mch_id: non_empty(&fields, "mch_id"),
             },
             raw: serde_json::Value::Object(raw),
+        })
+    }
+}
+
+const TEST_APP_ID: &str = "wx0000000000000002";
+const TEST_MCH_ID: &str = "1900000002";
+const TEST_API_KEY: &str = "abcdefghijklmnopqrstuvwxyz012345";
+
+impl ChannelSetup for WechatpayV2Config {
+    const KIND: ChannelKind = ChannelKind::WechatpayV2;
+    type Channel = WechatpayV2Channel;
+    const SIMULATE_NEEDS: &'static [(SimulateInput, &'static str)] = &[
+        (SimulateInput::Secret, "the API key"),
+        (SimulateInput::AppId, ""),
+        (SimulateInput::MchId, ""),
+    ];
+    // v2 notifies final results only: no pending.
+    const EVENT_KINDS: &'static [EventKind] = &[
+        EventKind::PaymentSucceeded,
+        EventKind::PaymentFailed,
+        EventKind::RefundSucceeded,
+        EventKind::RefundClosed,
+        EventKind::RefundAbnormal,
+    ];
+    const NOTIFICATION_ID: bool = false;
+
+    fn build(&self) -> Result<WechatpayV2Channel, Vec<ConfigIssue>> {
+        WechatpayV2Config::build(self)
+    }
+
+    fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNotification, String> {
+        simulate(spec, keys)
+    }
+
+    /// WeChat Pay v2 needs `return_code` SUCCESS in the XML answer.
+    fn backend_acknowledged(status: u16, body: &[u8]) -> bool {
+        status == 200 && {
+            let text = String::from_utf8_lossy(body);
+            let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+            compact.contains("<return_code><![CDATA[SUCCESS]]></return_code>")
+                || compact.contains("<return_code>SUCCESS</return_code>")
+        }
+    }
+
+    fn test_setup(_fixtures: &Path) -> Result<TestSetup, String> {
+        Ok(TestSetup {
+            config: serde_json::json!({"app_id": TEST_APP_ID, "mch_id": TEST_MCH_ID, "api_key": TEST_API_KEY}),
+            keys: SimulateKeys {
+                secret: Some(TEST_API_KEY.as_bytes().to_vec()),
+                ..SimulateKeys::default()
+            },
+            app_id: Some(TEST_APP_ID.into()),
+            mch_id: Some(TEST_MCH_ID.into()),
         })
     }
 }

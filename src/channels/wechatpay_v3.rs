@@ -3,6 +3,7 @@
 //! `PUB_KEY_ID_…`), a freshness window, and an AEAD_AES_256_GCM-encrypted `resource` holding the
 //! transaction or refund.
 
+use std::path::Path;
 use std::fmt;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use serde_json::{json, Value};
 use super::amount::integer_minor_at;
 use super::keys::{certificate_rsa_key, parse_rsa_public_key, RsaScheme, RsaSigningKey, RsaVerifyingKey};
 use super::{
-    required_header, single_header, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest,
+    fixture_ref, read_fixture, ChannelSetup, SimulateInput, TestSetup,     required_header, single_header, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest,
     RefundInfo, SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent,
 };
 use crate::config::secret::{Secret, SecretRef};
@@ -206,6 +207,57 @@ impl fmt::Debug for WechatpayV3 {
             .field("public_key_id", &self.public_key.as_ref().map(|(id, _)| id))
             .field("tolerance_secs", &self.tolerance_secs)
             .finish_non_exhaustive()
+    }
+}
+
+const TEST_MCHID: &str = "1900000001";
+const TEST_APPID: &str = "wx0000000000000001";
+const TEST_API_V3_KEY: &str = "0123456789abcdef0123456789ABCDEF";
+/// The serial the test platform certificate is announced under.
+const TEST_SERIAL: &str = "7A3C0FFEE1234567890ABCDEF0123456789ABCDE";
+
+impl ChannelSetup for WechatpayV3Config {
+    const KIND: ChannelKind = ChannelKind::WechatpayV3;
+    type Channel = WechatpayV3;
+    const SIMULATE_NEEDS: &'static [(SimulateInput, &'static str)] = &[
+        (SimulateInput::PrivateKey, ""),
+        (SimulateInput::KeyIdOrCertificate, ""),
+        (SimulateInput::ApiV3Key, ""),
+    ];
+    const EVENT_KINDS: &'static [EventKind] = EventKind::NORMALIZED;
+    const SIGNATURE_HEADER: Option<&'static str> = Some("Wechatpay-Signature");
+    const SIGNED_TIMESTAMP: bool = true;
+
+    fn build(&self) -> Result<WechatpayV3, Vec<ConfigIssue>> {
+        WechatpayV3Config::build(self)
+    }
+
+    fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNotification, String> {
+        simulate(spec, keys)
+    }
+
+    /// WeChat Pay v3 takes 200 or 204 as accepted.
+    fn backend_acknowledged(status: u16, _body: &[u8]) -> bool {
+        status == 200 || status == 204
+    }
+
+    fn test_setup(fixtures: &Path) -> Result<TestSetup, String> {
+        Ok(TestSetup {
+            config: serde_json::json!({
+                "mchid": TEST_MCHID,
+                "appid": TEST_APPID,
+                "api_v3_key": TEST_API_V3_KEY,
+                "platform_certificates": [fixture_ref(fixtures, "wechatpay_v3/simulate_platform_certificate.pem")],
+            }),
+            keys: SimulateKeys {
+                private_key_pem: Some(read_fixture(fixtures, "wechatpay_v3/simulate_platform_private_key.pem")?),
+                key_id: Some(TEST_SERIAL.into()),
+                api_v3_key: Some(TEST_API_V3_KEY.as_bytes().to_vec()),
+                ..SimulateKeys::default()
+            },
+            app_id: Some(TEST_APPID.into()),
+            mch_id: Some(TEST_MCHID.into()),
+        })
     }
 }
 

@@ -13,12 +13,15 @@ use http_body_util::{BodyExt as _, Full};
 use jiff::Timestamp;
 
 use crate::channels::amount::{currency_exponent, format_minor, parse_decimal_minor};
-use crate::channels::{registry, ChannelKind, EventKind, SimulateKeys, SimulateSpec, SimulatedNotification};
+use crate::channels::{
+    registry, ChannelKind, EventKind, SimulateInput, SimulateKeys, SimulateSpec, SimulatedNotification,
+};
 
 /// Flags of `payguard simulate`.
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
-    /// Channel protocol: alipay, wechatpay_v3, wechatpay_v2, stripe, unionpay, standard_webhooks.
+    /// Channel protocol: its name under `channel:` in the config, e.g. `stripe` (an unknown name
+    /// lists them all).
     #[arg(value_parser = parse_channel)]
     pub channel: ChannelKind,
     /// Where to POST the notification, e.g. http://127.0.0.1:8080/notify/stripe (plain HTTP).
@@ -52,7 +55,8 @@ pub struct SimulateArgs {
     /// App id to put in the notification (Alipay `app_id`, WeChat `appid`).
     #[arg(long)]
     pub app_id: Option<String>,
-    /// Merchant id (WeChat `mchid`/`mch_id`, UnionPay `merId`, Alipay `seller_id`).
+    /// Merchant id to put in the notification, e.g. WeChat `mchid`/`mch_id`, UnionPay `merId`,
+    /// Alipay `seller_id` (docs/channels.md says what each channel calls it).
     #[arg(long)]
     pub mch_id: Option<String>,
     /// PEM private key that signs, PKCS#8 or PKCS#1, RSA-2048 or larger (Alipay app key in the
@@ -66,7 +70,8 @@ pub struct SimulateArgs {
     /// WeChat Pay v3 `Wechatpay-Serial`: platform certificate serial or `PUB_KEY_ID_…`.
     #[arg(long)]
     pub key_id: Option<String>,
-    /// Shared secret: Stripe or Standard Webhooks `whsec_…`, WeChat Pay v2 API key.
+    /// Shared secret of an HMAC channel, e.g. a Stripe or Standard Webhooks `whsec_…` or the
+    /// WeChat Pay v2 API key (docs/channels.md says which one each channel takes).
     #[arg(long, conflicts_with = "secret_env")]
     pub secret: Option<String>,
     /// Name of an environment variable holding `--secret`.
@@ -104,8 +109,10 @@ pub struct SimulateArgs {
 }
 
 fn parse_channel(text: &str) -> Result<ChannelKind, String> {
-    serde_json::from_value(serde_json::Value::String(text.to_string()))
-        .map_err(|_| "one of alipay, wechatpay_v3, wechatpay_v2, stripe, unionpay, standard_webhooks".to_string())
+    ChannelKind::from_name(text).ok_or_else(|| {
+        let names: Vec<&str> = ChannelKind::ALL.iter().map(|k| k.as_str()).collect();
+        format!("one of {}", names.join(", "))
+    })
 }
 
 fn parse_kind(text: &str) -> Result<EventKind, String> {
@@ -168,16 +175,12 @@ fn spec_from(args: &SimulateArgs) -> anyhow::Result<SimulateSpec> {
         (args.refund_no.clone(), None)
     };
     let uuid = uuid::Uuid::new_v4().simple().to_string();
-    let channel_txn_id = args.txn_id.clone().unwrap_or_else(|| match args.channel {
-        ChannelKind::Stripe => format!("pi_sim{stamp}"),
-        _ => format!("4200{stamp}"),
-    });
-    let notification_id = args.event_id.clone().unwrap_or_else(|| match args.channel {
-        ChannelKind::Stripe => format!("evt_{uuid}"),
-        ChannelKind::StandardWebhooks => format!("msg_{uuid}"),
-        ChannelKind::Unionpay => format!("{stamp}{:08}", stamp % 100_000_000),
-        _ => uuid,
-    });
+    let info = args.channel.info();
+    let channel_txn_id = args.txn_id.clone().unwrap_or_else(|| info.simulated_txn_id(stamp));
+    let notification_id = args
+        .event_id
+        .clone()
+        .unwrap_or_else(|| info.simulated_notification_id(stamp, &uuid));
     Ok(SimulateSpec {
         out_trade_no,
         amount_minor,
@@ -194,38 +197,39 @@ fn spec_from(args: &SimulateArgs) -> anyhow::Result<SimulateSpec> {
 }
 
 /// The flags a channel cannot do without, checked up front so the error names the flag.
-fn required_flags(args: &SimulateArgs) -> Vec<&'static str> {
+fn required_flags(args: &SimulateArgs) -> Vec<String> {
     let has_secret = args.secret.is_some() || args.secret_env.is_some();
-    let checks: &[(bool, &'static str)] = match args.channel {
-        ChannelKind::Alipay => &[
-            (args.private_key.is_some(), "--private-key"),
-            (args.app_id.is_some(), "--app-id"),
-        ],
-        ChannelKind::WechatpayV3 => &[
-            (args.private_key.is_some(), "--private-key"),
-            (
-                args.key_id.is_some() || args.certificate.is_some(),
-                "--key-id (or --certificate)",
-            ),
-            (
-                args.api_v3_key.is_some() || args.api_v3_key_env.is_some(),
-                "--api-v3-key",
-            ),
-        ],
-        ChannelKind::WechatpayV2 => &[
-            (has_secret, "--secret (the API key)"),
-            (args.app_id.is_some(), "--app-id"),
-            (args.mch_id.is_some(), "--mch-id"),
-        ],
-        ChannelKind::Stripe => &[(has_secret, "--secret (whsec_…)")],
-        ChannelKind::Unionpay => &[
-            (args.private_key.is_some(), "--private-key"),
-            (args.certificate.is_some(), "--certificate"),
-            (args.mch_id.is_some(), "--mch-id"),
-        ],
-        ChannelKind::StandardWebhooks => &[(has_secret, "--secret (whsec_…)")],
+    let present = |input: SimulateInput| match input {
+        SimulateInput::PrivateKey => args.private_key.is_some(),
+        SimulateInput::Certificate => args.certificate.is_some(),
+        SimulateInput::KeyIdOrCertificate => args.key_id.is_some() || args.certificate.is_some(),
+        SimulateInput::Secret => has_secret,
+        SimulateInput::ApiV3Key => args.api_v3_key.is_some() || args.api_v3_key_env.is_some(),
+        SimulateInput::AppId => args.app_id.is_some(),
+        SimulateInput::MchId => args.mch_id.is_some(),
     };
-    checks.iter().filter(|(ok, _)| !ok).map(|(_, flag)| *flag).collect()
+    args.channel
+        .info()
+        .simulate_needs
+        .iter()
+        .filter(|(input, _)| !present(*input))
+        .map(|(input, hint)| {
+            let flag = match input {
+                SimulateInput::PrivateKey => "--private-key",
+                SimulateInput::Certificate => "--certificate",
+                SimulateInput::KeyIdOrCertificate => "--key-id (or --certificate)",
+                SimulateInput::Secret => "--secret",
+                SimulateInput::ApiV3Key => "--api-v3-key",
+                SimulateInput::AppId => "--app-id",
+                SimulateInput::MchId => "--mch-id",
+            };
+            if hint.is_empty() {
+                flag.to_string()
+            } else {
+                format!("{flag} ({hint})")
+            }
+        })
+        .collect()
 }
 
 fn keys_from(args: &SimulateArgs) -> anyhow::Result<SimulateKeys> {
@@ -235,9 +239,16 @@ fn keys_from(args: &SimulateArgs) -> anyhow::Result<SimulateKeys> {
     }
     let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
     let certificate_pem = args.certificate.as_deref().map(read).transpose()?;
-    let key_id = match (&args.key_id, &certificate_pem, args.channel) {
-        (Some(id), _, _) => Some(id.clone()),
-        (None, Some(pem), ChannelKind::WechatpayV3) => Some(certificate_serial(pem)?),
+    // A channel that announces its key by id takes the certificate's serial when no id is given.
+    let id_from_certificate = args
+        .channel
+        .info()
+        .simulate_needs
+        .iter()
+        .any(|(input, _)| *input == SimulateInput::KeyIdOrCertificate);
+    let key_id = match (&args.key_id, &certificate_pem) {
+        (Some(id), _) => Some(id.clone()),
+        (None, Some(pem)) if id_from_certificate => Some(certificate_serial(pem)?),
         _ => None,
     };
     Ok(SimulateKeys {

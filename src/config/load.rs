@@ -813,10 +813,26 @@ mod tests {
             ["routes[0].notify.channel.stripe.tolerence: unknown key"]
         );
 
+        // The list is every registered channel, in registration order.
         let channel = notify.replace("stripe:", "strpe:");
+        let names: Vec<&str> = crate::channels::ChannelKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(
+            names[..6],
+            [
+                "alipay",
+                "wechatpay_v3",
+                "wechatpay_v2",
+                "stripe",
+                "unionpay",
+                "standard_webhooks"
+            ]
+        );
         assert_eq!(
             issues_of(&channel),
-            ["routes[0].notify.channel: `strpe` is not one of: alipay, wechatpay_v3, wechatpay_v2, stripe, unionpay, standard_webhooks"]
+            [format!(
+                "routes[0].notify.channel: `strpe` is not one of: {}",
+                names.join(", ")
+            )]
         );
     }
 

@@ -309,23 +309,11 @@ fn unsupported_content_encoding(headers: &HeaderMap) -> Option<String> {
         .map(|coding| format!("content-encoding {coding:.32} is not supported"))
 }
 
-/// Whether a legacy backend's own reply means "accepted" in the channel's terms:
-/// Alipay needs exactly `success`, WeChat Pay v2 needs `return_code` SUCCESS, the others 2xx.
+/// Whether a legacy backend's own reply means "accepted" in the channel's terms (each channel's
+/// [`crate::channels::ChannelSetup::backend_acknowledged`]: Alipay needs exactly `success`, WeChat
+/// Pay v2 needs `return_code` SUCCESS, most others any 2xx).
 pub fn backend_acknowledged(kind: ChannelKind, status: u16, body: &[u8]) -> bool {
-    match kind {
-        ChannelKind::Alipay => status == 200 && body == b"success",
-        ChannelKind::WechatpayV2 => {
-            status == 200 && {
-                let text = String::from_utf8_lossy(body);
-                let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-                compact.contains("<return_code><![CDATA[SUCCESS]]></return_code>")
-                    || compact.contains("<return_code>SUCCESS</return_code>")
-            }
-        }
-        ChannelKind::WechatpayV3 => status == 200 || status == 204,
-        ChannelKind::Unionpay => status == 200,
-        ChannelKind::Stripe | ChannelKind::StandardWebhooks => (200..300).contains(&status),
-    }
+    kind.info().backend_acknowledged(status, body)
 }
 
 fn relay(resp: crate::proxy::backend::BackendResponse) -> Reply {
