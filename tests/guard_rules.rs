@@ -390,6 +390,36 @@ fn redis_outage_applies_each_rules_on_store_error_quickly() {
     }
 }
 
+/// An order counted after the backend's 2xx while Redis is down: allowed by the rule's policy,
+/// and the failed count is one store error, counted once (by the metered store), not twice.
+#[test]
+fn a_failed_count_after_upstream_2xx_is_one_store_error() {
+    let rule = "    - name: paid-orders
+      match: { routes: [orders], methods: [POST] }
+      user: body:/user_id
+      window: { sliding: 1h }
+      count_on: upstream_2xx
+      on_store_error: allow
+      tiers:
+        - { over: 100, action: reject }
+";
+    let mut env = GuardEnv::start(StoreKind::OwnRedis, &format!("guard:\n  order_rules:\n{rule}"));
+    let order = || Req::new("POST", "/v1/orders", br#"{"user_id":"u1"}"#);
+    assert_eq!(env.send(&order()).status(), 200);
+    let count_errors = "payguard_store_errors_total{backend=\"redis\",op=\"count\"}";
+    assert_eq!(env.metric(count_errors), 0.0);
+    env.redis.as_mut().unwrap().stop();
+    assert_eq!(env.send(&order()).status(), 200, "on_store_error: allow");
+    assert_eq!(env.up.requests().len(), 2);
+    // The count runs after the answer was relayed; give it the store's short timeout to fail.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while env.metric(count_errors) == 0.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(env.metric(count_errors), 1.0, "one failed count, one error");
+}
+
 #[test]
 fn one_store_round_trip_per_guarded_request_on_standalone_redis() {
     let guard = format!(

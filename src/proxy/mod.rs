@@ -258,12 +258,8 @@ fn upstream_error(e: crate::proxy::backend::BackendError) -> Box<Error> {
 /// Increments `count_on: upstream_2xx` order counters after the backend accepted the order.
 async fn count_accepted_orders(state: &SharedState, counters: &[crate::store::CounterSpec]) {
     for c in counters {
+        // The metered store counts the error in payguard_store_errors_total; only the log here.
         if let Err(e) = state.store.count(c).await {
-            state
-                .metrics
-                .store_errors
-                .with_label_values(&[state.store.backend(), "count"])
-                .inc();
             tracing::warn!(error = %e, "could not count an accepted order");
         }
     }
