@@ -16,6 +16,7 @@ pub mod guard;
 pub mod health;
 pub mod metrics;
 pub mod notify;
+pub mod outcome;
 pub mod problem;
 pub mod proxy;
 pub mod schema;

@@ -209,15 +209,16 @@ impl ChannelError {
     }
 
     /// Stable outcome label for metrics and logs.
-    pub fn outcome(&self) -> &'static str {
+    pub fn outcome(&self) -> crate::outcome::NotifyOutcome {
+        use crate::outcome::NotifyOutcome as O;
         match self {
-            Self::Malformed(_) => "rejected_malformed",
-            Self::Signature(_) | Self::Unsupported(_) => "rejected_signature",
-            Self::Stale(_) => "rejected_stale",
-            Self::UnknownKey(_) => "rejected_unknown_key",
-            Self::Decrypt(_) => "rejected_decrypt",
-            Self::Business(_) => "rejected_business",
-            Self::Amount(_) => "rejected_amount",
+            Self::Malformed(_) => O::RejectedMalformed,
+            Self::Signature(_) | Self::Unsupported(_) => O::RejectedSignature,
+            Self::Stale(_) => O::RejectedStale,
+            Self::UnknownKey(_) => O::RejectedUnknownKey,
+            Self::Decrypt(_) => O::RejectedDecrypt,
+            Self::Business(_) => O::RejectedBusiness,
+            Self::Amount(_) => O::RejectedAmount,
         }
     }
 }

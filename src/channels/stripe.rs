@@ -847,7 +847,7 @@ mod tests {
         for body in &refused {
             let err = verify_signed_body(body, 1714536000).unwrap_err();
             assert!(matches!(err, ChannelError::Amount(_)), "{err:?} for {body}");
-            assert_eq!(err.outcome(), "rejected_amount");
+            assert_eq!(err.outcome().as_str(), "rejected_amount");
         }
         // A Checkout Session discounted to 100 % is a real payment of 0.
         let free = S2_BODY.replace(r#""amount_total":1999"#, r#""amount_total":0"#);

@@ -1054,7 +1054,7 @@ mod tests {
     fn unknown_serial_is_an_unknown_key_error() {
         let err = verify_dw1_with(&channel(), "5157F09EFDC096DE15EBE81A47057A7232F1B8E1").unwrap_err();
         assert!(matches!(err, ChannelError::UnknownKey(_)), "{err:?}");
-        assert_eq!(err.outcome(), "rejected_unknown_key");
+        assert_eq!(err.outcome().as_str(), "rejected_unknown_key");
         assert!(matches!(
             verify_dw1_with(&channel(), "not-hex"),
             Err(ChannelError::Malformed(_))
@@ -1108,7 +1108,7 @@ mod tests {
         cfg.api_v3_key = SecretRef::new("00000000000000000000000000000000");
         let err = verify_dw1_with(&cfg.build().unwrap(), DW_SERIAL).unwrap_err();
         assert!(matches!(err, ChannelError::Decrypt(_)), "{err:?}");
-        assert_eq!(err.outcome(), "rejected_decrypt");
+        assert_eq!(err.outcome().as_str(), "rejected_decrypt");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::channels::standard_webhooks::StandardWebhookSigner;
 use crate::channels::{Ack, Channel, ChannelKind, EventKind, NotifyRequest, RefundInfo, VerifiedEvent};
 use crate::clock::Clock;
+use crate::outcome::NotifyOutcome;
 use crate::proxy::backend::{is_hop_by_hop, Backend, BackendError, BackendRequest};
 use crate::store::{DedupClaim, Store};
 
@@ -126,9 +127,8 @@ impl From<Ack> for Reply {
 /// One line of the transaction log and the metric labels.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NotifyRecord {
-    /// Outcome label: `forwarded`, `duplicate`, `in_flight`, `late_pending`, `rejected_*`,
-    /// `backend_error`, `store_error`, `body_too_large`.
-    pub outcome: &'static str,
+    /// How it ended (the metric label and log field).
+    pub outcome: NotifyOutcome,
     /// Why it was refused (no secrets, no signatures).
     pub reason: Option<String>,
     /// Stable event id.
@@ -153,7 +153,7 @@ pub async fn handle_notification(
 ) -> (Reply, NotifyRecord) {
     let channel = route.channel.as_ref();
     let mut record = NotifyRecord::default();
-    let fail = |record: &mut NotifyRecord, outcome: &'static str, reason: String, ack_reason: &str| {
+    let fail = |record: &mut NotifyRecord, outcome: NotifyOutcome, reason: String, ack_reason: &str| {
         record.outcome = outcome;
         record.reason = Some(reason);
         Reply::from(channel.failure_ack(ack_reason))
@@ -161,12 +161,20 @@ pub async fn handle_notification(
 
     if incoming.body.len() > route.max_body {
         let reason = format!("body of {} bytes exceeds {} bytes", incoming.body.len(), route.max_body);
-        return (fail(&mut record, "body_too_large", reason, "body too large"), record);
+        return (
+            fail(&mut record, NotifyOutcome::BodyTooLarge, reason, "body too large"),
+            record,
+        );
     }
 
     if let Some(reason) = unsupported_content_encoding(incoming.headers) {
         return (
-            fail(&mut record, "rejected_malformed", reason, "malformed notification"),
+            fail(
+                &mut record,
+                NotifyOutcome::RejectedMalformed,
+                reason,
+                "malformed notification",
+            ),
             record,
         );
     }
@@ -210,12 +218,12 @@ pub async fn handle_notification(
             token
         }
         Ok(DedupClaim::Superseded) => {
-            record.outcome = "late_pending";
+            record.outcome = NotifyOutcome::LatePending;
             record.dedup = Some("skipped");
             return (Reply::from(channel.success_ack()), record);
         }
         Ok(DedupClaim::Done) => {
-            record.outcome = "duplicate";
+            record.outcome = NotifyOutcome::Duplicate;
             record.dedup = Some("done");
             return (Reply::from(channel.success_ack()), record);
         }
@@ -223,7 +231,7 @@ pub async fn handle_notification(
             record.dedup = Some("in_flight");
             let reply = fail(
                 &mut record,
-                "in_flight",
+                NotifyOutcome::InFlight,
                 "another delivery of this event is being processed".into(),
                 "in progress, retry later",
             );
@@ -232,7 +240,12 @@ pub async fn handle_notification(
         // Fail closed: the channel retries later.
         Err(e) => {
             return (
-                fail(&mut record, "store_error", e.to_string(), "temporarily unavailable"),
+                fail(
+                    &mut record,
+                    NotifyOutcome::StoreError,
+                    e.to_string(),
+                    "temporarily unavailable",
+                ),
                 record,
             )
         }
@@ -267,7 +280,7 @@ pub async fn handle_notification(
                 tracing::warn!(event_id = %keys.event_id, error = %e, "could not record the event as done; a retry may be forwarded again")
             }
         }
-        record.outcome = "forwarded";
+        record.outcome = NotifyOutcome::Forwarded;
         let reply = match (route.forward, result) {
             (ForwardMode::Passthrough, Ok(resp)) => relay(resp),
             _ => Reply::from(channel.success_ack()),
@@ -286,12 +299,17 @@ pub async fn handle_notification(
     let reply = match (route.forward, result) {
         // The legacy handler answered in the channel's own format: relay it.
         (ForwardMode::Passthrough, Ok(resp)) => {
-            record.outcome = "backend_error";
+            record.outcome = NotifyOutcome::BackendError;
             record.reason = Some(reason);
             relay(resp)
         }
-        (_, Err(BackendError::Timeout(_))) => fail(&mut record, "backend_error", reason, "backend timeout"),
-        _ => fail(&mut record, "backend_error", reason, "backend did not accept the event"),
+        (_, Err(BackendError::Timeout(_))) => fail(&mut record, NotifyOutcome::BackendError, reason, "backend timeout"),
+        _ => fail(
+            &mut record,
+            NotifyOutcome::BackendError,
+            reason,
+            "backend did not accept the event",
+        ),
     };
     (reply, record)
 }

@@ -19,6 +19,7 @@ use crate::canonical::query::CanonicalQuery;
 use crate::canonical::Refusal;
 use crate::config::{Config, DefaultAction, PolicyKind};
 use crate::guard::signature::SignatureFailure;
+use crate::outcome::{NotifyOutcome, RequestOutcome};
 use crate::problem::{Problem, PROBLEM_CONTENT_TYPE};
 use crate::state::SharedState;
 use routes::{Routed, DEFAULT_ROUTE_NAME};
@@ -51,7 +52,7 @@ pub struct RequestCtx {
     path: Option<crate::canonical::path::CanonicalPath>,
     /// The request target as sent, when payguard rewrote it (logged next to the canonical one).
     sent_target: Option<String>,
-    outcome: &'static str,
+    outcome: RequestOutcome,
     /// Stable problem code when payguard answered with a rejection.
     code: Option<&'static str>,
     upstream_started: Option<Instant>,
@@ -74,7 +75,7 @@ impl RequestCtx {
             request_id: String::new(),
             path: None,
             sent_target: None,
-            outcome: "proxied",
+            outcome: RequestOutcome::Proxied,
             code: None,
             upstream_started: None,
             guard_request_headers: Vec::new(),
@@ -293,7 +294,7 @@ impl PayguardProxy {
 
     /// Answers a rejection verdict.
     async fn reject(&self, session: &mut Session, ctx: &mut RequestCtx, problem: Problem) -> Result<bool> {
-        ctx.outcome = "rejected";
+        ctx.outcome = RequestOutcome::Rejected;
         ctx.code = Some(problem.code);
         respond_problem(session, ctx, problem).await?;
         Ok(true)
@@ -599,11 +600,11 @@ impl PayguardProxy {
         config: &Config,
         route: &crate::notify::NotifyRoute,
     ) -> Result<()> {
-        ctx.outcome = "notification";
+        ctx.outcome = RequestOutcome::Notification;
         let channel = route.channel.kind();
         let (reply, record) = if session.req_header().method != http::Method::POST {
             let mut record = crate::notify::NotifyRecord {
-                outcome: "rejected_method",
+                outcome: NotifyOutcome::RejectedMethod,
                 ..Default::default()
             };
             record.reason = Some(format!("method {} is not POST", session.req_header().method));
@@ -616,7 +617,7 @@ impl PayguardProxy {
                 // The notification log shows a stalled notification like any other.
                 Err(e) if is_body_timeout(&e) => {
                     let record = crate::notify::NotifyRecord {
-                        outcome: "client_timeout",
+                        outcome: NotifyOutcome::ClientTimeout,
                         reason: Some(format!("the request body stalled: {e}")),
                         ..Default::default()
                     };
@@ -625,7 +626,7 @@ impl PayguardProxy {
                 Err(e) => return Err(e),
                 Ok(Err(len)) => {
                     let record = crate::notify::NotifyRecord {
-                        outcome: "body_too_large",
+                        outcome: NotifyOutcome::BodyTooLarge,
                         reason: Some(format!("body exceeds {} bytes (read {len})", route.max_body)),
                         ..Default::default()
                     };
@@ -682,7 +683,7 @@ impl PayguardProxy {
     ) -> Result<()> {
         let m = &self.state.metrics;
         m.notifications
-            .with_label_values(&[ctx.route.as_str(), channel.as_str(), record.outcome])
+            .with_label_values(&[ctx.route.as_str(), channel.as_str(), record.outcome.as_str()])
             .inc();
         if let Some(latency) = record.backend_latency {
             m.notify_backend_duration
@@ -695,7 +696,7 @@ impl PayguardProxy {
             request_id = %ctx.request_id,
             route = %ctx.route,
             channel = channel.as_str(),
-            outcome = record.outcome,
+            outcome = record.outcome.as_str(),
             event_id = record.event_id.as_deref(),
             kind = record.kind,
             out_trade_no = record.out_trade_no.as_deref(),
@@ -803,7 +804,7 @@ impl ProxyHttp for PayguardProxy {
                     (PolicyKind::Guard, _) => match config.guard.clone() {
                         Some(guard) => self.handle_guard(session, ctx, &config, &guard).await,
                         None => {
-                            ctx.outcome = "misconfigured";
+                            ctx.outcome = RequestOutcome::Misconfigured;
                             respond_problem(session, ctx, Problem::new(500, "INTERNAL", "guard not configured"))
                                 .await?;
                             Ok(true)
@@ -815,7 +816,7 @@ impl ProxyHttp for PayguardProxy {
                     }
                     // Rejected by config validation until their handlers exist.
                     _ => {
-                        ctx.outcome = "misconfigured";
+                        ctx.outcome = RequestOutcome::Misconfigured;
                         respond_problem(session, ctx, Problem::new(500, "INTERNAL", "route policy unavailable"))
                             .await?;
                         Ok(true)
@@ -824,7 +825,7 @@ impl ProxyHttp for PayguardProxy {
             }
             Routed::Default(DefaultAction::Pass) => Ok(false),
             Routed::Default(DefaultAction::NotFound) => {
-                ctx.outcome = "not_found";
+                ctx.outcome = RequestOutcome::NotFound;
                 respond_problem(session, ctx, Problem::not_found()).await?;
                 Ok(true)
             }
@@ -914,34 +915,34 @@ impl ProxyHttp for PayguardProxy {
             (_, ErrorType::HTTPStatus(code)) => {
                 let code = *code;
                 let p = Problem::new(code, "REQUEST_FAILED", "the request could not be processed");
-                ctx.outcome = "error";
+                ctx.outcome = RequestOutcome::Error;
                 Some(p)
             }
             (
                 ErrorSource::Upstream,
                 ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
             ) => {
-                ctx.outcome = "upstream_timeout";
+                ctx.outcome = RequestOutcome::UpstreamTimeout;
                 Some(Problem::upstream_timeout())
             }
             (ErrorSource::Upstream, _) => {
-                ctx.outcome = "upstream_error";
+                ctx.outcome = RequestOutcome::UpstreamError;
                 Some(Problem::upstream_unavailable())
             }
             (ErrorSource::Downstream, ErrorType::ReadTimedout) => {
-                ctx.outcome = "client_timeout";
+                ctx.outcome = RequestOutcome::ClientTimeout;
                 Some(Problem::request_timeout())
             }
             (ErrorSource::Downstream, ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed) => {
-                ctx.outcome = "client_closed";
+                ctx.outcome = RequestOutcome::ClientClosed;
                 None
             }
             (ErrorSource::Downstream, _) => {
-                ctx.outcome = "bad_request";
+                ctx.outcome = RequestOutcome::BadRequest;
                 Some(Problem::new(400, "BAD_REQUEST", "the request is not valid HTTP"))
             }
             _ => {
-                ctx.outcome = "error";
+                ctx.outcome = RequestOutcome::Error;
                 Some(Problem::new(500, "INTERNAL", "internal error"))
             }
         };
@@ -968,7 +969,9 @@ impl ProxyHttp for PayguardProxy {
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
         let latency = ctx.started.elapsed();
         let m = &self.state.metrics;
-        m.requests.with_label_values(&[ctx.route.as_str(), ctx.outcome]).inc();
+        m.requests
+            .with_label_values(&[ctx.route.as_str(), ctx.outcome.as_str()])
+            .inc();
         m.request_duration
             .with_label_values(&[ctx.route.as_str()])
             .observe(latency.as_secs_f64());
@@ -984,7 +987,7 @@ impl ProxyHttp for PayguardProxy {
             path: log_cut(path),
             sent_path,
             status,
-            outcome: ctx.outcome,
+            outcome: ctx.outcome.as_str(),
             code: ctx.code,
             latency_ms: latency.as_secs_f64() * 1000.0,
             error: e.map(|e| e.etype().as_str()),
