@@ -47,6 +47,20 @@ fn spawn_kept(cmd: Command) -> io::Result<Child> {
         .map_err(|_| io::Error::other("redis keeper thread is gone"))?
 }
 
+/// Spawns `cmd` (a `redis-server`) so that it dies with the test process.
+fn spawn_dying_with_test(mut cmd: Command) -> Child {
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    spawn_kept(cmd).unwrap_or_else(|e| panic!("cannot start {REDIS_SERVER}: {e}"))
+}
+
 /// A free loopback port; with `bus`, port + 10000 (the cluster bus) is free too.
 fn free_port(bus: bool) -> u16 {
     for _ in 0..200 {
@@ -138,17 +152,7 @@ impl RedisServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = spawn_kept(cmd).unwrap_or_else(|e| panic!("cannot start {REDIS_SERVER}: {e}"));
-        self.child = Some(child);
+        self.child = Some(spawn_dying_with_test(cmd));
         self.wait_ready();
     }
 
