@@ -16,9 +16,11 @@ use crate::clock::SharedClock;
 pub mod embedded;
 pub(crate) mod generation;
 pub mod metered;
+pub mod redis_sentinel;
 pub mod redis_store;
 
 pub use embedded::{EmbeddedStore, EmbeddedStoreConfig};
+pub use redis_sentinel::RedisSentinelConfig;
 pub use redis_store::{RedisStore, RedisStoreConfig, RedisTlsConfig};
 
 /// A store failure (timeout, connection refused, script error). Callers apply the rule's
@@ -351,6 +353,16 @@ impl StoreConfig {
     /// One line for `payguard check`: backend and where it is (never the password).
     pub fn summary(&self) -> String {
         match (self.backend, &self.redis) {
+            (StoreBackend::Redis, Some(r)) if r.sentinel.is_some() => {
+                let sentinel = r
+                    .sentinel
+                    .as_ref()
+                    .map_or((0, ""), |s| (s.nodes.len(), s.master_name.as_str()));
+                format!(
+                    "redis sentinel ({} sentinels, master {:?}, prefix {:?})",
+                    sentinel.0, sentinel.1, r.key_prefix
+                )
+            }
             (StoreBackend::Redis, Some(r)) if !r.cluster_nodes.is_empty() => {
                 format!(
                     "redis cluster ({} seed nodes, prefix {:?})",
@@ -405,6 +417,9 @@ mod tests {
             "command_timeout",
             "password",
             "data_loss_notice_for",
+            "sentinel",
+            "master_name",
+            "sentinel_password",
         ] {
             assert!(schema.contains(key), "schema lacks {key}");
         }

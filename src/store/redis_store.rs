@@ -36,13 +36,15 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::generation::{DataLossLog, Markers, HEALTH_SAMPLE, MARKER_TTL};
+use super::redis_sentinel::{self, RedisSentinelConfig, SentinelSettings};
 use super::{
     lease_token, millis, BucketDecision, BucketSpec, CounterSpec, CounterWindow, DataLoss, DataLossSource, DedupClaim,
     GuardBatch, GuardOutcome, Store, StoreError,
 };
 use crate::config::secret::SecretRef;
 
-/// Settings of the Redis store. Set exactly one of `url` (standalone) or `cluster_nodes`.
+/// Settings of the Redis store. Set exactly one of `url` (standalone), `cluster_nodes` (Redis
+/// Cluster) or `sentinel` (a master found through Redis Sentinel).
 #[derive(Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedisStoreConfig {
@@ -52,6 +54,9 @@ pub struct RedisStoreConfig {
     /// Redis Cluster seed nodes, `redis://host:port` each; the rest is discovered.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cluster_nodes: Vec<String>,
+    /// A master found through Redis Sentinel, and followed across failovers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel: Option<RedisSentinelConfig>,
     /// Prefix of every key payguard writes.
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
@@ -114,6 +119,7 @@ impl Default for RedisStoreConfig {
         Self {
             url: None,
             cluster_nodes: Vec::new(),
+            sentinel: None,
             key_prefix: default_key_prefix(),
             command_timeout: default_command_timeout(),
             connect_timeout: default_connect_timeout(),
@@ -142,6 +148,7 @@ impl std::fmt::Debug for RedisStoreConfig {
                 "cluster_nodes",
                 &self.cluster_nodes.iter().map(|n| redact_url(n)).collect::<Vec<_>>(),
             )
+            .field("sentinel", &self.sentinel)
             .field("key_prefix", &self.key_prefix)
             .field("command_timeout", &self.command_timeout)
             .field("connect_timeout", &self.connect_timeout)
@@ -158,18 +165,39 @@ impl RedisStoreConfig {
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut issues = Vec::new();
         let mut issue = |path: &str, msg: String| issues.push((path.to_string(), msg));
-        match (&self.url, self.cluster_nodes.is_empty()) {
-            (None, true) => issue(
+        let locations = [
+            self.url.is_some(),
+            !self.cluster_nodes.is_empty(),
+            self.sentinel.is_some(),
+        ];
+        match (&self.url, self.cluster_nodes.is_empty(), &self.sentinel) {
+            _ if locations.iter().filter(|&&set| set).count() > 1 => {
+                issue("url", "set only one of `url`, `cluster_nodes` and `sentinel`".into())
+            }
+            (None, true, None) => issue(
                 "url",
-                "set `url` (standalone) or `cluster_nodes` (Redis Cluster)".into(),
+                "set `url` (standalone), `cluster_nodes` (Redis Cluster) or `sentinel` (Redis Sentinel)".into(),
             ),
-            (Some(_), false) => issue("url", "set either `url` or `cluster_nodes`, not both".into()),
-            (Some(url), true) => {
+            (None, true, Some(sentinel)) => {
+                for (path, msg) in sentinel.validate() {
+                    issue(&format!("sentinel.{path}"), msg);
+                }
+                if self.password.is_some() {
+                    issue(
+                        "password",
+                        "with `sentinel`, put the Redis password in `sentinel.password`".into(),
+                    );
+                }
+                if self.tls.is_some() {
+                    issue("tls", "TLS to Redis is not supported with `sentinel` yet".into());
+                }
+            }
+            (Some(url), _, _) => {
                 if url.as_str().into_connection_info().is_err() {
                     issue("url", format!("not a redis:// URL: {}", redact_url(url)));
                 }
             }
-            (None, false) => {
+            (None, false, _) => {
                 for (i, node) in self.cluster_nodes.iter().enumerate() {
                     if node.as_str().into_connection_info().is_err() {
                         issue(
@@ -308,7 +336,7 @@ struct GuardPart {
 
 /// A multiplexed connection that reconnects in the background.
 #[derive(Clone)]
-enum Connection {
+pub(crate) enum Connection {
     Standalone(ConnectionManager),
     Cluster(ClusterConnection),
 }
@@ -329,6 +357,8 @@ pub struct RedisStore {
     instance_id: Arc<str>,
     markers: Arc<Markers>,
     losses: Arc<DataLossLog>,
+    /// With `sentinel`: wakes the task that follows the master, after a failed call.
+    wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -344,7 +374,7 @@ impl std::fmt::Debug for RedisStore {
 }
 
 /// Maps a client error; the text never includes the URL (which could carry a password).
-fn store_error(e: RedisError) -> StoreError {
+pub(crate) fn store_error(e: RedisError) -> StoreError {
     if e.is_timeout() {
         return StoreError::Unavailable("timed out".to_string());
     }
@@ -364,6 +394,7 @@ struct ConnectSettings {
     cfg: RedisStoreConfig,
     password: Option<String>,
     tls: Option<TlsCertificates>,
+    sentinel: Option<SentinelSettings>,
 }
 
 impl ConnectSettings {
@@ -382,6 +413,7 @@ impl ConnectSettings {
             cfg: cfg.clone(),
             password,
             tls: cfg.tls_certificates()?,
+            sentinel: cfg.sentinel.as_ref().map(SentinelSettings::resolve).transpose()?,
         })
     }
 
@@ -390,13 +422,43 @@ impl ConnectSettings {
     async fn establish(&self) -> Result<Connection, StoreError> {
         let timeout = self.cfg.connect_timeout;
         let attempt = async {
-            let conn = open_connection(&self.cfg, self.password.as_deref(), self.tls.clone()).await?;
+            let conn = match &self.sentinel {
+                Some(sentinel) => {
+                    let (client, _) = redis_sentinel::find_master(&mut sentinel.sentinel_client()?).await?;
+                    Connection::Standalone(standalone_manager(client, &self.cfg).await?)
+                }
+                None => open_connection(&self.cfg, self.password.as_deref(), self.tls.clone()).await?,
+            };
             ping(&conn).await?;
             Ok(conn)
         };
         tokio::time::timeout(timeout, attempt)
             .await
             .map_err(|_| StoreError::Timeout(timeout))?
+    }
+
+    /// With `sentinel`: keeps `store`'s connection on the current master from now on.
+    fn follow_master(&self, store: &RedisStore) {
+        let (Some(settings), Some(wake)) = (&self.sentinel, &store.wake) else {
+            return;
+        };
+        let cfg = self.cfg.clone();
+        let follower = redis_sentinel::Follower {
+            settings: settings.clone(),
+            slot: store.conn.clone(),
+            wake: wake.clone(),
+            master_addr: String::new(),
+            command_timeout: cfg.command_timeout,
+            open: move |client: redis::Client| {
+                let cfg = cfg.clone();
+                async move {
+                    let manager = standalone_manager(client, &cfg).await?;
+                    ping(&Connection::Standalone(manager.clone())).await?;
+                    Ok(manager)
+                }
+            },
+        };
+        tokio::spawn(follower.run());
     }
 }
 
@@ -411,6 +473,7 @@ impl RedisStore {
             instance_id: lease_token().into(),
             markers: Arc::new(Markers::new(&cfg.key_prefix, cluster)),
             losses: Arc::new(DataLossLog::new(cfg.data_loss_notice_for, cluster)),
+            wake: cfg.sentinel.as_ref().map(|_| Arc::new(tokio::sync::Notify::new())),
         }
     }
 
@@ -438,6 +501,7 @@ pub async fn connect(cfg: &RedisStoreConfig) -> Result<RedisStore, StoreError> {
     let settings = ConnectSettings::resolve(cfg)?;
     let store = RedisStore::unconnected(cfg);
     store.conn.store(Some(Arc::new(settings.establish().await?)));
+    settings.follow_master(&store);
     Ok(store)
 }
 
@@ -457,6 +521,7 @@ pub fn connect_in_background(cfg: &RedisStoreConfig) -> Result<RedisStore, Store
             match settings.establish().await {
                 Ok(conn) => {
                     connecting.conn.store(Some(Arc::new(conn)));
+                    settings.follow_master(&connecting);
                     tracing::info!(attempt, "connected to Redis");
                     return;
                 }
@@ -622,12 +687,21 @@ impl RedisStore {
             Connection::Cluster(c) => inv.invoke_async(&mut c.clone()).await,
         };
         reply.map_err(|e| {
+            self.call_failed();
             if e.is_timeout() {
                 StoreError::Timeout(self.command_timeout)
             } else {
                 store_error(e)
             }
         })
+    }
+
+    /// With `sentinel`, a failed call (the master gone, or demoted: `READONLY`) has the master
+    /// looked up again at once rather than at the next periodic check.
+    fn call_failed(&self) {
+        if let Some(wake) = &self.wake {
+            wake.notify_one();
+        }
     }
 
     /// One plain command (not a script), on the current connection.
@@ -637,7 +711,10 @@ impl RedisStore {
             Connection::Standalone(c) => cmd.query_async(&mut c.clone()).await,
             Connection::Cluster(c) => cmd.query_async(&mut c.clone()).await,
         };
-        reply.map_err(store_error)
+        reply.map_err(|e| {
+            self.call_failed();
+            store_error(e)
+        })
     }
 
     /// Runs `op`, failing with [`StoreError::Timeout`] after `command_timeout`. While Redis is

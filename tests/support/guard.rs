@@ -112,6 +112,13 @@ impl GuardEnv {
         )
     }
 
+    /// Starts payguard with `guard` on the master the sentinels at `nodes` name `master_name`.
+    pub fn on_sentinel(nodes: &[String], master_name: &str, guard: &str) -> Self {
+        let list = nodes.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ");
+        let location = format!("sentinel: {{nodes: [{list}], master_name: {master_name}}}");
+        Self::with_store_section("127.0.0.1", redis_store_section(&location), guard)
+    }
+
     fn with_store_section(host: &str, store_section: String, guard: &str) -> Self {
         let up = Upstream::start();
         let pg = Payguard::start_on(host, &config_body(&up, &store_section, guard));
