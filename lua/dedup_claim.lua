@@ -1,13 +1,21 @@
 -- dedup_claim: claims a notification dedup key with a lease.
--- KEYS[1]  dedup key; value 'lease:<token>' while claimed, 'done' once completed
--- KEYS[2]  optional: the dedup key of an event that supersedes this one (a payment.pending is
+-- KEYS[1]  generation marker of the dedup key's hash slot (lib.lua `store_generation`)
+-- KEYS[2]  dedup key; value 'lease:<token>' while claimed, 'done' once completed
+-- KEYS[3]  optional: the dedup key of an event that supersedes this one (a payment.pending is
 --          late once the order's payment.succeeded is claimed or done); then nothing is claimed
--- ARGV[1]  token (random, proves ownership of the lease)
--- ARGV[2]  lease_ms
--- Returns 'claimed', 'inflight' (another live lease), 'done' or 'superseded'.
-if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then return 'superseded' end
-local v = redis.call('GET', KEYS[1])
-if v == 'done' then return 'done' end
-if v then return 'inflight' end
-redis.call('SET', KEYS[1], 'lease:' .. ARGV[1], 'PX', arg_ms(ARGV[2]))
-return 'claimed'
+-- ARGV[1..3]  the marker's arguments (instance id, marker ttl_ms, first use of the slot)
+-- ARGV[4]  token (random, proves ownership of the lease)
+-- ARGV[5]  lease_ms
+-- Returns 'claimed', 'inflight' (another live lease), 'done' or 'superseded'; prefixed with
+-- 'lost:<fence_ms>:' when this call found the store's data lost. A claim after a loss is still
+-- taken: the dedup record it would have met is gone, so the backend's own idempotency by event id
+-- is what stops a second delivery.
+local prefix = ''
+local lost, fence = store_generation(KEYS[1], now_ms())
+if lost then prefix = string.format('lost:%.0f:', fence) end
+if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then return prefix .. 'superseded' end
+local v = redis.call('GET', KEYS[2])
+if v == 'done' then return prefix .. 'done' end
+if v then return prefix .. 'inflight' end
+redis.call('SET', KEYS[2], 'lease:' .. ARGV[4], 'PX', arg_ms(ARGV[5]))
+return prefix .. 'claimed'

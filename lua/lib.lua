@@ -175,6 +175,34 @@ local function set_contains(key, member, now)
   return score ~= nil and score > now
 end
 
+-- The store generation marker of this call's hash slot, `<instance id>:<fence unix ms>`, named
+-- in KEYS by every script that reads it, with its arguments first in ARGV:
+-- ARGV[1] instance id, ARGV[2] marker ttl_ms, ARGV[3] '1' when this payguard has not used the
+-- slot before. A payguard creates the marker on its first use of a slot with fence 0 (nothing
+-- lost); once it has used the slot, a missing marker means this Redis forgot its data (a restart
+-- without persistence, a failover to a replica that lagged, FLUSHALL), and the marker is
+-- recreated with the current time as fence: a nonce dated at or before the fence may have been
+-- seen before the loss. Returns (lost, fence_ms); lost is true when this call recreated it.
+local function store_generation(key, now)
+  local v = redis.call('GET', key)
+  if v then
+    return false, tonumber(string.match(v, ':(%d+)$')) or 0
+  end
+  local ttl = arg_ms(ARGV[2])
+  if ARGV[3] == '1' then
+    redis.call('SET', key, ARGV[1] .. ':0', 'PX', ttl)
+    return false, 0
+  end
+  local fence = math.floor(now)
+  redis.call('SET', key, ARGV[1] .. ':' .. string.format('%.0f', fence), 'PX', ttl)
+  return true, fence
+end
+
+-- Whether a nonce dated `ts` (unix seconds) is at or before the second of the fence.
+local function before_fence(ts, fence_ms)
+  return fence_ms > 0 and (tonumber(ts) or 0) <= math.floor(fence_ms / 1000)
+end
+
 -- Claims a nonce: true when fresh.
 local function claim_nonce(key, ttl_ms)
   return redis.call('SET', key, '1', 'NX', 'PX', ttl_ms) ~= false

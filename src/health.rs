@@ -7,6 +7,11 @@
 //! default action, or `guard` routes whose checks all fail open. It is unready only when the
 //! store is unreachable and every route would fail closed. Store health stays visible on its
 //! own: `payguard_store_up` and the `store_reachable` field of `/readyz`.
+//!
+//! The same check reads the store's generation markers, so a Redis that lost its data is noticed
+//! between requests too (docs/operations.md, "Store data loss"); `/readyz` then shows
+//! `store_data_loss` for a while without going unready: payguard keeps serving safely (requests
+//! dated before the loss are refused), and taking every pod out would not bring the data back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,6 +78,12 @@ pub fn readiness(state: &SharedState) -> (bool, serde_json::Value) {
         body["serving"] = without.serving.clone().into();
         body["failing_closed"] = without.failing_closed.clone().into();
     }
+    if let Some(loss) = state.store.data_loss() {
+        body["store_data_loss"] = serde_json::json!({
+            "at": loss.at.to_string(),
+            "detected_by": loss.detected_by.as_str(),
+        });
+    }
     (ready, body)
 }
 
@@ -85,7 +96,12 @@ pub struct StoreHealthService {
 
 impl StoreHealthService {
     async fn check(&self) {
-        let result = match tokio::time::timeout(PING_TIMEOUT, self.state.store.ping()).await {
+        let store = &self.state.store;
+        let checked = async {
+            store.ping().await?;
+            store.check_data_loss().await
+        };
+        let result = match tokio::time::timeout(PING_TIMEOUT, checked).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("store ping timed out".to_string()),

@@ -30,6 +30,9 @@ pub struct Metrics {
     pub store_errors: IntCounterVec,
     /// Records the embedded store refused because that kind's budget was full.
     pub store_full: IntCounterVec,
+    /// Detected losses of the store's data, by the path that noticed (`guard`, `notification`,
+    /// `health_check`).
+    pub store_data_loss: IntCounterVec,
     /// Records the embedded store holds, and its budget, by kind (set on each scrape).
     pub store_records: prometheus::IntGaugeVec,
     /// The embedded store's budget by kind.
@@ -117,6 +120,11 @@ impl Metrics {
             "Records the embedded store refused because the budget of their kind was full.",
             &["kind"],
         );
+        let store_data_loss = counter(
+            "store_data_loss_total",
+            "Times the store was found to have lost its data (a restart without persistence, a failover to a lagging replica, a flush), by the path that noticed.",
+            &["detected_by"],
+        );
         let gauge = |name: &str, help: &str| {
             let g = prometheus::IntGaugeVec::new(Opts::new(name, help).namespace("payguard"), &["kind"])
                 .expect("static metric definition");
@@ -168,6 +176,9 @@ impl Metrics {
         for kind in crate::store::embedded::BUDGETED_KINDS {
             store_full.with_label_values(&[kind]);
         }
+        for source in crate::store::DataLossSource::ALL {
+            store_data_loss.with_label_values(&[source.as_str()]);
+        }
         Self {
             canonicalization,
             rule_decisions,
@@ -184,6 +195,7 @@ impl Metrics {
             store_duration,
             store_errors,
             store_full,
+            store_data_loss,
             store_records,
             store_budget,
         }

@@ -162,3 +162,59 @@ fn check_offline_lints_without_the_secrets_but_still_finds_mistakes() {
     let err = String::from_utf8_lossy(&offline.stderr);
     assert!(err.contains("routes[0].policy: `gaurd` is not one of"), "{err}");
 }
+
+#[test]
+fn check_shows_a_sentinel_store_and_reports_its_mistakes_with_key_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("payguard.yaml");
+    let write = |redis: &str| {
+        std::fs::write(
+            &path,
+            format!("upstream:\n  address: 127.0.0.1:9\nstore:\n  backend: redis\n  redis:\n{redis}"),
+        )
+        .unwrap();
+    };
+    write("    sentinel:\n      nodes: ['10.0.0.1:26379', '10.0.0.2:26379']\n      master_name: payments\n      password: env:PG_REDIS_PW\n      sentinel_password: env:PG_SENTINEL_PW\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_payguard"))
+        .args(["check", "-c", path.to_str().unwrap()])
+        .env("PG_REDIS_PW", "redis-password-that-must-not-leak")
+        .env("PG_SENTINEL_PW", "sentinel-password-that-must-not-leak")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("redis sentinel (2 sentinels, master \"payments\""),
+        "{text}"
+    );
+    assert!(!text.contains("must-not-leak"), "{text}");
+
+    write("    url: redis://127.0.0.1:6379\n    sentinel:\n      nodes: ['127.0.0.1:26379']\n      master_name: payments\n");
+    let out = payguard(&["check", "-c", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("store.redis.url: set only one of `url`, `cluster_nodes` and `sentinel`"),
+        "{err}"
+    );
+
+    write("    password: env:PG_REDIS_PW\n    sentinel:\n      nodes: ['127.0.0.1:26379', 'nope']\n      master_name: ''\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_payguard"))
+        .args(["check", "-c", path.to_str().unwrap()])
+        .env("PG_REDIS_PW", "x")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "store.redis.sentinel.nodes[1]",
+        "store.redis.sentinel.master_name",
+        "store.redis.password",
+    ] {
+        assert!(err.contains(key), "{key} not reported: {err}");
+    }
+}

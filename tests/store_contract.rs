@@ -426,6 +426,7 @@ mod cases {
         GuardBatch {
             deny: Some(("deny".to_string(), "10.0.0.9".to_string())),
             nonce: Some((nonce.to_string(), MINUTE)),
+            nonce_timestamp: 1_700_000_000,
             buckets: vec![slow_bucket("g:ip", 1, true), slow_bucket("g:shadow", 10, false)],
             counters: vec![
                 sliding("g:orders", 60_000, 1),
@@ -623,6 +624,7 @@ fn busy_batch(i: usize) -> GuardBatch {
     GuardBatch {
         deny: Some(("deny".to_string(), format!("10.0.0.{i}"))),
         nonce: Some((format!("nonce-{i}"), MINUTE)),
+        nonce_timestamp: 1_700_000_000,
         buckets: vec![
             slow_bucket(&format!("ip:{i}"), 10, true),
             slow_bucket("global", 1_000, false),

@@ -456,6 +456,7 @@ impl Guard {
         }
         if let (Some(v), Some(s)) = (&self.signature, signed) {
             plan.batch.nonce = Some((signature::nonce_key(&s.key_id, &s.nonce), v.nonce_ttl()));
+            plan.batch.nonce_timestamp = s.timestamp_unix;
         }
         let mut refusal: Option<Problem> = None;
         // A rule that applies but has no identity: record it, and refuse the request if the rule
@@ -527,7 +528,8 @@ impl GuardPlan {
         b.deny.is_some() || b.nonce.is_some() || !b.buckets.is_empty() || !b.counters.is_empty()
     }
 
-    /// Combines the store's answer into the verdict: dynamic deny (403 `IP_DENIED`) → nonce
+    /// Combines the store's answer into the verdict: dynamic deny (403 `IP_DENIED`) → a request
+    /// dated before a loss of the store's data (401 `TIMESTAMP_BEFORE_STORE_LOSS`) → nonce
     /// replay (409 `NONCE_REPLAYED`) → enforced buckets (429 `RATE_LIMITED`) → order tiers
     /// (reject 429 `ORDER_LIMIT` over challenge over tag). An answer whose shape does not match
     /// the batch is handled like a store failure.
@@ -541,6 +543,21 @@ impl GuardPlan {
                 Mode::Enforce,
             ));
             let p = Problem::new(403, "IP_DENIED", "the client address is blocked").with_rule(DYNAMIC_DENY_RULE);
+            return Verdict::reject(p, decisions);
+        }
+        if outcome.nonce_before_store_loss {
+            decisions.push(RuleDecision::new(
+                RuleKind::Signature,
+                NONCE_RULE,
+                Decision::Reject,
+                Mode::Enforce,
+            ));
+            let p = Problem::new(
+                401,
+                "TIMESTAMP_BEFORE_STORE_LOSS",
+                "the request is dated before the store lost its data, so its nonce cannot be checked; sign it again with the current time",
+            )
+            .with_rule(NONCE_RULE);
             return Verdict::reject(p, decisions);
         }
         if outcome.nonce_replayed {

@@ -176,6 +176,25 @@ fn dynamic_deny_and_nonce_replay_answers() {
 }
 
 #[test]
+fn a_request_dated_before_a_store_data_loss_is_401_before_the_rules() {
+    let g = guard(YAML);
+    let plan = plan_for(&g, br#"{"user_id":"u"}"#).unwrap();
+    let v = plan.decide(&GuardOutcome {
+        nonce_before_store_loss: true,
+        ..Default::default()
+    });
+    let p = v.problem().unwrap();
+    assert_eq!(
+        (p.status, p.code, p.rule.as_deref()),
+        (401, "TIMESTAMP_BEFORE_STORE_LOSS", Some("nonce"))
+    );
+    assert!(v
+        .decisions
+        .iter()
+        .all(|d| d.kind != RuleKind::Rate && d.kind != RuleKind::Order));
+}
+
+#[test]
 fn rate_rejection_wins_and_order_rules_are_not_decided() {
     let g = guard(YAML);
     let plan = plan_for(&g, br#"{"user_id":"u"}"#).unwrap();

@@ -143,6 +143,10 @@ pub struct NotifyRecord {
     pub backend_status: Option<u16>,
     /// Backend latency.
     pub backend_latency: Option<Duration>,
+    /// When the store was last found to have lost its data, if that is recent
+    /// (`store.redis.data_loss_notice_for`): this event's dedup record may have been lost, so
+    /// the backend may see it a second time.
+    pub store_data_loss: Option<jiff::Timestamp>,
 }
 
 /// Handles one notification end to end.
@@ -251,10 +255,18 @@ pub async fn handle_notification(
         }
     };
 
-    let request = match route.forward {
+    let mut request = match route.forward {
         ForwardMode::Normalized => normalized_request(route, &event, &keys, incoming, io.clock),
         ForwardMode::Passthrough => passthrough_request(route, &keys, incoming),
     };
+    // The claim was taken, but the record that would have shown a delivery before the loss is
+    // gone: tell the backend, whose own idempotency by event id decides.
+    if let Some(loss) = io.store.data_loss() {
+        record.store_data_loss = Some(loss.at);
+        request
+            .headers
+            .extend(header("x-pg-store-data-loss", &loss.at.to_string()));
+    }
     let started = Instant::now();
     let result = io.backend.send(io.upstream, request).await;
     record.backend_latency = Some(started.elapsed());

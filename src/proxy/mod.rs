@@ -704,6 +704,7 @@ impl PayguardProxy {
             backend_status = record.backend_status,
             backend_latency_ms = record.backend_latency.map(|d| d.as_secs_f64() * 1000.0),
             reason = record.reason.as_deref(),
+            store_data_loss = record.store_data_loss.map(|at| at.to_string()),
             answered = reply.status,
             "notification"
         );

@@ -627,6 +627,7 @@ impl Store for EmbeddedStore {
             Ok(GuardOutcome {
                 denied: false,
                 nonce_replayed: false,
+                nonce_before_store_loss: false,
                 buckets,
                 counters,
             })
@@ -818,6 +819,7 @@ mod tests {
         let batch = GuardBatch {
             deny: None,
             nonce: Some(("n1".into(), MINUTE)),
+            nonce_timestamp: 1_700_000_000,
             buckets: Vec::new(),
             counters: vec![counter("u2")],
         };

@@ -1,6 +1,7 @@
 //! A [`Store`] decorator that records every operation's latency and errors
 //! (`payguard_store_operation_duration_seconds`, `payguard_store_errors_total`, and
-//! `payguard_store_full_total` when a budget refused a record).
+//! `payguard_store_full_total` when a budget refused a record), and reports each detected loss
+//! of the store's data once (`payguard_store_data_loss_total` and a `store_data_loss` warning).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,7 +10,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use prometheus::{HistogramVec, IntCounterVec};
 
-use super::{BucketDecision, BucketSpec, CounterSpec, DedupClaim, GuardBatch, GuardOutcome, Store, StoreError};
+use super::{
+    BucketDecision, BucketSpec, CounterSpec, DataLoss, DedupClaim, GuardBatch, GuardOutcome, Store, StoreError,
+};
 
 /// Wraps a store and measures it.
 #[derive(Debug)]
@@ -18,6 +21,7 @@ pub struct MeteredStore {
     duration: HistogramVec,
     errors: IntCounterVec,
     full: IntCounterVec,
+    data_loss: IntCounterVec,
 }
 
 impl MeteredStore {
@@ -28,6 +32,7 @@ impl MeteredStore {
             duration: metrics.store_duration.clone(),
             errors: metrics.store_errors.clone(),
             full: metrics.store_full.clone(),
+            data_loss: metrics.store_data_loss.clone(),
         }
     }
 
@@ -50,7 +55,20 @@ impl MeteredStore {
             Err(_) => self.errors.with_label_values(&[backend, op]).inc(),
             Ok(_) => {}
         }
+        self.report_data_loss();
         result
+    }
+
+    fn report_data_loss(&self) {
+        for loss in self.inner.take_data_loss_reports() {
+            self.data_loss.with_label_values(&[loss.detected_by.as_str()]).inc();
+            tracing::warn!(
+                event = "store_data_loss",
+                at = %loss.at,
+                detected_by = loss.detected_by.as_str(),
+                "the store lost its data (a Redis restart without persistence, a failover to a lagging replica, or a flush): requests dated at or before `at` are refused with TIMESTAMP_BEFORE_STORE_LOSS, and notifications may reach the backend again"
+            );
+        }
     }
 }
 
@@ -66,6 +84,19 @@ impl Store for MeteredStore {
 
     fn usage(&self) -> Vec<(&'static str, u64, u64)> {
         self.inner.usage()
+    }
+
+    async fn check_data_loss(&self) -> Result<(), StoreError> {
+        self.measure("check_data_loss", self.inner.check_data_loss()).await
+    }
+
+    fn data_loss(&self) -> Option<DataLoss> {
+        self.inner.data_loss()
+    }
+
+    fn take_data_loss_reports(&self) -> Vec<DataLoss> {
+        // Reported here, once; the caller above this decorator sees none.
+        Vec::new()
     }
 
     async fn take_buckets(&self, buckets: &[BucketSpec]) -> Result<Vec<BucketDecision>, StoreError> {

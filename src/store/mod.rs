@@ -14,10 +14,13 @@ use serde::{Deserialize, Serialize};
 use crate::clock::SharedClock;
 
 pub mod embedded;
+pub(crate) mod generation;
 pub mod metered;
+pub mod redis_sentinel;
 pub mod redis_store;
 
 pub use embedded::{EmbeddedStore, EmbeddedStoreConfig};
+pub use redis_sentinel::RedisSentinelConfig;
 pub use redis_store::{RedisStore, RedisStoreConfig, RedisTlsConfig};
 
 /// A store failure (timeout, connection refused, script error). Callers apply the rule's
@@ -104,6 +107,10 @@ pub struct GuardBatch {
     pub deny: Option<(String, String)>,
     /// Nonce key and how long it is kept; claimed after the deny check.
     pub nonce: Option<(String, Duration)>,
+    /// The signed timestamp of the request the nonce belongs to (unix seconds). A nonce dated at
+    /// or before the second the store lost its data is refused without being claimed: it may
+    /// have been seen before the loss ([`GuardOutcome::nonce_before_store_loss`]).
+    pub nonce_timestamp: i64,
     /// Buckets of every rate rule that applies.
     pub buckets: Vec<BucketSpec>,
     /// Counters of every order rule that applies.
@@ -117,6 +124,9 @@ pub struct GuardOutcome {
     pub denied: bool,
     /// The nonce was already claimed; buckets and counters were not evaluated or changed.
     pub nonce_replayed: bool,
+    /// The request is dated at or before a detected loss of the store's data, so its nonce may
+    /// have been used before the loss; nothing was claimed, buckets and counters untouched.
+    pub nonce_before_store_loss: bool,
     /// One decision per bucket, in order (empty when stopped earlier).
     pub buckets: Vec<BucketDecision>,
     /// Counter values after the increments, in order. When an enforced bucket refused the
@@ -139,6 +149,41 @@ pub enum DedupClaim {
     /// Nothing was claimed: the event that supersedes this one is claimed or done
     /// ([`Store::dedup_claim_unless`]).
     Superseded,
+}
+
+/// Which path noticed that the store lost its data (`payguard_store_data_loss_total` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataLossSource {
+    /// A guarded request's store call.
+    Guard,
+    /// A notification's dedup claim.
+    Notification,
+    /// The periodic health check, between requests.
+    HealthCheck,
+}
+
+impl DataLossSource {
+    /// Every source, for metric series that exist from the start.
+    pub const ALL: [Self; 3] = [Self::Guard, Self::Notification, Self::HealthCheck];
+
+    /// Metric label and log value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Guard => "guard",
+            Self::Notification => "notification",
+            Self::HealthCheck => "health_check",
+        }
+    }
+}
+
+/// A detected loss of the store's data (docs/operations.md, "Store data loss").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataLoss {
+    /// When it was detected, by the store's clock: requests dated at or before this second
+    /// are refused with `TIMESTAMP_BEFORE_STORE_LOSS`.
+    pub at: jiff::Timestamp,
+    /// Which path noticed it.
+    pub detected_by: DataLossSource,
 }
 
 /// The atomic operations payguard needs from shared state.
@@ -194,6 +239,23 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Live members with their remaining time to live.
     async fn set_members(&self, set: &str) -> Result<Vec<(String, Duration)>, StoreError>;
+
+    /// Checks, between requests, whether the store lost its data (the periodic health check).
+    /// The embedded store cannot lose data without payguard restarting: nothing to check.
+    async fn check_data_loss(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The latest detected loss of the store's data, while its notice lasts
+    /// (`store.redis.data_loss_notice_for`).
+    fn data_loss(&self) -> Option<DataLoss> {
+        None
+    }
+
+    /// Losses detected since the previous call, each handed out once (for the metric and log).
+    fn take_data_loss_reports(&self) -> Vec<DataLoss> {
+        Vec::new()
+    }
 
     /// Records held and the budget, per kind of record, where the store has budgets (the
     /// embedded store; Redis is bounded by its own `maxmemory`).
@@ -291,6 +353,16 @@ impl StoreConfig {
     /// One line for `payguard check`: backend and where it is (never the password).
     pub fn summary(&self) -> String {
         match (self.backend, &self.redis) {
+            (StoreBackend::Redis, Some(r)) if r.sentinel.is_some() => {
+                let sentinel = r
+                    .sentinel
+                    .as_ref()
+                    .map_or((0, ""), |s| (s.nodes.len(), s.master_name.as_str()));
+                format!(
+                    "redis sentinel ({} sentinels, master {:?}, prefix {:?})",
+                    sentinel.0, sentinel.1, r.key_prefix
+                )
+            }
             (StoreBackend::Redis, Some(r)) if !r.cluster_nodes.is_empty() => {
                 format!(
                     "redis cluster ({} seed nodes, prefix {:?})",
@@ -344,6 +416,10 @@ mod tests {
             "key_prefix",
             "command_timeout",
             "password",
+            "data_loss_notice_for",
+            "sentinel",
+            "master_name",
+            "sentinel_password",
         ] {
             assert!(schema.contains(key), "schema lacks {key}");
         }

@@ -21,6 +21,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use futures::StreamExt;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -34,13 +35,16 @@ use redis::{
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::generation::{DataLossLog, Markers, HEALTH_SAMPLE, MARKER_TTL};
+use super::redis_sentinel::{self, RedisSentinelConfig, SentinelSettings};
 use super::{
-    lease_token, millis, BucketDecision, BucketSpec, CounterSpec, CounterWindow, DedupClaim, GuardBatch, GuardOutcome,
-    Store, StoreError,
+    lease_token, millis, BucketDecision, BucketSpec, CounterSpec, CounterWindow, DataLoss, DataLossSource, DedupClaim,
+    GuardBatch, GuardOutcome, Store, StoreError,
 };
 use crate::config::secret::SecretRef;
 
-/// Settings of the Redis store. Set exactly one of `url` (standalone) or `cluster_nodes`.
+/// Settings of the Redis store. Set exactly one of `url` (standalone), `cluster_nodes` (Redis
+/// Cluster) or `sentinel` (a master found through Redis Sentinel).
 #[derive(Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedisStoreConfig {
@@ -50,6 +54,9 @@ pub struct RedisStoreConfig {
     /// Redis Cluster seed nodes, `redis://host:port` each; the rest is discovered.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cluster_nodes: Vec<String>,
+    /// A master found through Redis Sentinel, and followed across failovers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel: Option<RedisSentinelConfig>,
     /// Prefix of every key payguard writes.
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
@@ -68,6 +75,11 @@ pub struct RedisStoreConfig {
     /// certificate. Without this section `rediss://` trusts the system's CA certificates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<RedisTlsConfig>,
+    /// How long `/readyz` shows a detected loss of Redis's data (`store_data_loss`) and
+    /// forwarded notifications carry `X-PG-Store-Data-Loss` (docs/operations.md).
+    #[serde(default = "default_data_loss_notice_for", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub data_loss_notice_for: Duration,
 }
 
 /// TLS to Redis (managed Redis services require it). Certificates are always verified.
@@ -98,16 +110,22 @@ fn default_connect_timeout() -> Duration {
     Duration::from_secs(1)
 }
 
+fn default_data_loss_notice_for() -> Duration {
+    Duration::from_secs(600)
+}
+
 impl Default for RedisStoreConfig {
     fn default() -> Self {
         Self {
             url: None,
             cluster_nodes: Vec::new(),
+            sentinel: None,
             key_prefix: default_key_prefix(),
             command_timeout: default_command_timeout(),
             connect_timeout: default_connect_timeout(),
             password: None,
             tls: None,
+            data_loss_notice_for: default_data_loss_notice_for(),
         }
     }
 }
@@ -130,11 +148,13 @@ impl std::fmt::Debug for RedisStoreConfig {
                 "cluster_nodes",
                 &self.cluster_nodes.iter().map(|n| redact_url(n)).collect::<Vec<_>>(),
             )
+            .field("sentinel", &self.sentinel)
             .field("key_prefix", &self.key_prefix)
             .field("command_timeout", &self.command_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("password", &self.password)
             .field("tls", &self.tls)
+            .field("data_loss_notice_for", &self.data_loss_notice_for)
             .finish()
     }
 }
@@ -145,18 +165,39 @@ impl RedisStoreConfig {
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut issues = Vec::new();
         let mut issue = |path: &str, msg: String| issues.push((path.to_string(), msg));
-        match (&self.url, self.cluster_nodes.is_empty()) {
-            (None, true) => issue(
+        let locations = [
+            self.url.is_some(),
+            !self.cluster_nodes.is_empty(),
+            self.sentinel.is_some(),
+        ];
+        match (&self.url, self.cluster_nodes.is_empty(), &self.sentinel) {
+            _ if locations.iter().filter(|&&set| set).count() > 1 => {
+                issue("url", "set only one of `url`, `cluster_nodes` and `sentinel`".into())
+            }
+            (None, true, None) => issue(
                 "url",
-                "set `url` (standalone) or `cluster_nodes` (Redis Cluster)".into(),
+                "set `url` (standalone), `cluster_nodes` (Redis Cluster) or `sentinel` (Redis Sentinel)".into(),
             ),
-            (Some(_), false) => issue("url", "set either `url` or `cluster_nodes`, not both".into()),
-            (Some(url), true) => {
+            (None, true, Some(sentinel)) => {
+                for (path, msg) in sentinel.validate() {
+                    issue(&format!("sentinel.{path}"), msg);
+                }
+                if self.password.is_some() {
+                    issue(
+                        "password",
+                        "with `sentinel`, put the Redis password in `sentinel.password`".into(),
+                    );
+                }
+                if self.tls.is_some() {
+                    issue("tls", "TLS to Redis is not supported with `sentinel` yet".into());
+                }
+            }
+            (Some(url), _, _) => {
                 if url.as_str().into_connection_info().is_err() {
                     issue("url", format!("not a redis:// URL: {}", redact_url(url)));
                 }
             }
-            (None, false) => {
+            (None, false, _) => {
                 for (i, node) in self.cluster_nodes.iter().enumerate() {
                     if node.as_str().into_connection_info().is_err() {
                         issue(
@@ -253,6 +294,7 @@ struct Scripts {
     set_contains: Script,
     set_members: Script,
     uncount: Script,
+    generation: Script,
 }
 
 macro_rules! lua {
@@ -279,6 +321,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     set_contains: lua!("set_contains.lua"),
     set_members: lua!("set_members.lua"),
     uncount: lua!("uncount.lua"),
+    generation: lua!("generation.lua"),
 });
 
 /// The keys of a guard batch that share one Cluster slot: whether the deny check and the nonce
@@ -293,7 +336,7 @@ struct GuardPart {
 
 /// A multiplexed connection that reconnects in the background.
 #[derive(Clone)]
-enum Connection {
+pub(crate) enum Connection {
     Standalone(ConnectionManager),
     Cluster(ClusterConnection),
 }
@@ -310,6 +353,12 @@ pub struct RedisStore {
     cluster: bool,
     prefix: String,
     command_timeout: Duration,
+    /// Written into the generation markers this payguard creates.
+    instance_id: Arc<str>,
+    markers: Arc<Markers>,
+    losses: Arc<DataLossLog>,
+    /// With `sentinel`: wakes the task that follows the master, after a failed call.
+    wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -325,7 +374,7 @@ impl std::fmt::Debug for RedisStore {
 }
 
 /// Maps a client error; the text never includes the URL (which could carry a password).
-fn store_error(e: RedisError) -> StoreError {
+pub(crate) fn store_error(e: RedisError) -> StoreError {
     if e.is_timeout() {
         return StoreError::Unavailable("timed out".to_string());
     }
@@ -345,6 +394,7 @@ struct ConnectSettings {
     cfg: RedisStoreConfig,
     password: Option<String>,
     tls: Option<TlsCertificates>,
+    sentinel: Option<SentinelSettings>,
 }
 
 impl ConnectSettings {
@@ -363,6 +413,7 @@ impl ConnectSettings {
             cfg: cfg.clone(),
             password,
             tls: cfg.tls_certificates()?,
+            sentinel: cfg.sentinel.as_ref().map(SentinelSettings::resolve).transpose()?,
         })
     }
 
@@ -371,7 +422,13 @@ impl ConnectSettings {
     async fn establish(&self) -> Result<Connection, StoreError> {
         let timeout = self.cfg.connect_timeout;
         let attempt = async {
-            let conn = open_connection(&self.cfg, self.password.as_deref(), self.tls.clone()).await?;
+            let conn = match &self.sentinel {
+                Some(sentinel) => {
+                    let (client, _) = redis_sentinel::find_master(&mut sentinel.sentinel_client()?).await?;
+                    Connection::Standalone(standalone_manager(client, &self.cfg).await?)
+                }
+                None => open_connection(&self.cfg, self.password.as_deref(), self.tls.clone()).await?,
+            };
             ping(&conn).await?;
             Ok(conn)
         };
@@ -379,15 +436,44 @@ impl ConnectSettings {
             .await
             .map_err(|_| StoreError::Timeout(timeout))?
     }
+
+    /// With `sentinel`: keeps `store`'s connection on the current master from now on.
+    fn follow_master(&self, store: &RedisStore) {
+        let (Some(settings), Some(wake)) = (&self.sentinel, &store.wake) else {
+            return;
+        };
+        let cfg = self.cfg.clone();
+        let follower = redis_sentinel::Follower {
+            settings: settings.clone(),
+            slot: store.conn.clone(),
+            wake: wake.clone(),
+            master_addr: String::new(),
+            command_timeout: cfg.command_timeout,
+            open: move |client: redis::Client| {
+                let cfg = cfg.clone();
+                async move {
+                    let manager = standalone_manager(client, &cfg).await?;
+                    ping(&Connection::Standalone(manager.clone())).await?;
+                    Ok(manager)
+                }
+            },
+        };
+        tokio::spawn(follower.run());
+    }
 }
 
 impl RedisStore {
     fn unconnected(cfg: &RedisStoreConfig) -> Self {
+        let cluster = !cfg.cluster_nodes.is_empty();
         Self {
             conn: Arc::new(ArcSwapOption::empty()),
-            cluster: cfg.url.is_none(),
+            cluster,
             prefix: cfg.key_prefix.clone(),
             command_timeout: cfg.command_timeout,
+            instance_id: lease_token().into(),
+            markers: Arc::new(Markers::new(&cfg.key_prefix, cluster)),
+            losses: Arc::new(DataLossLog::new(cfg.data_loss_notice_for, cluster)),
+            wake: cfg.sentinel.as_ref().map(|_| Arc::new(tokio::sync::Notify::new())),
         }
     }
 
@@ -415,6 +501,7 @@ pub async fn connect(cfg: &RedisStoreConfig) -> Result<RedisStore, StoreError> {
     let settings = ConnectSettings::resolve(cfg)?;
     let store = RedisStore::unconnected(cfg);
     store.conn.store(Some(Arc::new(settings.establish().await?)));
+    settings.follow_master(&store);
     Ok(store)
 }
 
@@ -427,13 +514,14 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 pub fn connect_in_background(cfg: &RedisStoreConfig) -> Result<RedisStore, StoreError> {
     let settings = ConnectSettings::resolve(cfg)?;
     let store = RedisStore::unconnected(cfg);
-    let slot = store.conn.clone();
+    let connecting = store.clone();
     tokio::spawn(async move {
         let mut delay = RETRY_FIRST;
         for attempt in 1u64.. {
             match settings.establish().await {
                 Ok(conn) => {
-                    slot.store(Some(Arc::new(conn)));
+                    connecting.conn.store(Some(Arc::new(conn)));
+                    settings.follow_master(&connecting);
                     tracing::info!(attempt, "connected to Redis");
                     return;
                 }
@@ -468,18 +556,7 @@ async fn open_connection(
             None => redis::Client::open(info),
         }
         .map_err(store_error)?;
-        // Few, short reconnection attempts: while Redis is down every call fails within
-        // `command_timeout` anyway, and a fresh attempt starts on the next call after these.
-        let manager_cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(cfg.connect_timeout))
-            .set_response_timeout(Some(cfg.command_timeout))
-            .set_number_of_retries(3)
-            .set_min_delay(Duration::from_millis(10))
-            .set_max_delay(Duration::from_millis(300));
-        let manager = ConnectionManager::new_with_config(client, manager_cfg)
-            .await
-            .map_err(store_error)?;
-        return Ok(Connection::Standalone(manager));
+        return Ok(Connection::Standalone(standalone_manager(client, cfg).await?));
     }
     let mut builder = ClusterClientBuilder::new(cfg.cluster_nodes.iter().map(String::as_str))
         .connection_timeout(cfg.connect_timeout)
@@ -497,6 +574,21 @@ async fn open_connection(
     Ok(Connection::Cluster(
         client.get_async_connection().await.map_err(store_error)?,
     ))
+}
+
+/// A connection manager on one server (standalone, or the master Sentinel names).
+async fn standalone_manager(client: redis::Client, cfg: &RedisStoreConfig) -> Result<ConnectionManager, StoreError> {
+    // Few, short reconnection attempts: while Redis is down every call fails within
+    // `command_timeout` anyway, and a fresh attempt starts on the next call after these.
+    let manager_cfg = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(cfg.connect_timeout))
+        .set_response_timeout(Some(cfg.command_timeout))
+        .set_number_of_retries(3)
+        .set_min_delay(Duration::from_millis(10))
+        .set_max_delay(Duration::from_millis(300));
+    ConnectionManager::new_with_config(client, manager_cfg)
+        .await
+        .map_err(store_error)
 }
 
 async fn ping(conn: &Connection) -> Result<(), StoreError> {
@@ -595,12 +687,21 @@ impl RedisStore {
             Connection::Cluster(c) => inv.invoke_async(&mut c.clone()).await,
         };
         reply.map_err(|e| {
+            self.call_failed();
             if e.is_timeout() {
                 StoreError::Timeout(self.command_timeout)
             } else {
                 store_error(e)
             }
         })
+    }
+
+    /// With `sentinel`, a failed call (the master gone, or demoted: `READONLY`) has the master
+    /// looked up again at once rather than at the next periodic check.
+    fn call_failed(&self) {
+        if let Some(wake) = &self.wake {
+            wake.notify_one();
+        }
     }
 
     /// One plain command (not a script), on the current connection.
@@ -610,7 +711,10 @@ impl RedisStore {
             Connection::Standalone(c) => cmd.query_async(&mut c.clone()).await,
             Connection::Cluster(c) => cmd.query_async(&mut c.clone()).await,
         };
-        reply.map_err(store_error)
+        reply.map_err(|e| {
+            self.call_failed();
+            store_error(e)
+        })
     }
 
     /// Runs `op`, failing with [`StoreError::Timeout`] after `command_timeout`. While Redis is
@@ -765,13 +869,18 @@ impl RedisStore {
         op: Option<&str>,
     ) -> Result<GuardOutcome, StoreError> {
         let mut inv = SCRIPTS.guard.prepare_invoke();
+        let slot = self.marker_args(&mut inv, || self.first_key(batch, part));
         match batch.deny.as_ref().filter(|_| part.deny) {
             Some((set, member)) => inv.key(self.key("s", set)).arg(1).arg(member.as_str()),
             None => inv.arg(0).arg(""),
         };
         match batch.nonce.as_ref().filter(|_| part.nonce) {
-            Some((nonce, ttl)) => inv.key(self.key("n", nonce)).arg(1).arg(millis(*ttl)),
-            None => inv.arg(0).arg(0),
+            Some((nonce, ttl)) => inv
+                .key(self.key("n", nonce))
+                .arg(1)
+                .arg(millis(*ttl))
+                .arg(batch.nonce_timestamp),
+            None => inv.arg(0).arg(0).arg(0),
         };
         inv.arg(part.buckets.len());
         for b in part.buckets.iter().filter_map(|&i| batch.buckets.get(i)) {
@@ -786,8 +895,11 @@ impl RedisStore {
         }
         let flat: Vec<i64> = self.invoke(&inv).await?;
         let bad = || protocol("guard");
-        let (&denied, rest) = flat.split_first().ok_or_else(bad)?;
-        let (&replayed, rest) = rest.split_first().ok_or_else(bad)?;
+        let (&lost, rest) = flat.split_first().ok_or_else(bad)?;
+        let (&fence, rest) = rest.split_first().ok_or_else(bad)?;
+        self.generation_seen(slot, lost == 1, fence, DataLossSource::Guard);
+        let (&denied, rest) = rest.split_first().ok_or_else(bad)?;
+        let (&nonce, rest) = rest.split_first().ok_or_else(bad)?;
         let (&nb, rest) = rest.split_first().ok_or_else(bad)?;
         let nb = usize::try_from(nb).map_err(|_| bad())?;
         let (flat_buckets, rest) = rest.split_at_checked(nb * 4).ok_or_else(bad)?;
@@ -797,10 +909,101 @@ impl RedisStore {
         }
         Ok(GuardOutcome {
             denied: denied == 1,
-            nonce_replayed: replayed == 1,
+            nonce_replayed: nonce == 1,
+            nonce_before_store_loss: nonce == 2,
             buckets: decisions(flat_buckets, nb)?,
             counters: counters.iter().map(|&v| non_negative(v)).collect(),
         })
+    }
+
+    /// The first key of `part` (its slot is the part's slot).
+    fn first_key(&self, batch: &GuardBatch, part: &GuardPart) -> Option<String> {
+        if let Some((set, _)) = batch.deny.as_ref().filter(|_| part.deny) {
+            return Some(self.key("s", set));
+        }
+        if let Some((nonce, _)) = batch.nonce.as_ref().filter(|_| part.nonce) {
+            return Some(self.key("n", nonce));
+        }
+        if let Some(b) = part.buckets.first().and_then(|&i| batch.buckets.get(i)) {
+            return Some(self.key("b", &b.key));
+        }
+        part.counters
+            .first()
+            .and_then(|&i| batch.counters.get(i))
+            .map(|c| self.counter_keys(c).0)
+    }
+
+    /// Adds the generation marker of the slot of `key_in_slot` (called only when markers are
+    /// per slot) as KEYS[1], with its arguments first in ARGV (lua/lib.lua
+    /// `store_generation`). Returns the slot, for [`RedisStore::generation_seen`].
+    fn marker_args(&self, inv: &mut ScriptInvocation<'_>, key_in_slot: impl FnOnce() -> Option<String>) -> Slot {
+        let (slot, marker) = match self.markers.per_slot().then(key_in_slot).flatten() {
+            Some(key) => self.markers.for_key(&key),
+            None => self.markers.any(),
+        };
+        let first_use = !self.markers.is_used(slot);
+        inv.key(marker)
+            .arg(self.instance_id.as_ref())
+            .arg(millis(MARKER_TTL))
+            .arg(if first_use { 1 } else { 0 });
+        slot
+    }
+
+    /// What a script reported about its slot's marker: the marker exists from now on, and when
+    /// it was missing (`lost`) the loss is recorded; on Cluster every other used slot is then
+    /// checked at once, so one lost master is one detection rather than one per slot.
+    fn generation_seen(&self, slot: Slot, lost: bool, fence_ms: i64, source: DataLossSource) {
+        self.markers.mark_used(slot);
+        if lost && self.losses.record(fence_ms, source) && self.markers.per_slot() {
+            self.sweep(source);
+        }
+    }
+
+    /// Checks every used slot's marker in the background (Cluster, after a detection).
+    fn sweep(&self, source: DataLossSource) {
+        if !self.losses.start_sweep() {
+            return;
+        }
+        let store = self.clone();
+        tokio::spawn(async move {
+            let markers = store.markers.all_used();
+            let checks = futures::stream::iter(markers)
+                .map(|(slot, key)| {
+                    let store = &store;
+                    async move { (slot, store.bounded(store.read_generation(slot, &key)).await) }
+                })
+                .buffer_unordered(64);
+            futures::pin_mut!(checks);
+            while let Some((slot, result)) = checks.next().await {
+                if let Ok((lost, fence)) = result {
+                    store.generation_seen_quietly(slot, lost, fence, source);
+                }
+            }
+            store.losses.end_sweep();
+        });
+    }
+
+    /// [`RedisStore::generation_seen`] without starting another sweep.
+    fn generation_seen_quietly(&self, slot: Slot, lost: bool, fence_ms: i64, source: DataLossSource) {
+        self.markers.mark_used(slot);
+        if lost {
+            self.losses.record(fence_ms, source);
+        }
+    }
+
+    /// `generation.lua` on one marker: (lost, fence_ms).
+    async fn read_generation(&self, slot: Slot, marker: &str) -> Result<(bool, i64), StoreError> {
+        let mut inv = SCRIPTS.generation.prepare_invoke();
+        let first_use = !self.markers.is_used(slot);
+        inv.key(marker)
+            .arg(self.instance_id.as_ref())
+            .arg(millis(MARKER_TTL))
+            .arg(if first_use { 1 } else { 0 });
+        let reply: Vec<i64> = self.invoke(&inv).await?;
+        match reply.as_slice() {
+            [lost, fence] => Ok((*lost == 1, *fence)),
+            _ => Err(protocol("generation")),
+        }
     }
 
     /// The batch's keys grouped by Cluster slot, in first-seen order.
@@ -849,16 +1052,17 @@ impl RedisStore {
         let answers = futures::future::try_join_all(parts.iter().map(|p| self.guard_part(batch, p, Some(&op)))).await?;
 
         let denied = answers.iter().any(|a| a.denied);
-        let replayed = !denied && answers.iter().any(|a| a.nonce_replayed);
+        let before_loss = !denied && answers.iter().any(|a| a.nonce_before_store_loss);
+        let replayed = !denied && !before_loss && answers.iter().any(|a| a.nonce_replayed);
         // A part that stopped early (its deny or nonce fired) touched nothing else.
-        let ran = |a: &GuardOutcome| !a.denied && !a.nonce_replayed;
+        let ran = |a: &GuardOutcome| !a.denied && !a.nonce_replayed && !a.nonce_before_store_loss;
         let enforced_ok = parts.iter().zip(&answers).filter(|(_, a)| ran(a)).all(|(p, a)| {
             p.buckets
                 .iter()
                 .zip(&a.buckets)
                 .all(|(&i, d)| d.allowed || batch.buckets.get(i).is_some_and(|b| !b.enforce))
         });
-        let stop_all = denied || replayed;
+        let stop_all = denied || replayed || before_loss;
 
         let mut buckets: Vec<Option<BucketDecision>> = vec![None; batch.buckets.len()];
         let mut counters: Vec<u64> = vec![0; batch.counters.len()];
@@ -919,6 +1123,7 @@ impl RedisStore {
             return Ok(GuardOutcome {
                 denied,
                 nonce_replayed: replayed,
+                nonce_before_store_loss: before_loss,
                 ..GuardOutcome::default()
             });
         }
@@ -937,6 +1142,7 @@ impl RedisStore {
         Ok(GuardOutcome {
             denied: false,
             nonce_replayed: false,
+            nonce_before_store_loss: false,
             buckets: buckets.ok_or_else(|| protocol("guard"))?,
             counters,
         })
@@ -1047,13 +1253,26 @@ impl RedisStore {
     ) -> Result<DedupClaim, StoreError> {
         let token = lease_token();
         let mut inv = SCRIPTS.dedup_claim.prepare_invoke();
-        inv.key(self.key("d", key));
+        let dedup_key = self.key("d", key);
+        let slot = self.marker_args(&mut inv, || Some(dedup_key.clone()));
+        inv.key(dedup_key);
         if let Some(other) = superseded_by {
             inv.key(self.key("d", other));
         }
         inv.arg(token.as_str()).arg(millis(lease));
         let reply: String = self.invoke(&inv).await?;
-        match reply.as_str() {
+        let answer = match reply.strip_prefix("lost:").and_then(|r| r.split_once(':')) {
+            Some((fence, answer)) => {
+                let fence = fence.parse().map_err(|_| protocol("dedup_claim"))?;
+                self.generation_seen(slot, true, fence, DataLossSource::Notification);
+                answer
+            }
+            None => {
+                self.generation_seen(slot, false, 0, DataLossSource::Notification);
+                reply.as_str()
+            }
+        };
+        match answer {
             "claimed" => Ok(DedupClaim::Claimed { token }),
             "inflight" => Ok(DedupClaim::InFlight),
             "done" => Ok(DedupClaim::Done),
@@ -1072,6 +1291,34 @@ impl Store for RedisStore {
     async fn ping(&self) -> Result<(), StoreError> {
         let conn = self.connection()?;
         self.bounded(ping(&conn)).await
+    }
+
+    /// Reads the markers of the slots this payguard used (all of them on standalone, a rotating
+    /// sample of [`HEALTH_SAMPLE`] on Cluster, which covers a lost master's many slots at once)
+    /// and renews their TTL.
+    async fn check_data_loss(&self) -> Result<(), StoreError> {
+        let mut round = self.markers.health_round(HEALTH_SAMPLE);
+        if round.is_empty() && !self.markers.per_slot() {
+            // The single marker, created here on the first check at startup if need be.
+            round.push(self.markers.any());
+        }
+        let results =
+            futures::future::try_join_all(round.iter().map(|(slot, key)| async move {
+                Ok::<_, StoreError>((*slot, self.read_generation(*slot, key).await?))
+            }))
+            .await?;
+        for (slot, (lost, fence)) in results {
+            self.generation_seen(slot, lost, fence, DataLossSource::HealthCheck);
+        }
+        Ok(())
+    }
+
+    fn data_loss(&self) -> Option<DataLoss> {
+        self.losses.current()
+    }
+
+    fn take_data_loss_reports(&self) -> Vec<DataLoss> {
+        self.losses.take_unreported()
     }
 
     async fn take_buckets(&self, buckets: &[BucketSpec]) -> Result<Vec<BucketDecision>, StoreError> {

@@ -75,7 +75,6 @@ impl GuardEnv {
 
     /// Like [`start`](Self::start), with the proxy listening on `host` (`[::1]` for IPv6 clients).
     pub fn start_on(store: StoreKind, host: &str, guard: &str) -> Self {
-        let up = Upstream::start();
         let (redis, url) = match store {
             StoreKind::Embedded => (None, None),
             StoreKind::Redis => (None, Some(shared_redis().url())),
@@ -87,11 +86,41 @@ impl GuardEnv {
         };
         let store_section = match url {
             None => String::new(),
-            Some(url) => format!(
-                "store:\n  backend: redis\n  redis:\n    url: {url}\n    key_prefix: \"{}\"\n    command_timeout: {REDIS_COMMAND_TIMEOUT}\n    connect_timeout: 250ms\n",
-                unique_prefix()
-            ),
+            Some(url) => redis_store_section(&format!("url: {url}")),
         };
+        let mut env = Self::with_store_section(host, store_section, guard);
+        env.redis = redis;
+        env
+    }
+
+    /// Starts payguard with `guard` on a Redis of the test's own (e.g. one with persistence),
+    /// kept in [`GuardEnv::redis`].
+    pub fn on_redis(redis: RedisServer, guard: &str) -> Self {
+        let store_section = redis_store_section(&format!("url: {}", redis.url()));
+        let mut env = Self::with_store_section("127.0.0.1", store_section, guard);
+        env.redis = Some(redis);
+        env
+    }
+
+    /// Starts payguard with `guard` on a Redis Cluster with these seed nodes.
+    pub fn on_cluster(nodes: &[String], guard: &str) -> Self {
+        let list = nodes.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ");
+        Self::with_store_section(
+            "127.0.0.1",
+            redis_store_section(&format!("cluster_nodes: [{list}]")),
+            guard,
+        )
+    }
+
+    /// Starts payguard with `guard` on the master the sentinels at `nodes` name `master_name`.
+    pub fn on_sentinel(nodes: &[String], master_name: &str, guard: &str) -> Self {
+        let list = nodes.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ");
+        let location = format!("sentinel: {{nodes: [{list}], master_name: {master_name}}}");
+        Self::with_store_section("127.0.0.1", redis_store_section(&location), guard)
+    }
+
+    fn with_store_section(host: &str, store_section: String, guard: &str) -> Self {
+        let up = Upstream::start();
         let pg = Payguard::start_on(host, &config_body(&up, &store_section, guard));
         let client = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -100,7 +129,7 @@ impl GuardEnv {
         Self {
             pg,
             up,
-            redis,
+            redis: None,
             client,
             store_section,
         }
@@ -159,6 +188,15 @@ pub fn problem_code(resp: reqwest::blocking::Response) -> (u16, String) {
         String::new()
     };
     (status, code)
+}
+
+/// The `store:` section for Redis at `location` (`url: ...` or `cluster_nodes: [...]`), with a
+/// key prefix of its own.
+fn redis_store_section(location: &str) -> String {
+    format!(
+        "store:\n  backend: redis\n  redis:\n    {location}\n    key_prefix: \"{}\"\n    command_timeout: {REDIS_COMMAND_TIMEOUT}\n    connect_timeout: 250ms\n",
+        unique_prefix()
+    )
 }
 
 fn config_body(up: &Upstream, store_section: &str, guard: &str) -> String {

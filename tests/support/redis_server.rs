@@ -47,6 +47,20 @@ fn spawn_kept(cmd: Command) -> io::Result<Child> {
         .map_err(|_| io::Error::other("redis keeper thread is gone"))?
 }
 
+/// Spawns `cmd` (a `redis-server`) so that it dies with the test process.
+fn spawn_dying_with_test(mut cmd: Command) -> Child {
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    spawn_kept(cmd).unwrap_or_else(|e| panic!("cannot start {REDIS_SERVER}: {e}"))
+}
+
 /// A free loopback port; with `bus`, port + 10000 (the cluster bus) is free too.
 fn free_port(bus: bool) -> u16 {
     for _ in 0..200 {
@@ -138,17 +152,7 @@ impl RedisServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = spawn_kept(cmd).unwrap_or_else(|e| panic!("cannot start {REDIS_SERVER}: {e}"));
-        self.child = Some(child);
+        self.child = Some(spawn_dying_with_test(cmd));
         self.wait_ready();
     }
 
@@ -356,5 +360,115 @@ impl RedisCluster {
     /// The three master nodes.
     pub fn nodes(&self) -> &[RedisServer] {
         &self.nodes
+    }
+}
+
+/// A Redis master with one replica, watched by three sentinels (`redis-server --sentinel`), all
+/// on free loopback ports, with short failure-detection times so a failover takes about a
+/// second.
+#[derive(Debug)]
+pub struct SentinelGroup {
+    /// The master at start, then the replica.
+    pub servers: Vec<RedisServer>,
+    sentinels: Vec<(u16, tempfile::TempDir, Child)>,
+}
+
+/// The name the sentinels monitor the master under.
+pub const SENTINEL_MASTER_NAME: &str = "pgmaster";
+
+impl SentinelGroup {
+    /// Starts the master, its replica (waiting until it is in sync) and three sentinels (waiting
+    /// until each knows the replica, so a failover can pick it).
+    pub fn start() -> Self {
+        let master = RedisServer::start();
+        let replica = RedisServer::start_with_args(&["--replicaof", "127.0.0.1", &master.port().to_string()]);
+        wait_for("the replica to sync", || {
+            replica.cli(&["INFO", "replication"]).contains("master_link_status:up")
+        });
+        let sentinels = (0..3)
+            .map(|_| {
+                let port = free_port(false);
+                let dir = tempfile::Builder::new()
+                    .prefix("pg-sentinel-")
+                    .tempdir_in(scratch_dir())
+                    .expect("tempdir");
+                let conf = dir.path().join("sentinel.conf");
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "port {port}\nbind 127.0.0.1\ndir {dir}\nlogfile {dir}/sentinel.log\nsentinel monitor {SENTINEL_MASTER_NAME} 127.0.0.1 {master} 2\nsentinel down-after-milliseconds {SENTINEL_MASTER_NAME} 1000\nsentinel failover-timeout {SENTINEL_MASTER_NAME} 3000\nsentinel parallel-syncs {SENTINEL_MASTER_NAME} 1\n",
+                        dir = dir.path().display(),
+                        master = master.port(),
+                    ),
+                )
+                .expect("write sentinel.conf");
+                let mut cmd = Command::new(REDIS_SERVER);
+                cmd.arg(&conf)
+                    .arg("--sentinel")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                let child = spawn_dying_with_test(cmd);
+                (port, dir, child)
+            })
+            .collect();
+        let group = Self {
+            servers: vec![master, replica],
+            sentinels,
+        };
+        for i in 0..group.sentinels.len() {
+            wait_for("a sentinel to see the replica", || {
+                group
+                    .sentinel_cli(i, &["SENTINEL", "REPLICAS", SENTINEL_MASTER_NAME])
+                    .contains(&group.servers[1].port().to_string())
+            });
+        }
+        group
+    }
+
+    /// `host:port` of every sentinel.
+    pub fn sentinel_addrs(&self) -> Vec<String> {
+        self.sentinels
+            .iter()
+            .map(|(port, _, _)| format!("127.0.0.1:{port}"))
+            .collect()
+    }
+
+    /// `redis-cli` against sentinel `i` (empty output when it does not answer yet).
+    pub fn sentinel_cli(&self, i: usize, args: &[&str]) -> String {
+        let port = self.sentinels[i].0;
+        Command::new(REDIS_CLI)
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The port of the master the sentinels name now.
+    pub fn master_port(&self) -> u16 {
+        self.sentinel_cli(0, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER_NAME])
+            .lines()
+            .nth(1)
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for SentinelGroup {
+    fn drop(&mut self) {
+        for (_, _, child) in &mut self.sentinels {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Polls `ready` every 20 ms for up to [`READY_TIMEOUT`]; panics naming `what` when it never is.
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < READY_TIMEOUT, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
     }
 }
