@@ -78,7 +78,7 @@ pub struct RedisStoreConfig {
     /// How long `/readyz` shows a detected loss of Redis's data (`store_data_loss`) and
     /// forwarded notifications carry `X-PG-Store-Data-Loss` (docs/operations.md).
     #[serde(default = "default_data_loss_notice_for", with = "humantime_serde")]
-    #[schemars(with = "String")]
+    #[schemars(with = "crate::schema::DurationText")]
     pub data_loss_notice_for: Duration,
 }
 
