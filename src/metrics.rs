@@ -24,6 +24,8 @@ pub struct Metrics {
     pub config_loaded_at: IntGauge,
     /// 1 while the store answers its periodic ping, 0 otherwise.
     pub store_up: IntGauge,
+    /// Requests being handled right now (all routes).
+    pub in_flight: IntGauge,
     /// Store operation latency by backend and operation.
     pub store_duration: HistogramVec,
     /// Store errors by backend and operation.
@@ -109,6 +111,22 @@ impl Metrics {
         registry
             .register(Box::new(store_up.clone()))
             .expect("unique metric name");
+        let in_flight = IntGauge::with_opts(
+            Opts::new("requests_in_flight", "Requests being handled right now.").namespace("payguard"),
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(in_flight.clone()))
+            .expect("unique metric name");
+        let build_info = prometheus::IntGaugeVec::new(
+            Opts::new("build_info", "Always 1; the running payguard's version.").namespace("payguard"),
+            &["version"],
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(build_info.clone()))
+            .expect("unique metric name");
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let store_duration = histogram(
             "store_operation_duration_seconds",
             "Store operation latency.",
@@ -192,6 +210,7 @@ impl Metrics {
             reloads,
             config_loaded_at,
             store_up,
+            in_flight,
             store_duration,
             store_errors,
             store_full,

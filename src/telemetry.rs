@@ -78,6 +78,12 @@ pub struct AccessLine<'a> {
     pub latency_ms: f64,
     /// Pingora error type, when the request failed.
     pub error: Option<&'a str>,
+    /// The client's address (after `trusted_proxies`).
+    pub client_ip: Option<&'a str>,
+    /// `User-Agent`, cut like the path.
+    pub user_agent: Option<&'a str>,
+    /// Response body bytes sent to the client.
+    pub bytes_sent: usize,
 }
 
 /// Writes `line` to the access log. Returns `false` when it was not written here and should go
@@ -125,6 +131,13 @@ pub fn access(line: &AccessLine<'_>) -> bool {
         if let Some(error) = line.error {
             field(buf, "error", error);
         }
+        if let Some(ip) = line.client_ip {
+            field(buf, "client_ip", ip);
+        }
+        if let Some(ua) = line.user_agent {
+            field(buf, "user_agent", ua);
+        }
+        let _ = write!(buf, r#","bytes_sent":{}"#, line.bytes_sent);
         buf.push_str(",\"target\":\"payguard::access\"}\n");
         let _ = writer.write_all(buf.as_bytes());
     });

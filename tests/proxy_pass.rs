@@ -250,3 +250,40 @@ fn client_cannot_forge_payguard_verdict_headers_on_a_pass_route() {
     assert_eq!(seen.header("x-other"), Some("kept"));
     assert!(seen.body == b"trade_status=TRADE_SUCCESS");
 }
+
+#[test]
+fn the_access_log_has_client_user_agent_and_bytes_and_in_flight_returns_to_zero() {
+    let up = Upstream::start();
+    let pg = Payguard::start(&pass_config(&up.addr.to_string(), ""));
+    let resp = client()
+        .get(pg.url("/api/items"))
+        .header("user-agent", "shop-app/1.2 \"quoted\"")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.bytes().unwrap();
+    let line = std::iter::repeat_with(|| {
+        std::thread::sleep(Duration::from_millis(20));
+        pg.logs()
+    })
+    .take(100)
+    .find_map(|logs| {
+        logs.lines()
+            .find(|l| l.contains("\"payguard::access\""))
+            .map(str::to_string)
+    })
+    .expect("an access log line");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["client_ip"], "127.0.0.1", "{line}");
+    assert_eq!(v["user_agent"], "shop-app/1.2 \"quoted\"", "{line}");
+    assert_eq!(v["bytes_sent"], body.len(), "{line}");
+    assert_eq!(v["outcome"], "proxied", "{line}");
+    assert_eq!(pg.metric("payguard_requests_in_flight"), 0.0);
+    assert_eq!(
+        pg.metric(&format!(
+            "payguard_build_info{{version=\"{}\"}}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        1.0
+    );
+}

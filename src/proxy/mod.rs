@@ -64,10 +64,32 @@ pub struct RequestCtx {
     replayed_body_len: Option<usize>,
     /// How fast the request body arrives.
     pace: BodyPace,
+    /// The client's address as the guard resolved it (`trusted_proxies`), for the access log.
+    client_ip: Option<std::net::IpAddr>,
+    /// Holds `payguard_requests_in_flight` up while the request lives.
+    _in_flight: InFlight,
+}
+
+/// One request counted in `payguard_requests_in_flight` from its context's creation to its drop,
+/// whichever way the request ends.
+#[derive(Debug)]
+struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    fn enter(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl RequestCtx {
-    fn new() -> Self {
+    fn new(in_flight: InFlight) -> Self {
         Self {
             started: Instant::now(),
             config: None,
@@ -83,6 +105,8 @@ impl RequestCtx {
             upstream_counters: Vec::new(),
             replayed_body_len: None,
             pace: BodyPace::default(),
+            client_ip: None,
+            _in_flight: in_flight,
         }
     }
 }
@@ -322,6 +346,7 @@ impl PayguardProxy {
             .map(|a| a.ip())
             .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         let client_ip = guard.client_ip(peer, &session.req_header().headers);
+        ctx.client_ip = Some(client_ip);
 
         if let Some(v) = guard.prelimit(client_ip).or_else(|| guard.check_ip(client_ip)) {
             self.record_decisions(&v);
@@ -741,7 +766,7 @@ impl ProxyHttp for PayguardProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> Self::CTX {
-        RequestCtx::new()
+        RequestCtx::new(InFlight::enter(&self.state.metrics.in_flight))
     }
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {
@@ -981,6 +1006,15 @@ impl ProxyHttp for PayguardProxy {
         // payguard rewrote or refused it.
         let path = ctx.path.as_ref().map_or(req.uri.path(), |p| p.as_str());
         let sent_path = ctx.sent_target.as_deref().map(|t| log_cut(split_target(t).0));
+        let client_ip = ctx
+            .client_ip
+            .or_else(|| session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
+            .map(|ip| ip.to_string());
+        let user_agent = req
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(log_cut);
         let line = crate::telemetry::AccessLine {
             request_id: &ctx.request_id,
             route: &ctx.route,
@@ -992,6 +1026,9 @@ impl ProxyHttp for PayguardProxy {
             code: ctx.code,
             latency_ms: latency.as_secs_f64() * 1000.0,
             error: e.map(|e| e.etype().as_str()),
+            client_ip: client_ip.as_deref(),
+            user_agent,
+            bytes_sent: session.body_bytes_sent(),
         };
         if !crate::telemetry::access(&line) {
             tracing::info!(
@@ -1006,6 +1043,9 @@ impl ProxyHttp for PayguardProxy {
                 code = line.code,
                 latency_ms = line.latency_ms,
                 error = line.error,
+                client_ip = line.client_ip,
+                user_agent = line.user_agent,
+                bytes_sent = line.bytes_sent,
                 "request"
             );
         }
