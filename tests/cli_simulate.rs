@@ -1,120 +1,103 @@
 //! `payguard simulate` and `payguard verify-notify` as an operator runs them: the real binary,
 //! the repository's public test keys, configs in a temp dir.
+//!
+//! The channels, their config sections and their key flags come from the channel registry
+//! (`ChannelKind::ALL` and each channel's `test_setup`), so a newly registered channel is
+//! simulated, verified offline and sent through a running payguard without touching this file.
 
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use payguard::channels::{ChannelConfig, ChannelKind, EventKind, SimulateKeys};
 use support::payguard::Payguard;
 use support::upstream::Upstream;
 
 const BACKEND_WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const STRIPE_SECRET: &str = "whsec_test_stripe_endpoint_secret_1234567890";
-const STANDARD_WHSEC: &str = "whsec_c2FuZGJveC1zdGFuZGFyZC13ZWJob29rcy1rZXk=";
-const WECHAT_V3_KEY: &str = "sandboxApiV3Key0123456789abcdefg";
-const WECHAT_V2_KEY: &str = "sandboxApiV2Key0123456789abcdefg";
 
-const CHANNELS: [&str; 6] = [
-    "alipay",
-    "wechatpay_v3",
-    "wechatpay_v2",
-    "stripe",
-    "unionpay",
-    "standard_webhooks",
-];
-
-fn fixture(rel: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(rel)
-        .display()
-        .to_string()
+/// The event field a refund simulation's `--refund-no` comes back in: the merchant refund
+/// number, except for Adyen, whose refund item is named by its pspReference (the simulation sets
+/// it to the refund number), and Stripe, whose `charge.refunded` names only the charge.
+fn refund_number_field(channel: &str) -> Option<&'static str> {
+    match channel {
+        "stripe" => None,
+        "adyen" => Some("refund_id"),
+        _ => Some("out_refund_no"),
+    }
 }
 
-/// The YAML of one notify route per channel (route name = channel name) in the `routes:` list.
+/// Every registered channel's name: each is simulated and verified the same way.
+fn channels() -> impl Iterator<Item = &'static str> {
+    ChannelKind::ALL.iter().map(|kind| kind.as_str())
+}
+
+/// Registered channels whose registration says they notify `event`.
+fn channels_notifying(event: EventKind) -> impl Iterator<Item = &'static str> {
+    ChannelKind::ALL
+        .iter()
+        .filter(move |kind| kind.info().event_kinds.contains(&event))
+        .map(|kind| kind.as_str())
+}
+
+fn kind(channel: &str) -> ChannelKind {
+    ChannelKind::from_name(channel).unwrap_or_else(|| panic!("{channel} is not registered"))
+}
+
+/// The channel's registered test setup (config section and public keys under tests/fixtures/).
+fn test_setup(channel: &str) -> payguard::channels::TestSetup {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    kind(channel)
+        .info()
+        .test_setup(&fixtures)
+        .unwrap_or_else(|e| panic!("{channel} test setup: {e}"))
+}
+
+/// The YAML of one notify route per registered channel (route name = channel name) in the
+/// `routes:` list, each configured from the channel's test setup.
 fn notify_routes(upstream: &str) -> String {
-    let channels = [
-        (
-            "alipay",
-            format!(
-                "alipay: {{app_id: '2021000000000001', alipay_public_key: 'file:{}'}}",
-                fixture("alipay/app_public_key.pem")
-            ),
-        ),
-        (
-            "wechatpay_v3",
-            format!(
-                "wechatpay_v3: {{mchid: '1900000001', api_v3_key: {WECHAT_V3_KEY}, platform_certificates: ['file:{}']}}",
-                fixture("wechatpay_v3/simulate_platform_certificate.pem")
-            ),
-        ),
-        (
-            "wechatpay_v2",
-            format!("wechatpay_v2: {{app_id: wx2421b1c4370ec43b, mch_id: '10000100', api_key: {WECHAT_V2_KEY}}}"),
-        ),
-        ("stripe", format!("stripe: {{endpoint_secrets: ['{STRIPE_SECRET}']}}")),
-        (
-            "unionpay",
-            format!(
-                "unionpay: {{mer_id: '777290058110048', root_cert: 'file:{}', middle_cert: 'file:{}'}}",
-                fixture("unionpay/root.pem"),
-                fixture("unionpay/middle.pem")
-            ),
-        ),
-        (
-            "standard_webhooks",
-            format!("standard_webhooks: {{secrets: ['{STANDARD_WHSEC}']}}"),
-        ),
-    ];
     let mut out = format!("upstream:\n  address: {upstream}\nroutes:\n");
-    for (name, channel) in channels {
+    for name in channels() {
+        // JSON is YAML flow syntax.
+        let channel = serde_json::json!({ name: test_setup(name).config });
         out.push_str(&format!(
-            "  - name: {name}\n    match: {{path: /notify/{name}}}\n    policy: notify\n    notify:\n      channel:\n        {channel}\n      backend_path: /payments/events\n      timeout: 2s\n      webhook_secret: '{BACKEND_WHSEC}'\n"
+            "  - name: {name}\n    match: {{path: /notify/{name}}}\n    policy: notify\n    notify:\n      channel: {channel}\n      backend_path: /payments/events\n      timeout: 2s\n      webhook_secret: '{BACKEND_WHSEC}'\n"
         ));
     }
     out
 }
 
-/// The key flags `simulate CHANNEL` needs with the test keys.
-fn key_flags(channel: &str) -> Vec<String> {
-    let flags: Vec<String> = match channel {
-        "alipay" => vec![
-            "--private-key".into(),
-            fixture("alipay/app_private_key.pem"),
-            "--app-id".into(),
-            "2021000000000001".into(),
-        ],
-        "wechatpay_v3" => vec![
-            "--private-key".into(),
-            fixture("wechatpay_v3/simulate_platform_private_key.pem"),
-            "--certificate".into(),
-            fixture("wechatpay_v3/simulate_platform_certificate.pem"),
-            "--api-v3-key".into(),
-            WECHAT_V3_KEY.into(),
-            "--mch-id".into(),
-            "1900000001".into(),
-        ],
-        "wechatpay_v2" => vec![
-            "--secret".into(),
-            WECHAT_V2_KEY.into(),
-            "--app-id".into(),
-            "wx2421b1c4370ec43b".into(),
-            "--mch-id".into(),
-            "10000100".into(),
-        ],
-        "stripe" => vec!["--secret".into(), STRIPE_SECRET.into()],
-        "unionpay" => vec![
-            "--private-key".into(),
-            fixture("unionpay/leaf.key.pem"),
-            "--certificate".into(),
-            fixture("unionpay/leaf.pem"),
-            "--mch-id".into(),
-            "777290058110048".into(),
-        ],
-        "standard_webhooks" => vec!["--secret".into(), STANDARD_WHSEC.into()],
-        other => panic!("no test keys for {other}"),
+/// The key flags `simulate CHANNEL` needs with the channel's test keys; PEM keys are written to
+/// files in `dir` because the flags take paths.
+fn key_flags(dir: &Path, channel: &str) -> Vec<String> {
+    let setup = test_setup(channel);
+    let SimulateKeys {
+        private_key_pem,
+        certificate_pem,
+        key_id,
+        secret,
+        api_v3_key,
+    } = setup.keys;
+    let pem_file = |suffix: &str, pem: String| {
+        let path = dir.join(format!("{channel}.{suffix}.pem"));
+        std::fs::write(&path, pem).expect("write test key");
+        path.display().to_string()
     };
+    let utf8 =
+        |flag: &str, bytes: Vec<u8>| String::from_utf8(bytes).unwrap_or_else(|_| panic!("{channel} {flag} is text"));
+    let mut flags = Vec::new();
+    let mut push = |flag: &str, value: Option<String>| {
+        if let Some(value) = value {
+            flags.extend([flag.to_string(), value]);
+        }
+    };
+    push("--private-key", private_key_pem.map(|pem| pem_file("key", pem)));
+    push("--certificate", certificate_pem.map(|pem| pem_file("cert", pem)));
+    push("--key-id", key_id);
+    push("--secret", secret.map(|s| utf8("--secret", s)));
+    push("--api-v3-key", api_v3_key.map(|k| utf8("--api-v3-key", k)));
+    push("--app-id", setup.app_id);
+    push("--mch-id", setup.mch_id);
     flags
 }
 
@@ -148,7 +131,7 @@ impl Workspace {
         let headers = self.dir.path().join(format!("{channel}.headers"));
         let body = self.dir.path().join(format!("{channel}.body"));
         let mut args: Vec<String> = vec!["simulate".into(), channel.into()];
-        args.extend(key_flags(channel));
+        args.extend(key_flags(self.dir.path(), channel));
         args.extend(extra.iter().map(|s| s.to_string()));
         args.extend([
             "--headers-out".into(),
@@ -181,7 +164,7 @@ impl Workspace {
 #[test]
 fn every_channel_simulation_verifies_offline_into_the_normalized_event() {
     let ws = Workspace::new();
-    for channel in CHANNELS {
+    for channel in channels() {
         let (headers, body) = ws.simulate(channel, &["--out-trade-no", "order-7001", "--amount", "88.80"]);
         let out = ws.verify(channel, &headers, &body, &[]);
         assert!(out.status.success(), "{channel}: {}", text(&out.stderr));
@@ -202,7 +185,7 @@ fn every_channel_simulation_verifies_offline_into_the_normalized_event() {
 #[test]
 fn refund_simulations_verify_with_refund_details() {
     let ws = Workspace::new();
-    for channel in ["alipay", "wechatpay_v3", "wechatpay_v2", "unionpay"] {
+    for channel in channels_notifying(EventKind::RefundSucceeded) {
         let (headers, body) = ws.simulate(
             channel,
             &[
@@ -220,7 +203,9 @@ fn refund_simulations_verify_with_refund_details() {
         assert!(out.status.success(), "{channel}: {}", text(&out.stderr));
         let event: serde_json::Value = serde_json::from_slice(&out.stdout).expect("event JSON");
         assert_eq!(event["kind"], "refund.succeeded", "{channel}");
-        assert_eq!(event["refund"]["out_refund_no"], "refund-7002-1", "{channel}");
+        if let Some(field) = refund_number_field(channel) {
+            assert_eq!(event["refund"][field], "refund-7002-1", "{channel}");
+        }
         assert_eq!(event["refund"]["amount_minor"], 1000, "{channel}");
     }
 }
@@ -229,7 +214,7 @@ fn refund_simulations_verify_with_refund_details() {
 fn print_output_is_a_request_file_verify_notify_reads() {
     let ws = Workspace::new();
     let mut args: Vec<String> = vec!["simulate".into(), "wechatpay_v3".into(), "--print".into()];
-    args.extend(key_flags("wechatpay_v3"));
+    args.extend(key_flags(ws.dir.path(), "wechatpay_v3"));
     let printed = payguard(&args);
     assert!(printed.status.success(), "{}", text(&printed.stderr));
     let request = ws.dir.path().join("request.txt");
@@ -249,7 +234,7 @@ fn print_output_is_a_request_file_verify_notify_reads() {
 #[test]
 fn tampered_simulation_fails_verify_notify_with_a_signature_reason() {
     let ws = Workspace::new();
-    for channel in CHANNELS {
+    for channel in channels() {
         let (headers, body) = ws.simulate(channel, &["--tamper"]);
         let out = ws.verify(channel, &headers, &body, &[]);
         assert_eq!(out.status.code(), Some(1), "{channel}: {}", text(&out.stderr));
@@ -266,7 +251,7 @@ fn tampered_simulation_fails_verify_notify_with_a_signature_reason() {
 fn verify_at_a_far_future_time_makes_timestamped_channels_stale() {
     let ws = Workspace::new();
     let far = (jiff::Timestamp::now().as_second() + 86_400).to_string();
-    for channel in ["wechatpay_v3", "stripe", "standard_webhooks"] {
+    for channel in channels().filter(|&c| kind(c).info().signed_timestamp) {
         let (headers, body) = ws.simulate(channel, &[]);
         let out = ws.verify(channel, &headers, &body, &["--at", &far]);
         assert_eq!(out.status.code(), Some(1), "{channel}: {}", text(&out.stderr));
@@ -310,6 +295,13 @@ fn simulate_names_the_missing_key_flags() {
 fn send_three_times(channel: &str) -> (Vec<String>, Upstream, Payguard) {
     let up = Upstream::start();
     let pg = Payguard::start(&notify_routes(&up.addr.to_string()));
+    let lines = send_three_times_to(&pg, channel);
+    (lines, up, pg)
+}
+
+/// `simulate CHANNEL --to <payguard>/notify/CHANNEL --duplicate 2`; returns the answer lines.
+fn send_three_times_to(pg: &Payguard, channel: &str) -> Vec<String> {
+    let keys = tempfile::tempdir().expect("tempdir");
     let mut args: Vec<String> = vec![
         "simulate".into(),
         channel.into(),
@@ -318,11 +310,30 @@ fn send_three_times(channel: &str) -> (Vec<String>, Upstream, Payguard) {
         "--duplicate".into(),
         "2".into(),
     ];
-    args.extend(key_flags(channel));
+    args.extend(key_flags(keys.path(), channel));
     let out = payguard(&args);
-    assert!(out.status.success(), "{}\n{}", text(&out.stderr), pg.logs());
-    let lines = text(&out.stdout).lines().map(str::to_string).collect();
-    (lines, up, pg)
+    assert!(out.status.success(), "{channel}: {}\n{}", text(&out.stderr), pg.logs());
+    text(&out.stdout).lines().map(str::to_string).collect()
+}
+
+#[test]
+fn every_channel_simulation_through_payguard_reaches_the_backend_once_and_is_acked_three_times() {
+    let up = Upstream::start();
+    let pg = Payguard::start(&notify_routes(&up.addr.to_string()));
+    for (sent, channel) in channels().enumerate() {
+        let section = serde_json::json!({ channel: test_setup(channel).config });
+        let config: ChannelConfig = serde_json::from_value(section).expect("test setup config parses");
+        let ack = config.build().expect("test setup builds").success_ack();
+        let lines = send_three_times_to(&pg, channel);
+        assert_eq!(lines.len(), 3, "{channel}: {lines:?}");
+        for (i, line) in lines.iter().enumerate() {
+            let answered = format!("#{} {} ", i + 1, ack.status);
+            assert!(line.starts_with(&answered), "{channel}: {lines:?}\n{}", pg.logs());
+        }
+        let forwarded = up.requests();
+        assert_eq!(forwarded.len(), sent + 1, "{channel}: {}", pg.logs());
+        assert_eq!(forwarded[sent].target, "/payments/events", "{channel}");
+    }
 }
 
 #[test]
