@@ -251,7 +251,7 @@ fn decrypt_req_info(req_info: &str, api_key: &[u8]) -> Result<Vec<u8>, ChannelEr
     }
 }
 
-fn encrypt_req_info(plain: &[u8], api_key: &[u8]) -> String {
+pub(crate) fn encrypt_req_info(plain: &[u8], api_key: &[u8]) -> String {
     let pad = 16 - plain.len() % 16;
     let mut data = plain.to_vec();
     data.extend(std::iter::repeat_n(pad as u8, pad));
@@ -329,6 +329,11 @@ impl WechatpayV2Channel {
     /// Payment result notify: signature, merchant, then `result_code`.
     fn verify_payment(&self, fields: BTreeMap<String, String>, sign: &str) -> Result<VerifiedEvent, ChannelError> {
         self.check_signature(&fields, sign)?;
+        self.payment_event(fields)
+    }
+
+    /// Everything after a payment notify's signature verified: the merchant check and the event.
+    pub(crate) fn payment_event(&self, fields: BTreeMap<String, String>) -> Result<VerifiedEvent, ChannelError> {
         self.check_merchant(&fields)?;
         let out_trade_no = non_empty(&fields, "out_trade_no")
             .ok_or_else(|| ChannelError::Malformed("out_trade_no is missing".into()))?;
