@@ -294,14 +294,21 @@ fn request_bytes(headers: &[(String, String)], body: &[u8]) -> Vec<u8> {
 
 fn verify_request(channel: &dyn Channel, data: &[u8]) {
     let (headers, body) = request(data);
-    if let Ok(event) = channel.verify(
-        &NotifyRequest {
-            headers: &headers,
-            body,
-        },
-        now(),
-    ) {
+    verify_and_check(channel, &headers, body);
+}
+
+/// `verify` at [`NOW`]; a verified event must pass [`check_event`].
+fn verify_and_check(channel: &dyn Channel, headers: &HeaderMap, body: &[u8]) {
+    if let Ok(event) = channel.verify(&NotifyRequest { headers, body }, now()) {
         check_event(&event, channel.kind());
+    }
+}
+
+/// Simulation keys holding only a shared secret (Stripe, Standard Webhooks, WeChat Pay v2).
+fn secret_keys(secret: &str) -> SimulateKeys {
+    SimulateKeys {
+        secret: Some(secret.as_bytes().to_vec()),
+        ..SimulateKeys::default()
     }
 }
 
@@ -539,11 +546,12 @@ pub fn wechatpay_v3_resource(data: &[u8]) {
 // WeChat Pay v2
 
 fn wechatpay_v2_notifications() -> Vec<Notification> {
-    let keys = SimulateKeys {
-        secret: Some(V2_KEY.as_bytes().to_vec()),
-        ..SimulateKeys::default()
-    };
-    simulated(ChannelKind::WechatpayV2, &keys, Some(V2_APP_ID), Some(V2_MCH_ID))
+    simulated(
+        ChannelKind::WechatpayV2,
+        &secret_keys(V2_KEY),
+        Some(V2_APP_ID),
+        Some(V2_MCH_ID),
+    )
 }
 
 fn wechatpay_v2_requests() -> Vec<Vec<u8>> {
@@ -588,21 +596,12 @@ pub fn wechatpay_v2_signed_body(data: &[u8]) {
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
-    let result = if selector % 2 == 0 {
-        fuzzing::wechatpay_v2_signed_payment(&WECHATPAY_V2, rest)
+    if selector % 2 == 0 {
+        if let Ok(event) = fuzzing::wechatpay_v2_signed_payment(&WECHATPAY_V2, rest) {
+            check_event(&event, ChannelKind::WechatpayV2);
+        }
     } else {
-        let body = v2_refund_notify(rest);
-        let headers = HeaderMap::new();
-        WECHATPAY_V2.verify(
-            &NotifyRequest {
-                headers: &headers,
-                body: &body,
-            },
-            now(),
-        )
-    };
-    if let Ok(event) = result {
-        check_event(&event, ChannelKind::WechatpayV2);
+        verify_and_check(&*WECHATPAY_V2, &HeaderMap::new(), &v2_refund_notify(rest));
     }
 }
 
@@ -610,11 +609,7 @@ pub fn wechatpay_v2_signed_body(data: &[u8]) {
 // Stripe and Standard Webhooks: HMAC, so the targets sign random bodies themselves.
 
 fn stripe_notifications() -> Vec<Notification> {
-    let keys = SimulateKeys {
-        secret: Some(STRIPE_SECRET.as_bytes().to_vec()),
-        ..SimulateKeys::default()
-    };
-    simulated(ChannelKind::Stripe, &keys, None, None)
+    simulated(ChannelKind::Stripe, &secret_keys(STRIPE_SECRET), None, None)
 }
 
 fn stripe_requests() -> Vec<Vec<u8>> {
@@ -637,23 +632,11 @@ pub fn stripe_signed_body(data: &[u8]) {
     let mut headers = HeaderMap::new();
     let value = HeaderValue::from_str(&format!("t={t},v1={}", hex::encode(mac))).expect("ASCII header");
     headers.insert("stripe-signature", value);
-    if let Ok(event) = STRIPE.verify(
-        &NotifyRequest {
-            headers: &headers,
-            body: data,
-        },
-        now(),
-    ) {
-        check_event(&event, ChannelKind::Stripe);
-    }
+    verify_and_check(&*STRIPE, &headers, data);
 }
 
 fn standard_webhooks_notifications() -> Vec<Notification> {
-    let keys = SimulateKeys {
-        secret: Some(SW_SECRET.as_bytes().to_vec()),
-        ..SimulateKeys::default()
-    };
-    simulated(ChannelKind::StandardWebhooks, &keys, None, None)
+    simulated(ChannelKind::StandardWebhooks, &secret_keys(SW_SECRET), None, None)
 }
 
 fn standard_webhooks_requests() -> Vec<Vec<u8>> {
@@ -675,15 +658,7 @@ pub fn standard_webhooks_signed_body(data: &[u8]) {
     for (name, value) in SW_SIGNER.headers("msg_fuzz0001", NOW, data) {
         headers.insert(name, HeaderValue::from_str(&value).expect("ASCII header"));
     }
-    if let Ok(event) = STANDARD_WEBHOOKS.verify(
-        &NotifyRequest {
-            headers: &headers,
-            body: data,
-        },
-        now(),
-    ) {
-        check_event(&event, ChannelKind::StandardWebhooks);
-    }
+    verify_and_check(&*STANDARD_WEBHOOKS, &headers, data);
 }
 
 // ---------------------------------------------------------------------------------------------
