@@ -139,16 +139,10 @@ pub(crate) fn parse_flat_xml(body: &[u8], root_name: &str) -> Result<BTreeMap<St
                 root_seen = true;
             }
             Event::Start(e) if !root_closed && current.is_none() => {
-                let name = std::str::from_utf8(e.name().as_ref())
-                    .map_err(|_| malformed("bad tag"))?
-                    .to_string();
-                current = Some((name, String::new()));
+                current = Some((field_name(e.name().as_ref())?, String::new()));
             }
             Event::Empty(e) if root_seen && !root_closed && current.is_none() => {
-                let name = std::str::from_utf8(e.name().as_ref())
-                    .map_err(|_| malformed("bad tag"))?
-                    .to_string();
-                insert_field(&mut fields, name, String::new())?;
+                insert_field(&mut fields, field_name(e.name().as_ref())?, String::new())?;
             }
             Event::Start(_) | Event::Empty(_) => return Err(malformed("nested or trailing XML element")),
             Event::Text(t) => {
@@ -180,6 +174,23 @@ pub(crate) fn parse_flat_xml(body: &[u8], root_name: &str) -> Result<BTreeMap<St
         return Err(malformed("XML root is not closed"));
     }
     Ok(fields)
+}
+
+/// A field's tag name: an XML name of ASCII letters, digits, `_`, `-`, `.` and `:` that does not
+/// start with a digit, `-` or `.` (every WeChat Pay field name is one). quick-xml hands over
+/// whatever stands between `<` and the first space or `>`, so `<=//>` would otherwise be a field
+/// named `=/`, a document no XML parser reads the same way.
+fn field_name(raw: &[u8]) -> Result<String, ChannelError> {
+    let name_char = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':');
+    match raw.first() {
+        Some(first) if (first.is_ascii_alphabetic() || matches!(first, b'_' | b':')) && raw.iter().all(name_char) => {
+            Ok(String::from_utf8_lossy(raw).into_owned())
+        }
+        _ => Err(ChannelError::Malformed(format!(
+            "XML tag {} is not a plain name",
+            printable(&String::from_utf8_lossy(raw))
+        ))),
+    }
 }
 
 fn insert_field(fields: &mut BTreeMap<String, String>, name: String, value: String) -> Result<(), ChannelError> {
@@ -776,6 +787,25 @@ mod tests {
         ] {
             assert!(parse_flat_xml(bad.as_bytes(), "xml").is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn wechat_v2_tag_names_must_be_plain_xml_names() {
+        // `<=//>` was read as an empty field named `=/`, which written back is another document.
+        for bad in [
+            "<xml><=//></xml>",
+            "<xml><a/b>1</a/b></xml>",
+            "<xml><1a>1</1a></xml>",
+            "<xml><a\u{1d}>1</a\u{1d}></xml>",
+            "<xml><é>1</é></xml>",
+        ] {
+            assert!(
+                matches!(parse_flat_xml(bad.as_bytes(), "xml"), Err(ChannelError::Malformed(_))),
+                "{bad:?}"
+            );
+        }
+        let fields = parse_flat_xml(b"<xml><out_trade_no>1</out_trade_no><a-b.c:d/></xml>", "xml").unwrap();
+        assert_eq!(fields.keys().collect::<Vec<_>>(), ["a-b.c:d", "out_trade_no"]);
     }
 
     #[test]
