@@ -238,10 +238,7 @@ pub fn canonicalize(raw: &[u8], policy: &PathPolicy) -> Result<CanonicalPath, Pa
                             escape: String::from_utf8_lossy(&raw[i..i + 3]).into_owned(),
                         })
                     }
-                    b'%' if policy.double_encoding == Ambiguity::Reject
-                        && raw.get(i + 3).and_then(|x| hex_val(*x)).is_some()
-                        && raw.get(i + 4).and_then(|x| hex_val(*x)).is_some() =>
-                    {
+                    b'%' if policy.double_encoding == Ambiguity::Reject && hex_pair_follows(raw, i + 3) => {
                         return Err(PathRefusal::DoubleEncoding { offset: i })
                     }
                     d if is_unreserved(d) => b.out.push(char::from(d)),
@@ -280,6 +277,25 @@ pub fn canonicalize(raw: &[u8], policy: &PathPolicy) -> Result<CanonicalPath, Pa
     }
     let routing = routing_form(&b.out, policy);
     Ok(CanonicalPath { text: b.out, routing })
+}
+
+/// Whether the canonical text continues with two hex digits at `raw[at..]`. The digits may be
+/// sent raw or as escapes of them (`%32%65` is `2e` once canonical, since unreserved escapes are
+/// decoded), so `%25%32%65` is refused like `%252e`: both are forwarded as `%252e`, which an
+/// application that decodes twice reads as `.`.
+fn hex_pair_follows(raw: &[u8], at: usize) -> bool {
+    let canonical_byte = |j: usize| match raw.get(j) {
+        Some(b'%') => escape_at(&raw[j..]).filter(|d| is_unreserved(*d)).map(|d| (d, 3)),
+        Some(&c) => Some((c, 1)),
+        None => None,
+    };
+    let Some((first, width)) = canonical_byte(at) else {
+        return false;
+    };
+    let Some((second, _)) = canonical_byte(at + width) else {
+        return false;
+    };
+    hex_val(first).is_some() && hex_val(second).is_some()
 }
 
 /// The routing form of a canonical path (see [`CanonicalPath::routing`]), or `None` when it is
@@ -583,6 +599,22 @@ mod tests {
         assert!(!matches_exact("/X", "/x", true, false));
         assert!(matches_exact("/X/", "/x", true, true));
         assert!(!matches_exact("/xy", "/x", true, true));
+    }
+
+    #[test]
+    fn double_encoding_with_escaped_hex_digits_is_refused() {
+        // Each of these is forwarded as `%252e` once canonical: `..` to a double decoder.
+        assert_eq!(
+            strict("/a/%25%32%65%25%32%65/admin"),
+            Err(PathRefusal::DoubleEncoding { offset: 3 })
+        );
+        assert_eq!(strict("/a%252%65"), Err(PathRefusal::DoubleEncoding { offset: 2 }));
+        assert_eq!(strict("/a%25%32e"), Err(PathRefusal::DoubleEncoding { offset: 2 }));
+        // An escape that stays an escape is not a hex digit of the canonical text.
+        assert_eq!(strict("/a%25%3A%3A").unwrap(), "/a%25%3A%3A");
+        assert_eq!(strict("/a%25%32").unwrap(), "/a%252");
+        let kept = canonicalize(b"/a%25%32%65", &keep_all()).unwrap();
+        assert_eq!(kept.as_str(), "/a%252e");
     }
 
     #[test]

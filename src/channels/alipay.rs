@@ -361,6 +361,13 @@ impl AlipayChannel {
         )))
     }
 
+    /// Everything after the signature verified: transcoding, the business checks, the event.
+    pub(crate) fn event_from_signed(&self, fields: &RawForm) -> Result<VerifiedEvent, ChannelError> {
+        let fields = transcode(fields)?;
+        self.check_business(&fields)?;
+        normalize(fields)
+    }
+
     fn check_business(&self, fields: &BTreeMap<String, String>) -> Result<(), ChannelError> {
         let app_id = fields.get("app_id").map(String::as_str);
         if app_id != Some(self.app_id.as_str()) {
@@ -547,9 +554,7 @@ impl Channel for AlipayChannel {
     fn verify_signed(&self, req: &NotifyRequest<'_>, _now: Timestamp) -> Result<VerifiedEvent, ChannelError> {
         let fields = parse_form_raw(req.body)?;
         self.check_signature(&fields)?;
-        let fields = transcode(&fields)?;
-        self.check_business(&fields)?;
-        normalize(fields)
+        self.event_from_signed(&fields)
     }
 
     /// HTTP 200 with exactly `success`.

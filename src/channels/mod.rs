@@ -235,7 +235,7 @@ pub enum ZeroPayment {
 
 /// Refuses a verified event whose amounts no real payment has: any negative amount, a zero
 /// refund, and a zero `payment.succeeded` unless `zero` allows it.
-fn check_amounts(event: VerifiedEvent, zero: ZeroPayment) -> Result<VerifiedEvent, ChannelError> {
+pub(crate) fn check_amounts(event: VerifiedEvent, zero: ZeroPayment) -> Result<VerifiedEvent, ChannelError> {
     if let Some(amount) = event.amount_minor {
         if amount < 0 {
             return Err(ChannelError::Amount(format!(

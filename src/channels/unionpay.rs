@@ -183,6 +183,18 @@ impl CaCert {
 }
 
 impl UnionpayChannel {
+    /// Everything after the signature verified: the merchant check and the event.
+    pub(crate) fn event_from_signed(&self, fields: &BTreeMap<&str, &str>) -> Result<VerifiedEvent, ChannelError> {
+        let mer_id = fields.get("merId").copied();
+        if mer_id != Some(self.mer_id.as_str()) {
+            return Err(ChannelError::Business(format!(
+                "merId {} is not the configured merchant",
+                printable(mer_id.unwrap_or("(missing)"))
+            )));
+        }
+        normalize(fields)
+    }
+
     /// The trusted key of `signPubKeyCert` at `now`: chain to a configured root, CN owner, and
     /// validity of every certificate on the path. Verified chains are cached by
     /// certificate content; validity is still checked against `now` on every call.
@@ -301,7 +313,7 @@ fn currency_numeric(alpha: &str) -> Option<&'static str> {
 }
 
 /// The fields as text, borrowed from `raw` (sorted by key, as `raw` is).
-fn utf8_fields(raw: &RawForm) -> Result<BTreeMap<&str, &str>, ChannelError> {
+pub(crate) fn utf8_fields(raw: &RawForm) -> Result<BTreeMap<&str, &str>, ChannelError> {
     raw.iter()
         .map(|(k, v)| {
             std::str::from_utf8(v)
@@ -467,14 +479,7 @@ impl Channel for UnionpayChannel {
                 "SHA256withRSA signature does not verify".into(),
             ));
         }
-
-        if get("merId") != Some(self.mer_id.as_str()) {
-            return Err(ChannelError::Business(format!(
-                "merId {} is not the configured merchant",
-                printable(get("merId").unwrap_or("(missing)"))
-            )));
-        }
-        normalize(&fields)
+        self.event_from_signed(&fields)
     }
 
     /// HTTP 200 with `ok`.

@@ -140,16 +140,10 @@ pub(crate) fn parse_flat_xml(body: &[u8], root_name: &str) -> Result<BTreeMap<St
                 root_seen = true;
             }
             Event::Start(e) if !root_closed && current.is_none() => {
-                let name = std::str::from_utf8(e.name().as_ref())
-                    .map_err(|_| malformed("bad tag"))?
-                    .to_string();
-                current = Some((name, String::new()));
+                current = Some((field_name(e.name().as_ref())?, String::new()));
             }
             Event::Empty(e) if root_seen && !root_closed && current.is_none() => {
-                let name = std::str::from_utf8(e.name().as_ref())
-                    .map_err(|_| malformed("bad tag"))?
-                    .to_string();
-                insert_field(&mut fields, name, String::new())?;
+                insert_field(&mut fields, field_name(e.name().as_ref())?, String::new())?;
             }
             Event::Start(_) | Event::Empty(_) => return Err(malformed("nested or trailing XML element")),
             Event::Text(t) => {
@@ -181,6 +175,23 @@ pub(crate) fn parse_flat_xml(body: &[u8], root_name: &str) -> Result<BTreeMap<St
         return Err(malformed("XML root is not closed"));
     }
     Ok(fields)
+}
+
+/// A field's tag name: an XML name of ASCII letters, digits, `_`, `-`, `.` and `:` that does not
+/// start with a digit, `-` or `.` (every WeChat Pay field name is one). quick-xml hands over
+/// whatever stands between `<` and the first space or `>`, so `<=//>` would otherwise be a field
+/// named `=/`, a document no XML parser reads the same way.
+fn field_name(raw: &[u8]) -> Result<String, ChannelError> {
+    let name_char = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':');
+    match raw.first() {
+        Some(first) if (first.is_ascii_alphabetic() || matches!(first, b'_' | b':')) && raw.iter().all(name_char) => {
+            Ok(String::from_utf8_lossy(raw).into_owned())
+        }
+        _ => Err(ChannelError::Malformed(format!(
+            "XML tag {} is not a plain name",
+            printable(&String::from_utf8_lossy(raw))
+        ))),
+    }
 }
 
 fn insert_field(fields: &mut BTreeMap<String, String>, name: String, value: String) -> Result<(), ChannelError> {
@@ -252,7 +263,7 @@ fn decrypt_req_info(req_info: &str, api_key: &[u8]) -> Result<Vec<u8>, ChannelEr
     }
 }
 
-fn encrypt_req_info(plain: &[u8], api_key: &[u8]) -> String {
+pub(crate) fn encrypt_req_info(plain: &[u8], api_key: &[u8]) -> String {
     let pad = 16 - plain.len() % 16;
     let mut data = plain.to_vec();
     data.extend(std::iter::repeat_n(pad as u8, pad));
@@ -330,6 +341,11 @@ impl WechatpayV2Channel {
     /// Payment result notify: signature, merchant, then `result_code`.
     fn verify_payment(&self, fields: BTreeMap<String, String>, sign: &str) -> Result<VerifiedEvent, ChannelError> {
         self.check_signature(&fields, sign)?;
+        self.payment_event(fields)
+    }
+
+    /// Everything after a payment notify's signature verified: the merchant check and the event.
+    pub(crate) fn payment_event(&self, fields: BTreeMap<String, String>) -> Result<VerifiedEvent, ChannelError> {
         self.check_merchant(&fields)?;
         let out_trade_no = non_empty(&fields, "out_trade_no")
             .ok_or_else(|| ChannelError::Malformed("out_trade_no is missing".into()))?;
@@ -825,6 +841,25 @@ mod tests {
         ] {
             assert!(parse_flat_xml(bad.as_bytes(), "xml").is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn wechat_v2_tag_names_must_be_plain_xml_names() {
+        // `<=//>` was read as an empty field named `=/`, which written back is another document.
+        for bad in [
+            "<xml><=//></xml>",
+            "<xml><a/b>1</a/b></xml>",
+            "<xml><1a>1</1a></xml>",
+            "<xml><a\u{1d}>1</a\u{1d}></xml>",
+            "<xml><é>1</é></xml>",
+        ] {
+            assert!(
+                matches!(parse_flat_xml(bad.as_bytes(), "xml"), Err(ChannelError::Malformed(_))),
+                "{bad:?}"
+            );
+        }
+        let fields = parse_flat_xml(b"<xml><out_trade_no>1</out_trade_no><a-b.c:d/></xml>", "xml").unwrap();
+        assert_eq!(fields.keys().collect::<Vec<_>>(), ["a-b.c:d", "out_trade_no"]);
     }
 
     #[test]

@@ -311,33 +311,7 @@ impl Channel for WechatpayV3 {
         if !key.verifies(&message, &sig_bytes) {
             return Err(ChannelError::Signature("RSA-SHA256 signature does not verify".into()));
         }
-
-        let envelope: Envelope =
-            serde_json::from_slice(req.body).map_err(|e| ChannelError::Malformed(format!("notification body: {e}")))?;
-        let resource = &envelope.resource;
-        if resource.algorithm != RESOURCE_ALGORITHM {
-            return Err(ChannelError::Unsupported(format!(
-                "resource.algorithm {:.40}",
-                resource.algorithm
-            )));
-        }
-        let aad = resource.associated_data.as_deref().unwrap_or("");
-        let plaintext = decrypt_resource(
-            self.api_v3_key.expose(),
-            resource.nonce.as_bytes(),
-            aad.as_bytes(),
-            &resource.ciphertext,
-        )?;
-        // The resource is read as strictly as the envelope: a repeated key would mean one thing
-        // to payguard (serde keeps the last) and maybe another to the backend.
-        let object = match crate::canonical::json::parse_strict(&plaintext) {
-            Ok(Some(object)) => object,
-            Ok(None) => return Err(ChannelError::Malformed("decrypted resource is not JSON".into())),
-            Err(e) => return Err(ChannelError::Malformed(format!("decrypted resource: {e}"))),
-        };
-        let event = normalize(&envelope, object)?;
-        self.check_business(&event)?;
-        Ok(event)
+        self.event_from_signed(req.body)
     }
 
     fn success_ack(&self) -> Ack {
@@ -371,6 +345,37 @@ impl Channel for WechatpayV3 {
 }
 
 impl WechatpayV3 {
+    /// Everything after the signature verified: the envelope, the resource decrypted with the
+    /// APIv3 key, the event and the merchant checks.
+    pub(crate) fn event_from_signed(&self, body: &[u8]) -> Result<VerifiedEvent, ChannelError> {
+        let envelope: Envelope =
+            serde_json::from_slice(body).map_err(|e| ChannelError::Malformed(format!("notification body: {e}")))?;
+        let resource = &envelope.resource;
+        if resource.algorithm != RESOURCE_ALGORITHM {
+            return Err(ChannelError::Unsupported(format!(
+                "resource.algorithm {:.40}",
+                resource.algorithm
+            )));
+        }
+        let aad = resource.associated_data.as_deref().unwrap_or("");
+        let plaintext = decrypt_resource(
+            self.api_v3_key.expose(),
+            resource.nonce.as_bytes(),
+            aad.as_bytes(),
+            &resource.ciphertext,
+        )?;
+        // The resource is read as strictly as the envelope: a repeated key would mean one thing
+        // to payguard (serde keeps the last) and maybe another to the backend.
+        let object = match crate::canonical::json::parse_strict(&plaintext) {
+            Ok(Some(object)) => object,
+            Ok(None) => return Err(ChannelError::Malformed("decrypted resource is not JSON".into())),
+            Err(e) => return Err(ChannelError::Malformed(format!("decrypted resource: {e}"))),
+        };
+        let event = normalize(&envelope, object)?;
+        self.check_business(&event)?;
+        Ok(event)
+    }
+
     /// The verifying key `Wechatpay-Serial` names: the public key when the serial is the
     /// configured `PUB_KEY_ID_…`, else the platform certificate with that serial, if it is
     /// valid at `now`.

@@ -100,7 +100,12 @@ pub fn check_text_tracked(text: &str) -> (Result<(FileConfig, Config), ConfigIss
 /// read and the upstream host name is not resolved, so CI can lint the file a deployment ships
 /// without access to the secrets or the cluster's DNS. Everything else is checked as at start.
 pub fn load_file_offline(path: &Path) -> Result<FileConfig, ConfigIssues> {
-    let file = check_structure(&read_config(path)?)?;
+    check_text_offline(&read_config(path)?)
+}
+
+/// [`load_file_offline`] over configuration text: no secret is read and no name resolved.
+pub fn check_text_offline(text: &str) -> Result<FileConfig, ConfigIssues> {
+    let file = check_structure(text)?;
     let (built, _) = secret::track_resolution(true, || build(&file, Mode::Offline));
     match built {
         Ok(_) => Ok(file),
