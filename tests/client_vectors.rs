@@ -152,6 +152,12 @@ fn cases() -> Vec<Case> {
         c("refused_invalid_path_escape", "`%` needs two hex digits", "GET", "/v1/%zz"),
         c("refused_truncated_path_escape", "`%` needs two hex digits", "GET", "/v1/a%4"),
         c("refused_double_encoding", "%25 followed by two hex digits", "GET", "/v1/%252e%252e/admin"),
+        c(
+            "refused_double_encoding_with_escaped_digits",
+            "%25 followed by escapes of two hex digits: %252e once canonical, `.` to a double decoder",
+            "GET",
+            "/v1/%25%32%65%25%32%65/admin",
+        ),
         c("refused_invalid_utf8_path", "escapes must decode to UTF-8", "GET", "/v1/%FF"),
         c("refused_overlong_utf8_path", "an overlong encoding of `/`", "GET", "/v1/%C0%AF"),
         c("refused_surrogate_utf8_path", "an encoded UTF-16 surrogate is not UTF-8", "GET", "/v1/%ED%A0%80"),

@@ -89,6 +89,30 @@ func escapeAt(s string, i int) int {
 	return hi*16 + lo
 }
 
+// hexPairFollows: whether the canonical path continues with two hex digits at s[at:], sent raw
+// or as escapes of them (`%32%65` is `2e` once canonical), so `%25%32%65` is refused like `%252e`.
+func hexPairFollows(s string, at int) bool {
+	canonicalByte := func(j int) (byte, int, bool) {
+		if j >= len(s) {
+			return 0, 0, false
+		}
+		if s[j] == '%' {
+			d := escapeAt(s, j)
+			if d < 0 || !isUnreserved(byte(d)) {
+				return 0, 0, false
+			}
+			return byte(d), 3, true
+		}
+		return s[j], 1, true
+	}
+	first, width, ok := canonicalByte(at)
+	if !ok {
+		return false
+	}
+	second, _, ok := canonicalByte(at + width)
+	return ok && hexVal(first) >= 0 && hexVal(second) >= 0
+}
+
 const upperHex = "0123456789ABCDEF"
 
 func pushEscape(out []byte, b byte) []byte {
@@ -152,7 +176,7 @@ func CanonicalPath(path string) (string, error) {
 				return "", pathError("path_control_character", "control character 0x%02X at byte %d of the path", d, i)
 			case d == '/' || d == '\\':
 				return "", pathError("path_encoded_slash", "encoded slash %s at byte %d of the path (servers disagree on whether it separates segments)", path[i:i+3], i)
-			case d == '%' && i+4 < len(path) && hexVal(path[i+3]) >= 0 && hexVal(path[i+4]) >= 0:
+			case d == '%' && hexPairFollows(path, i+3):
 				return "", pathError("path_double_encoding", "double percent-encoding at byte %d of the path (`%%25` followed by two hex digits)", i)
 			}
 			if isUnreserved(byte(d)) {

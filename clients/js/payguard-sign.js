@@ -49,6 +49,25 @@ function escapeAt(raw, i) {
   return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
 }
 
+/**
+ * Whether the canonical path continues with two hex digits at raw[at..]: sent raw or as escapes of
+ * them (`%32%65` is `2e` once canonical), so `%25%32%65` is refused like `%252e`.
+ */
+function hexPairFollows(raw, at) {
+  const canonicalByte = (j) => {
+    if (j >= raw.length) return null;
+    if (raw[j] === 0x25) {
+      const d = escapeAt(raw, j);
+      return d < 0 || !isUnreserved(d) ? null : [d, 3];
+    }
+    return [raw[j], 1];
+  };
+  const first = canonicalByte(at);
+  if (!first) return false;
+  const second = canonicalByte(at + first[1]);
+  return second !== null && hexVal(first[0]) >= 0 && hexVal(second[0]) >= 0;
+}
+
 function escape(b) {
   return '%' + HEX[b >> 4] + HEX[b & 15];
 }
@@ -140,7 +159,7 @@ export function canonicalPath(path) {
         throw pathError('path_encoded_slash',
           `encoded slash ${sent} at byte ${i} of the path (servers disagree on whether it separates segments)`);
       }
-      if (d === 0x25 && i + 4 < raw.length && hexVal(raw[i + 3]) >= 0 && hexVal(raw[i + 4]) >= 0) {
+      if (d === 0x25 && hexPairFollows(raw, i + 3)) {
         throw pathError('path_double_encoding',
           `double percent-encoding at byte ${i} of the path (\`%25\` followed by two hex digits)`);
       }

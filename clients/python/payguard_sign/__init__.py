@@ -96,6 +96,24 @@ def _escape_at(raw: bytes, i: int) -> Optional[int]:
     return hi * 16 + lo
 
 
+def _hex_pair_follows(raw: bytes, at: int) -> bool:
+    """Whether the canonical path continues with two hex digits at raw[at:]: sent raw or as
+    escapes of them (`%32%65` is `2e` once canonical), so `%25%32%65` is refused like `%252e`."""
+
+    def canonical_byte(j: int):
+        b = _at(raw, j)
+        if b == 0x25:
+            d = _escape_at(raw, j)
+            return (d, 3) if d is not None and d in _UNRESERVED else None
+        return None if b is None else (b, 1)
+
+    first = canonical_byte(at)
+    if first is None:
+        return False
+    second = canonical_byte(at + first[1])
+    return second is not None and _hex_val(first[0]) is not None and _hex_val(second[0]) is not None
+
+
 def _push_escape(out: bytearray, b: int) -> None:
     out += ("%" + _HEX[b >> 4] + _HEX[b & 15]).encode("ascii")
 
@@ -173,7 +191,7 @@ def canonical_path(path: Union[str, BytesLike]) -> str:
                     "encoded slash %s at byte %d of the path (servers disagree on whether it "
                     "separates segments)" % (raw[i:i + 3].decode("ascii"), i),
                 )
-            if d == 0x25 and _hex_val(_at(raw, i + 3)) is not None and _hex_val(_at(raw, i + 4)) is not None:
+            if d == 0x25 and _hex_pair_follows(raw, i + 3):
                 raise _path_error(
                     "path_double_encoding",
                     "double percent-encoding at byte %d of the path (`%%25` followed by two hex digits)" % i,

@@ -45,6 +45,28 @@ public final class Canonical {
         return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
     }
 
+    /**
+     * Whether the canonical path continues with two hex digits at raw[at..]: sent raw or as escapes
+     * of them ({@code %32%65} is {@code 2e} once canonical), so {@code %25%32%65} is refused like
+     * {@code %252e}.
+     */
+    private static boolean hexPairFollows(byte[] raw, int at) {
+        int[] first = canonicalByte(raw, at);
+        if (first == null) return false;
+        int[] second = canonicalByte(raw, at + first[1]);
+        return second != null && hexVal(first[0]) >= 0 && hexVal(second[0]) >= 0;
+    }
+
+    /** The canonical byte at raw[j] and how many raw bytes it takes, or null. */
+    private static int[] canonicalByte(byte[] raw, int j) {
+        if (j >= raw.length) return null;
+        if (raw[j] == '%') {
+            int d = escapeAt(raw, j, raw.length);
+            return d < 0 || !isUnreserved(d) ? null : new int[] {d, 3};
+        }
+        return new int[] {raw[j] & 0xff, 1};
+    }
+
     private static void pushEscape(StringBuilder out, int b) {
         out.append('%').append(HEX.charAt(b >> 4)).append(HEX.charAt(b & 15));
     }
@@ -149,7 +171,7 @@ public final class Canonical {
                     throw pathError("path_encoded_slash", "encoded slash " + new String(raw, i, 3, StandardCharsets.US_ASCII)
                             + " at byte " + i + " of the path (servers disagree on whether it separates segments)");
                 }
-                if (d == '%' && i + 4 < raw.length && hexVal(raw[i + 3] & 0xff) >= 0 && hexVal(raw[i + 4] & 0xff) >= 0) {
+                if (d == '%' && hexPairFollows(raw, i + 3)) {
                     throw pathError("path_double_encoding",
                             "double percent-encoding at byte " + i + " of the path (`%25` followed by two hex digits)");
                 }
