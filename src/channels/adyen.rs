@@ -27,8 +27,8 @@ use super::{
     printable, Ack, Channel, ChannelError, ChannelKind, ChannelSetup, EventKind, MerchantRef, NotifyRequest,
     RefundInfo, SimulateInput, SimulateKeys, SimulateSpec, SimulatedNotification, TestSetup, VerifiedEvent,
 };
-use crate::config::secret::{Secret, SecretRef};
-use crate::config::ConfigIssue;
+use crate::secret::{Secret, SecretRef};
+use crate::issue::ConfigIssue;
 
 /// Adyen webhook endpoint (one standard webhook of one merchant account).
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

@@ -24,8 +24,8 @@ use super::{
     fixture_ref, read_fixture, ChannelSetup, SimulateInput, TestSetup,     printable, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo,
     SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent,
 };
-use crate::config::secret::SecretRef;
-use crate::config::ConfigIssue;
+use crate::secret::SecretRef;
+use crate::issue::ConfigIssue;
 
 /// Which RSA signature scheme the configured Alipay key is used with (`sign_type`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

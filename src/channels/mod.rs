@@ -11,7 +11,7 @@ use http::HeaderMap;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigIssue;
+use crate::issue::ConfigIssue;
 
 pub mod amount;
 pub(crate) mod beijing_time;

@@ -14,7 +14,7 @@ use super::{
     Channel, ChannelSetup, EventKind, SimulateInput, SimulateKeys, SimulateSpec, SimulatedNotification, TestSetup,
 };
 pub use super::{ChannelConfig, ChannelKind};
-use crate::config::ConfigIssue;
+use crate::issue::ConfigIssue;
 
 /// What the registry knows about a channel before any config: the type-level parts of its
 /// [`ChannelSetup`], reachable from a [`ChannelKind`].
@@ -171,7 +171,7 @@ macro_rules! channels {
             /// channel name, e.g. `stripe.endpoint_secrets[0]`.
             pub fn build(
                 &self,
-            ) -> Result<::std::sync::Arc<dyn Channel>, Vec<$crate::config::ConfigIssue>> {
+            ) -> Result<::std::sync::Arc<dyn Channel>, Vec<$crate::issue::ConfigIssue>> {
                 match self {
                     $(Self::$variant(c) => $crate::channels::registry::built(c),)+
                 }

@@ -27,8 +27,8 @@ use super::{
     ChannelSetup, SimulateInput, TestSetup,     single_header, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo,
     SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent,
 };
-use crate::config::secret::{Secret, SecretRef};
-use crate::config::ConfigIssue;
+use crate::secret::{Secret, SecretRef};
+use crate::issue::ConfigIssue;
 
 /// Prefix of Standard Webhooks symmetric secrets; the rest is base64 of the key.
 const SECRET_PREFIX: &str = "whsec_";

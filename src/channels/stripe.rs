@@ -19,8 +19,8 @@ use super::{
     ChannelSetup, SimulateInput, TestSetup,     required_header, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo,
     SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent, ZeroPayment,
 };
-use crate::config::secret::{Secret, SecretRef};
-use crate::config::ConfigIssue;
+use crate::secret::{Secret, SecretRef};
+use crate::issue::ConfigIssue;
 
 fn default_tolerance() -> Duration {
     Duration::from_secs(300)

@@ -26,8 +26,8 @@ use super::{
     fixture_ref, read_fixture, ChannelSetup, SimulateInput, TestSetup,     printable, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo,
     SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent,
 };
-use crate::config::secret::SecretRef;
-use crate::config::ConfigIssue;
+use crate::secret::SecretRef;
+use crate::issue::ConfigIssue;
 
 /// The owner UnionPay's production signing certificates name in their CN (acp SDK
 /// `UNIONPAY_CNNAME`).

@@ -26,8 +26,8 @@ use super::{
     ChannelSetup, SimulateInput, TestSetup,     printable, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo,
     SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent,
 };
-use crate::config::secret::{Secret, SecretRef};
-use crate::config::ConfigIssue;
+use crate::secret::{Secret, SecretRef};
+use crate::issue::ConfigIssue;
 
 /// The signature type the merchant's unified-order requests use (`sign_type`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

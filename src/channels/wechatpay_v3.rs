@@ -24,8 +24,8 @@ use super::{
     fixture_ref, read_fixture, ChannelSetup, SimulateInput, TestSetup,     required_header, single_header, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest,
     RefundInfo, SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent,
 };
-use crate::config::secret::{Secret, SecretRef};
-use crate::config::ConfigIssue;
+use crate::secret::{Secret, SecretRef};
+use crate::issue::ConfigIssue;
 
 /// The only signature type this channel speaks; an absent header means this value.
 const SIGNATURE_TYPE: &str = "WECHATPAY2-SHA256-RSA2048";

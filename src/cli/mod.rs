@@ -105,7 +105,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn print_issues(path: &std::path::Path, issues: &crate::config::ConfigIssues) -> ExitCode {
+fn print_issues(path: &std::path::Path, issues: &crate::issue::ConfigIssues) -> ExitCode {
     eprintln!(
         "{}: {} error{}",
         path.display(),

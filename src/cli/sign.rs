@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::config::secret::SecretRef;
 use crate::guard::signature::{new_nonce, sign_request};
+use crate::secret::SecretRef;
 
 /// Arguments of `payguard sign`.
 #[derive(Debug, Args)]

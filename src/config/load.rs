@@ -1,69 +1,14 @@
 //! Loading: YAML text → JSON Schema validation (every structural error, with its key path) →
 //! typed [`FileConfig`] → semantic checks and secret resolution → internal [`Config`].
 
-use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
-use super::{secret, Config, DefaultAction, FileConfig, PolicyKind, Upstream};
+use super::{Config, DefaultAction, FileConfig, PolicyKind, Upstream};
 use crate::health::WithoutStore;
+use crate::issue::{ConfigIssue, ConfigIssues};
 use crate::proxy::routes::RouteTable;
-
-/// One configuration error and where it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigIssue {
-    /// Key path such as `routes[0].match.path` (`(root)` for the whole document).
-    pub path: String,
-    /// What is wrong. Never contains a secret value.
-    pub message: String,
-}
-
-impl ConfigIssue {
-    /// An issue at `path`.
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl ConfigIssue {
-    /// The same issue under a parent key (`prefix.path`).
-    pub fn under(self, prefix: &str) -> Self {
-        let path = if self.path.is_empty() {
-            prefix.to_string()
-        } else {
-            format!("{prefix}.{}", self.path)
-        };
-        Self {
-            path,
-            message: self.message,
-        }
-    }
-}
-
-impl fmt::Display for ConfigIssue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
-
-/// Every issue found in one configuration.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigIssues(pub Vec<ConfigIssue>);
-
-impl fmt::Display for ConfigIssues {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, issue) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{issue}")?;
-        }
-        Ok(())
-    }
-}
+use crate::secret;
 
 /// The JSON Schema of the configuration file, generated from [`FileConfig`].
 pub fn schema_json() -> serde_json::Value {

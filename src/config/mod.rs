@@ -4,7 +4,6 @@
 
 pub mod load;
 pub mod reload;
-pub mod secret;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,7 +11,9 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use load::{check_text, load_file, schema_json, ConfigIssue, ConfigIssues};
+pub use crate::issue::{ConfigIssue, ConfigIssues};
+pub use crate::secret;
+pub use load::{check_text, load_file, schema_json};
 
 /// The configuration file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]

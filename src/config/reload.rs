@@ -74,7 +74,7 @@ impl Reloader {
         let text = std::fs::read_to_string(path).map_err(|e| {
             self.failed(
                 trigger,
-                ConfigIssues(vec![load::ConfigIssue::new(
+                ConfigIssues(vec![crate::issue::ConfigIssue::new(
                     "(file)",
                     format!("cannot read {}: {e}", path.display()),
                 )]),

@@ -36,7 +36,7 @@ use request::{IdentityAmbiguity, KeyPart, RequestFacts, RequestView};
 use signature::{SignatureConfig, SignatureFailure, SignatureVerifier, SignedHeaders};
 pub use verdict::{Action, Decision, Problem, RuleDecision, RuleKind, Verdict};
 
-pub use crate::config::ConfigIssue;
+pub use crate::issue::ConfigIssue;
 
 /// `enforce` blocks; `shadow` decides, logs and counts but never blocks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]

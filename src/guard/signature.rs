@@ -19,7 +19,7 @@ use subtle::ConstantTimeEq;
 
 use super::ConfigIssue;
 use crate::canonical::query::{CanonicalQuery, QueryRefusal};
-use crate::config::secret::{Secret, SecretRef};
+use crate::secret::{Secret, SecretRef};
 
 /// The algorithm name, first line of the string to sign.
 pub const ALGORITHM: &str = "PG-HMAC-SHA256";

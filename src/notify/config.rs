@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::{ForwardMode, NotifyRoute};
 use crate::channels::registry::ChannelConfig;
 use crate::channels::standard_webhooks::StandardWebhookSigner;
-use crate::config::secret::SecretRef;
-use crate::config::ConfigIssue;
+use crate::issue::ConfigIssue;
+use crate::secret::SecretRef;
 
 /// A payment-notification endpoint: which channel it speaks and how events reach the backend.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

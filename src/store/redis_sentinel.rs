@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::StoreError;
-use crate::config::secret::SecretRef;
+use crate::secret::SecretRef;
 
 /// How often the connection's `ROLE` is checked.
 pub(crate) const FOLLOW_INTERVAL: Duration = Duration::from_millis(250);

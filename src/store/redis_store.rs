@@ -41,7 +41,7 @@ use super::{
     lease_token, millis, BucketDecision, BucketSpec, CounterSpec, CounterWindow, DataLoss, DataLossSource, DedupClaim,
     GuardBatch, GuardOutcome, Store, StoreError,
 };
-use crate::config::secret::SecretRef;
+use crate::secret::SecretRef;
 
 /// Settings of the Redis store. Set exactly one of `url` (standalone), `cluster_nodes` (Redis
 /// Cluster) or `sentinel` (a master found through Redis Sentinel).
