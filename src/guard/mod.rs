@@ -545,35 +545,30 @@ impl GuardPlan {
             let p = Problem::new(403, "IP_DENIED", "the client address is blocked").with_rule(DYNAMIC_DENY_RULE);
             return Verdict::reject(p, decisions);
         }
-        if outcome.nonce_before_store_loss {
-            decisions.push(RuleDecision::new(
-                RuleKind::Signature,
-                NONCE_RULE,
-                Decision::Reject,
-                Mode::Enforce,
-            ));
-            let p = Problem::new(
+        // The nonce check's two refusals: dated before a store loss, or already used.
+        let nonce_refusal = if outcome.nonce_before_store_loss {
+            Some((
                 401,
                 "TIMESTAMP_BEFORE_STORE_LOSS",
                 "the request is dated before the store lost its data, so its nonce cannot be checked; sign it again with the current time",
-            )
-            .with_rule(NONCE_RULE);
-            return Verdict::reject(p, decisions);
-        }
-        if outcome.nonce_replayed {
+            ))
+        } else if outcome.nonce_replayed {
+            Some((
+                409,
+                "NONCE_REPLAYED",
+                "this nonce was already used with this access key",
+            ))
+        } else {
+            None
+        };
+        if let Some((status, code, detail)) = nonce_refusal {
             decisions.push(RuleDecision::new(
                 RuleKind::Signature,
                 NONCE_RULE,
                 Decision::Reject,
                 Mode::Enforce,
             ));
-            let p = Problem::new(
-                409,
-                "NONCE_REPLAYED",
-                "this nonce was already used with this access key",
-            )
-            .with_rule(NONCE_RULE);
-            return Verdict::reject(p, decisions);
+            return Verdict::reject(Problem::new(status, code, detail).with_rule(NONCE_RULE), decisions);
         }
         if outcome.buckets.len() != self.rate.len() || outcome.counters.len() != self.order.len() {
             return self.on_store_error();
