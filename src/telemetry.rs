@@ -2,30 +2,31 @@
 //! stdout (where container runtimes and log shippers read a process's log). Pingora's own `log`
 //! records are bridged into the same output.
 //!
-//! Lines are handed to a writer thread of their own, which writes them in batches: no request
-//! thread waits on a `write` system call, and under load one call carries many lines. Nothing is
-//! dropped: when the queue is full a request thread waits for room (it never is, short of a
-//! stalled stdout), and the queue is flushed when payguard stops ([`LogGuard`]).
+//! Lines go to a shared buffer that a writer thread of its own writes in batches
+//! ([`crate::log_writer`]): no request thread waits on a `write` system call or wakes a thread
+//! per line, and under load one call carries hundreds of lines. Nothing is dropped: when the
+//! buffer is full a request thread waits for room (it never is, short of a stalled stdout), and
+//! the buffer is flushed when payguard stops ([`LogGuard`]).
 //!
 //! The access log — one line per request — is formatted here directly in JSON mode, with the
 //! same layout `tracing-subscriber` gives every other line but without its generic field
 //! machinery, which cost a tenth of a `pass` request's CPU.
 
 use std::cell::RefCell;
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 
-use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::config::LogFormat;
+use crate::log_writer::{FlushGuard, LogWriter};
 
 /// Flushes every queued log line when dropped; keep it until the process ends.
 #[must_use = "dropping it flushes and stops the log writer"]
-pub struct LogGuard(#[allow(dead_code)] Option<WorkerGuard>);
+pub struct LogGuard(#[allow(dead_code)] Option<FlushGuard>);
 
 /// The shared writer, when JSON access lines are written directly.
-static JSON_ACCESS: OnceLock<NonBlocking> = OnceLock::new();
+static JSON_ACCESS: OnceLock<LogWriter> = OnceLock::new();
 
 /// Installs the global subscriber. `RUST_LOG` overrides `level`. Safe to call once per process;
 /// later calls install nothing. Colours only when stdout is a terminal: escape codes in a log
@@ -34,10 +35,9 @@ pub fn init(format: LogFormat, level: &str) -> LogGuard {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("payguard log")
-        .finish(BufWriter::with_capacity(64 * 1024, std::io::stdout()));
+    let Ok((writer, guard)) = crate::log_writer::start(std::io::stdout()) else {
+        return LogGuard(None);
+    };
     let builder = fmt()
         .with_env_filter(filter)
         .with_writer(writer.clone())
@@ -97,12 +97,10 @@ pub fn access(line: &AccessLine<'_>) -> bool {
         return true;
     }
     thread_local! {
-        static BUF: RefCell<(String, i64, String, Option<NonBlocking>)> =
-            const { RefCell::new((String::new(), i64::MIN, String::new(), None)) };
+        static BUF: RefCell<(String, i64, String)> = const { RefCell::new((String::new(), i64::MIN, String::new())) };
     }
     BUF.with(|cell| {
-        let (buf, second, prefix, own) = &mut *cell.borrow_mut();
-        let writer = own.get_or_insert_with(|| writer.clone());
+        let (buf, second, prefix) = &mut *cell.borrow_mut();
         buf.clear();
         let now = jiff::Timestamp::now();
         if now.as_second() != *second {
@@ -139,7 +137,7 @@ pub fn access(line: &AccessLine<'_>) -> bool {
         }
         let _ = write!(buf, r#","bytes_sent":{}"#, line.bytes_sent);
         buf.push_str(",\"target\":\"payguard::access\"}\n");
-        let _ = writer.write_all(buf.as_bytes());
+        writer.append(buf.as_bytes());
     });
     true
 }
