@@ -12,6 +12,10 @@
 //!
 //! Run: `cargo bench --bench channels -- --warm-up-time 1 --measurement-time 3` (docs/benchmarks.md).
 
+// The allocator the payguard binary uses, so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -3,6 +3,10 @@
 //!
 //! Run: `cargo bench --bench signature`.
 
+// The allocator the payguard binary uses, so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};

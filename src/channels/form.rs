@@ -13,11 +13,18 @@ pub(crate) type RawForm = BTreeMap<String, Vec<u8>>;
 /// keys must be UTF-8. Duplicate keys and broken `%` escapes are malformed.
 pub(crate) fn parse_form_raw(body: &[u8]) -> Result<RawForm, ChannelError> {
     let mut fields = RawForm::new();
-    for pair in body.split(|b| *b == b'&') {
+    for pair in memchr::memchr_iter(b'&', body)
+        .chain(std::iter::once(body.len()))
+        .scan(0, |start, end| {
+            let pair = body.get(*start..end).unwrap_or_default();
+            *start = end + 1;
+            Some(pair)
+        })
+    {
         if pair.is_empty() {
             continue;
         }
-        let (k, v) = match pair.iter().position(|b| *b == b'=') {
+        let (k, v) = match memchr::memchr(b'=', pair) {
             Some(i) => (pair.get(..i).unwrap_or_default(), pair.get(i + 1..).unwrap_or_default()),
             None => (pair, &[][..]),
         };
@@ -39,14 +46,14 @@ pub(crate) fn parse_form_raw(body: &[u8]) -> Result<RawForm, ChannelError> {
 
 /// Decodes one key or value. Hand-written rather than the `percent-encoding` crate: that crate
 /// passes a broken escape such as `%G1` or a trailing `%` through unchanged, and a signed form
-/// must not have two readings, so a broken escape is refused here. Runs of plain bytes are copied
-/// whole, so a long value with few escapes costs little more than a copy.
+/// must not have two readings, so a broken escape is refused here. Runs of plain bytes are found
+/// with `memchr` and copied whole, so a long value with few escapes costs little more than a copy.
 fn percent_decode_form(input: &[u8]) -> Result<Vec<u8>, ChannelError> {
     let broken = || ChannelError::Malformed("broken percent escape in form body".into());
     let mut out = Vec::with_capacity(input.len());
     let mut rest = input;
     loop {
-        let Some(at) = rest.iter().position(|&b| b == b'%' || b == b'+') else {
+        let Some(at) = memchr::memchr2(b'%', b'+', rest) else {
             out.extend_from_slice(rest);
             return Ok(out);
         };

@@ -6,7 +6,7 @@
 //! valid at the injected `now`, and its CN names UnionPay. The signature is
 //! SHA256withRSA over the 64 ASCII bytes of `lower_hex(SHA-256(content))`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -35,6 +35,9 @@ pub const UNIONPAY_CN_OWNER: &str = "中国银联股份有限公司";
 
 /// How many verified signing certificates are remembered (they rotate rarely).
 const CERT_CACHE_LIMIT: usize = 16;
+
+/// A verified signing certificate's PEM bytes and what it verified to.
+type CachedSigner = (Box<[u8]>, Arc<TrustedSigner>);
 
 /// Longest chain walked from the signing certificate to a root.
 const MAX_CHAIN_DEPTH: usize = 4;
@@ -102,7 +105,10 @@ pub struct UnionpayChannel {
     roots: Vec<CaCert>,
     middles: Vec<CaCert>,
     cn_owner: String,
-    signers: Mutex<HashMap<[u8; 32], Arc<TrustedSigner>>>,
+    /// Verified signing certificates by their exact PEM bytes (at most [`CERT_CACHE_LIMIT`]; only
+    /// certificates that chained to a configured root get in). Searched by comparing bytes: cheaper
+    /// than hashing a 2 KiB certificate on every notification.
+    signers: Mutex<Vec<CachedSigner>>,
 }
 
 impl UnionpayConfig {
@@ -136,7 +142,7 @@ impl UnionpayConfig {
             roots,
             middles,
             cn_owner: self.cn_owner.clone(),
-            signers: Mutex::new(HashMap::new()),
+            signers: Mutex::new(Vec::new()),
         })
     }
 }
@@ -199,8 +205,9 @@ impl UnionpayChannel {
     /// validity of every certificate on the path. Verified chains are cached by
     /// certificate content; validity is still checked against `now` on every call.
     fn signer_key(&self, cert_pem: &[u8], now: i64) -> Result<Arc<TrustedSigner>, ChannelError> {
-        let cache_key: [u8; 32] = Sha256::digest(cert_pem).into();
-        let cached = self.signers.lock().get(&cache_key).cloned();
+        let cached = (self.signers.lock().iter())
+            .find(|(pem, _)| **pem == *cert_pem)
+            .map(|(_, signer)| Arc::clone(signer));
         let signer = match cached {
             Some(signer) => signer,
             None => {
@@ -209,7 +216,7 @@ impl UnionpayChannel {
                 if cache.len() >= CERT_CACHE_LIMIT {
                     cache.clear();
                 }
-                cache.insert(cache_key, Arc::clone(&signer));
+                cache.push((cert_pem.into(), Arc::clone(&signer)));
                 signer
             }
         };
