@@ -113,12 +113,12 @@ fn a_stalled_body_is_answered_408_on_every_route() {
     // The stalled notification is in the notification log and its metric.
     let notified = "payguard_notifications_total{channel=\"stripe\",outcome=\"client_timeout\",route=\"stripe\"}";
     assert_eq!(pg.wait_metric(notified, 1.0), 1.0);
-    let logs = pg.logs();
-    assert!(
+    let notify_line = |logs: &str| {
         logs.lines()
-            .any(|l| l.contains("\"payguard::notify\"") && l.contains("\"outcome\":\"client_timeout\"")),
-        "{logs}"
-    );
+            .any(|l| l.contains("\"payguard::notify\"") && l.contains("\"outcome\":\"client_timeout\""))
+    };
+    let logs = pg.wait_logs(notify_line);
+    assert!(notify_line(&logs), "{logs}");
 }
 
 #[test]

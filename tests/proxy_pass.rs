@@ -216,8 +216,7 @@ fn access_log_has_one_json_line_per_request() {
         .header("x-request-id", "log-me-1")
         .send()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    let logs = pg.logs();
+    let logs = pg.wait_logs(|l| l.contains("log-me-1"));
     let line = logs
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

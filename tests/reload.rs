@@ -83,7 +83,7 @@ fn file_change_reload_applies_new_route_without_failing_requests() {
         "last good config still serves /b"
     );
     assert_eq!(c.get(pg.url("/a")).send().unwrap().status(), 200);
-    assert!(pg.logs().contains("keeping the last good configuration"));
+    assert!(pg.logged("keeping the last good configuration"), "{}", pg.logs());
 }
 
 #[test]
@@ -152,7 +152,7 @@ fn a_refused_reload_logs_the_exact_key_and_no_inline_secret() {
     wait_until("failed reload metric", || {
         pg.metric("payguard_config_reloads_total{result=\"failure\"}") > before
     });
-    let logs = pg.logs();
+    let logs = pg.wait_logs(|l| l.contains("guard.signature.keys[0].bogus: unknown key"));
     assert!(logs.contains("guard.signature.keys[0].bogus: unknown key"), "{logs}");
     assert!(
         !logs.contains("inline-secret-in-a-broken-reload"),

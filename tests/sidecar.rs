@@ -148,7 +148,7 @@ fn starts_before_redis_is_up_serves_what_it_can_and_connects_when_redis_comes() 
     assert_eq!((status, &ready["store_reachable"]), (200, &serde_json::json!(true)));
     assert_eq!(send(&pg, &order()), (200, String::new()), "{}", pg.logs());
     assert!(!redis.keys().is_empty(), "the nonce went to Redis");
-    assert!(pg.logs().contains("connected to Redis"));
+    assert!(pg.logged("connected to Redis"), "{}", pg.logs());
 }
 
 #[test]

@@ -241,6 +241,24 @@ impl Payguard {
         std::fs::read_to_string(self.dir.path().join(which)).unwrap_or_default()
     }
 
+    /// stdout + stderr once `done` holds for them, or after 5 s: payguard writes its log from a
+    /// background thread in batches, so a line shows up a few milliseconds after the event.
+    pub fn wait_logs(&self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let logs = self.logs();
+            if done(&logs) || Instant::now() > deadline {
+                return logs;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether a line containing `needle` reaches the log within 5 s (see [`Payguard::wait_logs`]).
+    pub fn logged(&self, needle: &str) -> bool {
+        self.wait_logs(|logs| logs.contains(needle)).contains(needle)
+    }
+
     /// stdout + stderr so far.
     pub fn logs(&self) -> String {
         let mut out = String::new();
