@@ -4,6 +4,7 @@
   lint_deploy.py crds RENDERED.yaml...      prometheus-operator objects against their schemas
   lint_deploy.py consistency RENDERED.yaml  the manifest agrees with its payguard config
   lint_deploy.py rules-match                PrometheusRule spec == deploy/prometheus/payguard.rules.yaml
+  lint_deploy.py rules-tested               every alert has promtool cases where it fires and where not
   lint_deploy.py dashboard-rules OUT.yaml   the dashboard's queries as a rules file, for promtool
 """
 
@@ -19,6 +20,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 SCHEMAS = ROOT / "deploy/schemas"
 DASHBOARD = ROOT / "deploy/grafana/payguard.json"
 RULES = ROOT / "deploy/prometheus/payguard.rules.yaml"
+RULES_TEST = ROOT / "deploy/prometheus/payguard.rules.test.yaml"
 PROMETHEUS_RULE = ROOT / "deploy/kubernetes/base/prometheusrule.yaml"
 
 
@@ -145,6 +147,28 @@ def rules_match():
     print(f"  {PROMETHEUS_RULE.name} has the same groups as {RULES.name}")
 
 
+def rules_tested():
+    """`promtool test rules` passes for the cases that exist; this checks that every alert has
+    one: a case where it fires (so a broken expression cannot pass unnoticed) and one where it
+    stays quiet (so an expression that always fires cannot either)."""
+    alerts = [r["alert"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"] if "alert" in r]
+    tests = yaml.safe_load(RULES_TEST.read_text())
+    if tests.get("rule_files") != [RULES.name]:
+        fail(f"{RULES_TEST.name} must test {RULES.name} (rule_files: [{RULES.name}])")
+    firing, quiet = set(), set()
+    for case in tests["tests"]:
+        for check in case.get("alert_rule_test", []):
+            (firing if check.get("exp_alerts") else quiet).add(check["alertname"])
+    problems = [f"alert {a} has no test case where it fires" for a in alerts if a not in firing]
+    problems += [f"alert {a} has no test case where it stays quiet" for a in alerts if a not in quiet]
+    problems += [f"{RULES_TEST.name} tests {a}, which {RULES.name} does not define" for a in sorted((firing | quiet) - set(alerts))]
+    for p in problems:
+        print(f"{RULES_TEST}: {p}", file=sys.stderr)
+    if problems:
+        sys.exit(1)
+    print(f"  all {len(alerts)} alerts are tested firing and quiet")
+
+
 def dashboard_exprs():
     dash = json.loads(DASHBOARD.read_text())
     for panel in dash["panels"]:
@@ -173,5 +197,6 @@ if __name__ == "__main__":
         "crds": lambda: crds(args),
         "consistency": lambda: consistency(args[0]),
         "rules-match": rules_match,
+        "rules-tested": rules_tested,
         "dashboard-rules": lambda: dashboard_rules(args[0]),
     }[cmd]()
