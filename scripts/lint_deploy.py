@@ -6,6 +6,7 @@
   lint_deploy.py rules-match                PrometheusRule spec == deploy/prometheus/payguard.rules.yaml
   lint_deploy.py rules-tested               every alert has promtool cases where it fires and where not
   lint_deploy.py dashboard-rules OUT.yaml   the dashboard's queries as a rules file, for promtool
+  lint_deploy.py docs-match                 docs/deploy.md names the versions and commands run here
 """
 
 import json
@@ -22,6 +23,8 @@ DASHBOARD = ROOT / "deploy/grafana/payguard.json"
 RULES = ROOT / "deploy/prometheus/payguard.rules.yaml"
 RULES_TEST = ROOT / "deploy/prometheus/payguard.rules.test.yaml"
 PROMETHEUS_RULE = ROOT / "deploy/kubernetes/base/prometheusrule.yaml"
+LINT_DEPLOY = ROOT / "scripts/lint-deploy"
+DEPLOY_DOC = ROOT / "docs/deploy.md"
 
 
 def fail(msg):
@@ -191,6 +194,40 @@ def dashboard_rules(out_path):
     print(f"  {len(rules)} dashboard queries written to {out_path}")
 
 
+def bash_array(script, name):
+    m = re.search(rf"^{name}=\(([^)]*)\)", script, re.M)
+    if not m:
+        fail(f"{LINT_DEPLOY}: no {name}=(...) array")
+    return m.group(1).split()
+
+
+def docs_match():
+    """docs/deploy.md tells readers to run what CI runs: the pinned tool versions, the Kubernetes
+    versions validated against, and the promtool and hadolint commands, word for word."""
+    script = LINT_DEPLOY.read_text()
+    # Markdown wraps long commands; compare with whitespace collapsed and code marks removed.
+    doc = " ".join(DEPLOY_DOC.read_text().replace("`", " ").split())
+    wanted = bash_array(script, "PIP_TOOLS") + bash_array(script, "K8S_VERSIONS")
+    for line in script.splitlines():
+        line = line.strip()
+        # Commands on the repository's files; one on a temporary file is described in prose.
+        if line.startswith(("promtool ", "hadolint ")) and "$" not in line:
+            wanted.append(" ".join(line.split("&&")[0].split()))
+    image = re.search(r"^\s*scripts/image (.*)$", script, re.M)
+    if not image:
+        fail(f"{LINT_DEPLOY}: no scripts/image call")
+    flags = re.findall(r"--[a-z]+", image.group(1))
+    documented = re.findall(r"scripts/image((?: --?[a-z]+(?: [^ -][^ ]*)?)+)", doc)
+    if not any(all(f in d.split() for f in flags) for d in documented):
+        wanted.append(f"scripts/image {' '.join(flags)}")
+    missing = [w for w in wanted if w not in doc]
+    for w in missing:
+        print(f"{DEPLOY_DOC}: does not say `{w}`, which {LINT_DEPLOY.name} runs", file=sys.stderr)
+    if missing:
+        sys.exit(1)
+    print(f"  {DEPLOY_DOC.name} names the {len(wanted)} versions and commands {LINT_DEPLOY.name} uses")
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {
@@ -199,4 +236,5 @@ if __name__ == "__main__":
         "rules-match": rules_match,
         "rules-tested": rules_tested,
         "dashboard-rules": lambda: dashboard_rules(args[0]),
+        "docs-match": docs_match,
     }[cmd]()
