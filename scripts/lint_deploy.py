@@ -127,6 +127,13 @@ def consistency(path):
     app_ports = {e["value"] for c in app for e in c.get("env", []) if e["name"] == "PORT"}
     if app_ports != {str(up_port)}:
         problems.append(f"the app listens on {app_ports}, payguard forwards to {up_port}")
+    app_hosts = {e["value"] for c in app for e in c.get("env", []) if e["name"] == "HOST"}
+    if app_hosts != {"127.0.0.1"}:
+        problems.append(f"the app must bind 127.0.0.1 (HOST), so only payguard reaches it; it binds {app_hosts or 'its default'}")
+    for monitor in by_kind(docs, "PodMonitor"):
+        for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+            if (endpoint.get("port"), endpoint.get("path")) != ("probes", "/metrics"):
+                problems.append(f"PodMonitor {monitor['metadata']['name']} must scrape /metrics on the probes port")
     if pod["securityContext"].get("runAsUser") != 65532 or not pod["securityContext"].get("runAsNonRoot"):
         problems.append("the pod must run as the image's user 65532, runAsNonRoot")
     if pod["securityContext"].get("seccompProfile", {}).get("type") != "RuntimeDefault":
