@@ -3,8 +3,11 @@
 
   lint_deploy.py crds RENDERED.yaml...      prometheus-operator objects against their schemas
   lint_deploy.py consistency RENDERED.yaml  the manifest agrees with its payguard config
+  lint_deploy.py secrets SCHEMA RENDERED... every secret in the config is a file of payguard's Secret
   lint_deploy.py rules-match                PrometheusRule spec == deploy/prometheus/payguard.rules.yaml
+  lint_deploy.py rules-tested               every alert has promtool cases where it fires and where not
   lint_deploy.py dashboard-rules OUT.yaml   the dashboard's queries as a rules file, for promtool
+  lint_deploy.py docs-match                 docs/deploy.md names the versions and commands run here
 """
 
 import json
@@ -19,7 +22,10 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 SCHEMAS = ROOT / "deploy/schemas"
 DASHBOARD = ROOT / "deploy/grafana/payguard.json"
 RULES = ROOT / "deploy/prometheus/payguard.rules.yaml"
+RULES_TEST = ROOT / "deploy/prometheus/payguard.rules.test.yaml"
 PROMETHEUS_RULE = ROOT / "deploy/kubernetes/base/prometheusrule.yaml"
+LINT_DEPLOY = ROOT / "scripts/lint-deploy"
+DEPLOY_DOC = ROOT / "docs/deploy.md"
 
 
 def fail(msg):
@@ -121,20 +127,123 @@ def consistency(path):
     app_ports = {e["value"] for c in app for e in c.get("env", []) if e["name"] == "PORT"}
     if app_ports != {str(up_port)}:
         problems.append(f"the app listens on {app_ports}, payguard forwards to {up_port}")
+    app_hosts = {e["value"] for c in app for e in c.get("env", []) if e["name"] == "HOST"}
+    if app_hosts != {"127.0.0.1"}:
+        problems.append(f"the app must bind 127.0.0.1 (HOST), so only payguard reaches it; it binds {app_hosts or 'its default'}")
+    for monitor in by_kind(docs, "PodMonitor"):
+        for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+            if (endpoint.get("port"), endpoint.get("path")) != ("probes", "/metrics"):
+                problems.append(f"PodMonitor {monitor['metadata']['name']} must scrape /metrics on the probes port")
     if pod["securityContext"].get("runAsUser") != 65532 or not pod["securityContext"].get("runAsNonRoot"):
         problems.append("the pod must run as the image's user 65532, runAsNonRoot")
+    if pod["securityContext"].get("seccompProfile", {}).get("type") != "RuntimeDefault":
+        problems.append("the pod must use the RuntimeDefault seccomp profile (restricted Pod Security)")
     for c in containers:
         sc = c.get("securityContext", {})
         if not (sc.get("readOnlyRootFilesystem") and sc.get("allowPrivilegeEscalation") is False and sc.get("capabilities", {}).get("drop") == ["ALL"]):
             problems.append(f"container {c['name']}: restricted securityContext missing")
+        resources = c.get("resources", {})
+        if not (resources.get("requests", {}).get("cpu") and resources.get("requests", {}).get("memory") and resources.get("limits", {}).get("memory")):
+            problems.append(f"container {c['name']}: needs cpu and memory requests and a memory limit")
         for m in c.get("volumeMounts", []):
             if "subPath" in m:
                 problems.append(f"container {c['name']}: subPath mounts never see ConfigMap/Secret updates")
+    # Only payguard's ports are reachable from outside the pod: every ingress rule names its
+    # ports (a rule without ports opens all of them), and they are payguard's.
+    (policy,) = by_kind(docs, "NetworkPolicy")
+    for i, rule in enumerate(policy["spec"].get("ingress", [])):
+        open_ports = [p.get("port") for p in rule.get("ports", [])]
+        if not open_ports or any(p not in ("http", "probes") for p in open_ports):
+            problems.append(f"NetworkPolicy ingress[{i}] opens {open_ports or 'every port'}; only payguard's http and probes ports may be reachable")
+    if "Egress" not in policy["spec"].get("policyTypes", []):
+        problems.append("the NetworkPolicy must restrict egress too (DNS and Redis)")
     for p in problems:
         print(f"{path}: {p}", file=sys.stderr)
     if problems:
         sys.exit(1)
-    print(f"  {path}: probes, ports, shutdown timing and security context agree with the config")
+    print(f"  {path}: probes, ports, shutdown timing, security context, resources and ingress agree with the config")
+
+
+def resolve(schema, node):
+    """A schema node with `$ref`s and single-`allOf` wrappers followed."""
+    while True:
+        if "$ref" in node:
+            node = schema["definitions"][node["$ref"].rsplit("/", 1)[1]]
+        elif len(node.get("allOf", [])) == 1:
+            node = node["allOf"][0]
+        else:
+            return node
+
+
+def secret_values(schema, node, value, path):
+    """(key path, value) of every field of `value` the schema marks writeOnly (payguard's secrets)."""
+    node = resolve(schema, node)
+    if node.get("writeOnly") and isinstance(value, str):
+        yield path, value
+        return
+    if isinstance(value, dict):
+        for branch in node.get("anyOf", []) + node.get("oneOf", []):
+            branch = resolve(schema, branch)
+            required = branch.get("required", [])
+            if branch.get("type") == "object" and all(k in value for k in required):
+                yield from secret_values(schema, branch, value, path)
+                return
+        props = node.get("properties", {})
+        extra = node.get("additionalProperties")
+        for key, item in value.items():
+            sub = props.get(key, extra if isinstance(extra, dict) else None)
+            if sub is not None:
+                yield from secret_values(schema, sub, item, f"{path}.{key}" if path else key)
+    elif isinstance(value, list):
+        items = node.get("items")
+        for branch in node.get("anyOf", []) + node.get("oneOf", []):
+            if resolve(schema, branch).get("type") == "array":
+                items = resolve(schema, branch).get("items")
+        if isinstance(items, dict):
+            for i, item in enumerate(value):
+                yield from secret_values(schema, items, item, f"{path}[{i}]")
+    elif isinstance(value, str):
+        for branch in node.get("anyOf", []) + node.get("oneOf", []):
+            if resolve(schema, branch).get("writeOnly"):
+                yield path, value
+                return
+
+
+def secrets(schema_path, paths):
+    """Keys and secrets reach payguard as files of its Secret (docs/deploy.md, "Secrets"): every
+    secret field of the ConfigMap's config (the schema marks them writeOnly) is a `file:`
+    reference into the Secret volume, which only the payguard container mounts."""
+    schema = json.loads(pathlib.Path(schema_path).read_text())
+    for path in paths:
+        docs = [d for _, d in documents([path])]
+        (deploy,) = by_kind(docs, "Deployment")
+        (configmap,) = by_kind(docs, "ConfigMap")
+        config = yaml.safe_load(configmap["data"]["payguard.yaml"])
+        pod = deploy["spec"]["template"]["spec"]
+        containers = pod.get("initContainers", []) + pod["containers"]
+        secret_volumes = {v["name"] for v in pod["volumes"] if "secret" in v}
+        problems = []
+        mounts = {}
+        for c in containers:
+            for m in c.get("volumeMounts", []):
+                if m["name"] in secret_volumes:
+                    if c["name"] != "payguard":
+                        problems.append(f"container {c['name']} mounts payguard's Secret {m['name']}")
+                    else:
+                        mounts[m["mountPath"].rstrip("/") + "/"] = m["name"]
+        found = list(secret_values(schema, schema, config, ""))
+        for key, value in found:
+            if not value.startswith("file:"):
+                problems.append(f"{key}: secrets must be `file:` references to the mounted Secret, not inline or env:")
+            elif not any(value[len("file:"):].startswith(m) for m in mounts):
+                problems.append(f"{key}: {value} is not in a Secret volume mounted into payguard ({', '.join(mounts) or 'none'})")
+        if len(found) < 3:
+            problems.append(f"only {len(found)} secrets found in the config; the schema walk is broken")
+        for p in problems:
+            print(f"{path}: {p}", file=sys.stderr)
+        if problems:
+            sys.exit(1)
+        print(f"  {path}: {len(found)} secrets, each a file of the Secret mounted into payguard")
 
 
 def rules_match():
@@ -143,6 +252,28 @@ def rules_match():
     if wrapped["spec"] != plain:
         fail(f"{PROMETHEUS_RULE} spec differs from {RULES}; copy the groups over")
     print(f"  {PROMETHEUS_RULE.name} has the same groups as {RULES.name}")
+
+
+def rules_tested():
+    """`promtool test rules` passes for the cases that exist; this checks that every alert has
+    one: a case where it fires (so a broken expression cannot pass unnoticed) and one where it
+    stays quiet (so an expression that always fires cannot either)."""
+    alerts = [r["alert"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"] if "alert" in r]
+    tests = yaml.safe_load(RULES_TEST.read_text())
+    if tests.get("rule_files") != [RULES.name]:
+        fail(f"{RULES_TEST.name} must test {RULES.name} (rule_files: [{RULES.name}])")
+    firing, quiet = set(), set()
+    for case in tests["tests"]:
+        for check in case.get("alert_rule_test", []):
+            (firing if check.get("exp_alerts") else quiet).add(check["alertname"])
+    problems = [f"alert {a} has no test case where it fires" for a in alerts if a not in firing]
+    problems += [f"alert {a} has no test case where it stays quiet" for a in alerts if a not in quiet]
+    problems += [f"{RULES_TEST.name} tests {a}, which {RULES.name} does not define" for a in sorted((firing | quiet) - set(alerts))]
+    for p in problems:
+        print(f"{RULES_TEST}: {p}", file=sys.stderr)
+    if problems:
+        sys.exit(1)
+    print(f"  all {len(alerts)} alerts are tested firing and quiet")
 
 
 def dashboard_exprs():
@@ -167,11 +298,48 @@ def dashboard_rules(out_path):
     print(f"  {len(rules)} dashboard queries written to {out_path}")
 
 
+def bash_array(script, name):
+    m = re.search(rf"^{name}=\(([^)]*)\)", script, re.M)
+    if not m:
+        fail(f"{LINT_DEPLOY}: no {name}=(...) array")
+    return m.group(1).split()
+
+
+def docs_match():
+    """docs/deploy.md tells readers to run what CI runs: the pinned tool versions, the Kubernetes
+    versions validated against, and the promtool and hadolint commands, word for word."""
+    script = LINT_DEPLOY.read_text()
+    # Markdown wraps long commands; compare with whitespace collapsed and code marks removed.
+    doc = " ".join(DEPLOY_DOC.read_text().replace("`", " ").split())
+    wanted = bash_array(script, "PIP_TOOLS") + bash_array(script, "K8S_VERSIONS")
+    for line in script.splitlines():
+        line = line.strip()
+        # Commands on the repository's files; one on a temporary file is described in prose.
+        if line.startswith(("promtool ", "hadolint ")) and "$" not in line:
+            wanted.append(" ".join(line.split("&&")[0].split()))
+    image = re.search(r"^\s*scripts/image (.*)$", script, re.M)
+    if not image:
+        fail(f"{LINT_DEPLOY}: no scripts/image call")
+    flags = re.findall(r"--[a-z]+", image.group(1))
+    documented = re.findall(r"scripts/image((?: --?[a-z]+(?: [^ -][^ ]*)?)+)", doc)
+    if not any(all(f in d.split() for f in flags) for d in documented):
+        wanted.append(f"scripts/image {' '.join(flags)}")
+    missing = [w for w in wanted if w not in doc]
+    for w in missing:
+        print(f"{DEPLOY_DOC}: does not say `{w}`, which {LINT_DEPLOY.name} runs", file=sys.stderr)
+    if missing:
+        sys.exit(1)
+    print(f"  {DEPLOY_DOC.name} names the {len(wanted)} versions and commands {LINT_DEPLOY.name} uses")
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {
         "crds": lambda: crds(args),
         "consistency": lambda: consistency(args[0]),
+        "secrets": lambda: secrets(args[0], args[1:]),
         "rules-match": rules_match,
+        "rules-tested": rules_tested,
         "dashboard-rules": lambda: dashboard_rules(args[0]),
+        "docs-match": docs_match,
     }[cmd]()

@@ -2,11 +2,14 @@
 //! guard, pass and notification traffic (and a store outage) through the running binary on a
 //! real Redis, then every `payguard_*` name in deploy/grafana/payguard.json and
 //! deploy/prometheus/payguard.rules.yaml must appear in `/metrics`. No panel stays silently
-//! empty because of a renamed metric. (scripts/lint-deploy parses every query with promtool.)
+//! empty because of a renamed metric. The labels they select on and group by must be on those
+//! metrics too, and every label value they match must be one payguard emits (seen in this run, or
+//! for outcomes this traffic does not produce, such as an upstream timeout, declared in the
+//! source). (scripts/lint-deploy parses every query with promtool.)
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use support::guard::{problem_code, signature_section, Req};
@@ -51,6 +54,204 @@ fn exported(exposition: &str) -> BTreeSet<String> {
         })
         .map(str::to_string)
         .collect()
+}
+
+/// Labels Prometheus adds from the scrape target, not from payguard's exposition.
+const TARGET_LABELS: [&str; 4] = ["namespace", "pod", "job", "instance"];
+
+/// Every PromQL expression of the dashboard (panel queries and template variables) and of the
+/// rules file.
+fn queries() -> Vec<String> {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&repo_file("deploy/grafana/payguard.json")).expect("dashboard JSON");
+    let mut out: Vec<String> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(str::to_string))
+        .collect();
+    out.extend(
+        dashboard["templating"]["list"]
+            .as_array()
+            .expect("templating")
+            .iter()
+            .filter_map(|v| v["query"]["query"].as_str())
+            .filter(|q| q.contains("payguard_"))
+            .map(str::to_string),
+    );
+    let rules: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&repo_file("deploy/prometheus/payguard.rules.yaml")).expect("rules YAML");
+    for group in rules["groups"].as_sequence().expect("groups") {
+        for rule in group["rules"].as_sequence().expect("rules") {
+            out.push(rule["expr"].as_str().expect("expr").to_string());
+        }
+    }
+    out
+}
+
+/// One label matcher of a selector: `label op "value"`.
+#[derive(Debug)]
+struct Matcher {
+    label: String,
+    op: String,
+    value: String,
+}
+
+/// `{a="x", b=~"y|z"}` → matchers. Values are Prometheus strings (`\"` escapes).
+fn matchers(inner: &str) -> Vec<Matcher> {
+    let mut out = Vec::new();
+    let mut rest = inner.trim();
+    while !rest.is_empty() {
+        let op_at = rest
+            .find(['=', '!'])
+            .unwrap_or_else(|| panic!("no operator in {{{inner}}}"));
+        let label = rest[..op_at].trim().to_string();
+        let quote = rest[op_at..].find('"').expect("quoted value") + op_at;
+        let op = rest[op_at..quote].trim().to_string();
+        let mut value = String::new();
+        let mut chars = rest[quote + 1..].char_indices();
+        let mut end = None;
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => value.extend(chars.next().map(|(_, c)| c)),
+                '"' => {
+                    end = Some(quote + 1 + i + 1);
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        let end = end.unwrap_or_else(|| panic!("unterminated value in {{{inner}}}"));
+        out.push(Matcher { label, op, value });
+        rest = rest[end..].trim_start().trim_start_matches(',').trim_start();
+    }
+    out
+}
+
+/// Each `payguard_*{...}` selector of a query: (metric, matchers).
+fn selectors(query: &str) -> Vec<(String, Vec<Matcher>)> {
+    metric_names(query)
+        .into_iter()
+        .flat_map(|name| {
+            let pattern = format!("{name}{{");
+            query
+                .match_indices(&pattern)
+                .filter(|(i, _)| *i == 0 || !query.as_bytes()[i - 1].is_ascii_alphanumeric())
+                .map(|(i, _)| {
+                    let open = i + pattern.len();
+                    let close = query[open..].find('}').expect("closing brace") + open;
+                    (name.clone(), matchers(&query[open..close]))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The labels of every `by (...)` clause of a query.
+fn grouping_labels(query: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = query;
+    while let Some(i) = rest.find("by (") {
+        let inner = &rest[i + 4..];
+        let close = inner.find(')').expect("closing parenthesis");
+        out.extend(
+            inner[..close]
+                .split(',')
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty()),
+        );
+        rest = &inner[close..];
+    }
+    out
+}
+
+/// Each sample of an exposition: metric name → every label set it was exported with.
+fn samples(exposition: &str) -> BTreeMap<String, Vec<BTreeMap<String, String>>> {
+    let mut out: BTreeMap<String, Vec<BTreeMap<String, String>>> = BTreeMap::new();
+    for line in exposition.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let (name, labels) = match line.split_once('{') {
+            Some((name, rest)) => {
+                let inner = &rest[..rest.rfind('}').expect("closing brace")];
+                let labels = matchers(inner).into_iter().map(|m| (m.label, m.value)).collect();
+                (name.to_string(), labels)
+            }
+            None => (line.split(' ').next().unwrap_or(line).to_string(), BTreeMap::new()),
+        };
+        out.entry(name).or_default().push(labels);
+    }
+    out
+}
+
+/// The literal alternatives a matcher's value stands for: `a|b` → a, b; a regular expression
+/// such as `upstream_.*` → none (promtool checks that it parses).
+fn literal_values(m: &Matcher) -> Vec<&str> {
+    match m.op.as_str() {
+        "=" | "!=" => vec![m.value.as_str()],
+        _ => m
+            .value
+            .split('|')
+            .filter(|v| v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            .collect(),
+    }
+}
+
+/// Whether `value` is a string literal somewhere in payguard's source (the label values it emits
+/// are: outcomes, decisions, kinds, modes and results are named in their enums).
+fn declared_in_source(value: &str, sources: &str) -> bool {
+    sources.contains(&format!("\"{value}\""))
+}
+
+fn rust_sources(dir: &std::path::Path, out: &mut String) {
+    for entry in std::fs::read_dir(dir).expect("read src").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            rust_sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push_str(&std::fs::read_to_string(&path).expect("read source"));
+        }
+    }
+}
+
+/// What the queries ask of the exposition that it does not have: labels missing on a metric,
+/// label values payguard never emits.
+fn label_problems(queries: &[String], exposition: &str, sources: &str) -> Vec<String> {
+    let have = samples(exposition);
+    let mut problems = Vec::new();
+    for query in queries {
+        let labels_of_query: BTreeSet<&String> = metric_names(query)
+            .iter()
+            .filter_map(|metric| have.get(metric))
+            .flatten()
+            .flat_map(|s| s.keys())
+            .collect();
+        for (metric, matchers) in selectors(query) {
+            let Some(exported) = have.get(&metric) else {
+                continue; // a missing metric is reported by the metric-name check
+            };
+            for m in matchers.iter().filter(|m| !TARGET_LABELS.contains(&m.label.as_str())) {
+                if !exported.iter().any(|s| s.contains_key(&m.label)) {
+                    problems.push(format!("{metric} has no label {}: {query}", m.label));
+                    continue;
+                }
+                for value in literal_values(m) {
+                    let seen = exported.iter().any(|s| s.get(&m.label).is_some_and(|v| v == value));
+                    if !seen && !declared_in_source(value, sources) {
+                        problems.push(format!(
+                            "{metric}{{{}=\"{value}\"}} is never exported: {query}",
+                            m.label
+                        ));
+                    }
+                }
+            }
+        }
+        for label in grouping_labels(query) {
+            if !TARGET_LABELS.contains(&label.as_str()) && !labels_of_query.contains(&label) {
+                problems.push(format!("grouped by {label}, which none of its metrics has: {query}"));
+            }
+        }
+    }
+    problems
 }
 
 #[test]
@@ -119,6 +320,19 @@ fn every_metric_the_dashboard_and_the_alerts_use_is_exported() {
             "{file} uses metrics payguard does not export: {missing:?}\n{exposition}"
         );
     }
+    let mut sources = String::new();
+    rust_sources(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src")),
+        &mut sources,
+    );
+    let queries = queries();
+    assert!(queries.len() >= 30, "only {} queries found", queries.len());
+    let problems = label_problems(&queries, &exposition, &sources);
+    assert!(
+        problems.is_empty(),
+        "queries select labels or values payguard does not export:\n{}\n{exposition}",
+        problems.join("\n")
+    );
 }
 
 #[test]
@@ -130,4 +344,31 @@ fn metric_names_are_found_in_queries_and_not_in_recording_rule_names() {
         have.into_iter().collect::<Vec<_>>(),
         ["payguard_a_seconds", "payguard_a_seconds_bucket", "payguard_b"]
     );
+}
+
+#[test]
+fn label_checks_find_a_missing_label_a_value_never_emitted_and_a_bad_grouping() {
+    let exposition = "# TYPE payguard_x_total counter\npayguard_x_total{outcome=\"proxied\",route=\"a,b\"} 1\n";
+    let sources = "Proxied = \"proxied\", Refused = \"refused\",";
+    let ok = [
+        "sum by (namespace, route) (rate(payguard_x_total{namespace=~\"$namespace\", outcome=~\"proxied|refused\"}[5m]))".to_string(),
+        "payguard_x_total{outcome=~\"prox.*\"}".to_string(),
+    ];
+    assert_eq!(label_problems(&ok, exposition, sources), Vec::<String>::new());
+    let bad = [
+        "payguard_x_total{rule=\"r\"}".to_string(),
+        "payguard_x_total{outcome=\"prxied\"}".to_string(),
+        "sum by (channel) (payguard_x_total)".to_string(),
+    ];
+    let problems = label_problems(&bad, exposition, sources);
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert!(
+        problems[0].starts_with("payguard_x_total has no label rule"),
+        "{problems:?}"
+    );
+    assert!(
+        problems[1].starts_with("payguard_x_total{outcome=\"prxied\"} is never exported"),
+        "{problems:?}"
+    );
+    assert!(problems[2].starts_with("grouped by channel"), "{problems:?}");
 }
