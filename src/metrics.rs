@@ -26,6 +26,10 @@ pub struct Metrics {
     pub store_up: IntGauge,
     /// Requests being handled right now (all routes).
     pub in_flight: IntGauge,
+    /// Client connections open on the proxy listener.
+    pub connections_open: IntGauge,
+    /// Client connections ended by a listener limit, by reason (see [`crate::listener`]).
+    pub connection_refusals: IntCounterVec,
     /// Store operation latency by backend and operation.
     pub store_duration: HistogramVec,
     /// Store errors by backend and operation.
@@ -118,6 +122,21 @@ impl Metrics {
         registry
             .register(Box::new(in_flight.clone()))
             .expect("unique metric name");
+        let connections_open = IntGauge::with_opts(
+            Opts::new("connections_open", "Client connections open on the proxy listener.").namespace("payguard"),
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(connections_open.clone()))
+            .expect("unique metric name");
+        let connection_refusals = counter(
+            "connection_refusals_total",
+            "Client connections ended by a listener limit (max_connections, head_too_large, too_many_header_fields, head_timeout).",
+            &["reason"],
+        );
+        for why in crate::listener::Refusal::ALL {
+            connection_refusals.with_label_values(&[why.as_str()]);
+        }
         let build_info = prometheus::IntGaugeVec::new(
             Opts::new("build_info", "Always 1; the running payguard's version.").namespace("payguard"),
             &["version"],
@@ -211,6 +230,8 @@ impl Metrics {
             config_loaded_at,
             store_up,
             in_flight,
+            connections_open,
+            connection_refusals,
             store_duration,
             store_errors,
             store_full,

@@ -13,6 +13,7 @@ use pingora::services::listening::Service;
 use crate::admin::AdminApp;
 use crate::config::reload::{ReloadService, Reloader};
 use crate::health::StoreHealthService;
+use crate::listener::Limited;
 use crate::metrics::Metrics;
 use crate::proxy::PayguardProxy;
 use crate::state::SharedState;
@@ -74,10 +75,14 @@ pub fn serve(path: &Path) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        PayguardProxy::new(state.clone()),
-        "payguard proxy",
+    let limits = state.config().connections;
+    let mut proxy = Service::new(
+        "payguard proxy".to_string(),
+        Limited::new(
+            pingora::proxy::http_proxy(&server.configuration, PayguardProxy::new(state.clone())),
+            limits,
+            state.metrics.clone(),
+        ),
     );
     proxy.add_tcp(&listen);
 

@@ -187,3 +187,175 @@ fn identical_repeated_content_lengths_reach_the_backend_once() {
     assert_eq!(got[0].header_values("content-length"), vec!["5"]);
     assert_eq!(got[0].body, b"hello");
 }
+
+/// payguard with small connection limits: 2 connections, 2 KiB / 5 fields per head, 1 s to send
+/// a head, 1 s of keep-alive idleness.
+fn start_limited(up: &Upstream, max_connections: usize) -> Payguard {
+    let body = format!(
+        "upstream:\n  address: {}\nroutes:\n  - {{name: api, match: {{path_prefix: /api}}, policy: pass}}\n",
+        up.addr
+    );
+    let custom = Custom {
+        server_extra: format!(
+            "  max_connections: {max_connections}\n  head: {{max_bytes: 2048, max_fields: 5, timeout: 1s}}\n  keepalive_timeout: 1s\n"
+        ),
+        ..Default::default()
+    };
+    Payguard::start_with("127.0.0.1", custom, &body)
+}
+
+fn refusals(pg: &Payguard, reason: &str) -> f64 {
+    pg.metric(&format!("payguard_connection_refusals_total{{reason=\"{reason}\"}}"))
+}
+
+#[test]
+fn a_head_over_the_size_or_field_limit_is_answered_431_and_never_forwarded() {
+    let up = Upstream::start();
+    let pg = start_limited(&up, 100);
+    // Under both limits, with a body far larger than the head limit: forwarded.
+    let mut s = connect(&pg);
+    let big_body = "b".repeat(100_000);
+    let fill = "f".repeat(1800);
+    write!(
+        s,
+        "POST /api/ok HTTP/1.1\r\nHost: t\r\nX-Fill: {fill}\r\nContent-Length: {}\r\n\r\n{big_body}",
+        big_body.len()
+    )
+    .unwrap();
+    assert!(read_answers(&mut s, 1).starts_with("HTTP/1.1 200"));
+
+    // One byte-heavy field: 431 before the head even ends.
+    let mut s = connect(&pg);
+    let fill = "f".repeat(3000);
+    let _ = write!(s, "GET /api/big HTTP/1.1\r\nHost: t\r\nX-Fill: {fill}");
+    let answer = read_answers(&mut s, 1);
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer:?}");
+
+    // Six fields, one over the limit.
+    let mut s = connect(&pg);
+    let fields: String = (0..6).map(|i| format!("X-{i}: v\r\n")).collect();
+    write!(s, "GET /api/many HTTP/1.1\r\n{fields}\r\n").unwrap();
+    let answer = read_answers(&mut s, 1);
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer:?}");
+
+    // The limit applies to every request of a kept-alive connection, not only the first.
+    let mut s = connect(&pg);
+    write!(s, "GET /api/first HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert!(read_answers(&mut s, 1).starts_with("HTTP/1.1 200"));
+    write!(s, "GET /api/second HTTP/1.1\r\n{fields}\r\n").unwrap();
+    let answer = read_answers(&mut s, 1);
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer:?}");
+
+    let targets: Vec<String> = up.requests().iter().map(|r| r.target.clone()).collect();
+    assert_eq!(targets, ["/api/ok", "/api/first"]);
+    assert_eq!(refusals(&pg, "head_too_large"), 1.0);
+    assert_eq!(refusals(&pg, "too_many_header_fields"), 2.0);
+}
+
+#[test]
+fn a_head_not_complete_in_time_is_answered_408_and_an_idle_connection_is_closed() {
+    let up = Upstream::start();
+    let pg = start_limited(&up, 100);
+    // Half a head, then nothing.
+    let mut s = connect(&pg);
+    write!(s, "GET /api/slow HTTP/1.1\r\nHost: t\r\n").unwrap();
+    let started = std::time::Instant::now();
+    let answer = read_answers(&mut s, 1);
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+
+    // A connection that never sends a byte gets the same.
+    let mut s = connect(&pg);
+    let answer = read_answers(&mut s, 1);
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer:?}");
+
+    // A head trickled in a byte at a time, each within any per-read timeout, is still cut.
+    let mut s = connect(&pg);
+    let mut cut = false;
+    for b in b"GET /api/trickle HTTP/1.1\r\nHost: t\r\nX-Slow: "
+        .iter()
+        .cycle()
+        .take(200)
+    {
+        if s.write_all(&[*b]).is_err() {
+            cut = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let answer = read_answers(&mut s, 1);
+    assert!(cut || answer.starts_with("HTTP/1.1 408 "), "{answer:?}");
+
+    // Between requests a kept-alive connection may idle up to keepalive_timeout, then it is
+    // closed without an answer.
+    let mut s = connect(&pg);
+    write!(s, "GET /api/a HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert!(read_answers(&mut s, 1).starts_with("HTTP/1.1 200"));
+    std::thread::sleep(Duration::from_millis(400));
+    write!(s, "GET /api/b HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert!(
+        read_answers(&mut s, 1).starts_with("HTTP/1.1 200"),
+        "idle for less than 1 s: kept"
+    );
+    let idle_from = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let n = s.read_to_end(&mut rest).unwrap_or(0);
+    assert_eq!(n, 0, "closed without an answer: {:?}", String::from_utf8_lossy(&rest));
+    let idle = idle_from.elapsed();
+    assert!(
+        idle >= Duration::from_millis(900) && idle < Duration::from_secs(5),
+        "{idle:?}"
+    );
+
+    let targets: Vec<String> = up.requests().iter().map(|r| r.target.clone()).collect();
+    assert_eq!(targets, ["/api/a", "/api/b"]);
+    assert!(refusals(&pg, "head_timeout") >= 2.0);
+}
+
+#[test]
+fn connections_over_max_connections_are_answered_503_until_one_closes() {
+    let up = Upstream::start();
+    let pg = start_limited(&up, 2);
+    let open = |s: &mut TcpStream, path: &str| {
+        write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        read_answers(s, 1)
+    };
+    // The harness's own readiness probe connected once; wait until payguard saw it close.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while pg.metric("payguard_connections_open") > 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the readiness probe's connection never closed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut a = connect(&pg);
+    let mut b = connect(&pg);
+    assert!(open(&mut a, "/api/a").starts_with("HTTP/1.1 200"));
+    assert!(open(&mut b, "/api/b").starts_with("HTTP/1.1 200"));
+    assert_eq!(pg.metric("payguard_connections_open"), 2.0);
+
+    let mut c = connect(&pg);
+    let answer = read_answers(&mut c, 1);
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer:?}");
+    assert!(answer.to_ascii_lowercase().contains("retry-after: 1"), "{answer:?}");
+    assert_eq!(refusals(&pg, "max_connections"), 1.0);
+
+    drop(a);
+    let mut d = connect(&pg);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = open(&mut d, "/api/d");
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no slot after a close: {answer:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        d = connect(&pg);
+    }
+    let targets: Vec<String> = up.requests().iter().map(|r| r.target.clone()).collect();
+    assert_eq!(targets, ["/api/a", "/api/b", "/api/d"]);
+}

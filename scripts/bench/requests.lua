@@ -45,12 +45,27 @@ late = 0
 local interval = nil -- ms between this thread's requests when paced
 local next_slot = nil
 
+local function paced_delay()
+   local now = now_ms()
+   if not next_slot then next_slot = now end
+   local wait = next_slot - now
+   next_slot = next_slot + interval
+   if wait < -1 then late = late + 1 end
+   if wait <= 0 then return 0 end
+   return math.floor(wait)
+end
+
 function init(args)
    local file = args[1] or error("usage: wrk ... -s requests.lua URL -- FILE THREADS [RATE [METHOD]]")
    local nthreads = tonumber(args[2]) or 1
    local rate = tonumber(args[3]) or 0
    local method = args[4] or "POST"
-   if rate > 0 then interval = 1000 * nthreads / rate end
+   if rate > 0 then
+      interval = 1000 * nthreads / rate
+      -- Only a paced run defines `delay`: wrk checks for it after `init`, and when it exists every
+      -- request goes through a timer event and two epoll_ctl calls, even for a delay of 0.
+      delay = paced_delay
+   end
    local id = tonumber(wrk.thread:get("id")) or 0
    if file == "-" then
       count = 1
@@ -78,17 +93,6 @@ function init(args)
    if count == 0 then
       error("no requests for thread " .. id .. " in " .. file)
    end
-end
-
-function delay()
-   if not interval then return 0 end
-   local now = now_ms()
-   if not next_slot then next_slot = now end
-   local wait = next_slot - now
-   next_slot = next_slot + interval
-   if wait < -1 then late = late + 1 end
-   if wait <= 0 then return 0 end
-   return math.floor(wait)
 end
 
 function request()

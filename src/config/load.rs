@@ -178,6 +178,33 @@ fn build(file: &FileConfig, mode: Mode) -> Result<Config, ConfigIssues> {
     if file.reload.interval.is_zero() {
         issues.push(ConfigIssue::new("reload.interval", "must be greater than zero"));
     }
+    let server = &file.server;
+    if server.max_connections == 0 || server.max_connections > 1_000_000 {
+        issues.push(ConfigIssue::new(
+            "server.max_connections",
+            "must be between 1 and 1000000",
+        ));
+    }
+    // Pingora refuses heads over 1048575 bytes and 256 fields itself; a larger limit would
+    // promise what it cannot keep.
+    if !(1024..=1_048_575).contains(&server.head.max_bytes) {
+        issues.push(ConfigIssue::new(
+            "server.head.max_bytes",
+            "must be between 1024 and 1048575",
+        ));
+    }
+    if !(1..=256).contains(&server.head.max_fields) {
+        issues.push(ConfigIssue::new("server.head.max_fields", "must be between 1 and 256"));
+    }
+    if server.head.timeout.is_zero() {
+        issues.push(ConfigIssue::new("server.head.timeout", "must be greater than zero"));
+    }
+    if server.keepalive_timeout.is_zero() {
+        issues.push(ConfigIssue::new(
+            "server.keepalive_timeout",
+            "must be greater than zero",
+        ));
+    }
 
     issues.extend(
         file.store
@@ -235,6 +262,7 @@ fn build(file: &FileConfig, mode: Mode) -> Result<Config, ConfigIssues> {
     Ok(Config {
         listen,
         body: file.server.body,
+        connections: crate::config::ConnectionLimits::from_server(&file.server),
         threads: file.server.threads,
         grace_period: file.server.grace_period,
         shutdown_timeout: file.server.shutdown_timeout,

@@ -76,6 +76,87 @@ pub struct ServerSection {
     /// How slowly a client may send a request body.
     #[serde(default)]
     pub body: BodyLimits,
+    /// Most client connections held at once; one more is answered 503 and closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// How large a request head may be and how long a client may take to send it.
+    #[serde(default)]
+    pub head: HeadLimits,
+    /// How long an idle kept-alive client connection stays open between two requests.
+    #[serde(default = "default_keepalive_timeout", with = "humantime_serde")]
+    #[schemars(with = "crate::schema::DurationText")]
+    pub keepalive_timeout: Duration,
+}
+
+/// `server.head`: the request line and header fields of one request. A head past a limit ends
+/// the connection with 431 (size, fields) or 408 (time) before payguard buffers more of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeadLimits {
+    /// Most bytes of request line and header fields (1024 to 1048575).
+    #[serde(default = "default_head_max_bytes")]
+    pub max_bytes: usize,
+    /// Most header fields (1 to 256).
+    #[serde(default = "default_head_max_fields")]
+    pub max_fields: usize,
+    /// Longest time to send a whole head: from the connection's start for its first request,
+    /// from the first byte for later ones.
+    #[serde(default = "default_head_timeout", with = "humantime_serde")]
+    #[schemars(with = "crate::schema::DurationText")]
+    pub timeout: Duration,
+}
+
+fn default_max_connections() -> usize {
+    4096
+}
+fn default_keepalive_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_head_max_bytes() -> usize {
+    64 * 1024
+}
+fn default_head_max_fields() -> usize {
+    100
+}
+fn default_head_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: default_head_max_bytes(),
+            max_fields: default_head_max_fields(),
+            timeout: default_head_timeout(),
+        }
+    }
+}
+
+/// The proxy listener's connection limits, from `server` (see [`crate::listener`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// `server.max_connections`.
+    pub max_connections: usize,
+    /// `server.head.max_bytes`.
+    pub head_max_bytes: usize,
+    /// `server.head.max_fields`.
+    pub head_max_fields: usize,
+    /// `server.head.timeout`.
+    pub head_timeout: Duration,
+    /// `server.keepalive_timeout`.
+    pub keepalive_timeout: Duration,
+}
+
+impl ConnectionLimits {
+    pub(crate) fn from_server(s: &ServerSection) -> Self {
+        Self {
+            max_connections: s.max_connections,
+            head_max_bytes: s.head.max_bytes,
+            head_max_fields: s.head.max_fields,
+            head_timeout: s.head.timeout,
+            keepalive_timeout: s.keepalive_timeout,
+        }
+    }
 }
 
 /// `server.body`: a client that stalls or trickles its request body is answered 408 instead of
@@ -132,6 +213,9 @@ impl Default for ServerSection {
             path: Default::default(),
             header_underscores: Default::default(),
             body: Default::default(),
+            max_connections: default_max_connections(),
+            head: Default::default(),
+            keepalive_timeout: default_keepalive_timeout(),
         }
     }
 }
@@ -368,6 +452,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Request body pace limits.
     pub body: BodyLimits,
+    /// Connection and request head limits of the proxy listener.
+    pub connections: ConnectionLimits,
     /// Proxy worker threads.
     pub threads: usize,
     /// Grace period on SIGTERM.

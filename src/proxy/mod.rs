@@ -992,6 +992,7 @@ impl ProxyHttp for PayguardProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
+        crate::listener::request_done(session.as_downstream());
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
         let latency = ctx.started.elapsed();
         let m = &self.state.metrics;
