@@ -17,6 +17,7 @@ pub mod fuzzing;
 pub mod guard;
 pub mod health;
 pub mod issue;
+pub mod listener_tls;
 pub mod log_writer;
 pub mod metrics;
 pub mod notify;

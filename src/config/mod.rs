@@ -76,6 +76,10 @@ pub struct ServerSection {
     /// How slowly a client may send a request body.
     #[serde(default)]
     pub body: BodyLimits,
+    /// Serve the proxy listener over TLS (HTTP/1.1) with this certificate and key. Unset: plain
+    /// HTTP (the usual sidecar setup, or TLS ends at a mesh or load balancer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::listener_tls::ListenerTlsConfig>,
 }
 
 /// `server.body`: a client that stalls or trickles its request body is answered 408 instead of
@@ -132,6 +136,7 @@ impl Default for ServerSection {
             path: Default::default(),
             header_underscores: Default::default(),
             body: Default::default(),
+            tls: None,
         }
     }
 }
@@ -366,6 +371,8 @@ pub fn log_warnings(config: &Config, trigger: &'static str) {
 pub struct Config {
     /// Proxy listener address.
     pub listen: SocketAddr,
+    /// TLS of the proxy listener, if configured (used at start; changing it needs a restart).
+    pub tls: Option<crate::listener_tls::ListenerTls>,
     /// Request body pace limits.
     pub body: BodyLimits,
     /// Proxy worker threads.
