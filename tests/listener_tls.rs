@@ -259,3 +259,53 @@ fn the_schema_describes_server_tls_with_write_only_references() {
     let server_tls = serde_json::to_string(&schema["definitions"]["ServerSection"]["properties"]["tls"]).unwrap();
     assert!(server_tls.contains("#/definitions/ListenerTlsConfig"), "{server_tls}");
 }
+
+#[test]
+fn a_renewed_certificate_is_reported_as_needing_a_restart_and_the_old_one_keeps_serving() {
+    let pki = TestPki::generate();
+    let up = Upstream::start();
+    let pg = start_tls(&pki, &up);
+    // A renewal writes a new pair into the same files (as cert-manager updates its Secret).
+    let renewed = TestPki::generate();
+    for name in ["server.pem", "server.key"] {
+        std::fs::copy(renewed.path(name), pki.path(name)).unwrap();
+    }
+    let r: serde_json::Value = reqwest::blocking::Client::new()
+        .post(pg.admin_url("/admin/reload"))
+        .bearer_auth("test-admin-token")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(r["reloaded"], true, "{r}");
+    assert_eq!(r["needs_restart"], serde_json::json!(["server.tls"]), "{r}");
+    // Until the restart the listener serves the certificate it started with.
+    let ok = https_client(&pki).get(https_url(&pg, "/shop/old")).send().unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(https_client(&renewed).get(https_url(&pg, "/shop/new")).send().is_err());
+}
+
+/// What `openssl s_client` prints for a handshake offering `alpn`.
+fn handshake_offering(pg: &Payguard, alpn: &str) -> String {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{}", pg.port), "-alpn", alpn])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run openssl s_client");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn alpn_selects_http_1_1_and_refuses_a_client_that_offers_only_h2() {
+    let pki = TestPki::generate();
+    let up = Upstream::start();
+    let pg = start_tls(&pki, &up);
+    let both = handshake_offering(&pg, "h2,http/1.1");
+    assert!(both.contains("ALPN protocol: http/1.1"), "{both}");
+    let h2_only = handshake_offering(&pg, "h2");
+    assert!(h2_only.contains("no application protocol"), "{h2_only}");
+}
