@@ -18,6 +18,7 @@ pub mod guard;
 pub mod health;
 pub mod issue;
 pub mod listener;
+pub mod listener_tls;
 pub mod log_writer;
 pub mod metrics;
 pub mod notify;

@@ -56,10 +56,12 @@ pub fn serve(path: &Path) -> anyhow::Result<()> {
         ..ServerConf::default()
     };
     let listen = cfg.listen.to_string();
+    let tls = cfg.tls.clone();
     let admin_listen = cfg.admin_listen.to_string();
     let probe_listen = cfg.probe_listen.map(|a| a.to_string());
     tracing::info!(
         listen = %listen,
+        tls = tls.is_some(),
         admin = %admin_listen,
         probes = probe_listen.as_deref().unwrap_or("-"),
         threads = cfg.threads,
@@ -84,7 +86,10 @@ pub fn serve(path: &Path) -> anyhow::Result<()> {
             state.metrics.clone(),
         ),
     );
-    proxy.add_tcp(&listen);
+    match &tls {
+        Some(tls) => proxy.add_tls_with_settings(&listen, None, tls.settings()),
+        None => proxy.add_tcp(&listen),
+    }
 
     let mut admin = Service::new(
         "payguard admin".to_string(),

@@ -63,6 +63,7 @@ enum Command {
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    crate::listener_tls::install_crypto_provider();
     match cli.command {
         Command::Run { config } => match crate::server::serve(&config) {
             Ok(()) => ExitCode::SUCCESS,
@@ -137,7 +138,12 @@ fn check(path: &std::path::Path) -> ExitCode {
     match crate::config::load_file(path) {
         Ok((file, cfg)) => {
             println!("{}: OK", path.display());
-            println!("  proxy listener : {} ({} threads)", cfg.listen, cfg.threads);
+            println!(
+                "  proxy listener : {} ({} threads{})",
+                cfg.listen,
+                cfg.threads,
+                if cfg.tls.is_some() { ", TLS" } else { "" }
+            );
             println!(
                 "  admin listener : {}{}",
                 cfg.admin_listen,

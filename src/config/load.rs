@@ -118,6 +118,13 @@ fn build(file: &FileConfig, mode: Mode) -> Result<Config, ConfigIssues> {
     if file.server.threads == 0 || file.server.threads > 1024 {
         issues.push(ConfigIssue::new("server.threads", "must be between 1 and 1024"));
     }
+    let tls = file.server.tls.as_ref().and_then(|t| match t.load() {
+        Ok(tls) => Some(tls),
+        Err(issue) => {
+            issues.push(issue);
+            None
+        }
+    });
     let admin_listen = parse_addr(&file.admin.listen, "admin.listen", &mut issues);
     if let (Some(a), Some(b)) = (listen, admin_listen) {
         if a == b {
@@ -261,6 +268,7 @@ fn build(file: &FileConfig, mode: Mode) -> Result<Config, ConfigIssues> {
     };
     Ok(Config {
         listen,
+        tls,
         body: file.server.body,
         connections: crate::config::ConnectionLimits::from_server(&file.server),
         threads: file.server.threads,

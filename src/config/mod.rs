@@ -86,6 +86,10 @@ pub struct ServerSection {
     #[serde(default = "default_keepalive_timeout", with = "humantime_serde")]
     #[schemars(with = "crate::schema::DurationText")]
     pub keepalive_timeout: Duration,
+    /// Serve the proxy listener over TLS (HTTP/1.1) with this certificate and key. Unset: plain
+    /// HTTP (the usual sidecar setup, or TLS ends at a mesh or load balancer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::listener_tls::ListenerTlsConfig>,
 }
 
 /// `server.head`: the request line and header fields of one request. A head past a limit ends
@@ -216,6 +220,7 @@ impl Default for ServerSection {
             max_connections: default_max_connections(),
             head: Default::default(),
             keepalive_timeout: default_keepalive_timeout(),
+            tls: None,
         }
     }
 }
@@ -450,6 +455,8 @@ pub fn log_warnings(config: &Config, trigger: &'static str) {
 pub struct Config {
     /// Proxy listener address.
     pub listen: SocketAddr,
+    /// TLS of the proxy listener, if configured (used at start; changing it needs a restart).
+    pub tls: Option<crate::listener_tls::ListenerTls>,
     /// Request body pace limits.
     pub body: BodyLimits,
     /// Connection and request head limits of the proxy listener.

@@ -102,6 +102,9 @@ impl Reloader {
         if new.listen != old.listen {
             needs_restart.push("server.listen");
         }
+        if new.tls != old.tls {
+            needs_restart.push("server.tls");
+        }
         if new.threads != old.threads {
             needs_restart.push("server.threads");
         }
