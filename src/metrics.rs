@@ -14,6 +14,8 @@ pub struct Metrics {
     registry: Registry,
     /// Requests by route and outcome (`proxied`, `rejected`, `not_found`, `upstream_error`, ...).
     pub requests: IntCounterVec,
+    /// Answers by route and status class (`2xx`, `4xx`, `5xx`, ...; `none` when nothing was sent).
+    pub responses: IntCounterVec,
     /// Whole-request latency by route.
     pub request_duration: HistogramVec,
     /// Time from choosing the upstream to its response header, by route.
@@ -81,6 +83,11 @@ impl Metrics {
             "requests_total",
             "Requests by route and outcome.",
             &["route", "outcome"],
+        );
+        let responses = counter(
+            "responses_total",
+            "Answers sent to clients by route and status class.",
+            &["route", "status_class"],
         );
         let request_duration = histogram(
             "request_duration_seconds",
@@ -224,6 +231,7 @@ impl Metrics {
             notify_backend_duration,
             registry,
             requests,
+            responses,
             request_duration,
             upstream_duration,
             reloads,
@@ -257,5 +265,17 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The `status_class` label of a status code: `1xx` to `5xx`, `none` when no answer was sent.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "none",
     }
 }

@@ -84,6 +84,14 @@ pub struct AccessLine<'a> {
     pub user_agent: Option<&'a str>,
     /// Response body bytes sent to the client.
     pub bytes_sent: usize,
+    /// Access key id of a signed request.
+    pub access_key: Option<&'a str>,
+    /// The enforced guard rule that refused, challenged or tagged the request.
+    pub rule: Option<&'a str>,
+    /// The backend's status, when it answered.
+    pub upstream_status: Option<u16>,
+    /// The backend's response-header latency, when it answered.
+    pub upstream_latency_ms: Option<f64>,
 }
 
 /// Writes `line` to the access log. Returns `false` when it was not written here and should go
@@ -136,6 +144,18 @@ pub fn access(line: &AccessLine<'_>) -> bool {
             field(buf, "user_agent", ua);
         }
         let _ = write!(buf, r#","bytes_sent":{}"#, line.bytes_sent);
+        if let Some(key) = line.access_key {
+            field(buf, "access_key", key);
+        }
+        if let Some(rule) = line.rule {
+            field(buf, "rule", rule);
+        }
+        if let Some(status) = line.upstream_status {
+            let _ = write!(buf, r#","upstream_status":{status}"#);
+        }
+        if let Some(ms) = line.upstream_latency_ms {
+            let _ = write!(buf, r#","upstream_latency_ms":{ms}"#);
+        }
         buf.push_str(",\"target\":\"payguard::access\"}\n");
         writer.append(buf.as_bytes());
     });

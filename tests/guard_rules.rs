@@ -508,3 +508,50 @@ fn stalled_redis_is_answered_within_the_command_timeout() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The access log names the access key, the decisive rule and the backend's status and latency;
+/// `payguard_responses_total` counts answers by status class, so a backend 500 is visible.
+#[test]
+fn the_access_log_names_key_rule_and_upstream_and_responses_count_status_classes() {
+    let guard = format!(
+        "guard:\n{}  rate_rules:\n{}",
+        signature_section(),
+        rate_rule("per-key", "/v1/orders", "access_key", 1, 1, "1h", "")
+    );
+    let env = GuardEnv::start(StoreKind::Embedded, &guard);
+    assert_eq!(env.send(&Req::new("POST", "/v1/orders", b"{}").signed()).status(), 200);
+    assert_eq!(env.send(&Req::new("POST", "/v1/orders", b"{}").signed()).status(), 429);
+    let access_lines = |logs: &str| -> Vec<serde_json::Value> {
+        logs.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"] == "payguard::access")
+            .collect()
+    };
+    let logs = env.pg.wait_logs(|l| access_lines(l).len() >= 2);
+    let lines = access_lines(&logs);
+    assert_eq!(lines.len(), 2, "{logs}");
+    let key = support::guard::KEY_ID;
+    assert_eq!(lines[0]["access_key"], key, "{}", lines[0]);
+    assert_eq!(lines[0]["upstream_status"], 200, "{}", lines[0]);
+    assert!(lines[0]["upstream_latency_ms"].as_f64().is_some(), "{}", lines[0]);
+    assert!(
+        lines[0].get("rule").is_none(),
+        "an allowed request has no decisive rule: {}",
+        lines[0]
+    );
+    assert_eq!(lines[1]["access_key"], key, "{}", lines[1]);
+    assert_eq!(lines[1]["rule"], "per-key", "{}", lines[1]);
+    assert!(
+        lines[1].get("upstream_status").is_none(),
+        "never forwarded: {}",
+        lines[1]
+    );
+    assert_eq!(
+        env.metric("payguard_responses_total{route=\"orders\",status_class=\"2xx\"}"),
+        1.0
+    );
+    assert_eq!(
+        env.metric("payguard_responses_total{route=\"orders\",status_class=\"4xx\"}"),
+        1.0
+    );
+}

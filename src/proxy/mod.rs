@@ -66,6 +66,13 @@ pub struct RequestCtx {
     pace: BodyPace,
     /// The client's address as the guard resolved it (`trusted_proxies`), for the access log.
     client_ip: Option<std::net::IpAddr>,
+    /// The access key id of a signed request (well-formed, not necessarily verified).
+    access_key: Option<String>,
+    /// The enforced guard rule that refused, challenged or tagged the request.
+    rule: Option<Arc<str>>,
+    /// The backend's status and its response-header latency, when the backend answered.
+    upstream_status: Option<u16>,
+    upstream_latency: Option<std::time::Duration>,
     /// Holds `payguard_requests_in_flight` up while the request lives.
     _in_flight: InFlight,
 }
@@ -106,6 +113,10 @@ impl RequestCtx {
             replayed_body_len: None,
             pace: BodyPace::default(),
             client_ip: None,
+            access_key: None,
+            rule: None,
+            upstream_status: None,
+            upstream_latency: None,
             _in_flight: in_flight,
         }
     }
@@ -291,9 +302,24 @@ async fn count_accepted_orders(state: &SharedState, counters: &[crate::store::Co
 }
 
 impl PayguardProxy {
-    /// Records the guard's rule decisions in metrics.
-    fn record_decisions(&self, verdict: &crate::guard::Verdict) {
+    /// Records the guard's rule decisions in metrics, and the decisive one for the access log:
+    /// the first enforced rule that did more than let the request through.
+    fn record_decisions(&self, ctx: &mut RequestCtx, verdict: &crate::guard::Verdict) {
+        use crate::guard::{verdict::Decision, Mode};
         let m = &self.state.metrics;
+        if ctx.rule.is_none() {
+            ctx.rule = verdict
+                .decisions
+                .iter()
+                .find(|d| {
+                    d.mode == Mode::Enforce
+                        && !matches!(
+                            d.decision,
+                            Decision::Allow | Decision::Skipped | Decision::StoreErrorAllow
+                        )
+                })
+                .map(|d| d.rule.clone());
+        }
         for d in &verdict.decisions {
             m.rule_decisions
                 .with_label_values(&[d.kind.as_str(), &d.rule, d.decision.as_str(), d.mode.as_str()])
@@ -349,7 +375,7 @@ impl PayguardProxy {
         ctx.client_ip = Some(client_ip);
 
         if let Some(v) = guard.prelimit(client_ip).or_else(|| guard.check_ip(client_ip)) {
-            self.record_decisions(&v);
+            self.record_decisions(ctx, &v);
             if let Action::Reject(p) = v.action {
                 return self.reject(session, ctx, p).await;
             }
@@ -357,7 +383,10 @@ impl PayguardProxy {
 
         let signed = match guard.signature() {
             Some(verifier) => match verifier.verify_headers(&session.req_header().headers, now) {
-                Ok(s) => Some(s),
+                Ok(s) => {
+                    ctx.access_key = Some(s.key_id.clone());
+                    Some(s)
+                }
                 Err(failure) => return self.reject_signature(session, ctx, guard, &failure).await,
             },
             None => None,
@@ -369,7 +398,7 @@ impl PayguardProxy {
                 Ok(b) => Some(b),
                 Err(_) => {
                     let v = guard.body_too_large();
-                    self.record_decisions(&v);
+                    self.record_decisions(ctx, &v);
                     if let Action::Reject(p) = v.action {
                         return self.reject(session, ctx, p).await;
                     }
@@ -448,7 +477,7 @@ impl PayguardProxy {
         let plan = match planned {
             Err(failure) => return self.reject_signature(session, ctx, guard, &failure).await,
             Ok(Err(v)) => {
-                self.record_decisions(&v);
+                self.record_decisions(ctx, &v);
                 return match v.action {
                     Action::Reject(p) => self.reject(session, ctx, p).await,
                     Action::Allow { .. } => Ok(false),
@@ -467,7 +496,7 @@ impl PayguardProxy {
         } else {
             plan.decide(&Default::default())
         };
-        self.record_decisions(&verdict);
+        self.record_decisions(ctx, &verdict);
         let (request_headers, response_headers) = match verdict.action {
             Action::Reject(p) => return self.reject(session, ctx, p).await,
             Action::Allow {
@@ -515,7 +544,7 @@ impl PayguardProxy {
             .with_label_values(&[failure.reason()])
             .inc();
         let v = guard.signature_rejection(failure);
-        self.record_decisions(&v);
+        self.record_decisions(ctx, &v);
         match v.action {
             crate::guard::Action::Reject(p) => self.reject(session, ctx, p).await,
             crate::guard::Action::Allow { .. } => Ok(false),
@@ -589,11 +618,13 @@ impl PayguardProxy {
     /// Records the upstream latency (choosing the backend → its response header), once.
     fn observe_upstream(&self, ctx: &mut RequestCtx) {
         if let Some(t) = ctx.upstream_started.take() {
+            let took = t.elapsed();
+            ctx.upstream_latency = Some(took);
             self.state
                 .metrics
                 .upstream_duration
                 .with_label_values(&[ctx.route.as_str()])
-                .observe(t.elapsed().as_secs_f64());
+                .observe(took.as_secs_f64());
         }
     }
 
@@ -601,6 +632,7 @@ impl PayguardProxy {
     /// id unless the backend set one, the guard's response headers (`RateLimit`); and after a
     /// 2xx, the `count_on: upstream_2xx` order counters, counted without delaying the answer.
     fn finish_backend_answer(&self, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        ctx.upstream_status = Some(resp.status.as_u16());
         if resp.headers.get(REQUEST_ID).is_none() {
             resp.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
         }
@@ -1002,6 +1034,9 @@ impl ProxyHttp for PayguardProxy {
         m.request_duration
             .with_label_values(&[ctx.route.as_str()])
             .observe(latency.as_secs_f64());
+        m.responses
+            .with_label_values(&[ctx.route.as_str(), crate::metrics::status_class(status)])
+            .inc();
         let req = session.req_header();
         // The canonical path (what was routed, checked and forwarded); the target as sent when
         // payguard rewrote or refused it.
@@ -1030,6 +1065,10 @@ impl ProxyHttp for PayguardProxy {
             client_ip: client_ip.as_deref(),
             user_agent,
             bytes_sent: session.body_bytes_sent(),
+            access_key: ctx.access_key.as_deref(),
+            rule: ctx.rule.as_deref(),
+            upstream_status: ctx.upstream_status,
+            upstream_latency_ms: ctx.upstream_latency.map(|d| d.as_secs_f64() * 1000.0),
         };
         if !crate::telemetry::access(&line) {
             tracing::info!(
@@ -1047,6 +1086,10 @@ impl ProxyHttp for PayguardProxy {
                 client_ip = line.client_ip,
                 user_agent = line.user_agent,
                 bytes_sent = line.bytes_sent,
+                access_key = line.access_key,
+                rule = line.rule,
+                upstream_status = line.upstream_status,
+                upstream_latency_ms = line.upstream_latency_ms,
                 "request"
             );
         }
