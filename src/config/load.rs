@@ -16,6 +16,18 @@ pub fn schema_json() -> serde_json::Value {
     serde_json::to_value(schema).unwrap_or_default()
 }
 
+/// The schema and its validator, built once per process (building the validator takes
+/// milliseconds; every check, start and reload uses it).
+fn schema_validator() -> &'static Result<(serde_json::Value, jsonschema::Validator), String> {
+    static VALIDATOR: std::sync::OnceLock<Result<(serde_json::Value, jsonschema::Validator), String>> =
+        std::sync::OnceLock::new();
+    VALIDATOR.get_or_init(|| {
+        let schema = schema_json();
+        let validator = jsonschema::validator_for(&schema).map_err(|e| e.to_string())?;
+        Ok((schema, validator))
+    })
+}
+
 /// Reads and validates a configuration file.
 pub fn load_file(path: &Path) -> Result<(FileConfig, Config), ConfigIssues> {
     check_text(&read_config(path)?)
@@ -83,12 +95,12 @@ fn check_structure(text: &str) -> Result<FileConfig, ConfigIssues> {
     })?;
     let json = yaml_to_json(yaml, "")?;
 
-    let schema = schema_json();
-    let validator = jsonschema::validator_for(&schema)
-        .map_err(|e| ConfigIssues(vec![ConfigIssue::new("(schema)", e.to_string())]))?;
+    let (schema, validator) = schema_validator()
+        .as_ref()
+        .map_err(|e| ConfigIssues(vec![ConfigIssue::new("(schema)", e.clone())]))?;
     let mut issues: Vec<ConfigIssue> = validator
         .iter_errors(&json)
-        .flat_map(|e| schema_issue(&schema, e, ""))
+        .flat_map(|e| schema_issue(schema, e, ""))
         .collect();
     if !issues.is_empty() {
         issues.sort_by(|a, b| a.path.cmp(&b.path));
