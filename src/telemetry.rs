@@ -84,6 +84,8 @@ pub struct AccessLine<'a> {
     pub user_agent: Option<&'a str>,
     /// Response body bytes sent to the client.
     pub bytes_sent: usize,
+    /// W3C trace id.
+    pub trace_id: Option<&'a str>,
     /// Access key id of a signed request.
     pub access_key: Option<&'a str>,
     /// The enforced guard rule that refused, challenged or tagged the request.
@@ -122,6 +124,9 @@ pub fn access(line: &AccessLine<'_>) -> bool {
             now.subsec_microsecond()
         );
         push_json_str(buf, line.request_id);
+        if let Some(trace_id) = line.trace_id {
+            field(buf, "trace_id", trace_id);
+        }
         field(buf, "route", line.route);
         field(buf, "method", line.method);
         field(buf, "path", line.path);

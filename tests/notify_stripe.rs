@@ -46,6 +46,10 @@ fn genuine_stripe_event_is_forwarded_once_signed_and_acked() {
     let id = event["id"].as_str().unwrap();
     assert!(id.starts_with("evt_"));
     assert_eq!(fwd.header("webhook-id"), Some(id));
+    // The notification starts a trace (Stripe sends none), passed to the backend and logged.
+    let traceparent = fwd.header("traceparent").expect("a traceparent");
+    let trace_id = payguard::trace::trace_id(traceparent.as_bytes()).expect("a valid traceparent");
+    assert!(pg.logged(&format!("\"trace_id\":\"{trace_id}\"")), "{}", pg.logs());
 
     // The backend can check the forwarded request with any Standard Webhooks verifier.
     let ts: i64 = fwd.header("webhook-timestamp").unwrap().parse().unwrap();

@@ -286,3 +286,47 @@ fn the_access_log_has_client_user_agent_and_bytes_and_in_flight_returns_to_zero(
         1.0
     );
 }
+
+/// A client's valid W3C trace reaches the backend unchanged and is logged; a request without one
+/// (or with a broken one) gets a new trace, and a `tracestate` of a replaced trace is dropped.
+#[test]
+fn traceparent_is_kept_when_valid_and_created_otherwise() {
+    let up = Upstream::start();
+    let pg = Payguard::start(&pass_config(&up.addr.to_string(), ""));
+    let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let send = |tp: Option<&str>, id: &str| {
+        let mut r = client()
+            .get(pg.url("/api/traced"))
+            .header("x-request-id", id)
+            .header("tracestate", "vendor=1");
+        if let Some(tp) = tp {
+            r = r.header("traceparent", tp);
+        }
+        assert_eq!(r.send().unwrap().status(), 200);
+    };
+    send(Some(valid), "trace-kept");
+    send(None, "trace-new");
+    send(
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"),
+        "trace-broken",
+    );
+    let got = up.requests();
+    assert_eq!(got[0].header("traceparent"), Some(valid));
+    assert_eq!(got[0].header("tracestate"), Some("vendor=1"));
+    let mut ids = vec!["4bf92f3577b34da6a3ce929d0e0e4736".to_string()];
+    for r in &got[1..] {
+        let tp = r.header("traceparent").expect("a new traceparent");
+        let id = payguard::trace::trace_id(tp.as_bytes()).expect("valid");
+        assert_ne!(id, ids[0]);
+        assert_eq!(r.header("tracestate"), None, "the replaced trace's state is dropped");
+        ids.push(id.to_string());
+    }
+    let logs = pg.wait_logs(|l| l.contains("trace-broken"));
+    for (request_id, trace_id) in ["trace-kept", "trace-new", "trace-broken"].iter().zip(&ids) {
+        let line = logs
+            .lines()
+            .find(|l| l.contains(&format!("\"request_id\":\"{request_id}\"")))
+            .unwrap_or_else(|| panic!("no access line for {request_id}:\n{logs}"));
+        assert!(line.contains(&format!("\"trace_id\":\"{trace_id}\"")), "{line}");
+    }
+}

@@ -461,6 +461,12 @@ fn normalized_request(
     .into_iter()
     .flatten()
     .collect();
+    // The request's trace context (payguard keeps or creates it before routing).
+    for name in [crate::trace::TRACEPARENT, crate::trace::TRACESTATE] {
+        if let Some(v) = incoming.headers.get(name) {
+            headers.push((HeaderName::from_static(name), v.clone()));
+        }
+    }
     if let Some(signer) = &route.signer {
         headers.extend(header("webhook-signature", &signer.sign(&keys.event_id, ts, &body)));
     }

@@ -66,6 +66,8 @@ pub struct RequestCtx {
     pace: BodyPace,
     /// The client's address as the guard resolved it (`trusted_proxies`), for the access log.
     client_ip: Option<std::net::IpAddr>,
+    /// The W3C trace id (the client's, or a new one; see [`crate::trace`]).
+    trace_id: String,
     /// The access key id of a signed request (well-formed, not necessarily verified).
     access_key: Option<String>,
     /// The enforced guard rule that refused, challenged or tagged the request.
@@ -113,6 +115,7 @@ impl RequestCtx {
             replayed_body_len: None,
             pace: BodyPace::default(),
             client_ip: None,
+            trace_id: String::new(),
             access_key: None,
             rule: None,
             upstream_status: None,
@@ -826,6 +829,15 @@ impl ProxyHttp for PayguardProxy {
             }
         }
 
+        match crate::trace::Trace::of(&req.headers) {
+            crate::trace::Trace::Kept(id) => ctx.trace_id = id,
+            crate::trace::Trace::New { traceparent, trace_id } => {
+                req.remove_header(crate::trace::TRACESTATE);
+                req.insert_header(crate::trace::TRACEPARENT, traceparent)?;
+                ctx.trace_id = trace_id;
+            }
+        }
+
         // The canonical head (or a refusal) before anything routes on it: what payguard checks
         // below is exactly what the backend is sent.
         let head = match request_head::canonicalize(req, &config.request) {
@@ -1065,6 +1077,7 @@ impl ProxyHttp for PayguardProxy {
             client_ip: client_ip.as_deref(),
             user_agent,
             bytes_sent: session.body_bytes_sent(),
+            trace_id: (!ctx.trace_id.is_empty()).then_some(ctx.trace_id.as_str()),
             access_key: ctx.access_key.as_deref(),
             rule: ctx.rule.as_deref(),
             upstream_status: ctx.upstream_status,
@@ -1086,6 +1099,7 @@ impl ProxyHttp for PayguardProxy {
                 client_ip = line.client_ip,
                 user_agent = line.user_agent,
                 bytes_sent = line.bytes_sent,
+                trace_id = line.trace_id,
                 access_key = line.access_key,
                 rule = line.rule,
                 upstream_status = line.upstream_status,
