@@ -13,25 +13,25 @@ use crate::store::Store;
 
 /// Everything long-lived: the current config (swapped atomically on reload), metrics, store.
 #[derive(Debug)]
-pub struct SharedState {
+pub(crate) struct SharedState {
     config: ArcSwap<Config>,
     /// Metrics registry and handles.
-    pub metrics: Metrics,
+    pub(crate) metrics: Metrics,
     /// Shared-state store.
-    pub store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Store>,
     /// Time source.
-    pub clock: SharedClock,
+    pub(crate) clock: SharedClock,
     /// The config file, for reloads.
-    pub config_path: PathBuf,
+    pub(crate) config_path: PathBuf,
     /// Pooled client for paths where payguard consults the backend itself.
-    pub backend: HttpBackend,
+    pub(crate) backend: HttpBackend,
     /// The latest store health check (readiness, `payguard_store_up`).
-    pub store_health: crate::health::StoreHealth,
+    pub(crate) store_health: crate::health::StoreHealth,
 }
 
 impl SharedState {
     /// New shared state.
-    pub fn new(
+    pub(crate) fn new(
         config: Config,
         config_path: PathBuf,
         store: Arc<dyn Store>,
@@ -52,12 +52,12 @@ impl SharedState {
     }
 
     /// The current config snapshot; a request keeps the one it started with.
-    pub fn config(&self) -> Arc<Config> {
+    pub(crate) fn config(&self) -> Arc<Config> {
         self.config.load_full()
     }
 
     /// Replaces the config atomically.
-    pub fn swap_config(&self, config: Config) {
+    pub(crate) fn swap_config(&self, config: Config) {
         self.config.store(Arc::new(config));
     }
 }

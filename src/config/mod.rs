@@ -22,75 +22,75 @@ pub use load::{check_text, load_file, schema_json};
 pub struct FileConfig {
     /// Proxy listener and worker threads.
     #[serde(default)]
-    pub server: ServerSection,
+    pub(crate) server: ServerSection,
     /// Admin listener (health, readiness, metrics, mutating admin API).
     #[serde(default)]
-    pub admin: AdminSection,
+    pub(crate) admin: AdminSection,
     /// The backend every proxied request goes to.
-    pub upstream: UpstreamSection,
+    pub(crate) upstream: UpstreamSection,
     /// Shared state: embedded (single instance, default) or Redis.
     #[serde(default)]
-    pub store: crate::store::StoreConfig,
+    pub(crate) store: crate::store::StoreConfig,
     /// Log format and level.
     #[serde(default)]
-    pub log: LogSection,
+    pub(crate) log: LogSection,
     /// Reload on file change (SIGHUP always reloads).
     #[serde(default)]
-    pub reload: ReloadSection,
+    pub(crate) reload: ReloadSection,
     /// Client API guard: signature, IP, rate and order rules, used by `guard` routes.
     #[serde(default)]
-    pub guard: Option<crate::guard::GuardConfig>,
+    pub(crate) guard: Option<crate::guard::GuardConfig>,
     /// Routes, tried in order; the first match selects the policy.
     #[serde(default)]
-    pub routes: Vec<RouteConfig>,
+    pub(crate) routes: Vec<RouteConfig>,
     /// What happens to a request no route matches.
     #[serde(default)]
-    pub default_action: DefaultAction,
+    pub(crate) default_action: DefaultAction,
 }
 
 /// Proxy listener settings. Changing them needs a restart.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ServerSection {
+pub(crate) struct ServerSection {
     /// Address of the proxy listener, `host:port`.
     #[serde(default = "default_listen")]
-    pub listen: String,
+    pub(crate) listen: String,
     /// Worker threads of the proxy (Pingora's own default is one; payguard's is 2).
     #[serde(default = "default_threads")]
-    pub threads: usize,
+    pub(crate) threads: usize,
     /// On SIGTERM payguard stops accepting at once; requests in flight get this long to finish.
     #[serde(default = "default_grace", with = "humantime_serde")]
     #[schemars(with = "crate::schema::DurationText")]
-    pub grace_period: Duration,
+    pub(crate) grace_period: Duration,
     /// After the grace period: the longest the worker runtimes may take to stop (requests still
     /// running are cut).
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     #[schemars(with = "crate::schema::DurationText")]
-    pub shutdown_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
     /// Relaxations of the path refusals (all `reject` by default).
     #[serde(default)]
-    pub path: crate::canonical::path::PathPolicy,
+    pub(crate) path: crate::canonical::path::PathPolicy,
     /// Request headers whose name contains `_`: `drop` (default), `reject` or `keep`.
     #[serde(default)]
-    pub header_underscores: crate::canonical::headers::UnderscorePolicy,
+    pub(crate) header_underscores: crate::canonical::headers::UnderscorePolicy,
     /// How slowly a client may send a request body.
     #[serde(default)]
-    pub body: BodyLimits,
+    pub(crate) body: BodyLimits,
 }
 
 /// `server.body`: a client that stalls or trickles its request body is answered 408 instead of
 /// holding a connection (and, on guard and notify routes, a buffer) for as long as it likes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct BodyLimits {
+pub(crate) struct BodyLimits {
     /// Longest wait for the next piece of a request body.
     #[serde(default = "default_body_idle_timeout", with = "humantime_serde")]
     #[schemars(with = "crate::schema::DurationText")]
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// Slowest average rate, in bytes per second, a body may arrive at once `idle_timeout` has
     /// passed since it started (0 turns the check off).
     #[serde(default = "default_body_min_rate")]
-    pub min_rate: u64,
+    pub(crate) min_rate: u64,
 }
 
 fn default_body_idle_timeout() -> Duration {
@@ -139,19 +139,19 @@ impl Default for ServerSection {
 /// Admin listener settings. Changing them needs a restart.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct AdminSection {
+pub(crate) struct AdminSection {
     /// Address of the admin listener, `host:port`. Keep it off the public network.
     #[serde(default = "default_admin_listen")]
-    pub listen: String,
+    pub(crate) listen: String,
     /// Bearer token for mutating admin endpoints (`env:NAME` or `file:/path`). Without it those
     /// endpoints answer 403.
     #[serde(default)]
-    pub token: Option<secret::SecretRef>,
+    pub(crate) token: Option<secret::SecretRef>,
     /// A second listener, `host:port`, serving only `/healthz`, `/readyz` and `/metrics`: bind
     /// it to the pod network for kubelet probes and Prometheus while `listen` (and `/admin/*`)
     /// stays on loopback. Unset: no such listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub probe_listen: Option<String>,
+    pub(crate) probe_listen: Option<String>,
 }
 
 fn default_admin_listen() -> String {
@@ -171,28 +171,28 @@ impl Default for AdminSection {
 /// The backend (upstream) behind payguard.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct UpstreamSection {
+pub(crate) struct UpstreamSection {
     /// Backend address, `host:port` (plain HTTP/1.1, usually the app container on loopback).
-    pub address: String,
+    pub(crate) address: String,
     /// Time to establish a TCP connection.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     #[schemars(with = "crate::schema::DurationText")]
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// Longest wait for each read from the backend (response header or body chunk).
     #[serde(default = "default_io_timeout", with = "humantime_serde")]
     #[schemars(with = "crate::schema::DurationText")]
-    pub read_timeout: Duration,
+    pub(crate) read_timeout: Duration,
     /// Longest wait for each write to the backend.
     #[serde(default = "default_io_timeout", with = "humantime_serde")]
     #[schemars(with = "crate::schema::DurationText")]
-    pub write_timeout: Duration,
+    pub(crate) write_timeout: Duration,
     /// How long an idle keep-alive connection stays in the pool.
     #[serde(default = "default_idle_timeout", with = "humantime_serde")]
     #[schemars(with = "crate::schema::DurationText")]
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// Maximum idle keep-alive connections kept (restart to change).
     #[serde(default = "default_pool_size")]
-    pub pool_size: usize,
+    pub(crate) pool_size: usize,
 }
 
 fn default_connect_timeout() -> Duration {
@@ -211,14 +211,14 @@ fn default_pool_size() -> usize {
 /// Log output.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct LogSection {
+pub(crate) struct LogSection {
     /// `json` (default, one object per line) or `text` (human-readable).
     #[serde(default)]
-    pub format: LogFormat,
+    pub(crate) format: LogFormat,
     /// Level filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing filter directive).
     /// `RUST_LOG` overrides it.
     #[serde(default = "default_level")]
-    pub level: String,
+    pub(crate) level: String,
 }
 
 fn default_level() -> String {
@@ -237,7 +237,7 @@ impl Default for LogSection {
 /// Log line format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// One JSON object per line.
     #[default]
     Json,
@@ -248,16 +248,16 @@ pub enum LogFormat {
 /// Automatic reload.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ReloadSection {
+pub(crate) struct ReloadSection {
     /// Reload when the file's content or a `file:` secret it references changes (checked every
     /// `interval`; works with Kubernetes ConfigMap and Secret symlink swaps). SIGHUP reloads
     /// regardless.
     #[serde(default = "default_true")]
-    pub watch: bool,
+    pub(crate) watch: bool,
     /// How often the file is checked.
     #[serde(default = "default_reload_interval", with = "humantime_serde")]
     #[schemars(with = "crate::schema::DurationText")]
-    pub interval: Duration,
+    pub(crate) interval: Duration,
 }
 
 fn default_true() -> bool {
@@ -279,17 +279,17 @@ impl Default for ReloadSection {
 /// One route: a request matcher and the policy applied to what it matches.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RouteConfig {
+pub(crate) struct RouteConfig {
     /// Route name, used in metrics, logs and rule matchers. Unique.
-    pub name: String,
+    pub(crate) name: String,
     /// Which requests this route takes.
     #[serde(rename = "match")]
-    pub matcher: RouteMatch,
+    pub(crate) matcher: RouteMatch,
     /// What payguard does with them.
-    pub policy: PolicyKind,
+    pub(crate) policy: PolicyKind,
     /// Settings of a `notify` route (required with `policy: notify`).
     #[serde(default)]
-    pub notify: Option<crate::notify::config::NotifyConfig>,
+    pub(crate) notify: Option<crate::notify::config::NotifyConfig>,
 }
 
 /// Request matcher of a route. Exactly one of `path` and `path_prefix`. Paths are matched on
@@ -298,31 +298,31 @@ pub struct RouteConfig {
 /// `path: /v1/orders`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RouteMatch {
+pub(crate) struct RouteMatch {
     /// HTTP methods (upper case); empty means any. `GET` also takes `HEAD`.
     #[serde(default)]
-    pub methods: Vec<String>,
+    pub(crate) methods: Vec<String>,
     /// Exact path (no query), in canonical form.
     #[serde(default)]
-    pub path: Option<String>,
+    pub(crate) path: Option<String>,
     /// Path prefix, matched on whole segments (`/v1` matches `/v1` and `/v1/x`, not `/v10`).
     #[serde(default)]
-    pub path_prefix: Option<String>,
+    pub(crate) path_prefix: Option<String>,
     /// Whether an exact `path` also matches the path with (or without) one trailing `/`:
     /// `match` (default) or `strict`.
     #[serde(default)]
-    pub trailing_slash: TrailingSlash,
+    pub(crate) trailing_slash: TrailingSlash,
     /// Match ASCII letters of the path case-insensitively. Default: `true` on `guard` and
     /// `notify` routes (a protected route catches every spelling a case-insensitive backend
     /// would route to it), `false` on `pass` routes.
     #[serde(default)]
-    pub case_insensitive: Option<bool>,
+    pub(crate) case_insensitive: Option<bool>,
 }
 
 /// Trailing-slash handling of an exact route path.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum TrailingSlash {
+pub(crate) enum TrailingSlash {
     /// `/x` and `/x/` both match (most frameworks route them to one handler).
     #[default]
     Match,
@@ -333,7 +333,7 @@ pub enum TrailingSlash {
 /// Route policies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum PolicyKind {
+pub(crate) enum PolicyKind {
     /// Proxy only.
     Pass,
     /// Client API guard (signature, nonce, rate, order and IP rules).
@@ -345,7 +345,7 @@ pub enum PolicyKind {
 /// Fate of requests no route matches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum DefaultAction {
+pub(crate) enum DefaultAction {
     /// Proxy them unchanged (a sidecar in front of a whole app; the usual choice).
     #[default]
     Pass,
@@ -355,7 +355,7 @@ pub enum DefaultAction {
 
 /// Logs each of `config`'s warnings (at start and on every reload), so an operator sees a weakly
 /// protected route where they look for configuration problems.
-pub fn log_warnings(config: &Config, trigger: &'static str) {
+pub(crate) fn log_warnings(config: &Config, trigger: &'static str) {
     for w in &config.warnings {
         tracing::warn!(trigger, key = %w.path, "{}", w.message);
     }
@@ -365,57 +365,57 @@ pub fn log_warnings(config: &Config, trigger: &'static str) {
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Proxy listener address.
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// Request body pace limits.
-    pub body: BodyLimits,
+    pub(crate) body: BodyLimits,
     /// Proxy worker threads.
-    pub threads: usize,
+    pub(crate) threads: usize,
     /// Grace period on SIGTERM.
-    pub grace_period: Duration,
+    pub(crate) grace_period: Duration,
     /// Shutdown timeout after the grace period.
-    pub shutdown_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
     /// Admin listener address.
-    pub admin_listen: SocketAddr,
+    pub(crate) admin_listen: SocketAddr,
     /// Probe listener address (`/healthz`, `/readyz`, `/metrics` only), if configured.
-    pub probe_listen: Option<SocketAddr>,
+    pub(crate) probe_listen: Option<SocketAddr>,
     /// Admin bearer token, if configured.
-    pub admin_token: Option<secret::Secret>,
+    pub(crate) admin_token: Option<secret::Secret>,
     /// Which routes keep serving while the store is unreachable (readiness).
-    pub without_store: crate::health::WithoutStore,
+    pub(crate) without_store: crate::health::WithoutStore,
     /// Upstream.
-    pub upstream: Upstream,
+    pub(crate) upstream: Upstream,
     /// Store selection (used at start; changing it needs a restart).
-    pub store: crate::store::StoreConfig,
+    pub(crate) store: crate::store::StoreConfig,
     /// Logging.
-    pub log: LogSection,
+    pub(crate) log: LogSection,
     /// Reload settings.
-    pub reload: ReloadSection,
+    pub(crate) reload: ReloadSection,
     /// How request heads are canonicalized before routing.
-    pub request: crate::canonical::RequestPolicy,
+    pub(crate) request: crate::canonical::RequestPolicy,
     /// Compiled routes.
-    pub routes: crate::proxy::routes::RouteTable,
+    pub(crate) routes: crate::proxy::routes::RouteTable,
     /// Things that are valid but probably not what the operator meant (`payguard check` prints
     /// them; a reload logs them).
-    pub warnings: Vec<ConfigIssue>,
+    pub(crate) warnings: Vec<ConfigIssue>,
     /// The built guard, when a `guard` section is configured.
-    pub guard: Option<std::sync::Arc<crate::guard::Guard>>,
+    pub(crate) guard: Option<std::sync::Arc<crate::guard::Guard>>,
 }
 
 /// Internal upstream settings.
 #[derive(Debug, Clone)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     /// Backend address as configured (`host:port`).
-    pub address: String,
+    pub(crate) address: String,
     /// The address resolved at load time.
-    pub socket: SocketAddr,
+    pub(crate) socket: SocketAddr,
     /// Connect timeout.
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// Read timeout.
-    pub read_timeout: Duration,
+    pub(crate) read_timeout: Duration,
     /// Write timeout.
-    pub write_timeout: Duration,
+    pub(crate) write_timeout: Duration,
     /// Idle keep-alive timeout.
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// Idle pool size.
-    pub pool_size: usize,
+    pub(crate) pool_size: usize,
 }

@@ -25,24 +25,24 @@ use crate::state::SharedState;
 use routes::{Routed, DEFAULT_ROUTE_NAME};
 
 /// Header carrying the request id (taken from the client when valid, generated otherwise).
-pub const REQUEST_ID: &str = "x-request-id";
+pub(crate) const REQUEST_ID: &str = "x-request-id";
 
 /// The proxy service.
 #[derive(Debug, Clone)]
-pub struct PayguardProxy {
+pub(crate) struct PayguardProxy {
     state: Arc<SharedState>,
 }
 
 impl PayguardProxy {
     /// A proxy over shared state.
-    pub fn new(state: Arc<SharedState>) -> Self {
+    pub(crate) fn new(state: Arc<SharedState>) -> Self {
         Self { state }
     }
 }
 
 /// Per-request state carried between phases.
 #[derive(Debug)]
-pub struct RequestCtx {
+pub(crate) struct RequestCtx {
     started: Instant,
     /// Config snapshot this request runs under (reloads never change it mid-request).
     config: Option<Arc<Config>>,
@@ -124,7 +124,7 @@ fn valid_request_id(v: &[u8]) -> bool {
 }
 
 /// Writes a complete response that payguard makes itself.
-pub async fn respond(
+pub(crate) async fn respond(
     session: &mut Session,
     status: u16,
     content_type: Option<&str>,
@@ -435,7 +435,6 @@ impl PayguardProxy {
             checked.map(|()| {
                 let view = RequestView {
                     method,
-                    path,
                     routing_path,
                     query: query.as_ref(),
                     headers: &req.headers,

@@ -15,12 +15,12 @@ use crate::canonical::{check_method, Refusal, RequestPolicy};
 #[derive(Debug)]
 pub(super) struct CanonicalHead {
     /// The canonical path.
-    pub path: CanonicalPath,
+    pub(crate) path: CanonicalPath,
     /// The request target as sent, when it was rewritten (a non-canonical path, or
     /// absolute-form).
-    pub sent: Option<String>,
+    pub(crate) sent: Option<String>,
     /// Headers removed, and why.
-    pub removed: Vec<(HeaderName, Removal)>,
+    pub(crate) removed: Vec<(HeaderName, Removal)>,
 }
 
 /// Checks the method, removes the headers no client may send, canonicalizes the path and, when

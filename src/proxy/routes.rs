@@ -8,7 +8,7 @@ use crate::config::{ConfigIssue, DefaultAction, PolicyKind, RouteConfig, Trailin
 
 /// How a route matches the path.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PathMatch {
+pub(crate) enum PathMatch {
     /// The path equals this.
     Exact(String),
     /// The path is this or continues it with `/` (segment-wise).
@@ -17,26 +17,26 @@ pub enum PathMatch {
 
 /// A compiled route.
 #[derive(Debug, Clone)]
-pub struct Route {
+pub(crate) struct Route {
     /// Route name (metrics label, log field).
-    pub name: String,
+    pub(crate) name: String,
     /// Allowed methods (upper case); empty = any. `GET` also takes `HEAD`.
-    pub methods: Vec<String>,
+    pub(crate) methods: Vec<String>,
     /// Path matcher.
-    pub path: PathMatch,
+    pub(crate) path: PathMatch,
     /// An exact path also matches with or without one trailing `/`.
-    pub trailing_slash: bool,
+    pub(crate) trailing_slash: bool,
     /// ASCII letters of the path match case-insensitively.
-    pub case_insensitive: bool,
+    pub(crate) case_insensitive: bool,
     /// Policy.
-    pub policy: PolicyKind,
+    pub(crate) policy: PolicyKind,
     /// Notification handler of a `notify` route.
-    pub notify: Option<std::sync::Arc<crate::notify::NotifyRoute>>,
+    pub(crate) notify: Option<std::sync::Arc<crate::notify::NotifyRoute>>,
 }
 
 impl Route {
     /// Whether this route takes a request (method upper case, path in routing form).
-    pub fn matches(&self, method: &str, path: &str) -> bool {
+    pub(crate) fn matches(&self, method: &str, path: &str) -> bool {
         method_listed(&self.methods, method) && self.matches_path(path)
     }
 
@@ -81,14 +81,14 @@ fn policy_name(p: PolicyKind) -> &'static str {
 
 /// All routes in order plus the default action.
 #[derive(Debug, Clone)]
-pub struct RouteTable {
+pub(crate) struct RouteTable {
     routes: Vec<Route>,
     default_action: DefaultAction,
 }
 
 /// Result of routing one request.
 #[derive(Debug, Clone, Copy)]
-pub enum Routed<'a> {
+pub(crate) enum Routed<'a> {
     /// A configured route matched.
     Route(&'a Route),
     /// No route matched; apply the default action.
@@ -96,12 +96,12 @@ pub enum Routed<'a> {
 }
 
 /// Route name used in metrics and logs for requests no route matched.
-pub const DEFAULT_ROUTE_NAME: &str = "_default";
+pub(crate) const DEFAULT_ROUTE_NAME: &str = "_default";
 
 impl RouteTable {
     /// Compiles routes, reporting every problem with its key path.
     /// `guard_configured` says whether a top-level `guard` section exists (needed by `guard` routes).
-    pub fn compile(
+    pub(crate) fn compile(
         routes: &[RouteConfig],
         default_action: DefaultAction,
         guard_configured: bool,
@@ -147,7 +147,7 @@ impl RouteTable {
             let mut notify = None;
             match (r.policy, &r.notify) {
                 (PolicyKind::Pass, None) => {}
-                (PolicyKind::Notify, Some(cfg)) => match cfg.build(&r.name) {
+                (PolicyKind::Notify, Some(cfg)) => match cfg.build() {
                     Ok(n) => notify = Some(n),
                     Err(e) => issues.extend(
                         e.into_iter()
@@ -188,7 +188,7 @@ impl RouteTable {
 
     /// The first route matching `method` (upper case) and `path` (routing form), else the
     /// default action.
-    pub fn route(&self, method: &str, path: &str) -> Routed<'_> {
+    pub(crate) fn route(&self, method: &str, path: &str) -> Routed<'_> {
         self.routes
             .iter()
             .find(|r| r.matches(method, path))
@@ -197,7 +197,7 @@ impl RouteTable {
     }
 
     /// All routes in order.
-    pub fn routes(&self) -> &[Route] {
+    pub(crate) fn routes(&self) -> &[Route] {
         &self.routes
     }
 
@@ -205,7 +205,7 @@ impl RouteTable {
     /// earlier route takes requests from, and a protected path that other methods reach through
     /// a `pass` route or `default_action: pass`. Valid configurations; `payguard check` prints
     /// these as warnings with the route's key path.
-    pub fn warnings(&self) -> Vec<ConfigIssue> {
+    pub(crate) fn warnings(&self) -> Vec<ConfigIssue> {
         let mut out = Vec::new();
         for (j, b) in self.routes.iter().enumerate().filter(|(_, r)| r.protected()) {
             let at = format!("routes[{j}]");
