@@ -18,7 +18,8 @@ use hyper_util::rt::TokioIo;
 
 use crate::channels::registry::ChannelConfig;
 use crate::channels::{ChannelKind, EventKind, SimulateKeys, SimulateSpec, SimulatedNotification};
-use crate::config::{self, Config, FileConfig, PolicyKind};
+use crate::config::{self, Config, FileConfig};
+use crate::proxy::routes::PolicyKind;
 
 /// What the demo backend saw of one request.
 #[derive(Debug, Clone)]

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use parking_lot::Mutex;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
@@ -27,38 +26,6 @@ use crate::state::SharedState;
 const CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// How long one ping may take.
 const PING_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// Which routes keep serving while the store is unreachable, decided from the config.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct WithoutStore {
-    /// Routes (and `(default)` for a `pass` default action) that serve without the store.
-    pub(crate) serving: Vec<String>,
-    /// Routes that answer 503 / the channel's failure without it (fail closed).
-    pub(crate) failing_closed: Vec<String>,
-}
-
-/// The outcome of the latest store check.
-#[derive(Debug, Default)]
-pub(crate) struct StoreHealth {
-    /// `None` before the first check; then the error of the last one, or none when it answered.
-    last: Mutex<Option<Result<(), String>>>,
-}
-
-impl StoreHealth {
-    /// Records a check.
-    pub(crate) fn record(&self, result: Result<(), String>) {
-        *self.last.lock() = Some(result);
-    }
-
-    /// Whether the last check succeeded (false before the first one), and its error.
-    pub(crate) fn reachable(&self) -> (bool, Option<String>) {
-        match &*self.last.lock() {
-            Some(Ok(())) => (true, None),
-            Some(Err(e)) => (false, Some(e.clone())),
-            None => (false, Some("not checked yet".to_string())),
-        }
-    }
-}
 
 /// The `/readyz` answer: (ready, JSON body).
 pub(crate) fn readiness(state: &SharedState) -> (bool, serde_json::Value) {

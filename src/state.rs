@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -26,7 +27,7 @@ pub(crate) struct SharedState {
     /// Pooled client for paths where payguard consults the backend itself.
     pub(crate) backend: HttpBackend,
     /// The latest store health check (readiness, `payguard_store_up`).
-    pub(crate) store_health: crate::health::StoreHealth,
+    pub(crate) store_health: StoreHealth,
 }
 
 impl SharedState {
@@ -47,7 +48,7 @@ impl SharedState {
             clock,
             config_path,
             backend,
-            store_health: crate::health::StoreHealth::default(),
+            store_health: StoreHealth::default(),
         }
     }
 
@@ -59,5 +60,29 @@ impl SharedState {
     /// Replaces the config atomically.
     pub(crate) fn swap_config(&self, config: Config) {
         self.config.store(Arc::new(config));
+    }
+}
+
+/// The outcome of the latest store check (made by `crate::health::StoreHealthService`, read by
+/// `/readyz` and `payguard_store_up`).
+#[derive(Debug, Default)]
+pub(crate) struct StoreHealth {
+    /// `None` before the first check; then the error of the last one, or none when it answered.
+    last: Mutex<Option<Result<(), String>>>,
+}
+
+impl StoreHealth {
+    /// Records a check.
+    pub(crate) fn record(&self, result: Result<(), String>) {
+        *self.last.lock() = Some(result);
+    }
+
+    /// Whether the last check succeeded (false before the first one), and its error.
+    pub(crate) fn reachable(&self) -> (bool, Option<String>) {
+        match &*self.last.lock() {
+            Some(Ok(())) => (true, None),
+            Some(Err(e)) => (false, Some(e.clone())),
+            None => (false, Some("not checked yet".to_string())),
+        }
     }
 }

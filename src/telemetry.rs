@@ -16,10 +16,22 @@ use std::cell::RefCell;
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use tracing_subscriber::{fmt, EnvFilter};
 
-use crate::config::LogFormat;
 use crate::log_writer::{FlushGuard, LogWriter};
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// Human-readable lines.
+    Text,
+}
 
 /// Flushes every queued log line when dropped; keep it until the process ends.
 #[must_use = "dropping it flushes and stops the log writer"]

@@ -4,10 +4,10 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
-use super::{Config, DefaultAction, FileConfig, PolicyKind, Upstream};
-use crate::health::WithoutStore;
+use super::{Config, FileConfig, Upstream, WithoutStore};
 use crate::issue::{ConfigIssue, ConfigIssues};
-use crate::proxy::routes::RouteTable;
+use crate::proxy::request_head::REQUEST_ID;
+use crate::proxy::routes::{DefaultAction, PolicyKind, RouteTable};
 use crate::secret;
 
 /// The JSON Schema of the configuration file, generated from [`FileConfig`].
@@ -220,7 +220,7 @@ fn build(file: &FileConfig, mode: Mode) -> Result<Config, ConfigIssues> {
         return Err(ConfigIssues(issues));
     }
     let mut read_headers = guard.as_ref().map(|g| g.headers_read()).unwrap_or_default();
-    read_headers.push(http::HeaderName::from_static(crate::proxy::REQUEST_ID));
+    read_headers.push(http::HeaderName::from_static(REQUEST_ID));
     let request = crate::canonical::RequestPolicy {
         path: file.server.path,
         header_underscores: file.server.header_underscores,

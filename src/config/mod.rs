@@ -11,6 +11,9 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::proxy::routes::{DefaultAction, RouteConfig};
+use crate::telemetry::LogFormat;
+
 pub use crate::issue::{ConfigIssue, ConfigIssues};
 pub use crate::secret;
 pub use load::{check_text, load_file, schema_json};
@@ -234,17 +237,6 @@ impl Default for LogSection {
     }
 }
 
-/// Log line format.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum LogFormat {
-    /// One JSON object per line.
-    #[default]
-    Json,
-    /// Human-readable lines.
-    Text,
-}
-
 /// Automatic reload.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -276,81 +268,14 @@ impl Default for ReloadSection {
     }
 }
 
-/// One route: a request matcher and the policy applied to what it matches.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RouteConfig {
-    /// Route name, used in metrics, logs and rule matchers. Unique.
-    pub(crate) name: String,
-    /// Which requests this route takes.
-    #[serde(rename = "match")]
-    pub(crate) matcher: RouteMatch,
-    /// What payguard does with them.
-    pub(crate) policy: PolicyKind,
-    /// Settings of a `notify` route (required with `policy: notify`).
-    #[serde(default)]
-    pub(crate) notify: Option<crate::notify::config::NotifyConfig>,
-}
-
-/// Request matcher of a route. Exactly one of `path` and `path_prefix`. Paths are matched on
-/// the request's canonical path (docs/configuration.md, "Route matching and path
-/// normalization"), so `/v1/%6Frders`, `//v1/./orders` and `/v1/x/../orders` all match
-/// `path: /v1/orders`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RouteMatch {
-    /// HTTP methods (upper case); empty means any. `GET` also takes `HEAD`.
-    #[serde(default)]
-    pub(crate) methods: Vec<String>,
-    /// Exact path (no query), in canonical form.
-    #[serde(default)]
-    pub(crate) path: Option<String>,
-    /// Path prefix, matched on whole segments (`/v1` matches `/v1` and `/v1/x`, not `/v10`).
-    #[serde(default)]
-    pub(crate) path_prefix: Option<String>,
-    /// Whether an exact `path` also matches the path with (or without) one trailing `/`:
-    /// `match` (default) or `strict`.
-    #[serde(default)]
-    pub(crate) trailing_slash: TrailingSlash,
-    /// Match ASCII letters of the path case-insensitively. Default: `true` on `guard` and
-    /// `notify` routes (a protected route catches every spelling a case-insensitive backend
-    /// would route to it), `false` on `pass` routes.
-    #[serde(default)]
-    pub(crate) case_insensitive: Option<bool>,
-}
-
-/// Trailing-slash handling of an exact route path.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum TrailingSlash {
-    /// `/x` and `/x/` both match (most frameworks route them to one handler).
-    #[default]
-    Match,
-    /// Only the path exactly as written matches.
-    Strict,
-}
-
-/// Route policies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum PolicyKind {
-    /// Proxy only.
-    Pass,
-    /// Client API guard (signature, nonce, rate, order and IP rules).
-    Guard,
-    /// Payment-channel notification endpoint.
-    Notify,
-}
-
-/// Fate of requests no route matches.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum DefaultAction {
-    /// Proxy them unchanged (a sidecar in front of a whole app; the usual choice).
-    #[default]
-    Pass,
-    /// Answer 404 problem+json without contacting the backend.
-    NotFound,
+/// Which routes keep serving while the store is unreachable, decided from the config
+/// (`load::without_store`); `/readyz` reports it (`crate::health`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct WithoutStore {
+    /// Routes (and `(default)` for a `pass` default action) that serve without the store.
+    pub(crate) serving: Vec<String>,
+    /// Routes that answer 503 / the channel's failure without it (fail closed).
+    pub(crate) failing_closed: Vec<String>,
 }
 
 /// Logs each of `config`'s warnings (at start and on every reload), so an operator sees a weakly
@@ -381,7 +306,7 @@ pub struct Config {
     /// Admin bearer token, if configured.
     pub(crate) admin_token: Option<secret::Secret>,
     /// Which routes keep serving while the store is unreachable (readiness).
-    pub(crate) without_store: crate::health::WithoutStore,
+    pub(crate) without_store: WithoutStore,
     /// Upstream.
     pub(crate) upstream: Upstream,
     /// Store selection (used at start; changing it needs a restart).

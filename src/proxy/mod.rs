@@ -2,7 +2,7 @@
 //! `response_filter` → `logging`) with a per-request [`RequestCtx`].
 
 pub mod backend;
-mod request_head;
+pub(crate) mod request_head;
 pub mod routes;
 
 use std::sync::Arc;
@@ -17,15 +17,13 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::canonical::query::CanonicalQuery;
 use crate::canonical::Refusal;
-use crate::config::{Config, DefaultAction, PolicyKind};
+use crate::config::Config;
 use crate::guard::signature::SignatureFailure;
 use crate::outcome::{NotifyOutcome, RequestOutcome};
 use crate::problem::{Problem, PROBLEM_CONTENT_TYPE};
 use crate::state::SharedState;
-use routes::{Routed, DEFAULT_ROUTE_NAME};
-
-/// Header carrying the request id (taken from the client when valid, generated otherwise).
-pub(crate) const REQUEST_ID: &str = "x-request-id";
+use request_head::REQUEST_ID;
+use routes::{DefaultAction, PolicyKind, Routed, DEFAULT_ROUTE_NAME};
 
 /// The proxy service.
 #[derive(Debug, Clone)]

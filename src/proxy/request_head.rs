@@ -11,6 +11,11 @@ use crate::canonical::headers::{self, Removal};
 use crate::canonical::path::{self, CanonicalPath, PathRefusal};
 use crate::canonical::{check_method, Refusal, RequestPolicy};
 
+/// Header carrying the request id (taken from the client when valid, generated otherwise). Kept
+/// here, below both the proxy and `config`, because the config lists it among the headers the
+/// request head reads.
+pub(crate) const REQUEST_ID: &str = "x-request-id";
+
 /// A request head in canonical form.
 #[derive(Debug)]
 pub(super) struct CanonicalHead {
