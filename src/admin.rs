@@ -17,7 +17,7 @@ use crate::state::SharedState;
 
 /// The admin HTTP application.
 #[derive(Debug)]
-pub struct AdminApp {
+pub(crate) struct AdminApp {
     state: Arc<SharedState>,
     /// `None` on the probe listener: `/admin/*` is not served there at all.
     reloader: Option<Arc<Reloader>>,
@@ -25,7 +25,7 @@ pub struct AdminApp {
 
 impl AdminApp {
     /// Admin app over shared state.
-    pub fn new(state: Arc<SharedState>, reloader: Arc<Reloader>) -> Self {
+    pub(crate) fn new(state: Arc<SharedState>, reloader: Arc<Reloader>) -> Self {
         Self {
             state,
             reloader: Some(reloader),
@@ -33,7 +33,7 @@ impl AdminApp {
     }
 
     /// The probe listener's app: `/healthz`, `/readyz` and `/metrics` only.
-    pub fn probes(state: Arc<SharedState>) -> Self {
+    pub(crate) fn probes(state: Arc<SharedState>) -> Self {
         Self { state, reloader: None }
     }
 

@@ -24,7 +24,7 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
 
 /// The operating system's wall clock.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
@@ -46,11 +46,6 @@ impl ManualClock {
         }
     }
 
-    /// Moves the clock to `unix_millis`.
-    pub fn set_unix_millis(&self, unix_millis: i64) {
-        self.millis.store(unix_millis, Ordering::SeqCst);
-    }
-
     /// Moves the clock forward by `millis`.
     pub fn advance_millis(&self, millis: i64) {
         self.millis.fetch_add(millis, Ordering::SeqCst);
@@ -64,7 +59,7 @@ impl Clock for ManualClock {
 }
 
 /// Shared handle to a clock.
-pub type SharedClock = Arc<dyn Clock>;
+pub(crate) type SharedClock = Arc<dyn Clock>;
 
 /// The system clock as a shared handle.
 pub fn system() -> SharedClock {

@@ -18,32 +18,31 @@ use hyper_util::rt::TokioIo;
 
 use crate::channels::registry::ChannelConfig;
 use crate::channels::{ChannelKind, EventKind, SimulateKeys, SimulateSpec, SimulatedNotification};
-use crate::config::{self, Config, FileConfig, PolicyKind};
+use crate::config::{self, Config, FileConfig};
+use crate::proxy::routes::PolicyKind;
 
 /// What the demo backend saw of one request.
 #[derive(Debug, Clone)]
-pub struct Seen {
+pub(crate) struct Seen {
     /// Method and target.
-    pub request_line: String,
+    pub(crate) request_line: String,
     /// Body length.
-    pub body_len: usize,
-    /// `x-request-id` as received.
-    pub request_id: Option<String>,
+    pub(crate) body_len: usize,
     /// Body bytes.
-    pub body: Bytes,
+    pub(crate) body: Bytes,
     /// `x-pg-risk` as received (order rules that tagged the request).
-    pub risk: Option<String>,
+    pub(crate) risk: Option<String>,
 }
 
 /// A tiny backend that answers `200 {"ok":true,...}` and remembers what it received.
 #[derive(Debug, Clone, Default)]
-pub struct DemoBackend {
+pub(crate) struct DemoBackend {
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl DemoBackend {
     /// Serves on `addr` until the runtime stops.
-    pub async fn serve(&self, addr: SocketAddr) -> anyhow::Result<()> {
+    pub(crate) async fn serve(&self, addr: SocketAddr) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("the demo backend cannot listen on {addr} (is something else there?)"))?;
@@ -62,7 +61,6 @@ impl DemoBackend {
                                     .and_then(|v| v.to_str().ok())
                                     .map(str::to_string)
                             };
-                            let request_id = header("x-request-id");
                             let risk = header("x-pg-risk");
                             let body = body_bytes(req.into_body()).await;
                             let reply = serde_json::json!({"ok": true, "backend": "payguard demo backend", "received_bytes": body.len()});
@@ -70,7 +68,6 @@ impl DemoBackend {
                                 s.push(Seen {
                                     request_line,
                                     body_len: body.len(),
-                                    request_id,
                                     body: body.clone(),
                                     risk,
                                 });
@@ -91,7 +88,7 @@ impl DemoBackend {
     }
 
     /// Requests seen so far.
-    pub fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.seen.lock().map(|s| s.clone()).unwrap_or_default()
     }
 }
@@ -106,7 +103,7 @@ impl Drop for ChildGuard {
 }
 
 /// Runs the demo with `config_path`; `once` exits after the walkthrough instead of serving on.
-pub fn run(config_path: &Path, once: bool) -> anyhow::Result<()> {
+pub(crate) fn run(config_path: &Path, once: bool) -> anyhow::Result<()> {
     let (file, cfg) = config::load_file(config_path).map_err(|e| anyhow::anyhow!("{}:\n{e}", config_path.display()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

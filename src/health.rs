@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use parking_lot::Mutex;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
@@ -28,40 +27,8 @@ const CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// How long one ping may take.
 const PING_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Which routes keep serving while the store is unreachable, decided from the config.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WithoutStore {
-    /// Routes (and `(default)` for a `pass` default action) that serve without the store.
-    pub serving: Vec<String>,
-    /// Routes that answer 503 / the channel's failure without it (fail closed).
-    pub failing_closed: Vec<String>,
-}
-
-/// The outcome of the latest store check.
-#[derive(Debug, Default)]
-pub struct StoreHealth {
-    /// `None` before the first check; then the error of the last one, or none when it answered.
-    last: Mutex<Option<Result<(), String>>>,
-}
-
-impl StoreHealth {
-    /// Records a check.
-    pub fn record(&self, result: Result<(), String>) {
-        *self.last.lock() = Some(result);
-    }
-
-    /// Whether the last check succeeded (false before the first one), and its error.
-    pub fn reachable(&self) -> (bool, Option<String>) {
-        match &*self.last.lock() {
-            Some(Ok(())) => (true, None),
-            Some(Err(e)) => (false, Some(e.clone())),
-            None => (false, Some("not checked yet".to_string())),
-        }
-    }
-}
-
 /// The `/readyz` answer: (ready, JSON body).
-pub fn readiness(state: &SharedState) -> (bool, serde_json::Value) {
+pub(crate) fn readiness(state: &SharedState) -> (bool, serde_json::Value) {
     let config = state.config();
     let (reachable, error) = state.store_health.reachable();
     let without = &config.without_store;
@@ -89,9 +56,9 @@ pub fn readiness(state: &SharedState) -> (bool, serde_json::Value) {
 
 /// Pings the store every [`CHECK_INTERVAL`] and publishes the result (`payguard_store_up`).
 #[derive(Debug)]
-pub struct StoreHealthService {
+pub(crate) struct StoreHealthService {
     /// Shared state (store, metrics, health record).
-    pub state: Arc<SharedState>,
+    pub(crate) state: Arc<SharedState>,
 }
 
 impl StoreHealthService {

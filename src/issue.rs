@@ -8,14 +8,14 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigIssue {
     /// Key path such as `routes[0].match.path` (`(root)` for the whole document).
-    pub path: String,
+    pub(crate) path: String,
     /// What is wrong. Never contains a secret value.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl ConfigIssue {
     /// An issue at `path`.
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             path: path.into(),
             message: message.into(),
@@ -25,7 +25,7 @@ impl ConfigIssue {
 
 impl ConfigIssue {
     /// The same issue under a parent key (`prefix.path`).
-    pub fn under(self, prefix: &str) -> Self {
+    pub(crate) fn under(self, prefix: &str) -> Self {
         let path = if self.path.is_empty() {
             prefix.to_string()
         } else {

@@ -34,7 +34,7 @@ use crate::metrics::Metrics;
 /// Why a connection was ended by a limit (the `reason` label of
 /// `payguard_connection_refusals_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// `max_connections` connections were already open.
     MaxConnections,
     /// The request head passed `head.max_bytes`.
@@ -47,7 +47,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every value, for metrics initialised at zero.
-    pub const ALL: [Refusal; 4] = [
+    pub(crate) const ALL: [Refusal; 4] = [
         Refusal::MaxConnections,
         Refusal::HeadTooLarge,
         Refusal::TooManyFields,
@@ -55,7 +55,7 @@ impl Refusal {
     ];
 
     /// The metric label.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Refusal::MaxConnections => "max_connections",
             Refusal::HeadTooLarge => "head_too_large",
@@ -79,7 +79,7 @@ impl Refusal {
 }
 
 /// The proxy application behind the connection limits.
-pub struct Limited<A> {
+pub(crate) struct Limited<A> {
     app: Arc<A>,
     permits: Arc<Semaphore>,
     limits: ConnectionLimits,
@@ -88,7 +88,7 @@ pub struct Limited<A> {
 
 impl<A> Limited<A> {
     /// Wraps `app` with `limits`, counting refusals and open connections in `metrics`.
-    pub fn new(app: A, limits: ConnectionLimits, metrics: Metrics) -> Self {
+    pub(crate) fn new(app: A, limits: ConnectionLimits, metrics: Metrics) -> Self {
         Self {
             app: Arc::new(app),
             permits: Arc::new(Semaphore::new(limits.max_connections)),
@@ -183,7 +183,7 @@ enum Scan {
 
 /// A client connection read through the head limits.
 #[derive(Debug)]
-pub struct HeadGuard {
+pub(crate) struct HeadGuard {
     inner: Stream,
     limits: ConnectionLimits,
     phase: Phase,
@@ -242,7 +242,7 @@ impl HeadGuard {
 /// Tells the connection under `session` that its request has been answered, so the limits
 /// apply to the next head read from it (and `keepalive_timeout` to the wait for it). Called at
 /// the end of every request; a connection that is not read through [`HeadGuard`] is left alone.
-pub fn request_done(session: &pingora::protocols::http::ServerSession) {
+pub(crate) fn request_done(session: &pingora::protocols::http::ServerSession) {
     let guard = session.stream().and_then(|s| s.as_any().downcast_ref::<HeadGuard>());
     if let Some(guard) = guard {
         guard.next_request.store(true, Ordering::Relaxed);

@@ -16,10 +16,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// How long the writer lets lines gather after the first one of a batch arrives.
-pub const BATCH_DELAY: Duration = Duration::from_millis(5);
+pub(crate) const BATCH_DELAY: Duration = Duration::from_millis(5);
 
 /// The most log bytes held in memory; a line that does not fit waits for the writer.
-pub const BUFFER_CAP: usize = 4 * 1024 * 1024;
+pub(crate) const BUFFER_CAP: usize = 4 * 1024 * 1024;
 
 struct Queue {
     buf: Vec<u8>,
@@ -44,17 +44,17 @@ impl Shared {
 
 /// A handle to the log buffer: cheap to clone, `Write` for whole lines.
 #[derive(Clone)]
-pub struct LogWriter(Arc<Shared>);
+pub(crate) struct LogWriter(Arc<Shared>);
 
 /// Writes every buffered line and stops the writer thread when dropped.
 #[must_use = "dropping it flushes and stops the log writer"]
-pub struct FlushGuard {
+pub(crate) struct FlushGuard {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
 
 /// Starts the writer thread over `out` (stdout in payguard; anything `Write` in tests).
-pub fn start<W: Write + Send + 'static>(out: W) -> std::io::Result<(LogWriter, FlushGuard)> {
+pub(crate) fn start<W: Write + Send + 'static>(out: W) -> std::io::Result<(LogWriter, FlushGuard)> {
     let shared = Arc::new(Shared {
         queue: Mutex::new(Queue {
             buf: Vec::with_capacity(64 * 1024),
@@ -107,7 +107,7 @@ fn run<W: Write>(shared: &Shared, mut out: W) {
 
 impl LogWriter {
     /// Appends `line` (one or more whole lines). Waits for room when the buffer is full.
-    pub fn append(&self, line: &[u8]) {
+    pub(crate) fn append(&self, line: &[u8]) {
         let shared = &*self.0;
         let mut q = shared.lock();
         // A line longer than the whole buffer still goes in once the buffer is empty.

@@ -10,57 +10,57 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 /// Every metric payguard exports.
 #[derive(Debug, Clone)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// Requests by route and outcome (`proxied`, `rejected`, `not_found`, `upstream_error`, ...).
-    pub requests: IntCounterVec,
+    pub(crate) requests: IntCounterVec,
     /// Answers by route and status class (`2xx`, `4xx`, `5xx`, ...; `none` when nothing was sent).
-    pub responses: IntCounterVec,
+    pub(crate) responses: IntCounterVec,
     /// Whole-request latency by route.
-    pub request_duration: HistogramVec,
+    pub(crate) request_duration: HistogramVec,
     /// Time from choosing the upstream to its response header, by route.
-    pub upstream_duration: HistogramVec,
+    pub(crate) upstream_duration: HistogramVec,
     /// Config reloads by result (`success`, `failure`).
-    pub reloads: IntCounterVec,
+    pub(crate) reloads: IntCounterVec,
     /// Unix time of the last successful (re)load.
-    pub config_loaded_at: IntGauge,
+    pub(crate) config_loaded_at: IntGauge,
     /// 1 while the store answers its periodic ping, 0 otherwise.
-    pub store_up: IntGauge,
+    pub(crate) store_up: IntGauge,
     /// Requests being handled right now (all routes).
-    pub in_flight: IntGauge,
+    pub(crate) in_flight: IntGauge,
     /// Client connections open on the proxy listener.
-    pub connections_open: IntGauge,
+    pub(crate) connections_open: IntGauge,
     /// Client connections ended by a listener limit, by reason (see [`crate::listener`]).
-    pub connection_refusals: IntCounterVec,
+    pub(crate) connection_refusals: IntCounterVec,
     /// Store operation latency by backend and operation.
-    pub store_duration: HistogramVec,
+    pub(crate) store_duration: HistogramVec,
     /// Store errors by backend and operation.
-    pub store_errors: IntCounterVec,
+    pub(crate) store_errors: IntCounterVec,
     /// Records the embedded store refused because that kind's budget was full.
-    pub store_full: IntCounterVec,
+    pub(crate) store_full: IntCounterVec,
     /// Detected losses of the store's data, by the path that noticed (`guard`, `notification`,
     /// `health_check`).
-    pub store_data_loss: IntCounterVec,
+    pub(crate) store_data_loss: IntCounterVec,
     /// Records the embedded store holds, and its budget, by kind (set on each scrape).
-    pub store_records: prometheus::IntGaugeVec,
+    pub(crate) store_records: prometheus::IntGaugeVec,
     /// The embedded store's budget by kind.
-    pub store_budget: prometheus::IntGaugeVec,
+    pub(crate) store_budget: prometheus::IntGaugeVec,
     /// Guard rule decisions by rule kind, rule, decision and mode (shadow included).
-    pub rule_decisions: IntCounterVec,
+    pub(crate) rule_decisions: IntCounterVec,
     /// Signature failures by reason.
-    pub signature_failures: IntCounterVec,
+    pub(crate) signature_failures: IntCounterVec,
     /// Requests whose head was refused, rewritten into canonical form, or stripped of headers,
     /// by action and reason.
-    pub canonicalization: IntCounterVec,
+    pub(crate) canonicalization: IntCounterVec,
     /// Notifications by route, channel and outcome.
-    pub notifications: IntCounterVec,
+    pub(crate) notifications: IntCounterVec,
     /// Backend latency of forwarded notifications, by route.
-    pub notify_backend_duration: HistogramVec,
+    pub(crate) notify_backend_duration: HistogramVec,
 }
 
 impl Metrics {
     /// Creates and registers all metrics in a fresh registry.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help).namespace("payguard"), labels)
@@ -249,13 +249,8 @@ impl Metrics {
         }
     }
 
-    /// The registry, for components that register their own metrics.
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
     /// Prometheus text exposition of every metric.
-    pub fn render(&self) -> Vec<u8> {
+    pub(crate) fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
@@ -269,7 +264,7 @@ impl Default for Metrics {
 }
 
 /// The `status_class` label of a status code: `1xx` to `5xx`, `none` when no answer was sent.
-pub fn status_class(status: u16) -> &'static str {
+pub(crate) fn status_class(status: u16) -> &'static str {
     match status {
         100..=199 => "1xx",
         200..=299 => "2xx",

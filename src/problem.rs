@@ -10,22 +10,22 @@ pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     /// HTTP status.
-    pub status: u16,
+    pub(crate) status: u16,
     /// Stable machine-readable code (`RATE_LIMITED`, ...).
-    pub code: &'static str,
+    pub(crate) code: &'static str,
     /// Short summary: the status's reason phrase.
-    pub title: &'static str,
+    pub(crate) title: &'static str,
     /// Human-readable explanation; never contains secrets or expected signatures.
-    pub detail: String,
+    pub(crate) detail: String,
     /// The rule that fired (config name or a fixed name such as `nonce`).
-    pub rule: Option<String>,
+    pub(crate) rule: Option<String>,
     /// Extra response headers (`Retry-After`, `RateLimit-Policy`, `X-PG-Challenge`, ...).
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Problem {
     /// A problem with the status's reason phrase as title.
-    pub fn new(status: u16, code: &'static str, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(status: u16, code: &'static str, detail: impl Into<String>) -> Self {
         let title = StatusCode::from_u16(status)
             .ok()
             .and_then(|s| s.canonical_reason())
@@ -41,13 +41,13 @@ impl Problem {
     }
 
     /// Names the rule that fired.
-    pub fn with_rule(mut self, rule: impl Into<String>) -> Self {
+    pub(crate) fn with_rule(mut self, rule: impl Into<String>) -> Self {
         self.rule = Some(rule.into());
         self
     }
 
     /// Adds a response header (values that are not valid header text are dropped).
-    pub fn with_header(mut self, name: HeaderName, value: &str) -> Self {
+    pub(crate) fn with_header(mut self, name: HeaderName, value: &str) -> Self {
         if let Ok(v) = HeaderValue::from_str(value) {
             self.headers.push((name, v));
         }
@@ -55,12 +55,12 @@ impl Problem {
     }
 
     /// The JSON body: `{"type","title","status","code","detail","rule"}`.
-    pub fn to_json(&self) -> Vec<u8> {
+    pub(crate) fn to_json(&self) -> Vec<u8> {
         self.to_json_with_request_id(None)
     }
 
     /// The JSON body, naming the request id for support when given.
-    pub fn to_json_with_request_id(&self, request_id: Option<&str>) -> Vec<u8> {
+    pub(crate) fn to_json_with_request_id(&self, request_id: Option<&str>) -> Vec<u8> {
         let mut body = serde_json::json!({
             "type": format!("urn:payguard:problem:{}", self.code.to_ascii_lowercase().replace('_', "-")),
             "title": self.title,
@@ -80,22 +80,22 @@ impl Problem {
 
 impl Problem {
     /// 404 for requests no route takes when the default action is `not_found`.
-    pub fn not_found() -> Self {
+    pub(crate) fn not_found() -> Self {
         Self::new(404, "NOT_FOUND", "no route matches this request")
     }
 
     /// 502 when the backend cannot be reached.
-    pub fn upstream_unavailable() -> Self {
+    pub(crate) fn upstream_unavailable() -> Self {
         Self::new(502, "UPSTREAM_UNAVAILABLE", "the backend could not be reached")
     }
 
     /// 408 when the client stalled or trickled its request body (`server.body`).
-    pub fn request_timeout() -> Self {
+    pub(crate) fn request_timeout() -> Self {
         Self::new(408, "REQUEST_TIMEOUT", "the request body arrived too slowly")
     }
 
     /// 504 when the backend did not answer in time.
-    pub fn upstream_timeout() -> Self {
+    pub(crate) fn upstream_timeout() -> Self {
         Self::new(504, "UPSTREAM_TIMEOUT", "the backend did not answer in time")
     }
 }

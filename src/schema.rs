@@ -7,12 +7,12 @@ use schemars::JsonSchema;
 
 /// What a duration may look like in the config file: one or more `<number><unit>` parts, as
 /// `humantime` parses them (`300ms`, `10s`, `1.5s`, `5m`, `1h 30m`, `2 days`).
-pub const DURATION_PATTERN: &str = r"^\s*([0-9]+(\.[0-9]+)?\s*(nanos|nsec|ns|usec|us|µs|millis|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|wks|wk|w|months|month|M|years|year|yrs|yr|y)\s*)+$";
+pub(crate) const DURATION_PATTERN: &str = r"^\s*([0-9]+(\.[0-9]+)?\s*(nanos|nsec|ns|usec|us|µs|millis|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|wks|wk|w|months|month|M|years|year|yrs|yr|y)\s*)+$";
 
 /// The schema of a duration field (`#[schemars(with = "DurationText")]` on a
 /// `humantime_serde` field): a string matching [`DURATION_PATTERN`], so editors flag `300` and
 /// `"300"` and `payguard check` can say which unit is missing.
-pub struct DurationText;
+pub(crate) struct DurationText;
 
 impl JsonSchema for DurationText {
     fn schema_name() -> String {
@@ -41,12 +41,12 @@ impl JsonSchema for DurationText {
 }
 
 /// Whether `node` (a schema object) describes a duration.
-pub fn is_duration(node: &serde_json::Value) -> bool {
+pub(crate) fn is_duration(node: &serde_json::Value) -> bool {
     node.get("pattern").and_then(|p| p.as_str()) == Some(DURATION_PATTERN)
 }
 
 /// A hint for a duration written without a unit: `300` or `"300"` → `use "300s"`.
-pub fn missing_unit_hint(value: &serde_json::Value) -> Option<String> {
+pub(crate) fn missing_unit_hint(value: &serde_json::Value) -> Option<String> {
     let digits = match value {
         serde_json::Value::Number(n) => n.to_string(),
         serde_json::Value::String(s) => s.trim().to_string(),

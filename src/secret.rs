@@ -50,7 +50,7 @@ impl SecretRef {
     }
 
     /// Describes the source without revealing the value (for `check` output and errors).
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         if let Some(name) = self.0.strip_prefix("env:") {
             format!("environment variable {name}")
         } else if let Some(path) = self.0.strip_prefix("file:") {
@@ -63,7 +63,7 @@ impl SecretRef {
     /// Reads the secret. The error text names the source, never the value. Inside
     /// [`track_resolution`] the files read are recorded, and offline `env:` and `file:` references
     /// are not read at all (they fail with [`NOT_READ_OFFLINE`]).
-    pub fn resolve(&self) -> Result<Secret, String> {
+    pub(crate) fn resolve(&self) -> Result<Secret, String> {
         let external = self.0.starts_with("env:") || self.0.starts_with("file:");
         let offline = SCOPE.with_borrow_mut(|scope| match scope {
             Some(scope) => {
@@ -104,7 +104,7 @@ impl SecretRef {
 
 /// The error of an `env:` or `file:` reference resolved offline; `payguard check --offline`
 /// drops the issues that carry it.
-pub const NOT_READ_OFFLINE: &str = "not read (offline check)";
+pub(crate) const NOT_READ_OFFLINE: &str = "not read (offline check)";
 
 #[derive(Debug, Default)]
 struct Scope {
@@ -120,7 +120,7 @@ thread_local! {
 /// reload can notice when one of them changes (a rotated Kubernetes Secret). With `offline`,
 /// `env:` and `file:` references are not read. Resolution is synchronous, so a thread-local
 /// scope sees every secret the build resolves without threading a context through each section.
-pub fn track_resolution<T>(offline: bool, f: impl FnOnce() -> T) -> (T, Vec<PathBuf>) {
+pub(crate) fn track_resolution<T>(offline: bool, f: impl FnOnce() -> T) -> (T, Vec<PathBuf>) {
     let outer = SCOPE.replace(Some(Scope {
         offline,
         files: Vec::new(),
@@ -141,21 +141,21 @@ impl fmt::Debug for SecretRef {
 
 /// A resolved secret value. Never printed.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Vec<u8>);
+pub(crate) struct Secret(Vec<u8>);
 
 impl Secret {
     /// Wraps raw bytes (tests and generated keys).
-    pub fn from_bytes(bytes: impl Into<Vec<u8>>) -> Self {
+    pub(crate) fn from_bytes(bytes: impl Into<Vec<u8>>) -> Self {
         Self(bytes.into())
     }
 
     /// The secret bytes.
-    pub fn expose(&self) -> &[u8] {
+    pub(crate) fn expose(&self) -> &[u8] {
         &self.0
     }
 
     /// The secret as UTF-8 text (PEM keys, API keys).
-    pub fn expose_str(&self) -> Result<&str, String> {
+    pub(crate) fn expose_str(&self) -> Result<&str, String> {
         std::str::from_utf8(&self.0).map_err(|_| "secret is not valid UTF-8".to_string())
     }
 }

@@ -20,7 +20,7 @@ use crate::state::SharedState;
 use crate::{clock, config, store, telemetry};
 
 /// Loads `path`, starts every listener and blocks until shutdown.
-pub fn serve(path: &Path) -> anyhow::Result<()> {
+pub(crate) fn serve(path: &Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let (checked, secret_files) = config::load::check_text_tracked(&text);
     let (_, cfg) = checked.map_err(|issues| anyhow::anyhow!("{} has errors:\n{issues}", path.display()))?;

@@ -16,14 +16,26 @@ use std::cell::RefCell;
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use tracing_subscriber::{fmt, EnvFilter};
 
-use crate::config::LogFormat;
 use crate::log_writer::{FlushGuard, LogWriter};
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// Human-readable lines.
+    Text,
+}
 
 /// Flushes every queued log line when dropped; keep it until the process ends.
 #[must_use = "dropping it flushes and stops the log writer"]
-pub struct LogGuard(#[allow(dead_code)] Option<FlushGuard>);
+pub(crate) struct LogGuard(#[allow(dead_code)] Option<FlushGuard>);
 
 /// The shared writer, when JSON access lines are written directly.
 static JSON_ACCESS: OnceLock<LogWriter> = OnceLock::new();
@@ -31,7 +43,7 @@ static JSON_ACCESS: OnceLock<LogWriter> = OnceLock::new();
 /// Installs the global subscriber. `RUST_LOG` overrides `level`. Safe to call once per process;
 /// later calls install nothing. Colours only when stdout is a terminal: escape codes in a log
 /// file or a log pipeline are noise that breaks searching.
-pub fn init(format: LogFormat, level: &str) -> LogGuard {
+pub(crate) fn init(format: LogFormat, level: &str) -> LogGuard {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
@@ -57,49 +69,49 @@ pub fn init(format: LogFormat, level: &str) -> LogGuard {
 
 /// One access-log line (`target: payguard::access`, message `request`).
 #[derive(Debug, Clone, Copy)]
-pub struct AccessLine<'a> {
+pub(crate) struct AccessLine<'a> {
     /// Request id.
-    pub request_id: &'a str,
+    pub(crate) request_id: &'a str,
     /// Route name.
-    pub route: &'a str,
+    pub(crate) route: &'a str,
     /// Method.
-    pub method: &'a str,
+    pub(crate) method: &'a str,
     /// Canonical path.
-    pub path: &'a str,
+    pub(crate) path: &'a str,
     /// The path as sent, when payguard rewrote or refused it.
-    pub sent_path: Option<&'a str>,
+    pub(crate) sent_path: Option<&'a str>,
     /// Status answered (0 when none was).
-    pub status: u16,
+    pub(crate) status: u16,
     /// Outcome label.
-    pub outcome: &'a str,
+    pub(crate) outcome: &'a str,
     /// Problem code of a rejection.
-    pub code: Option<&'a str>,
+    pub(crate) code: Option<&'a str>,
     /// Whole-request latency.
-    pub latency_ms: f64,
+    pub(crate) latency_ms: f64,
     /// Pingora error type, when the request failed.
-    pub error: Option<&'a str>,
+    pub(crate) error: Option<&'a str>,
     /// The client's address (after `trusted_proxies`).
-    pub client_ip: Option<&'a str>,
+    pub(crate) client_ip: Option<&'a str>,
     /// `User-Agent`, cut like the path.
-    pub user_agent: Option<&'a str>,
+    pub(crate) user_agent: Option<&'a str>,
     /// Response body bytes sent to the client.
-    pub bytes_sent: usize,
+    pub(crate) bytes_sent: usize,
     /// W3C trace id.
-    pub trace_id: Option<&'a str>,
+    pub(crate) trace_id: Option<&'a str>,
     /// Access key id of a signed request.
-    pub access_key: Option<&'a str>,
+    pub(crate) access_key: Option<&'a str>,
     /// The enforced guard rule that refused, challenged or tagged the request.
-    pub rule: Option<&'a str>,
+    pub(crate) rule: Option<&'a str>,
     /// The backend's status, when it answered.
-    pub upstream_status: Option<u16>,
+    pub(crate) upstream_status: Option<u16>,
     /// The backend's response-header latency, when it answered.
-    pub upstream_latency_ms: Option<f64>,
+    pub(crate) upstream_latency_ms: Option<f64>,
 }
 
 /// Writes `line` to the access log. Returns `false` when it was not written here and should go
 /// through `tracing` (text format, or logging not set up by [`init`]); `true` also when the
 /// access log is filtered out.
-pub fn access(line: &AccessLine<'_>) -> bool {
+pub(crate) fn access(line: &AccessLine<'_>) -> bool {
     let Some(writer) = JSON_ACCESS.get() else {
         return false;
     };

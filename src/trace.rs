@@ -8,7 +8,7 @@ use http::HeaderMap;
 /// The `traceparent` header.
 pub const TRACEPARENT: &str = "traceparent";
 /// The `tracestate` header, meaningful only next to the `traceparent` it belongs to.
-pub const TRACESTATE: &str = "tracestate";
+pub(crate) const TRACESTATE: &str = "tracestate";
 
 /// The trace id of a valid `traceparent` value (W3C Trace Context level 1, version 00 or a later
 /// version read by the version-00 rules), or `None`.
@@ -40,7 +40,7 @@ fn lower_hex(s: &[u8]) -> bool {
 
 /// What a request's trace context is.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Trace {
+pub(crate) enum Trace {
     /// The request carries one valid `traceparent`: passed on unchanged, with its `tracestate`.
     Kept(String),
     /// It has none (or an invalid or repeated one): this new `traceparent` (random trace and
@@ -56,7 +56,7 @@ pub enum Trace {
 
 impl Trace {
     /// Reads the request's `traceparent` headers.
-    pub fn of(headers: &HeaderMap) -> Self {
+    pub(crate) fn of(headers: &HeaderMap) -> Self {
         let mut sent = headers.get_all(TRACEPARENT).iter();
         if let (Some(one), None) = (sent.next(), sent.next()) {
             if let Some(id) = trace_id(one.as_bytes()) {

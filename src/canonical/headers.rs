@@ -15,10 +15,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Headers only payguard may set on requests to the backend.
-pub const ASSERTED: &[&str] = &["x-pg-verified", "x-pg-event-id", "x-pg-risk"];
+pub(crate) const ASSERTED: &[&str] = &["x-pg-verified", "x-pg-event-id", "x-pg-risk"];
 
 /// Method and URL override headers.
-pub const OVERRIDES: &[&str] = &[
+pub(crate) const OVERRIDES: &[&str] = &[
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
@@ -54,7 +54,7 @@ pub enum Removal {
 
 impl Removal {
     /// Metric label.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Asserted => "asserted_header",
             Self::Override => "override_header",

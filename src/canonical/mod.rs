@@ -23,13 +23,13 @@ use crate::problem::Problem;
 /// How request heads are canonicalized: `server.path`, `server.header_underscores`, and the
 /// headers payguard reads itself (which a `_` spelling must not shadow for the backend).
 #[derive(Debug, Clone, Default)]
-pub struct RequestPolicy {
+pub(crate) struct RequestPolicy {
     /// Path relaxations.
-    pub path: path::PathPolicy,
+    pub(crate) path: path::PathPolicy,
     /// Header names with `_`.
-    pub header_underscores: headers::UnderscorePolicy,
+    pub(crate) header_underscores: headers::UnderscorePolicy,
     /// Headers payguard reads (signature headers, `header:` identities, `X-Forwarded-For`).
-    pub read_headers: Vec<http::HeaderName>,
+    pub(crate) read_headers: Vec<http::HeaderName>,
 }
 
 /// Every [`Refusal::reason`] (metric label values), so metrics can show each at 0 from the start.
@@ -112,7 +112,7 @@ pub fn check_method(method: &str) -> Result<(), MethodRefusal> {
 /// Whether a route or rule listing `allowed` methods takes `method`. An empty list takes every
 /// method; a list naming `GET` also takes `HEAD`, because backends route HEAD to their GET
 /// handlers (Go, Express, Flask, Spring do).
-pub fn method_listed<S: AsRef<str>>(allowed: &[S], method: &str) -> bool {
+pub(crate) fn method_listed<S: AsRef<str>>(allowed: &[S], method: &str) -> bool {
     allowed.is_empty()
         || allowed
             .iter()

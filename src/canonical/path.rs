@@ -106,7 +106,7 @@ pub enum PathRefusal {
 
 impl PathRefusal {
     /// Metric label, a fixed enum.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Self::NotOriginForm => "path_not_origin_form",
             Self::ControlCharacter { .. } => "path_control_character",
@@ -363,7 +363,7 @@ fn routing_form(text: &str, policy: &PathPolicy) -> Option<String> {
 /// Checks a path written in config (a route's `path` or `path_prefix`, a rule's
 /// `path_prefixes`): it must be a canonical path in routing form, so that what it matches is
 /// what it says (`/v1/%6Frders` and `/v1//orders` are refused with the spelling to use).
-pub fn config_pattern(p: &str) -> Result<(), String> {
+pub(crate) fn config_pattern(p: &str) -> Result<(), String> {
     match canonicalize(p.as_bytes(), &PathPolicy::default()) {
         Err(e) => Err(format!("`{p}` is not a valid path: {e}")),
         Ok(c) if c.routing() != p => Err(format!("`{p}` is not in canonical form; write `{}`", c.routing())),
@@ -374,7 +374,7 @@ pub fn config_pattern(p: &str) -> Result<(), String> {
 /// Whether `path` is `prefix` or continues it with `/` (whole segments: `/v1` is a prefix of
 /// `/v1/x`, not of `/v10`). A trailing `/` on the prefix is ignored; `/` is a prefix of every
 /// path. Both are routing forms, which are ASCII.
-pub fn has_segment_prefix(path: &str, prefix: &str, case_insensitive: bool) -> bool {
+pub(crate) fn has_segment_prefix(path: &str, prefix: &str, case_insensitive: bool) -> bool {
     let prefix = prefix.strip_suffix('/').unwrap_or(prefix);
     let Some(head) = path.get(..prefix.len()) else {
         return false;
@@ -389,7 +389,7 @@ pub fn has_segment_prefix(path: &str, prefix: &str, case_insensitive: bool) -> b
 
 /// Whether `path` is `pattern`, also when exactly one of them has a trailing `/` if
 /// `trailing_slash` says so (`/x` and `/x/`; most frameworks route both to one handler).
-pub fn matches_exact(path: &str, pattern: &str, trailing_slash: bool, case_insensitive: bool) -> bool {
+pub(crate) fn matches_exact(path: &str, pattern: &str, trailing_slash: bool, case_insensitive: bool) -> bool {
     let same = |a: &str, b: &str| {
         if case_insensitive {
             a.eq_ignore_ascii_case(b)

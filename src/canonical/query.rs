@@ -27,7 +27,7 @@ pub enum QueryRefusal {
 
 impl QueryRefusal {
     /// Metric label, a fixed enum.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Self::InvalidEscape { .. } => "query_invalid_escape",
         }
@@ -81,7 +81,7 @@ impl CanonicalQuery {
     }
 
     /// Decoded `(name, value)` pairs in the order they were sent.
-    pub fn params(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+    pub(crate) fn params(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.params.iter().map(|(n, v)| (n.as_slice(), v.as_slice()))
     }
 }

@@ -36,15 +36,15 @@ use crate::issue::ConfigIssue;
 pub struct AdyenConfig {
     /// HMAC keys of the webhook (hex, as the Customer Area shows them). Several are accepted while
     /// a key is rotated.
-    pub hmac_keys: Vec<SecretRef>,
+    pub(crate) hmac_keys: Vec<SecretRef>,
     /// The merchant account notifications must be addressed to (`merchantAccountCode`).
-    pub merchant_account: String,
+    pub(crate) merchant_account: String,
 }
 
 impl AdyenConfig {
     /// Resolves and hex-decodes the HMAC keys. Problems name the field and the source, never the
     /// value.
-    pub fn build(&self) -> Result<Adyen, Vec<ConfigIssue>> {
+    pub(crate) fn build(&self) -> Result<Adyen, Vec<ConfigIssue>> {
         let mut issues = Vec::new();
         let mut keys = Vec::new();
         if self.hmac_keys.is_empty() {
@@ -328,7 +328,7 @@ impl Channel for Adyen {
 /// `REFUND` for refunds (pspReference = the refund number, originalReference = the payment),
 /// `success` false for `payment.failed` and `refund.abnormal`. `keys.secret` is the hex HMAC key,
 /// `spec.mch_id` the merchant account.
-pub fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNotification, String> {
+pub(crate) fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNotification, String> {
     let key = decode_hmac_key(keys.secret.as_deref().ok_or("adyen needs the hex HMAC key (secret)")?)?;
     let merchant_account = spec.mch_id.as_deref().ok_or("adyen needs the merchant account (mch_id)")?;
     let (event_code, success, psp_reference, original_reference, value) = match spec.kind {

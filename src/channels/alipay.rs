@@ -30,7 +30,7 @@ use crate::issue::ConfigIssue;
 /// Which RSA signature scheme the configured Alipay key is used with (`sign_type`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum AlipaySignType {
+pub(crate) enum AlipaySignType {
     /// `RSA2`: SHA256withRSA, key of at least 2048 bits. The only scheme for new apps.
     #[default]
     #[serde(alias = "RSA2")]
@@ -42,7 +42,7 @@ pub enum AlipaySignType {
 
 impl AlipaySignType {
     /// The value of the `sign_type` form field.
-    pub fn wire_name(self) -> &'static str {
+    pub(crate) fn wire_name(self) -> &'static str {
         match self {
             Self::Rsa2 => "RSA2",
             Self::Rsa => "RSA",
@@ -67,30 +67,30 @@ impl AlipaySignType {
 #[serde(deny_unknown_fields)]
 pub struct AlipayConfig {
     /// The app id notifications must be addressed to (`app_id`, checked after the signature).
-    pub app_id: String,
+    pub(crate) app_id: String,
     /// ISV mode: the merchant app that authorised this app; notifications must carry it as
     /// `auth_app_id`. Unset: `auth_app_id` is not checked.
     #[serde(default)]
-    pub auth_app_id: Option<String>,
+    pub(crate) auth_app_id: Option<String>,
     /// Expected `seller_id` (Alipay merchant PID). A notification carrying another seller is
     /// refused; one without `seller_id` (closed trades) is accepted on `app_id` alone.
     #[serde(default)]
-    pub seller_id: Option<String>,
+    pub(crate) seller_id: Option<String>,
     /// Signature scheme this app uses: `rsa2` (default) or legacy `rsa`. A notification naming
     /// another `sign_type` is refused, never downgraded.
     #[serde(default)]
-    pub sign_type: AlipaySignType,
+    pub(crate) sign_type: AlipaySignType,
     /// Public-key mode: the "Alipay public key" (base64 DER SubjectPublicKeyInfo, with or without
     /// PEM armour).
     #[serde(default)]
-    pub alipay_public_key: Option<SecretRef>,
+    pub(crate) alipay_public_key: Option<SecretRef>,
     /// Certificate mode: `alipayCertPublicKey_RSA2.crt` (PEM). Only its first certificate is used.
     #[serde(default)]
-    pub alipay_cert: Option<SecretRef>,
+    pub(crate) alipay_cert: Option<SecretRef>,
     /// Certificate mode, during rotation: further Alipay public certificates. A notification that
     /// carries `alipay_cert_sn` is verified with the certificate of that SN only.
     #[serde(default)]
-    pub additional_alipay_certs: Vec<SecretRef>,
+    pub(crate) additional_alipay_certs: Vec<SecretRef>,
 }
 
 /// One verification key, prepared for the configured `sign_type`, with its certificate SN
@@ -203,14 +203,16 @@ fn parse_first_certificate(bytes: &[u8]) -> Result<(String, Vec<u8>), String> {
 /// Alipay certificate SN (`app_cert_sn`, `alipay_cert_sn`): `lower_hex(MD5(issuerDN + serial))`
 /// with the issuer rendered like Java `X500Principal.getName()` (RFC 2253) and the serial in
 /// decimal.
-pub fn alipay_cert_sn(cert: &X509Certificate<'_>) -> String {
+pub(crate) fn alipay_cert_sn(cert: &X509Certificate<'_>) -> String {
     let text = format!("{}{}", rfc2253_name(cert.issuer()), cert.tbs_certificate.serial);
     hex::encode(md5::Md5::digest(text.as_bytes()))
 }
 
 /// `alipay_root_cert_sn` of a root bundle: the SNs of its RSA-signed certificates (SHA-1 or
-/// SHA-256 with RSA; SM2/ECDSA ones skipped) joined with `_`.
-pub fn alipay_root_cert_sn(bundle: &[u8]) -> Result<String, String> {
+/// SHA-256 with RSA; SM2/ECDSA ones skipped) joined with `_`. Only the tests need it: a
+/// notification names no root certificate, so `verify` never computes one.
+#[cfg(test)]
+pub(crate) fn alipay_root_cert_sn(bundle: &[u8]) -> Result<String, String> {
     const SHA1_RSA: &str = "1.2.840.113549.1.1.5";
     const SHA256_RSA: &str = "1.2.840.113549.1.1.11";
     let mut sns = Vec::new();
@@ -597,7 +599,7 @@ fn sign_form(fields: &[(&str, String)], key: &RsaSigningKey) -> Result<Vec<u8>, 
 /// Produces a valid RSA2-signed `trade_status_sync` notification for `spec`, signed with
 /// `keys.private_key_pem` (which plays the Alipay key). Needs `spec.app_id`; `spec.mch_id` becomes
 /// `seller_id`. Supports payment succeeded/pending/closed and refund succeeded.
-pub fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNotification, String> {
+pub(crate) fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNotification, String> {
     let pem_text = keys
         .private_key_pem
         .as_deref()

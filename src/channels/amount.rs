@@ -106,7 +106,7 @@ fn parse_digits(text: &str, exponent: u32, negative: bool) -> Result<i64, Amount
 /// Reads an integer minor-unit amount (WeChat fen, Stripe cents) at JSON `pointer`. Absent or
 /// null is `None`; anything but a JSON integer (a fraction, a string) is malformed, so an amount
 /// never passes through floating point.
-pub fn integer_minor_at(object: &serde_json::Value, pointer: &str) -> Result<Option<i64>, ChannelError> {
+pub(crate) fn integer_minor_at(object: &serde_json::Value, pointer: &str) -> Result<Option<i64>, ChannelError> {
     match object.pointer(pointer) {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(v) => v
@@ -119,7 +119,7 @@ pub fn integer_minor_at(object: &serde_json::Value, pointer: &str) -> Result<Opt
 /// Number of fraction digits of an ISO 4217 currency (case-insensitive): 0 for JPY, KRW and
 /// the other zero-decimal currencies, 3 for BHD, IQD, JOD, KWD, LYD, OMR, TND, 4 for CLF and UYW,
 /// 2 otherwise.
-pub fn currency_exponent(code: &str) -> u32 {
+pub(crate) fn currency_exponent(code: &str) -> u32 {
     const ZERO: &[&str] = &[
         "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND", "VUV", "XAF", "XOF",
         "XPF",

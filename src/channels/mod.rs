@@ -81,7 +81,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind but `other`, for channels that notify all of them.
-    pub const NORMALIZED: &'static [EventKind] = &[
+    pub(crate) const NORMALIZED: &'static [EventKind] = &[
         Self::PaymentSucceeded,
         Self::PaymentPending,
         Self::PaymentClosed,
@@ -115,20 +115,20 @@ impl EventKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefundInfo {
     /// Merchant refund number.
-    pub out_refund_no: Option<String>,
+    pub(crate) out_refund_no: Option<String>,
     /// Channel refund id.
-    pub refund_id: Option<String>,
+    pub(crate) refund_id: Option<String>,
     /// Refunded amount in minor units (Alipay: cumulative `refund_fee`).
     pub amount_minor: Option<i64>,
 }
 
 /// Merchant identity the notification was addressed to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MerchantRef {
+pub(crate) struct MerchantRef {
     /// Application id (Alipay `app_id`, WeChat `appid`).
-    pub app_id: Option<String>,
+    pub(crate) app_id: Option<String>,
     /// Merchant id (WeChat `mchid`/`mch_id`, UnionPay `merId`, Alipay `seller_id`).
-    pub mch_id: Option<String>,
+    pub(crate) mch_id: Option<String>,
 }
 
 /// A verified notification, normalized. The notify layer adds `id` and `received_at`.
@@ -141,7 +141,7 @@ pub struct VerifiedEvent {
     /// Merchant order number (dedup key part). Empty only for `other` events that carry none.
     pub out_trade_no: String,
     /// Channel transaction id (`trade_no`, `transaction_id`, `pi_…`, `queryId`).
-    pub channel_txn_id: Option<String>,
+    pub(crate) channel_txn_id: Option<String>,
     /// Amount in the currency's minor unit, parsed from decimal text (never floating point).
     pub amount_minor: Option<i64>,
     /// ISO 4217 currency, upper case.
@@ -149,13 +149,13 @@ pub struct VerifiedEvent {
     /// Refund details for refund events, `None` otherwise.
     pub refund: Option<RefundInfo>,
     /// When it happened, RFC 3339 with the channel's offset.
-    pub occurred_at: Option<String>,
+    pub(crate) occurred_at: Option<String>,
     /// The channel's notification id, stable across retries.
-    pub notification_id: Option<String>,
+    pub(crate) notification_id: Option<String>,
     /// The channel's own status string (`TRADE_SUCCESS`, `SUCCESS`, ...).
-    pub raw_status: Option<String>,
+    pub(crate) raw_status: Option<String>,
     /// Merchant identity from the notification.
-    pub merchant: MerchantRef,
+    pub(crate) merchant: MerchantRef,
     /// The verified (and decrypted) channel fields as JSON.
     pub raw: serde_json::Value,
 }
@@ -196,7 +196,7 @@ pub enum ChannelError {
 
 impl ChannelError {
     /// A short reason for the channel's failure answer: the category only, never details.
-    pub fn ack_reason(&self) -> &'static str {
+    pub(crate) fn ack_reason(&self) -> &'static str {
         match self {
             Self::Malformed(_) => "malformed notification",
             Self::Signature(_) | Self::Unsupported(_) => "signature verification failed",
@@ -209,7 +209,7 @@ impl ChannelError {
     }
 
     /// Stable outcome label for metrics and logs.
-    pub fn outcome(&self) -> crate::outcome::NotifyOutcome {
+    pub(crate) fn outcome(&self) -> crate::outcome::NotifyOutcome {
         use crate::outcome::NotifyOutcome as O;
         match self {
             Self::Malformed(_) => O::RejectedMalformed,
@@ -264,14 +264,14 @@ pub struct Ack {
     /// HTTP status.
     pub status: u16,
     /// Content type of `body`, if any.
-    pub content_type: Option<&'static str>,
+    pub(crate) content_type: Option<&'static str>,
     /// Exact body bytes the channel expects.
     pub body: Vec<u8>,
 }
 
 impl Ack {
     /// `status` with no body.
-    pub fn empty(status: u16) -> Self {
+    pub(crate) fn empty(status: u16) -> Self {
         Self {
             status,
             content_type: None,
@@ -280,7 +280,7 @@ impl Ack {
     }
 
     /// `status` with a plain-text body.
-    pub fn text(status: u16, body: &str) -> Self {
+    pub(crate) fn text(status: u16, body: &str) -> Self {
         Self {
             status,
             content_type: Some("text/plain; charset=utf-8"),
@@ -331,7 +331,7 @@ pub trait Channel: Send + Sync + fmt::Debug {
 /// channel's name in `notify.channel`): what it builds, how `payguard simulate` produces its
 /// notifications, how passthrough mode judges a legacy backend's reply, and the protocol facts
 /// the shared integration tests go by. Registered once in [`registry`].
-pub trait ChannelSetup {
+pub(crate) trait ChannelSetup {
     /// The protocol (its registry variant).
     const KIND: ChannelKind;
 
@@ -388,7 +388,7 @@ pub trait ChannelSetup {
 
 /// An input of `payguard simulate` a channel may need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SimulateInput {
+pub(crate) enum SimulateInput {
     /// `--private-key`: [`SimulateKeys::private_key_pem`].
     PrivateKey,
     /// `--certificate`: [`SimulateKeys::certificate_pem`].
@@ -432,7 +432,7 @@ fn fixture_ref(fixtures: &Path, rel: &str) -> String {
 
 /// The single value of header `name`. More than one occurrence is ambiguous and rejected;
 /// a value that is not visible ASCII/UTF-8 is malformed.
-pub fn single_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, ChannelError> {
+pub(crate) fn single_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, ChannelError> {
     let mut values = headers.get_all(name).iter();
     let Some(first) = values.next() else { return Ok(None) };
     if values.next().is_some() {
@@ -445,7 +445,7 @@ pub fn single_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'
 }
 
 /// Like [`single_header`] but the header must be present.
-pub fn required_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<&'h str, ChannelError> {
+pub(crate) fn required_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<&'h str, ChannelError> {
     single_header(headers, name)?.ok_or_else(|| ChannelError::Malformed(format!("header {name} is missing")))
 }
 

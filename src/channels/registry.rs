@@ -26,7 +26,7 @@ pub struct ChannelInfo {
     simulated_notification_id: fn(i64, &str) -> String,
     test_setup: fn(&Path) -> Result<TestSetup, String>,
     /// What `payguard simulate` needs for this channel ([`ChannelSetup::SIMULATE_NEEDS`]).
-    pub simulate_needs: &'static [(SimulateInput, &'static str)],
+    pub(crate) simulate_needs: &'static [(SimulateInput, &'static str)],
     /// Event kinds the channel notifies and simulates ([`ChannelSetup::EVENT_KINDS`]).
     pub event_kinds: &'static [EventKind],
     /// Header carrying the signature, if any ([`ChannelSetup::SIGNATURE_HEADER`]).
@@ -55,22 +55,22 @@ impl ChannelInfo {
     }
 
     /// [`ChannelSetup::simulate`].
-    pub fn simulate(&self, spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNotification, String> {
+    pub(crate) fn simulate(&self, spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNotification, String> {
         (self.simulate)(spec, keys)
     }
 
     /// [`ChannelSetup::backend_acknowledged`].
-    pub fn backend_acknowledged(&self, status: u16, body: &[u8]) -> bool {
+    pub(crate) fn backend_acknowledged(&self, status: u16, body: &[u8]) -> bool {
         (self.backend_acknowledged)(status, body)
     }
 
     /// [`ChannelSetup::simulated_txn_id`].
-    pub fn simulated_txn_id(&self, stamp: i64) -> String {
+    pub(crate) fn simulated_txn_id(&self, stamp: i64) -> String {
         (self.simulated_txn_id)(stamp)
     }
 
     /// [`ChannelSetup::simulated_notification_id`].
-    pub fn simulated_notification_id(&self, stamp: i64, uuid: &str) -> String {
+    pub(crate) fn simulated_notification_id(&self, stamp: i64, uuid: &str) -> String {
         (self.simulated_notification_id)(stamp, uuid)
     }
 
@@ -161,7 +161,8 @@ macro_rules! channels {
 
         impl ChannelConfig {
             /// The protocol.
-            pub fn kind(&self) -> ChannelKind {
+            #[cfg(test)]
+            pub(crate) fn kind(&self) -> ChannelKind {
                 match self {
                     $(Self::$variant(_) => ChannelKind::$variant,)+
                 }

@@ -50,54 +50,54 @@ fn default_tolerance() -> Duration {
 #[serde(deny_unknown_fields)]
 pub struct StandardWebhooksConfig {
     /// Signing secrets (`whsec_<base64>`); several are accepted while a secret is rotated.
-    pub secrets: Vec<SecretRef>,
+    pub(crate) secrets: Vec<SecretRef>,
     /// Largest accepted distance between `webhook-timestamp` and now, both directions, e.g. "5m".
     #[serde(default = "default_tolerance", with = "humantime_serde")]
     #[schemars(with = "crate::schema::DurationText")]
-    pub tolerance: Duration,
+    pub(crate) tolerance: Duration,
     /// Where the normalized fields live in the provider's payload.
     #[serde(default)]
-    pub mapping: PayloadMapping,
+    pub(crate) mapping: PayloadMapping,
 }
 
 /// JSON pointers (RFC 6901, e.g. `/data/out_trade_no`) into the payload. The defaults match
 /// the conventional `{"type", "timestamp", "data": {...}}` shape and [`simulate`].
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct PayloadMapping {
+pub(crate) struct PayloadMapping {
     /// Merchant order number (string or integer). Required for every kind but `other`.
     #[serde(default = "default_out_trade_no")]
-    pub out_trade_no: String,
+    pub(crate) out_trade_no: String,
     /// Amount. Without `amount_exponent`: integer minor units (JSON integer or digit string).
     #[serde(default = "default_amount")]
-    pub amount: Option<String>,
+    pub(crate) amount: Option<String>,
     /// When set, `amount` is in major units as decimal text (`"88.80"`) or a JSON integer, with
     /// this many fraction digits (2 for CNY/USD, 0 for JPY). JSON fractions are refused: they
     /// would go through floating point.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub amount_exponent: Option<u32>,
+    pub(crate) amount_exponent: Option<u32>,
     /// ISO 4217 currency code (upper-cased).
     #[serde(default = "default_currency")]
-    pub currency: Option<String>,
+    pub(crate) currency: Option<String>,
     /// Event type value, mapped through `kinds`.
     #[serde(default = "default_kind")]
-    pub kind: Option<String>,
+    pub(crate) kind: Option<String>,
     /// Event type value → normalized kind (`payment.succeeded`, `refund.succeeded`, ...). Values
     /// not listed here that already are normalized kind names map to themselves; others are `other`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub kinds: BTreeMap<String, String>,
+    pub(crate) kinds: BTreeMap<String, String>,
     /// Provider transaction id.
     #[serde(default = "default_channel_txn_id")]
-    pub channel_txn_id: Option<String>,
+    pub(crate) channel_txn_id: Option<String>,
     /// When it happened (RFC 3339 string or unix seconds).
     #[serde(default = "default_occurred_at")]
-    pub occurred_at: Option<String>,
+    pub(crate) occurred_at: Option<String>,
     /// Merchant refund number for refund kinds.
     #[serde(default = "default_out_refund_no")]
-    pub out_refund_no: Option<String>,
+    pub(crate) out_refund_no: Option<String>,
     /// Refund amount for refund kinds, read like `amount`.
     #[serde(default = "default_refund_amount")]
-    pub refund_amount: Option<String>,
+    pub(crate) refund_amount: Option<String>,
 }
 
 fn default_out_trade_no() -> String {
@@ -256,7 +256,7 @@ fn mac(key: &[u8], msg_id: &str, timestamp: &str, body: &[u8]) -> [u8; 32] {
 
 /// Signs one message: `v1,<base64 HMAC-SHA256(secret, msg_id "." timestamp "." body)>`, the
 /// `webhook-signature` value. `secret` is the decoded key (the bytes after `whsec_`).
-pub fn sign_standard_webhook(secret: &[u8], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+pub(crate) fn sign_standard_webhook(secret: &[u8], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
     format!(
         "v1,{}",
         BASE64.encode(mac(secret, msg_id, &timestamp.to_string(), body))
@@ -287,7 +287,7 @@ impl StandardWebhookSigner {
     }
 
     /// Resolves `source` (`env:`, `file:`, inline) and parses it like [`Self::from_whsec`].
-    pub fn from_secret_ref(source: &SecretRef) -> Result<Self, String> {
+    pub(crate) fn from_secret_ref(source: &SecretRef) -> Result<Self, String> {
         let secret = source.resolve()?;
         let text = secret.expose_str().map_err(|e| format!("{}: {e}", source.describe()))?;
         Self::from_whsec(text).map_err(|e| format!("{}: {e}", source.describe()))
@@ -512,7 +512,7 @@ impl StandardWebhooks {
 /// Produces a signed Standard Webhooks message in the default payload shape
 /// (`{"type", "timestamp", "data": {out_trade_no, amount, currency, transaction_id, ...}}`),
 /// signed with `keys.secret` (the `whsec_…` text).
-pub fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNotification, String> {
+pub(crate) fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNotification, String> {
     let secret = keys
         .secret
         .as_deref()

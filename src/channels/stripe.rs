@@ -35,18 +35,18 @@ fn default_order_metadata_key() -> String {
 #[serde(deny_unknown_fields)]
 pub struct StripeConfig {
     /// Endpoint signing secrets (`whsec_…`). Several are accepted while a secret is rolled.
-    pub endpoint_secrets: Vec<SecretRef>,
+    pub(crate) endpoint_secrets: Vec<SecretRef>,
     /// Largest accepted distance between the header's `t` and now, both directions, e.g. "300s".
     #[serde(default = "default_tolerance", with = "humantime_serde")]
     #[schemars(with = "crate::schema::DurationText")]
-    pub tolerance: Duration,
+    pub(crate) tolerance: Duration,
     /// When set, events whose `livemode` differs are refused (test events on a live endpoint).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub livemode: Option<bool>,
+    pub(crate) livemode: Option<bool>,
     /// Metadata key holding the merchant order number on PaymentIntents, Checkout Sessions and
     /// Charges.
     #[serde(default = "default_order_metadata_key")]
-    pub order_metadata_key: String,
+    pub(crate) order_metadata_key: String,
 }
 
 impl StripeConfig {
@@ -106,18 +106,18 @@ impl fmt::Debug for Stripe {
 
 /// A parsed `Stripe-Signature` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StripeSignatureHeader<'a> {
+pub(crate) struct StripeSignatureHeader<'a> {
     /// The `t` value exactly as sent (it is part of the signed payload).
-    pub timestamp_text: &'a str,
+    pub(crate) timestamp_text: &'a str,
     /// `t` as unix seconds.
-    pub timestamp: i64,
+    pub(crate) timestamp: i64,
     /// Every `v1` value that is 32 bytes of hex; other values are ignored like stripe-go does.
-    pub v1: Vec<[u8; 32]>,
+    pub(crate) v1: Vec<[u8; 32]>,
 }
 
 /// Parses `t=…,v1=…[,v1=…][,v0=…]`: every item must be `key=value`, `t` must appear once as an
 /// integer, unknown schemes and `v0` are ignored, no valid `v1` is a signature failure.
-pub fn parse_signature_header(header: &str) -> Result<StripeSignatureHeader<'_>, ChannelError> {
+pub(crate) fn parse_signature_header(header: &str) -> Result<StripeSignatureHeader<'_>, ChannelError> {
     let mut timestamp_text = None;
     let mut v1 = Vec::new();
     for item in header.split(',') {
@@ -398,7 +398,7 @@ fn normalize(event: Value, order_key: &str) -> Result<VerifiedEvent, ChannelErro
 
 /// Produces a signed Stripe event for `spec` with `keys.secret` (the `whsec_…` string):
 /// PaymentIntent events for payments, `charge.refunded` for refunds.
-pub fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNotification, String> {
+pub(crate) fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNotification, String> {
     let secret = keys
         .secret
         .as_deref()

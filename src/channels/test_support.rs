@@ -4,12 +4,12 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use jiff::Timestamp;
 
 /// The instant `unix` seconds after the epoch.
-pub fn at(unix: i64) -> Timestamp {
+pub(crate) fn at(unix: i64) -> Timestamp {
     Timestamp::from_second(unix).unwrap()
 }
 
 /// A header map from name/value pairs, keeping repeated names (to test duplicate headers).
-pub fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+pub(crate) fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (name, value) in pairs {
         map.append(

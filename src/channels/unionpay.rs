@@ -31,7 +31,7 @@ use crate::issue::ConfigIssue;
 
 /// The owner UnionPay's production signing certificates name in their CN (acp SDK
 /// `UNIONPAY_CNNAME`).
-pub const UNIONPAY_CN_OWNER: &str = "中国银联股份有限公司";
+pub(crate) const UNIONPAY_CN_OWNER: &str = "中国银联股份有限公司";
 
 /// How many verified signing certificates are remembered (they rotate rarely).
 const CERT_CACHE_LIMIT: usize = 16;
@@ -51,17 +51,17 @@ fn default_cn_owner() -> String {
 #[serde(deny_unknown_fields)]
 pub struct UnionpayConfig {
     /// Expected `merId` (merchant code).
-    pub mer_id: String,
+    pub(crate) mer_id: String,
     /// UnionPay root certificate(s) (`acp_prod_root.cer`, or the test environment root), PEM or
     /// DER; a PEM bundle may hold several.
-    pub root_cert: SecretRef,
+    pub(crate) root_cert: SecretRef,
     /// UnionPay intermediate certificate(s) (`acp_prod_middle.cer`), PEM or DER.
     #[serde(default)]
-    pub middle_cert: Option<SecretRef>,
+    pub(crate) middle_cert: Option<SecretRef>,
     /// Required owner part of the signing certificate CN (element 2 of the CN split on `@`).
     /// Default `中国银联股份有限公司`; test environments may need `00040000:SIGN`.
     #[serde(default = "default_cn_owner")]
-    pub cn_owner: String,
+    pub(crate) cn_owner: String,
 }
 
 /// The notification signature; UnionPay 5.1.0 keys are 2048-bit RSA.
@@ -308,7 +308,7 @@ const CURRENCIES: &[(&str, &str)] = &[
 ];
 
 /// The alphabetic code of a UnionPay `currencyCode` (`156` → `CNY`).
-pub fn currency_alpha(numeric: &str) -> Option<&'static str> {
+pub(crate) fn currency_alpha(numeric: &str) -> Option<&'static str> {
     CURRENCIES.iter().find(|(n, _)| *n == numeric).map(|(_, a)| *a)
 }
 
@@ -511,7 +511,7 @@ impl Channel for UnionpayChannel {
 /// Produces a valid 5.1.0 / `signMethod=01` back notification for `spec`, signed with
 /// `keys.private_key_pem` and carrying `keys.certificate_pem` as `signPubKeyCert`. Needs
 /// `spec.mch_id` (merId). Supports payment succeeded/pending/failed and refund succeeded.
-pub fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNotification, String> {
+pub(crate) fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNotification, String> {
     let key = RsaSigningKey::from_pem(
         keys.private_key_pem
             .as_deref()

@@ -32,7 +32,7 @@ use crate::issue::ConfigIssue;
 /// The signature type the merchant's unified-order requests use (`sign_type`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum WechatV2SignType {
+pub(crate) enum WechatV2SignType {
     /// `MD5` (the default when the field is absent).
     #[default]
     #[serde(alias = "MD5")]
@@ -44,7 +44,7 @@ pub enum WechatV2SignType {
 
 impl WechatV2SignType {
     /// The value of the `sign_type` XML field.
-    pub fn wire_name(self) -> &'static str {
+    pub(crate) fn wire_name(self) -> &'static str {
         match self {
             Self::Md5 => "MD5",
             Self::HmacSha256 => "HMAC-SHA256",
@@ -57,16 +57,16 @@ impl WechatV2SignType {
 #[serde(deny_unknown_fields)]
 pub struct WechatpayV2Config {
     /// Expected `appid`.
-    pub app_id: String,
+    pub(crate) app_id: String,
     /// Expected `mch_id`.
-    pub mch_id: String,
+    pub(crate) mch_id: String,
     /// The API v2 key (32 characters, set in the merchant platform): signs payment notifies and
     /// derives the refund `req_info` key.
-    pub api_key: SecretRef,
+    pub(crate) api_key: SecretRef,
     /// Signature type used by this merchant: `md5` (default) or `hmac_sha256`. A notification
     /// naming another `sign_type` is refused.
     #[serde(default)]
-    pub sign_type: WechatV2SignType,
+    pub(crate) sign_type: WechatV2SignType,
 }
 
 /// A configured WeChat Pay v2 notification verifier.
@@ -532,7 +532,7 @@ fn to_xml(root: &str, fields: &[(&str, String)]) -> String {
 }
 
 /// [`simulate`] with an explicit signature type (payment notifies only).
-pub fn simulate_signed(
+pub(crate) fn simulate_signed(
     spec: &SimulateSpec,
     keys: &SimulateKeys,
     sign_type: WechatV2SignType,
@@ -624,7 +624,7 @@ pub fn simulate_signed(
 
 /// Produces a valid WeChat Pay v2 notification for `spec`: an MD5-signed payment notify, or a
 /// refund notify with encrypted `req_info`. Needs `keys.secret` (API key), `spec.app_id`, `spec.mch_id`.
-pub fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNotification, String> {
+pub(crate) fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNotification, String> {
     simulate_signed(spec, keys, WechatV2SignType::Md5)
 }
 

@@ -47,34 +47,34 @@ fn default_tolerance() -> Duration {
 #[serde(deny_unknown_fields)]
 pub struct WechatpayV3Config {
     /// Merchant id (`mchid`, or `sp_mchid` in partner mode) every notification must be addressed to.
-    pub mchid: String,
+    pub(crate) mchid: String,
     /// App id payment notifications must carry (`appid`/`sp_appid`); not checked when unset.
     /// Refund notifications carry no app id and are not checked against it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub appid: Option<String>,
+    pub(crate) appid: Option<String>,
     /// APIv3 key: 32 ASCII characters, used as raw bytes for AES-256-GCM.
-    pub api_v3_key: SecretRef,
+    pub(crate) api_v3_key: SecretRef,
     /// Platform certificates (PEM, one or several per source), selected by their serial. Several
     /// may be live during rotation. An entry may pin the serial explicitly with
     /// `{serial, certificate}` when the announced serial is not the certificate's own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub platform_certificates: Vec<PlatformCertificate>,
+    pub(crate) platform_certificates: Vec<PlatformCertificate>,
     /// WeChat Pay public-key id (`PUB_KEY_ID_…`) for public-key mode; needs `public_key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub public_key_id: Option<String>,
+    pub(crate) public_key_id: Option<String>,
     /// WeChat Pay public key (PEM SubjectPublicKeyInfo) for public-key mode; needs `public_key_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub public_key: Option<SecretRef>,
+    pub(crate) public_key: Option<SecretRef>,
     /// Largest accepted distance between `Wechatpay-Timestamp` and now (exclusive), e.g. "300s".
     #[serde(default = "default_tolerance", with = "humantime_serde")]
     #[schemars(with = "crate::schema::DurationText")]
-    pub tolerance: Duration,
+    pub(crate) tolerance: Duration,
 }
 
 /// One configured platform certificate.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(untagged)]
-pub enum PlatformCertificate {
+pub(crate) enum PlatformCertificate {
     /// PEM certificate(s), each selected by its own serial number.
     Pem(SecretRef),
     /// One PEM certificate announced under an explicit serial.
@@ -84,11 +84,11 @@ pub enum PlatformCertificate {
 /// A platform certificate with an explicit `Wechatpay-Serial`.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct PinnedCertificate {
+pub(crate) struct PinnedCertificate {
     /// Serial as sent in `Wechatpay-Serial` (hex, case and leading zeros do not matter).
-    pub serial: String,
+    pub(crate) serial: String,
     /// The PEM certificate.
-    pub certificate: SecretRef,
+    pub(crate) certificate: SecretRef,
 }
 
 impl WechatpayV3Config {
@@ -435,7 +435,7 @@ impl WechatpayV3 {
 
 /// WeChat Pay v3 failure answer: `status` (4xx/5xx) with
 /// `{"code":"FAIL","message":<reason>}`.
-pub fn failure_ack_with_status(status: u16, reason: &str) -> Ack {
+pub(crate) fn failure_ack_with_status(status: u16, reason: &str) -> Ack {
     let body = json!({"code": "FAIL", "message": reason}).to_string().into_bytes();
     Ack {
         status,
@@ -680,7 +680,7 @@ fn normalize(envelope: &Envelope, object: Value) -> Result<VerifiedEvent, Channe
 /// Produces a valid WeChat Pay v3 notification for `spec`: the resource encrypted with
 /// `keys.api_v3_key`, signed with `keys.private_key_pem` (playing the platform key) and announced
 /// under `keys.key_id` (a certificate serial or `PUB_KEY_ID_…`).
-pub fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNotification, String> {
+pub(crate) fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<SimulatedNotification, String> {
     let pem = keys
         .private_key_pem
         .as_deref()

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 pub mod sign;
 pub mod simulate;
-pub mod verify_notify;
+pub(crate) mod verify_notify;
 
 /// payguard: payment-security sidecar.
 #[derive(Debug, Parser)]
@@ -16,7 +16,7 @@ pub mod verify_notify;
     version,
     about = "Payment-security sidecar: signed client calls, rate and order rules, verified payment notifications"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }

@@ -10,39 +10,39 @@ use crate::secret::SecretRef;
 
 /// Arguments of `payguard sign`.
 #[derive(Debug, Args)]
-pub struct SignArgs {
+pub(crate) struct SignArgs {
     /// HTTP method.
     #[arg(short = 'X', long, default_value = "GET")]
-    pub method: String,
+    pub(crate) method: String,
     /// Path and query, e.g. `/v1/orders?a=1`. The path is signed in canonical form (what payguard
     /// forwards); a path payguard would refuse is an error.
     #[arg(long)]
-    pub path: String,
+    pub(crate) path: String,
     /// Body: inline text, `@FILE`, or `@-` for standard input. Empty when absent.
     #[arg(short, long)]
-    pub data: Option<String>,
+    pub(crate) data: Option<String>,
     /// Access key id.
     #[arg(long)]
-    pub key: String,
+    pub(crate) key: String,
     /// The key's secret: `env:NAME` or `file:/path` (inline works but lands in shell history).
     #[arg(long)]
-    pub secret: String,
+    pub(crate) secret: String,
     /// Unix timestamp to sign with (default: now).
     #[arg(long)]
-    pub timestamp: Option<i64>,
+    pub(crate) timestamp: Option<i64>,
     /// Nonce to sign with (default: a fresh random one).
     #[arg(long)]
-    pub nonce: Option<String>,
+    pub(crate) nonce: Option<String>,
     /// Print a ready `curl` command for this base URL (e.g. `http://127.0.0.1:8080`) instead of headers.
     #[arg(long)]
-    pub curl: Option<String>,
+    pub(crate) curl: Option<String>,
 }
 
 /// Header names of the default scheme.
 const HEADERS: [&str; 4] = ["X-PG-Key", "X-PG-Timestamp", "X-PG-Nonce", "X-PG-Signature"];
 
 /// Computes and prints the headers (or a curl line). Errors never contain the secret.
-pub fn run(args: &SignArgs) -> Result<(), String> {
+pub(crate) fn run(args: &SignArgs) -> Result<(), String> {
     let secret = SecretRef::new(args.secret.clone())
         .resolve()
         .map_err(|e| format!("--secret: {e}"))?;

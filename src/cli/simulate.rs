@@ -19,93 +19,93 @@ use crate::channels::{
 
 /// Flags of `payguard simulate`.
 #[derive(Debug, Args)]
-pub struct SimulateArgs {
+pub(crate) struct SimulateArgs {
     /// Channel protocol: its name under `channel:` in the config, e.g. `stripe` (an unknown name
     /// lists them all).
     #[arg(value_parser = parse_channel)]
-    pub channel: ChannelKind,
+    pub(crate) channel: ChannelKind,
     /// Where to POST the notification, e.g. http://127.0.0.1:8080/notify/stripe (plain HTTP).
     #[arg(long, required_unless_present_any = ["print", "headers_out", "body_out"])]
-    pub to: Option<String>,
+    pub(crate) to: Option<String>,
     /// Merchant order number (default: a fresh `sim-…` number).
     #[arg(long)]
-    pub out_trade_no: Option<String>,
+    pub(crate) out_trade_no: Option<String>,
     /// Order amount as decimal text in major units, e.g. 88.80.
     #[arg(long, default_value = "88.80")]
-    pub amount: String,
+    pub(crate) amount: String,
     /// ISO 4217 currency of `--amount`.
     #[arg(long, default_value = "CNY")]
-    pub currency: String,
+    pub(crate) currency: String,
     /// Event to produce: payment.succeeded, payment.pending, payment.closed, payment.failed,
     /// refund.succeeded, refund.closed, refund.abnormal (each channel supports a subset).
     #[arg(long, default_value = "payment.succeeded", value_parser = parse_kind)]
-    pub kind: EventKind,
+    pub(crate) kind: EventKind,
     /// Merchant refund number for refund kinds (default: `<out_trade_no>-R1`).
     #[arg(long)]
-    pub refund_no: Option<String>,
+    pub(crate) refund_no: Option<String>,
     /// Refund amount as decimal text (default: the whole `--amount`).
     #[arg(long)]
-    pub refund_amount: Option<String>,
+    pub(crate) refund_amount: Option<String>,
     /// Channel transaction id (default: a fresh one in the channel's style).
     #[arg(long)]
-    pub txn_id: Option<String>,
+    pub(crate) txn_id: Option<String>,
     /// Channel notification / event id (default: a fresh one in the channel's style).
     #[arg(long)]
-    pub event_id: Option<String>,
+    pub(crate) event_id: Option<String>,
     /// App id to put in the notification (Alipay `app_id`, WeChat `appid`).
     #[arg(long)]
-    pub app_id: Option<String>,
+    pub(crate) app_id: Option<String>,
     /// Merchant id to put in the notification, e.g. WeChat `mchid`/`mch_id`, UnionPay `merId`,
     /// Alipay `seller_id` (docs/channels.md says what each channel calls it).
     #[arg(long)]
-    pub mch_id: Option<String>,
+    pub(crate) mch_id: Option<String>,
     /// PEM private key that signs, PKCS#8 or PKCS#1, RSA-2048 or larger (Alipay app key in the
     /// sandbox, WeChat v3 platform key, UnionPay signing key).
     #[arg(long)]
-    pub private_key: Option<PathBuf>,
+    pub(crate) private_key: Option<PathBuf>,
     /// PEM certificate of the signing key (UnionPay `signPubKeyCert`; for WeChat v3 its serial
     /// is the default `--key-id`).
     #[arg(long)]
-    pub certificate: Option<PathBuf>,
+    pub(crate) certificate: Option<PathBuf>,
     /// WeChat Pay v3 `Wechatpay-Serial`: platform certificate serial or `PUB_KEY_ID_…`.
     #[arg(long)]
-    pub key_id: Option<String>,
+    pub(crate) key_id: Option<String>,
     /// Shared secret of an HMAC channel, e.g. a Stripe or Standard Webhooks `whsec_…` or the
     /// WeChat Pay v2 API key (docs/channels.md says which one each channel takes).
     #[arg(long, conflicts_with = "secret_env")]
-    pub secret: Option<String>,
+    pub(crate) secret: Option<String>,
     /// Name of an environment variable holding `--secret`.
     #[arg(long)]
-    pub secret_env: Option<String>,
+    pub(crate) secret_env: Option<String>,
     /// WeChat Pay v3 APIv3 key (32 characters) that encrypts the resource.
     #[arg(long, conflicts_with = "api_v3_key_env")]
-    pub api_v3_key: Option<String>,
+    pub(crate) api_v3_key: Option<String>,
     /// Name of an environment variable holding `--api-v3-key`.
     #[arg(long)]
-    pub api_v3_key_env: Option<String>,
+    pub(crate) api_v3_key_env: Option<String>,
     /// Signing instant as unix seconds (default: now).
     #[arg(long)]
-    pub at: Option<i64>,
+    pub(crate) at: Option<i64>,
     /// Send the identical notification N more times (a channel retrying).
     #[arg(long, default_value_t = 0)]
-    pub duplicate: u32,
+    pub(crate) duplicate: u32,
     /// Change one byte of the signed body after signing, so verification must fail.
     #[arg(long)]
-    pub tamper: bool,
+    pub(crate) tamper: bool,
     /// Print the request instead of sending it: `Name: value` header lines, a blank line, then
     /// the exact body bytes.
     #[arg(long)]
-    pub print: bool,
+    pub(crate) print: bool,
     /// Write the header lines to FILE (for `curl -H @FILE` and `verify-notify --headers`).
     #[arg(long)]
-    pub headers_out: Option<PathBuf>,
+    pub(crate) headers_out: Option<PathBuf>,
     /// Write the exact body bytes to FILE (for `curl --data-binary @FILE` and
     /// `verify-notify --body`).
     #[arg(long)]
-    pub body_out: Option<PathBuf>,
+    pub(crate) body_out: Option<PathBuf>,
     /// Per-request timeout.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 fn parse_channel(text: &str) -> Result<ChannelKind, String> {
@@ -124,7 +124,7 @@ fn parse_kind(text: &str) -> Result<EventKind, String> {
 }
 
 /// Runs `payguard simulate`.
-pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: &SimulateArgs) -> anyhow::Result<()> {
     let spec = spec_from(args)?;
     let keys = keys_from(args)?;
     let mut notification = registry::simulate(args.channel, &spec, &keys).map_err(|e| anyhow::anyhow!(e))?;
@@ -322,7 +322,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// `Name: value` lines, `Content-Type` first, as `verify-notify --headers` and `curl -H @FILE`
 /// read them.
-pub fn header_lines(n: &SimulatedNotification) -> String {
+pub(crate) fn header_lines(n: &SimulatedNotification) -> String {
     let mut out = format!("Content-Type: {}\n", n.content_type);
     for (name, value) in &n.headers {
         out.push_str(&format!("{name}: {value}\n"));

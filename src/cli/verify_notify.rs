@@ -16,31 +16,31 @@ use crate::notify::EventKeys;
 
 /// Flags of `payguard verify-notify`.
 #[derive(Debug, Args)]
-pub struct VerifyNotifyArgs {
+pub(crate) struct VerifyNotifyArgs {
     /// Configuration file holding the route.
     #[arg(short, long)]
-    pub config: PathBuf,
+    pub(crate) config: PathBuf,
     /// Name of the `notify` route whose channel checks the notification.
     #[arg(long)]
-    pub route: String,
+    pub(crate) route: String,
     /// Headers file: `Name: value` lines (as `curl -D` or `simulate --headers-out` write them).
     #[arg(long, required_unless_present = "request", requires = "body")]
-    pub headers: Option<PathBuf>,
+    pub(crate) headers: Option<PathBuf>,
     /// Body file: the exact raw body bytes.
     #[arg(long, required_unless_present = "request")]
-    pub body: Option<PathBuf>,
+    pub(crate) body: Option<PathBuf>,
     /// One file with header lines, a blank line, then the body (what `simulate --print` writes).
     #[arg(long, conflicts_with_all = ["headers", "body"])]
-    pub request: Option<PathBuf>,
+    pub(crate) request: Option<PathBuf>,
     /// Verify as of this unix time (default: now). Timestamp windows and certificate validity
     /// are judged at this instant.
     #[arg(long)]
-    pub at: Option<i64>,
+    pub(crate) at: Option<i64>,
 }
 
 /// Runs `payguard verify-notify`: exit 0 and the normalized event when it verifies, exit 1 and
 /// the reason when it does not, exit 2 when the inputs cannot be read.
-pub fn run(args: &VerifyNotifyArgs) -> ExitCode {
+pub(crate) fn run(args: &VerifyNotifyArgs) -> ExitCode {
     match verify(args) {
         Ok(code) => code,
         Err(e) => {
@@ -133,7 +133,7 @@ fn split_request(text: &[u8]) -> (Vec<u8>, Vec<u8>) {
 
 /// Parses `Name: value` lines. An `HTTP/…` status or request line and blank lines are skipped,
 /// so a `curl -D` dump works as is; repeated names are kept (the verifiers refuse ambiguity).
-pub fn parse_header_lines(text: &[u8]) -> anyhow::Result<HeaderMap> {
+pub(crate) fn parse_header_lines(text: &[u8]) -> anyhow::Result<HeaderMap> {
     let text = std::str::from_utf8(text).context("headers file is not UTF-8")?;
     let mut headers = HeaderMap::new();
     for (n, line) in text.lines().enumerate() {

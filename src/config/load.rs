@@ -4,10 +4,10 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
-use super::{Config, DefaultAction, FileConfig, PolicyKind, Upstream};
-use crate::health::WithoutStore;
+use super::{Config, FileConfig, Upstream, WithoutStore};
 use crate::issue::{ConfigIssue, ConfigIssues};
-use crate::proxy::routes::RouteTable;
+use crate::proxy::request_head::REQUEST_ID;
+use crate::proxy::routes::{DefaultAction, PolicyKind, RouteTable};
 use crate::secret;
 
 /// The JSON Schema of the configuration file, generated from [`FileConfig`].
@@ -49,14 +49,14 @@ pub fn check_text(text: &str) -> Result<(FileConfig, Config), ConfigIssues> {
 
 /// [`check_text`], also returning the `file:` secrets the text references (whether or not it is
 /// valid): the reloader watches them so a rotated Kubernetes Secret is applied like a config edit.
-pub fn check_text_tracked(text: &str) -> (Result<(FileConfig, Config), ConfigIssues>, Vec<PathBuf>) {
+pub(crate) fn check_text_tracked(text: &str) -> (Result<(FileConfig, Config), ConfigIssues>, Vec<PathBuf>) {
     secret::track_resolution(false, || check(text, Mode::Online))
 }
 
 /// Validates a configuration file without its secrets: `env:` and `file:` references are not
 /// read and the upstream host name is not resolved, so CI can lint the file a deployment ships
 /// without access to the secrets or the cluster's DNS. Everything else is checked as at start.
-pub fn load_file_offline(path: &Path) -> Result<FileConfig, ConfigIssues> {
+pub(crate) fn load_file_offline(path: &Path) -> Result<FileConfig, ConfigIssues> {
     check_text_offline(&read_config(path)?)
 }
 
@@ -266,7 +266,7 @@ fn build(file: &FileConfig, mode: Mode) -> Result<Config, ConfigIssues> {
         return Err(ConfigIssues(issues));
     }
     let mut read_headers = guard.as_ref().map(|g| g.headers_read()).unwrap_or_default();
-    read_headers.push(http::HeaderName::from_static(crate::proxy::REQUEST_ID));
+    read_headers.push(http::HeaderName::from_static(REQUEST_ID));
     let request = crate::canonical::RequestPolicy {
         path: file.server.path,
         header_underscores: file.server.header_underscores,
@@ -359,7 +359,7 @@ fn parse_addr(text: &str, path: &str, issues: &mut Vec<ConfigIssue>) -> Option<S
 }
 
 /// Resolves the upstream address once (at load time, never on the request path).
-pub fn resolve_upstream(address: &str) -> Result<SocketAddr, String> {
+pub(crate) fn resolve_upstream(address: &str) -> Result<SocketAddr, String> {
     if address.trim().is_empty() || !address.contains(':') {
         return Err(format!("`{address}` is not host:port"));
     }

@@ -11,6 +11,9 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::proxy::routes::{DefaultAction, RouteConfig};
+use crate::telemetry::LogFormat;
+
 pub use crate::issue::{ConfigIssue, ConfigIssues};
 pub use crate::secret;
 pub use load::{check_text, load_file, schema_json};
@@ -22,92 +25,92 @@ pub use load::{check_text, load_file, schema_json};
 pub struct FileConfig {
     /// Proxy listener and worker threads.
     #[serde(default)]
-    pub server: ServerSection,
+    pub(crate) server: ServerSection,
     /// Admin listener (health, readiness, metrics, mutating admin API).
     #[serde(default)]
-    pub admin: AdminSection,
+    pub(crate) admin: AdminSection,
     /// The backend every proxied request goes to.
-    pub upstream: UpstreamSection,
+    pub(crate) upstream: UpstreamSection,
     /// Shared state: embedded (single instance, default) or Redis.
     #[serde(default)]
-    pub store: crate::store::StoreConfig,
+    pub(crate) store: crate::store::StoreConfig,
     /// Log format and level.
     #[serde(default)]
-    pub log: LogSection,
+    pub(crate) log: LogSection,
     /// Reload on file change (SIGHUP always reloads).
     #[serde(default)]
-    pub reload: ReloadSection,
+    pub(crate) reload: ReloadSection,
     /// Client API guard: signature, IP, rate and order rules, used by `guard` routes.
     #[serde(default)]
-    pub guard: Option<crate::guard::GuardConfig>,
+    pub(crate) guard: Option<crate::guard::GuardConfig>,
     /// Routes, tried in order; the first match selects the policy.
     #[serde(default)]
-    pub routes: Vec<RouteConfig>,
+    pub(crate) routes: Vec<RouteConfig>,
     /// What happens to a request no route matches.
     #[serde(default)]
-    pub default_action: DefaultAction,
+    pub(crate) default_action: DefaultAction,
 }
 
 /// Proxy listener settings. Changing them needs a restart.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ServerSection {
+pub(crate) struct ServerSection {
     /// Address of the proxy listener, `host:port`.
     #[serde(default = "default_listen")]
-    pub listen: String,
+    pub(crate) listen: String,
     /// Worker threads of the proxy (Pingora's own default is one; payguard's is 2).
     #[serde(default = "default_threads")]
-    pub threads: usize,
+    pub(crate) threads: usize,
     /// On SIGTERM payguard stops accepting at once; requests in flight get this long to finish.
     #[serde(default = "default_grace", with = "humantime_serde")]
     #[schemars(with = "crate::schema::DurationText")]
-    pub grace_period: Duration,
+    pub(crate) grace_period: Duration,
     /// After the grace period: the longest the worker runtimes may take to stop (requests still
     /// running are cut).
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     #[schemars(with = "crate::schema::DurationText")]
-    pub shutdown_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
     /// Relaxations of the path refusals (all `reject` by default).
     #[serde(default)]
-    pub path: crate::canonical::path::PathPolicy,
+    pub(crate) path: crate::canonical::path::PathPolicy,
     /// Request headers whose name contains `_`: `drop` (default), `reject` or `keep`.
     #[serde(default)]
-    pub header_underscores: crate::canonical::headers::UnderscorePolicy,
+    pub(crate) header_underscores: crate::canonical::headers::UnderscorePolicy,
     /// How slowly a client may send a request body.
     #[serde(default)]
-    pub body: BodyLimits,
+    pub(crate) body: BodyLimits,
     /// Most client connections held at once; one more is answered 503 and closed.
     #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// How large a request head may be and how long a client may take to send it.
     #[serde(default)]
-    pub head: HeadLimits,
+    pub(crate) head: HeadLimits,
     /// How long an idle kept-alive client connection stays open between two requests.
     #[serde(default = "default_keepalive_timeout", with = "humantime_serde")]
     #[schemars(with = "crate::schema::DurationText")]
-    pub keepalive_timeout: Duration,
+    pub(crate) keepalive_timeout: Duration,
     /// Serve the proxy listener over TLS (HTTP/1.1) with this certificate and key. Unset: plain
     /// HTTP (the usual sidecar setup, or TLS ends at a mesh or load balancer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<crate::listener_tls::ListenerTlsConfig>,
+    pub(crate) tls: Option<crate::listener_tls::ListenerTlsConfig>,
 }
 
 /// `server.head`: the request line and header fields of one request. A head past a limit ends
 /// the connection with 431 (size, fields) or 408 (time) before payguard buffers more of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct HeadLimits {
+pub(crate) struct HeadLimits {
     /// Most bytes of request line and header fields (1024 to 1048575).
     #[serde(default = "default_head_max_bytes")]
-    pub max_bytes: usize,
+    pub(crate) max_bytes: usize,
     /// Most header fields (1 to 256).
     #[serde(default = "default_head_max_fields")]
-    pub max_fields: usize,
+    pub(crate) max_fields: usize,
     /// Longest time to send a whole head: from the connection's start for its first request,
     /// from the first byte for later ones.
     #[serde(default = "default_head_timeout", with = "humantime_serde")]
     #[schemars(with = "crate::schema::DurationText")]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 fn default_max_connections() -> usize {
@@ -138,17 +141,17 @@ impl Default for HeadLimits {
 
 /// The proxy listener's connection limits, from `server` (see [`crate::listener`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnectionLimits {
+pub(crate) struct ConnectionLimits {
     /// `server.max_connections`.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// `server.head.max_bytes`.
-    pub head_max_bytes: usize,
+    pub(crate) head_max_bytes: usize,
     /// `server.head.max_fields`.
-    pub head_max_fields: usize,
+    pub(crate) head_max_fields: usize,
     /// `server.head.timeout`.
-    pub head_timeout: Duration,
+    pub(crate) head_timeout: Duration,
     /// `server.keepalive_timeout`.
-    pub keepalive_timeout: Duration,
+    pub(crate) keepalive_timeout: Duration,
 }
 
 impl ConnectionLimits {
@@ -167,15 +170,15 @@ impl ConnectionLimits {
 /// holding a connection (and, on guard and notify routes, a buffer) for as long as it likes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct BodyLimits {
+pub(crate) struct BodyLimits {
     /// Longest wait for the next piece of a request body.
     #[serde(default = "default_body_idle_timeout", with = "humantime_serde")]
     #[schemars(with = "crate::schema::DurationText")]
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// Slowest average rate, in bytes per second, a body may arrive at once `idle_timeout` has
     /// passed since it started (0 turns the check off).
     #[serde(default = "default_body_min_rate")]
-    pub min_rate: u64,
+    pub(crate) min_rate: u64,
 }
 
 fn default_body_idle_timeout() -> Duration {
@@ -228,19 +231,19 @@ impl Default for ServerSection {
 /// Admin listener settings. Changing them needs a restart.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct AdminSection {
+pub(crate) struct AdminSection {
     /// Address of the admin listener, `host:port`. Keep it off the public network.
     #[serde(default = "default_admin_listen")]
-    pub listen: String,
+    pub(crate) listen: String,
     /// Bearer token for mutating admin endpoints (`env:NAME` or `file:/path`). Without it those
     /// endpoints answer 403.
     #[serde(default)]
-    pub token: Option<secret::SecretRef>,
+    pub(crate) token: Option<secret::SecretRef>,
     /// A second listener, `host:port`, serving only `/healthz`, `/readyz` and `/metrics`: bind
     /// it to the pod network for kubelet probes and Prometheus while `listen` (and `/admin/*`)
     /// stays on loopback. Unset: no such listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub probe_listen: Option<String>,
+    pub(crate) probe_listen: Option<String>,
 }
 
 fn default_admin_listen() -> String {
@@ -260,28 +263,28 @@ impl Default for AdminSection {
 /// The backend (upstream) behind payguard.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct UpstreamSection {
+pub(crate) struct UpstreamSection {
     /// Backend address, `host:port` (plain HTTP/1.1, usually the app container on loopback).
-    pub address: String,
+    pub(crate) address: String,
     /// Time to establish a TCP connection.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     #[schemars(with = "crate::schema::DurationText")]
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// Longest wait for each read from the backend (response header or body chunk).
     #[serde(default = "default_io_timeout", with = "humantime_serde")]
     #[schemars(with = "crate::schema::DurationText")]
-    pub read_timeout: Duration,
+    pub(crate) read_timeout: Duration,
     /// Longest wait for each write to the backend.
     #[serde(default = "default_io_timeout", with = "humantime_serde")]
     #[schemars(with = "crate::schema::DurationText")]
-    pub write_timeout: Duration,
+    pub(crate) write_timeout: Duration,
     /// How long an idle keep-alive connection stays in the pool.
     #[serde(default = "default_idle_timeout", with = "humantime_serde")]
     #[schemars(with = "crate::schema::DurationText")]
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// Maximum idle keep-alive connections kept (restart to change).
     #[serde(default = "default_pool_size")]
-    pub pool_size: usize,
+    pub(crate) pool_size: usize,
 }
 
 fn default_connect_timeout() -> Duration {
@@ -300,14 +303,14 @@ fn default_pool_size() -> usize {
 /// Log output.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct LogSection {
+pub(crate) struct LogSection {
     /// `json` (default, one object per line) or `text` (human-readable).
     #[serde(default)]
-    pub format: LogFormat,
+    pub(crate) format: LogFormat,
     /// Level filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing filter directive).
     /// `RUST_LOG` overrides it.
     #[serde(default = "default_level")]
-    pub level: String,
+    pub(crate) level: String,
 }
 
 fn default_level() -> String {
@@ -323,30 +326,19 @@ impl Default for LogSection {
     }
 }
 
-/// Log line format.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// One JSON object per line.
-    #[default]
-    Json,
-    /// Human-readable lines.
-    Text,
-}
-
 /// Automatic reload.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ReloadSection {
+pub(crate) struct ReloadSection {
     /// Reload when the file's content or a `file:` secret it references changes (checked every
     /// `interval`; works with Kubernetes ConfigMap and Secret symlink swaps). SIGHUP reloads
     /// regardless.
     #[serde(default = "default_true")]
-    pub watch: bool,
+    pub(crate) watch: bool,
     /// How often the file is checked.
     #[serde(default = "default_reload_interval", with = "humantime_serde")]
     #[schemars(with = "crate::schema::DurationText")]
-    pub interval: Duration,
+    pub(crate) interval: Duration,
 }
 
 fn default_true() -> bool {
@@ -365,86 +357,19 @@ impl Default for ReloadSection {
     }
 }
 
-/// One route: a request matcher and the policy applied to what it matches.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    /// Route name, used in metrics, logs and rule matchers. Unique.
-    pub name: String,
-    /// Which requests this route takes.
-    #[serde(rename = "match")]
-    pub matcher: RouteMatch,
-    /// What payguard does with them.
-    pub policy: PolicyKind,
-    /// Settings of a `notify` route (required with `policy: notify`).
-    #[serde(default)]
-    pub notify: Option<crate::notify::config::NotifyConfig>,
-}
-
-/// Request matcher of a route. Exactly one of `path` and `path_prefix`. Paths are matched on
-/// the request's canonical path (docs/configuration.md, "Route matching and path
-/// normalization"), so `/v1/%6Frders`, `//v1/./orders` and `/v1/x/../orders` all match
-/// `path: /v1/orders`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RouteMatch {
-    /// HTTP methods (upper case); empty means any. `GET` also takes `HEAD`.
-    #[serde(default)]
-    pub methods: Vec<String>,
-    /// Exact path (no query), in canonical form.
-    #[serde(default)]
-    pub path: Option<String>,
-    /// Path prefix, matched on whole segments (`/v1` matches `/v1` and `/v1/x`, not `/v10`).
-    #[serde(default)]
-    pub path_prefix: Option<String>,
-    /// Whether an exact `path` also matches the path with (or without) one trailing `/`:
-    /// `match` (default) or `strict`.
-    #[serde(default)]
-    pub trailing_slash: TrailingSlash,
-    /// Match ASCII letters of the path case-insensitively. Default: `true` on `guard` and
-    /// `notify` routes (a protected route catches every spelling a case-insensitive backend
-    /// would route to it), `false` on `pass` routes.
-    #[serde(default)]
-    pub case_insensitive: Option<bool>,
-}
-
-/// Trailing-slash handling of an exact route path.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum TrailingSlash {
-    /// `/x` and `/x/` both match (most frameworks route them to one handler).
-    #[default]
-    Match,
-    /// Only the path exactly as written matches.
-    Strict,
-}
-
-/// Route policies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum PolicyKind {
-    /// Proxy only.
-    Pass,
-    /// Client API guard (signature, nonce, rate, order and IP rules).
-    Guard,
-    /// Payment-channel notification endpoint.
-    Notify,
-}
-
-/// Fate of requests no route matches.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum DefaultAction {
-    /// Proxy them unchanged (a sidecar in front of a whole app; the usual choice).
-    #[default]
-    Pass,
-    /// Answer 404 problem+json without contacting the backend.
-    NotFound,
+/// Which routes keep serving while the store is unreachable, decided from the config
+/// (`load::without_store`); `/readyz` reports it (`crate::health`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct WithoutStore {
+    /// Routes (and `(default)` for a `pass` default action) that serve without the store.
+    pub(crate) serving: Vec<String>,
+    /// Routes that answer 503 / the channel's failure without it (fail closed).
+    pub(crate) failing_closed: Vec<String>,
 }
 
 /// Logs each of `config`'s warnings (at start and on every reload), so an operator sees a weakly
 /// protected route where they look for configuration problems.
-pub fn log_warnings(config: &Config, trigger: &'static str) {
+pub(crate) fn log_warnings(config: &Config, trigger: &'static str) {
     for w in &config.warnings {
         tracing::warn!(trigger, key = %w.path, "{}", w.message);
     }
@@ -454,61 +379,61 @@ pub fn log_warnings(config: &Config, trigger: &'static str) {
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Proxy listener address.
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// TLS of the proxy listener, if configured (used at start; changing it needs a restart).
-    pub tls: Option<crate::listener_tls::ListenerTls>,
+    pub(crate) tls: Option<crate::listener_tls::ListenerTls>,
     /// Request body pace limits.
-    pub body: BodyLimits,
+    pub(crate) body: BodyLimits,
     /// Connection and request head limits of the proxy listener.
-    pub connections: ConnectionLimits,
+    pub(crate) connections: ConnectionLimits,
     /// Proxy worker threads.
-    pub threads: usize,
+    pub(crate) threads: usize,
     /// Grace period on SIGTERM.
-    pub grace_period: Duration,
+    pub(crate) grace_period: Duration,
     /// Shutdown timeout after the grace period.
-    pub shutdown_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
     /// Admin listener address.
-    pub admin_listen: SocketAddr,
+    pub(crate) admin_listen: SocketAddr,
     /// Probe listener address (`/healthz`, `/readyz`, `/metrics` only), if configured.
-    pub probe_listen: Option<SocketAddr>,
+    pub(crate) probe_listen: Option<SocketAddr>,
     /// Admin bearer token, if configured.
-    pub admin_token: Option<secret::Secret>,
+    pub(crate) admin_token: Option<secret::Secret>,
     /// Which routes keep serving while the store is unreachable (readiness).
-    pub without_store: crate::health::WithoutStore,
+    pub(crate) without_store: WithoutStore,
     /// Upstream.
-    pub upstream: Upstream,
+    pub(crate) upstream: Upstream,
     /// Store selection (used at start; changing it needs a restart).
-    pub store: crate::store::StoreConfig,
+    pub(crate) store: crate::store::StoreConfig,
     /// Logging.
-    pub log: LogSection,
+    pub(crate) log: LogSection,
     /// Reload settings.
-    pub reload: ReloadSection,
+    pub(crate) reload: ReloadSection,
     /// How request heads are canonicalized before routing.
-    pub request: crate::canonical::RequestPolicy,
+    pub(crate) request: crate::canonical::RequestPolicy,
     /// Compiled routes.
-    pub routes: crate::proxy::routes::RouteTable,
+    pub(crate) routes: crate::proxy::routes::RouteTable,
     /// Things that are valid but probably not what the operator meant (`payguard check` prints
     /// them; a reload logs them).
-    pub warnings: Vec<ConfigIssue>,
+    pub(crate) warnings: Vec<ConfigIssue>,
     /// The built guard, when a `guard` section is configured.
-    pub guard: Option<std::sync::Arc<crate::guard::Guard>>,
+    pub(crate) guard: Option<std::sync::Arc<crate::guard::Guard>>,
 }
 
 /// Internal upstream settings.
 #[derive(Debug, Clone)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     /// Backend address as configured (`host:port`).
-    pub address: String,
+    pub(crate) address: String,
     /// The address resolved at load time.
-    pub socket: SocketAddr,
+    pub(crate) socket: SocketAddr,
     /// Connect timeout.
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// Read timeout.
-    pub read_timeout: Duration,
+    pub(crate) read_timeout: Duration,
     /// Write timeout.
-    pub write_timeout: Duration,
+    pub(crate) write_timeout: Duration,
     /// Idle keep-alive timeout.
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// Idle pool size.
-    pub pool_size: usize,
+    pub(crate) pool_size: usize,
 }

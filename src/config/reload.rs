@@ -20,7 +20,7 @@ use crate::state::SharedState;
 
 /// Result of one reload attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReloadOutcome {
+pub(crate) enum ReloadOutcome {
     /// The new config is live.
     Applied {
         /// Settings that changed but only take effect after a restart.
@@ -32,7 +32,7 @@ pub enum ReloadOutcome {
 
 /// Reloads the config file into the shared state.
 #[derive(Debug)]
-pub struct Reloader {
+pub(crate) struct Reloader {
     state: Arc<SharedState>,
     /// Digest of what the last attempt read, and the secret files it referenced.
     last: Mutex<([u8; 32], Vec<PathBuf>)>,
@@ -61,7 +61,7 @@ fn digest(text: &str, secret_files: &[PathBuf]) -> [u8; 32] {
 impl Reloader {
     /// A reloader for `state`; `loaded_text` is the text the running config came from and
     /// `secret_files` the `file:` secrets it referenced.
-    pub fn new(state: Arc<SharedState>, loaded_text: &str, secret_files: Vec<PathBuf>) -> Self {
+    pub(crate) fn new(state: Arc<SharedState>, loaded_text: &str, secret_files: Vec<PathBuf>) -> Self {
         Self {
             state,
             last: Mutex::new((digest(loaded_text, &secret_files), secret_files)),
@@ -69,7 +69,7 @@ impl Reloader {
     }
 
     /// Reads, validates and applies the file. `force` reloads even an unchanged file.
-    pub fn reload(&self, trigger: &'static str, force: bool) -> Result<ReloadOutcome, ConfigIssues> {
+    pub(crate) fn reload(&self, trigger: &'static str, force: bool) -> Result<ReloadOutcome, ConfigIssues> {
         let path = &self.state.config_path;
         let text = std::fs::read_to_string(path).map_err(|e| {
             self.failed(
@@ -142,11 +142,11 @@ impl Reloader {
 
 /// Background task: SIGHUP and (when `reload.watch`) file polling.
 #[derive(Debug)]
-pub struct ReloadService {
+pub(crate) struct ReloadService {
     /// The reloader.
-    pub reloader: Arc<Reloader>,
+    pub(crate) reloader: Arc<Reloader>,
     /// The shared state (for the current interval and watch flag).
-    pub state: Arc<SharedState>,
+    pub(crate) state: Arc<SharedState>,
 }
 
 #[async_trait]

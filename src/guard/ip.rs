@@ -10,39 +10,39 @@ use serde::{Deserialize, Serialize};
 
 /// Store set holding dynamically denied client IPs (members are canonical IP text,
 /// [`dynamic_deny_member`]); the admin API adds entries with a TTL.
-pub const DYNAMIC_DENY_SET: &str = "deny:ip";
+pub(crate) const DYNAMIC_DENY_SET: &str = "deny:ip";
 
 /// The dynamic deny set name.
-pub fn dynamic_deny_set() -> &'static str {
+pub(crate) fn dynamic_deny_set() -> &'static str {
     DYNAMIC_DENY_SET
 }
 
 /// The member stored in the dynamic deny set for `ip` (IPv4-mapped IPv6 folded to IPv4).
-pub fn dynamic_deny_member(ip: IpAddr) -> String {
+pub(crate) fn dynamic_deny_member(ip: IpAddr) -> String {
     ip.to_canonical().to_string()
 }
 
 /// `ip:` — static IP rules and proxy trust.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct IpRulesConfig {
+pub(crate) struct IpRulesConfig {
     /// If not empty, only clients in these networks are allowed (others get 403 `IP_DENIED`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(with = "Vec<String>")]
-    pub allow: Vec<IpNet>,
+    pub(crate) allow: Vec<IpNet>,
     /// Clients in these networks get 403 `IP_DENIED`. When an address is in both lists the more
     /// specific (longer) prefix wins; on a tie deny wins.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(with = "Vec<String>")]
-    pub deny: Vec<IpNet>,
+    pub(crate) deny: Vec<IpNet>,
     /// Peers whose `X-Forwarded-For` is believed. The client IP is then the right-most hop that
     /// is not itself a trusted proxy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(with = "Vec<String>")]
-    pub trusted_proxies: Vec<IpNet>,
+    pub(crate) trusted_proxies: Vec<IpNet>,
     /// Check the dynamic deny set (filled through the admin API) on every guarded request.
     #[serde(default = "yes")]
-    pub dynamic_deny: bool,
+    pub(crate) dynamic_deny: bool,
 }
 
 fn yes() -> bool {
@@ -62,7 +62,7 @@ impl Default for IpRulesConfig {
 
 /// Result of the static IP rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IpDecision {
+pub(crate) enum IpDecision {
     /// No rule objects.
     Allow,
     /// Denied; `rule` is `ip_deny` (matched a deny entry) or `ip_allow` (not in the allow list).
@@ -76,7 +76,7 @@ pub enum IpDecision {
 
 /// Resolved IP rules.
 #[derive(Debug, Clone, Default)]
-pub struct IpRules {
+pub(crate) struct IpRules {
     allow: Vec<IpNet>,
     deny: Vec<IpNet>,
     trusted: Vec<IpNet>,
@@ -85,7 +85,7 @@ pub struct IpRules {
 
 impl IpRulesConfig {
     /// Builds the rules (networks are normalized to their prefix, e.g. `10.1.2.3/8` → `10.0.0.0/8`).
-    pub fn build(&self) -> IpRules {
+    pub(crate) fn build(&self) -> IpRules {
         let norm = |v: &[IpNet]| v.iter().map(|n| n.trunc()).collect::<Vec<_>>();
         IpRules {
             allow: norm(&self.allow),
@@ -109,12 +109,12 @@ const MAX_HOPS: usize = 32;
 
 impl IpRules {
     /// Whether the dynamic deny set is consulted.
-    pub fn dynamic_deny(&self) -> bool {
+    pub(crate) fn dynamic_deny(&self) -> bool {
         self.dynamic_deny
     }
 
     /// Whether `ip` is a trusted proxy.
-    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+    pub(crate) fn is_trusted(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.trusted.iter().any(|n| n.contains(&ip))
     }
@@ -123,7 +123,7 @@ impl IpRules {
     /// `X-Forwarded-For` hop that is not trusted (several XFF fields are read as one list, in
     /// order). A malformed entry stops the walk and the last trusted address reached is used,
     /// since nothing left of garbage can be believed. If every hop is trusted, the left-most is.
-    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    pub(crate) fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let peer = peer.to_canonical();
         if !self.is_trusted(peer) {
             return peer;
@@ -157,7 +157,7 @@ impl IpRules {
     }
 
     /// Applies the static allow/deny lists to the (resolved) client IP.
-    pub fn decide(&self, ip: IpAddr) -> IpDecision {
+    pub(crate) fn decide(&self, ip: IpAddr) -> IpDecision {
         let ip = ip.to_canonical();
         let deny = longest_match(&self.deny, ip);
         let allow = longest_match(&self.allow, ip);

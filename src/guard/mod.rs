@@ -27,21 +27,21 @@ pub mod order;
 pub mod rate;
 pub mod request;
 pub mod signature;
-pub mod verdict;
+pub(crate) mod verdict;
 
 use ip::{IpDecision, IpRules, IpRulesConfig};
 use order::{OrderRule, OrderRuleConfig, TierAction};
 use rate::{LocalPreLimit, LocalPreLimitConfig, RateRule, RateRuleConfig};
 use request::{IdentityAmbiguity, KeyPart, RequestFacts, RequestView};
 use signature::{SignatureConfig, SignatureFailure, SignatureVerifier, SignedHeaders};
-pub use verdict::{Action, Decision, Problem, RuleDecision, RuleKind, Verdict};
+pub(crate) use verdict::{Action, Decision, Problem, RuleDecision, RuleKind, Verdict};
 
 pub use crate::issue::ConfigIssue;
 
 /// `enforce` blocks; `shadow` decides, logs and counts but never blocks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Block when the rule says so.
     #[default]
     Enforce,
@@ -51,7 +51,7 @@ pub enum Mode {
 
 impl Mode {
     /// Metric label.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Enforce => "enforce",
             Self::Shadow => "shadow",
@@ -62,7 +62,7 @@ impl Mode {
 /// What a rule does when the store cannot be reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum StoreErrorPolicy {
+pub(crate) enum StoreErrorPolicy {
     /// Let the request through (fail open; the default for rate and order rules).
     Allow,
     /// Answer 503 `STORE_UNAVAILABLE` (fail closed).
@@ -71,7 +71,7 @@ pub enum StoreErrorPolicy {
 
 impl StoreErrorPolicy {
     /// `allow`, the default for rate and order rules.
-    pub fn allow() -> Self {
+    pub(crate) fn allow() -> Self {
         Self::Allow
     }
 }
@@ -80,7 +80,7 @@ impl StoreErrorPolicy {
 /// fallback (APISIX, for one, falls back to the client IP without saying so).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum MissingKeyPolicy {
+pub(crate) enum MissingKeyPolicy {
     /// Answer 400 `IDENTITY_MISSING` naming the rule and the missing part (default).
     #[default]
     Reject,
@@ -91,10 +91,10 @@ pub enum MissingKeyPolicy {
 }
 
 /// Problem code when a rule's identity is missing and its policy is `reject`.
-pub const IDENTITY_MISSING: &str = "IDENTITY_MISSING";
+pub(crate) const IDENTITY_MISSING: &str = "IDENTITY_MISSING";
 
 /// Problem code when a rule's identity is sent in a form decoders read differently.
-pub const AMBIGUOUS_IDENTITY: &str = "AMBIGUOUS_IDENTITY";
+pub(crate) const AMBIGUOUS_IDENTITY: &str = "AMBIGUOUS_IDENTITY";
 
 /// Rule names become store keys, metric labels and quoted `RateLimit` items, so they are kept to
 /// a safe alphabet.
@@ -120,7 +120,7 @@ pub(crate) fn rule_issues(name: &str, matches: &request::RequestMatch) -> Vec<Co
 
 /// Why a rule has no identity for a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NotUsed {
+pub(crate) enum NotUsed {
     /// A part is missing and the rule says `on_missing_key: skip`.
     Skip,
     /// A part is missing and the rule says `reject`.
@@ -152,7 +152,7 @@ pub(crate) fn identity_digest(facts: &RequestFacts<'_>, parts: &[KeyPart]) -> Re
 
 /// What a rule uses for one request, after its `on_missing_key` policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target<S> {
+pub(crate) enum Target<S> {
     /// Use this bucket / counter.
     Use(S),
     /// The rule does not apply: why.
@@ -161,7 +161,7 @@ pub enum Target<S> {
 
 impl<S> Target<S> {
     /// Maps the used value.
-    pub fn map<T>(self, f: impl FnOnce(S) -> T) -> Target<T> {
+    pub(crate) fn map<T>(self, f: impl FnOnce(S) -> T) -> Target<T> {
         match self {
             Self::Use(s) => Target::Use(f(s)),
             Self::NotUsed(n) => Target::NotUsed(n),
@@ -169,7 +169,7 @@ impl<S> Target<S> {
     }
 
     /// `Ok` with the used value, or `Err` with why there is none.
-    pub fn into_result(self) -> Result<S, NotUsed> {
+    pub(crate) fn into_result(self) -> Result<S, NotUsed> {
         match self {
             Self::Use(s) => Ok(s),
             Self::NotUsed(n) => Err(n),
@@ -213,28 +213,28 @@ fn collect_issues<T>(issues: &mut Vec<ConfigIssue>, at: &str, built: Result<T, V
 /// `guard:` — everything that protects client API calls.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct GuardConfig {
+pub(crate) struct GuardConfig {
     /// Request signatures (`PG-HMAC-SHA256`); absent = requests are not signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signature: Option<SignatureConfig>,
+    pub(crate) signature: Option<SignatureConfig>,
     /// IP rules and trusted proxies.
     #[serde(default)]
-    pub ip: IpRulesConfig,
+    pub(crate) ip: IpRulesConfig,
     /// Token-bucket rate rules.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub rate_rules: Vec<RateRuleConfig>,
+    pub(crate) rate_rules: Vec<RateRuleConfig>,
     /// Per-user order-frequency rules.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub order_rules: Vec<OrderRuleConfig>,
+    pub(crate) order_rules: Vec<OrderRuleConfig>,
     /// Per-process pre-limiter per client IP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub local_prelimit: Option<LocalPreLimitConfig>,
+    pub(crate) local_prelimit: Option<LocalPreLimitConfig>,
 }
 
 impl GuardConfig {
     /// Route names the rules refer to, with the key path of each reference (for validation
     /// against the route table).
-    pub fn referenced_routes(&self) -> Vec<(String, String)> {
+    pub(crate) fn referenced_routes(&self) -> Vec<(String, String)> {
         let rate = self
             .rate_rules
             .iter()
@@ -256,7 +256,7 @@ impl GuardConfig {
     }
 
     /// Resolves secrets and validates everything; issue paths are relative to this section.
-    pub fn build(&self) -> Result<Guard, Vec<ConfigIssue>> {
+    pub(crate) fn build(&self) -> Result<Guard, Vec<ConfigIssue>> {
         let mut issues = Vec::new();
         let signature = self
             .signature
@@ -323,7 +323,7 @@ impl GuardConfig {
 
 /// The built guard: immutable, shared by all requests under one config generation.
 #[derive(Debug)]
-pub struct Guard {
+pub(crate) struct Guard {
     signature: Option<SignatureVerifier>,
     ip: IpRules,
     rate: Vec<Arc<RateRule>>,
@@ -333,35 +333,30 @@ pub struct Guard {
 
 impl Guard {
     /// The signature verifier, when requests must be signed.
-    pub fn signature(&self) -> Option<&SignatureVerifier> {
+    pub(crate) fn signature(&self) -> Option<&SignatureVerifier> {
         self.signature.as_ref()
     }
 
-    /// IP rules.
-    pub fn ip_rules(&self) -> &IpRules {
-        &self.ip
-    }
-
     /// The client IP for a socket peer and request headers (trusted proxies).
-    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    pub(crate) fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         self.ip.client_ip(peer, headers)
     }
 
     /// Whether the body must be buffered (signature hash or a `body:` key).
-    pub fn needs_body(&self) -> bool {
+    pub(crate) fn needs_body(&self) -> bool {
         self.signature.is_some() || self.key_parts().any(|k| matches!(k, KeyPart::Body(_)))
     }
 
     /// Whether the guard reads the query (a signature covers it, or a rule keys on `query:`).
     /// Then guard routes read it once as a [`crate::canonical::query::CanonicalQuery`] and
     /// forward its canonical text.
-    pub fn reads_query(&self) -> bool {
+    pub(crate) fn reads_query(&self) -> bool {
         self.signature.is_some() || self.key_parts().any(|k| matches!(k, KeyPart::Query(_)))
     }
 
     /// The request headers the guard reads: the signature headers, `header:` identities and,
     /// with trusted proxies, `X-Forwarded-For`.
-    pub fn headers_read(&self) -> Vec<http::HeaderName> {
+    pub(crate) fn headers_read(&self) -> Vec<http::HeaderName> {
         let mut out: Vec<http::HeaderName> = self
             .signature
             .iter()
@@ -383,21 +378,21 @@ impl Guard {
     }
 
     /// Most body bytes to buffer; beyond it answer [`Guard::body_too_large`].
-    pub fn max_body_bytes(&self) -> u64 {
+    pub(crate) fn max_body_bytes(&self) -> u64 {
         self.signature
             .as_ref()
             .map_or(signature::DEFAULT_MAX_BODY_BYTES, |s| s.max_body_bytes())
     }
 
     /// The 413 answer for a body over [`Guard::max_body_bytes`].
-    pub fn body_too_large(&self) -> Verdict {
+    pub(crate) fn body_too_large(&self) -> Verdict {
         self.signature_rejection(&SignatureFailure::BodyTooLarge {
             limit: self.max_body_bytes(),
         })
     }
 
     /// The local pre-limiter's verdict: `None` to continue, `Some(reject)` when over the limit.
-    pub fn prelimit(&self, client_ip: IpAddr) -> Option<Verdict> {
+    pub(crate) fn prelimit(&self, client_ip: IpAddr) -> Option<Verdict> {
         let l = self.prelimit.as_ref()?;
         if l.check(client_ip) {
             return None;
@@ -412,7 +407,7 @@ impl Guard {
     }
 
     /// Static allow/deny lists: `None` to continue, `Some(reject)` with 403 `IP_DENIED`.
-    pub fn check_ip(&self, client_ip: IpAddr) -> Option<Verdict> {
+    pub(crate) fn check_ip(&self, client_ip: IpAddr) -> Option<Verdict> {
         match self.ip.decide(client_ip) {
             IpDecision::Allow => None,
             IpDecision::Deny { rule, .. } => Some(Verdict::reject(
@@ -423,7 +418,7 @@ impl Guard {
     }
 
     /// The answer to a failed signature check (401 / 413 with its stable code).
-    pub fn signature_rejection(&self, failure: &SignatureFailure) -> Verdict {
+    pub(crate) fn signature_rejection(&self, failure: &SignatureFailure) -> Verdict {
         Verdict::reject(
             Problem::from(failure),
             vec![RuleDecision::new(
@@ -439,7 +434,7 @@ impl Guard {
     /// request's signature headers *after* [`SignatureVerifier::verify_body`] succeeded (its key
     /// is the `access_key` identity and its nonce is claimed); `route` is the proxy's route name.
     /// `Err` is an immediate rejection (a rule's identity is missing and its policy is `reject`).
-    pub fn plan(
+    pub(crate) fn plan(
         &self,
         req: &RequestView<'_>,
         signed: Option<&SignedHeaders>,
@@ -506,7 +501,7 @@ impl Guard {
 /// One request's store round trip and how to read its answer. Owns what it needs (rules are
 /// `Arc`s), so a request finishes under the config it started with even across a reload.
 #[derive(Debug, Clone, Default)]
-pub struct GuardPlan {
+pub(crate) struct GuardPlan {
     batch: GuardBatch,
     rate: Vec<Arc<RateRule>>,
     order: Vec<Arc<OrderRule>>,
@@ -518,12 +513,12 @@ const NONCE_RULE: &str = "nonce";
 
 impl GuardPlan {
     /// What to ask the store (`Store::guard`): deny → nonce → buckets → counters.
-    pub fn batch(&self) -> &GuardBatch {
+    pub(crate) fn batch(&self) -> &GuardBatch {
         &self.batch
     }
 
     /// Whether the store needs to be asked at all.
-    pub fn needs_store(&self) -> bool {
+    pub(crate) fn needs_store(&self) -> bool {
         let b = &self.batch;
         b.deny.is_some() || b.nonce.is_some() || !b.buckets.is_empty() || !b.counters.is_empty()
     }
@@ -533,7 +528,7 @@ impl GuardPlan {
     /// replay (409 `NONCE_REPLAYED`) → enforced buckets (429 `RATE_LIMITED`) → order tiers
     /// (reject 429 `ORDER_LIMIT` over challenge over tag). An answer whose shape does not match
     /// the batch is handled like a store failure.
-    pub fn decide(&self, outcome: &GuardOutcome) -> Verdict {
+    pub(crate) fn decide(&self, outcome: &GuardOutcome) -> Verdict {
         let mut decisions = self.early.clone();
         if outcome.denied {
             decisions.push(RuleDecision::new(
@@ -619,7 +614,7 @@ impl GuardPlan {
     /// The verdict when the store failed: the nonce check fails closed (503
     /// `STORE_UNAVAILABLE`), each enforced rule applies its `on_store_error`, the dynamic deny
     /// list fails open.
-    pub fn on_store_error(&self) -> Verdict {
+    pub(crate) fn on_store_error(&self) -> Verdict {
         let mut decisions = self.early.clone();
         let unavailable = |rule: &str| {
             Problem::new(
@@ -674,7 +669,7 @@ impl GuardPlan {
 
     /// Counters to increment after the backend answered 2xx (`count_on: upstream_2xx` rules;
     /// shadow ones included, since shadow rules count too).
-    pub fn upstream_counters(&self) -> Vec<CounterSpec> {
+    pub(crate) fn upstream_counters(&self) -> Vec<CounterSpec> {
         self.order
             .iter()
             .zip(&self.batch.counters)

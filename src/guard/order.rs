@@ -18,14 +18,14 @@ use super::{resolve_identity, rule_issues, ConfigIssue, MissingKeyPolicy, Mode, 
 use crate::store::{CounterSpec, CounterWindow};
 
 /// Header naming the order rule that asks for a challenge.
-pub const CHALLENGE_HEADER: &str = "x-pg-challenge";
+pub(crate) const CHALLENGE_HEADER: &str = "x-pg-challenge";
 /// Header listing the order rules that tagged a forwarded request.
-pub const RISK_HEADER: &str = "x-pg-risk";
+pub(crate) const RISK_HEADER: &str = "x-pg-risk";
 
 /// Calendar unit of a calendar window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum CalendarUnit {
+pub(crate) enum CalendarUnit {
     /// Local calendar day (window id `2026-11-23`).
     Day,
     /// ISO 8601 week, Monday to Sunday (window id `2026-W48`).
@@ -35,23 +35,23 @@ pub enum CalendarUnit {
 /// `window:` — exactly one of `sliding: <duration>` or `calendar: day|week` (with `time_zone`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct OrderWindowConfig {
+pub(crate) struct OrderWindowConfig {
     /// Count events within the last duration (`10m`, `24h`).
     #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<crate::schema::DurationText>")]
-    pub sliding: Option<Duration>,
+    pub(crate) sliding: Option<Duration>,
     /// Count per local calendar day or ISO week.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub calendar: Option<CalendarUnit>,
+    pub(crate) calendar: Option<CalendarUnit>,
     /// IANA time zone of a calendar window (default `UTC`), e.g. `Asia/Shanghai`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub time_zone: Option<String>,
+    pub(crate) time_zone: Option<String>,
 }
 
 /// When an order counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum CountOn {
+pub(crate) enum CountOn {
     /// Every matching request counts, accepted or not (default).
     #[default]
     Request,
@@ -64,7 +64,7 @@ pub enum CountOn {
 /// What a tier does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum TierAction {
+pub(crate) enum TierAction {
     /// Forward, adding the rule to `X-PG-Risk` so the backend decides.
     Tag,
     /// Answer `CHALLENGE_REQUIRED` (status `challenge_status`) with `X-PG-Challenge: <rule>`.
@@ -75,7 +75,7 @@ pub enum TierAction {
 
 impl TierAction {
     /// The decision label.
-    pub fn decision(self) -> Decision {
+    pub(crate) fn decision(self) -> Decision {
         match self {
             Self::Tag => Decision::Tag,
             Self::Challenge => Decision::Challenge,
@@ -87,44 +87,44 @@ impl TierAction {
 /// One tier: applies when the count in the window is greater than `over`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct TierConfig {
+pub(crate) struct TierConfig {
     /// Threshold: the tier applies from count `over + 1` on.
-    pub over: u64,
+    pub(crate) over: u64,
     /// Action.
-    pub action: TierAction,
+    pub(crate) action: TierAction,
 }
 
 /// One entry of `order_rules:`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct OrderRuleConfig {
+pub(crate) struct OrderRuleConfig {
     /// Rule name (1–64 of `A-Z a-z 0-9 _ . -`).
-    pub name: String,
+    pub(crate) name: String,
     /// Which requests count (default: all).
     #[serde(rename = "match", default)]
-    pub matches: RequestMatch,
+    pub(crate) matches: RequestMatch,
     /// The user: `header:NAME`, `access_key` or `body:/json/pointer`.
-    pub user: KeyPart,
+    pub(crate) user: KeyPart,
     /// Counting window.
-    pub window: OrderWindowConfig,
+    pub(crate) window: OrderWindowConfig,
     /// `request` (default) or `upstream_2xx`.
     #[serde(default)]
-    pub count_on: CountOn,
+    pub(crate) count_on: CountOn,
     /// Tiers; the highest one whose `over` is below the count applies.
-    pub tiers: Vec<TierConfig>,
+    pub(crate) tiers: Vec<TierConfig>,
     /// Status of a `challenge` answer (default 403; any 4xx).
     #[serde(default = "default_challenge_status")]
-    pub challenge_status: u16,
+    pub(crate) challenge_status: u16,
     /// `enforce` (default) or `shadow`.
     #[serde(default)]
-    pub mode: Mode,
+    pub(crate) mode: Mode,
     /// What to do when the store fails: `allow` (default) or `deny` (503).
     #[serde(default = "StoreErrorPolicy::allow")]
-    pub on_store_error: StoreErrorPolicy,
+    pub(crate) on_store_error: StoreErrorPolicy,
     /// What to do when the request has no user: `reject` (default, 400 `IDENTITY_MISSING`),
     /// `skip` or `client_ip`.
     #[serde(default)]
-    pub on_missing_key: MissingKeyPolicy,
+    pub(crate) on_missing_key: MissingKeyPolicy,
 }
 
 fn default_challenge_status() -> u16 {
@@ -133,7 +133,7 @@ fn default_challenge_status() -> u16 {
 
 /// A resolved order window.
 #[derive(Debug, Clone, PartialEq)]
-pub enum OrderWindow {
+pub(crate) enum OrderWindow {
     /// Sliding window.
     Sliding(Duration),
     /// Calendar window in a time zone.
@@ -153,7 +153,7 @@ impl OrderWindow {
     /// The store window for a request at `now`. Calendar windows are named by the local date
     /// (`2026-11-23`) or ISO week (`2026-W48`) in the rule's zone and live until the window's
     /// local end (DST-aware) plus an hour.
-    pub fn counter_window(&self, now: Timestamp) -> CounterWindow {
+    pub(crate) fn counter_window(&self, now: Timestamp) -> CounterWindow {
         match self {
             Self::Sliding(d) => CounterWindow::Sliding(*d),
             Self::Calendar { unit, zone } => {
@@ -189,32 +189,32 @@ impl OrderWindow {
 
 /// A built order rule.
 #[derive(Debug, Clone, PartialEq)]
-pub struct OrderRule {
+pub(crate) struct OrderRule {
     /// Rule name.
-    pub name: Arc<str>,
+    pub(crate) name: Arc<str>,
     /// Match.
-    pub matches: RequestMatch,
+    pub(crate) matches: RequestMatch,
     /// User identity.
-    pub user: KeyPart,
+    pub(crate) user: KeyPart,
     /// Window.
-    pub window: OrderWindow,
+    pub(crate) window: OrderWindow,
     /// When orders count.
-    pub count_on: CountOn,
+    pub(crate) count_on: CountOn,
     /// Tiers sorted by `over`, ascending.
-    pub tiers: Vec<TierConfig>,
+    pub(crate) tiers: Vec<TierConfig>,
     /// Status of a challenge.
-    pub challenge_status: u16,
+    pub(crate) challenge_status: u16,
     /// Mode.
-    pub mode: Mode,
+    pub(crate) mode: Mode,
     /// Store failure policy.
-    pub on_store_error: StoreErrorPolicy,
+    pub(crate) on_store_error: StoreErrorPolicy,
     /// Missing user policy.
-    pub on_missing_key: MissingKeyPolicy,
+    pub(crate) on_missing_key: MissingKeyPolicy,
 }
 
 impl OrderRuleConfig {
     /// Validates; issue paths are relative to this rule.
-    pub fn build(&self) -> Result<OrderRule, Vec<ConfigIssue>> {
+    pub(crate) fn build(&self) -> Result<OrderRule, Vec<ConfigIssue>> {
         let mut issues = rule_issues(&self.name, &self.matches);
         if !matches!(self.user, KeyPart::Header(_) | KeyPart::AccessKey | KeyPart::Body(_)) {
             issues.push(ConfigIssue::new(
@@ -284,22 +284,22 @@ impl OrderRuleConfig {
 }
 
 /// Counter key: `ord:<rule>:<user digest>` (the store appends the calendar window id).
-pub fn counter_key(rule: &str, digest: &str) -> String {
+pub(crate) fn counter_key(rule: &str, digest: &str) -> String {
     format!("ord:{rule}:{digest}")
 }
 
 /// The counter a request maps to under one order rule (read-only for `upstream_2xx`).
-pub type OrderTarget = Target<CounterSpec>;
+pub(crate) type OrderTarget = Target<CounterSpec>;
 
 impl OrderRule {
     /// Whether the rule applies to this request.
-    pub fn applies(&self, facts: &RequestFacts<'_>) -> bool {
+    pub(crate) fn applies(&self, facts: &RequestFacts<'_>) -> bool {
         facts.matched_by(&self.matches)
     }
 
     /// The counter for this request at `now`. `count_on: upstream_2xx` counters are read
     /// (`incr: 0`); the increment happens after the backend answered 2xx.
-    pub fn target(&self, facts: &RequestFacts<'_>, now: Timestamp) -> OrderTarget {
+    pub(crate) fn target(&self, facts: &RequestFacts<'_>, now: Timestamp) -> OrderTarget {
         resolve_identity(facts, std::slice::from_ref(&self.user), self.on_missing_key).map(|digest| CounterSpec {
             key: counter_key(&self.name, &digest),
             window: self.window.counter_window(now),
@@ -312,7 +312,7 @@ impl OrderRule {
 
     /// The count to compare with tiers, given the store's value: for `upstream_2xx` the value
     /// is what was accepted before, so this request would be one more.
-    pub fn effective_count(&self, stored: u64) -> u64 {
+    pub(crate) fn effective_count(&self, stored: u64) -> u64 {
         match self.count_on {
             CountOn::Request => stored,
             CountOn::Upstream2xx => stored.saturating_add(1),
@@ -320,12 +320,12 @@ impl OrderRule {
     }
 
     /// The highest tier whose `over` is strictly below `count`.
-    pub fn tier_for(&self, count: u64) -> Option<TierConfig> {
+    pub(crate) fn tier_for(&self, count: u64) -> Option<TierConfig> {
         self.tiers.iter().rev().find(|t| t.over < count).copied()
     }
 
     /// The answer for a `challenge` or `reject` tier (`None` for `tag`).
-    pub fn problem(&self, action: TierAction, count: u64) -> Option<Problem> {
+    pub(crate) fn problem(&self, action: TierAction, count: u64) -> Option<Problem> {
         match action {
             TierAction::Tag => None,
             TierAction::Challenge => Some(
@@ -353,7 +353,7 @@ impl OrderRule {
 }
 
 /// `X-PG-Risk: <rule>,<rule>` for the rules that tagged a request.
-pub fn risk_header(rules: &[Arc<str>]) -> Option<(HeaderName, HeaderValue)> {
+pub(crate) fn risk_header(rules: &[Arc<str>]) -> Option<(HeaderName, HeaderValue)> {
     if rules.is_empty() {
         return None;
     }

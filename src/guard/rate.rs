@@ -21,66 +21,66 @@ use crate::store::{BucketDecision, BucketSpec};
 /// `bucket:` — a token bucket: up to `capacity` tokens, `refill` tokens added per `per`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct BucketConfig {
+pub(crate) struct BucketConfig {
     /// Burst size (tokens in a full bucket).
-    pub capacity: u64,
+    pub(crate) capacity: u64,
     /// Tokens added per `per` (continuously).
-    pub refill: u64,
+    pub(crate) refill: u64,
     /// Refill period (`1s`, `1m`).
     #[serde(with = "humantime_serde")]
     #[schemars(with = "crate::schema::DurationText")]
-    pub per: Duration,
+    pub(crate) per: Duration,
 }
 
 /// One entry of `rate_rules:`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RateRuleConfig {
+pub(crate) struct RateRuleConfig {
     /// Rule name (1–64 of `A-Z a-z 0-9 _ . -`); names the bucket, the metric label and the
     /// `RateLimit` policy. Renaming a rule starts fresh buckets; editing its numbers does not.
-    pub name: String,
+    pub(crate) name: String,
     /// Which requests the rule applies to (default: all).
     #[serde(rename = "match", default)]
-    pub matches: RequestMatch,
+    pub(crate) matches: RequestMatch,
     /// Identity the bucket is kept per: `client_ip`, `access_key`, `route`, `header:NAME`,
     /// `query:NAME`, `body:/json/pointer` (combined when several).
-    pub key: Vec<KeyPart>,
+    pub(crate) key: Vec<KeyPart>,
     /// Bucket size and refill.
-    pub bucket: BucketConfig,
+    pub(crate) bucket: BucketConfig,
     /// `enforce` (default) or `shadow` (decide, log, count, never block).
     #[serde(default)]
-    pub mode: Mode,
+    pub(crate) mode: Mode,
     /// What to do when the store fails: `allow` (default) or `deny` (503).
     #[serde(default = "StoreErrorPolicy::allow")]
-    pub on_store_error: StoreErrorPolicy,
+    pub(crate) on_store_error: StoreErrorPolicy,
     /// What to do when the request lacks a key part: `reject` (default, 400 `IDENTITY_MISSING`),
     /// `skip` (rule does not apply) or `client_ip` (use the client IP instead, explicitly).
     #[serde(default)]
-    pub on_missing_key: MissingKeyPolicy,
+    pub(crate) on_missing_key: MissingKeyPolicy,
 }
 
 /// A built rate rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RateRule {
+pub(crate) struct RateRule {
     /// Rule name.
-    pub name: Arc<str>,
+    pub(crate) name: Arc<str>,
     /// Match.
-    pub matches: RequestMatch,
+    pub(crate) matches: RequestMatch,
     /// Identity parts.
-    pub key: Vec<KeyPart>,
+    pub(crate) key: Vec<KeyPart>,
     /// Bucket.
-    pub bucket: BucketConfig,
+    pub(crate) bucket: BucketConfig,
     /// Mode.
-    pub mode: Mode,
+    pub(crate) mode: Mode,
     /// Store failure policy.
-    pub on_store_error: StoreErrorPolicy,
+    pub(crate) on_store_error: StoreErrorPolicy,
     /// Missing identity policy.
-    pub on_missing_key: MissingKeyPolicy,
+    pub(crate) on_missing_key: MissingKeyPolicy,
 }
 
 impl RateRuleConfig {
     /// Validates; issue paths are relative to this rule.
-    pub fn build(&self) -> Result<RateRule, Vec<ConfigIssue>> {
+    pub(crate) fn build(&self) -> Result<RateRule, Vec<ConfigIssue>> {
         let mut issues = rule_issues(&self.name, &self.matches);
         if self.key.is_empty() {
             issues.push(ConfigIssue::new(
@@ -113,22 +113,22 @@ impl RateRuleConfig {
 }
 
 /// The bucket a request maps to under one rule.
-pub type RateTarget = Target<BucketSpec>;
+pub(crate) type RateTarget = Target<BucketSpec>;
 
 /// Bucket key: `rl:<rule>:<identity digest>`. Never contains the config version or raw request
 /// data, so editing a rule's numbers keeps its buckets (unlike APISIX).
-pub fn bucket_key(rule: &str, digest: &str) -> String {
+pub(crate) fn bucket_key(rule: &str, digest: &str) -> String {
     format!("rl:{rule}:{digest}")
 }
 
 impl RateRule {
     /// Whether the rule applies to this request (its `match`).
-    pub fn applies(&self, facts: &RequestFacts<'_>) -> bool {
+    pub(crate) fn applies(&self, facts: &RequestFacts<'_>) -> bool {
         facts.matched_by(&self.matches)
     }
 
     /// The bucket for this request, applying `on_missing_key`.
-    pub fn target(&self, facts: &RequestFacts<'_>) -> RateTarget {
+    pub(crate) fn target(&self, facts: &RequestFacts<'_>) -> RateTarget {
         resolve_identity(facts, &self.key, self.on_missing_key).map(|digest| BucketSpec {
             key: bucket_key(&self.name, &digest),
             capacity: self.bucket.capacity,
@@ -140,7 +140,7 @@ impl RateRule {
     }
 
     /// Seconds for a full refill from empty: the `w` of `RateLimit-Policy`.
-    pub fn window_seconds(&self) -> u64 {
+    pub(crate) fn window_seconds(&self) -> u64 {
         let nanos = u128::from(self.bucket.capacity) * self.bucket.per.as_nanos();
         let per_refill = nanos / u128::from(self.bucket.refill.max(1));
         let secs = per_refill.div_ceil(1_000_000_000);
@@ -148,7 +148,7 @@ impl RateRule {
     }
 
     /// `"<rule>";q=<capacity>;w=<window seconds>` (a `RateLimit-Policy` list member).
-    pub fn policy_item(&self) -> String {
+    pub(crate) fn policy_item(&self) -> String {
         format!(
             "\"{}\";q={};w={}",
             self.name,
@@ -158,31 +158,31 @@ impl RateRule {
     }
 
     /// `"<rule>";r=<remaining>;t=<seconds until full>` (a `RateLimit` list member).
-    pub fn limit_item(&self, d: &BucketDecision) -> String {
+    pub(crate) fn limit_item(&self, d: &BucketDecision) -> String {
         format!("\"{}\";r={};t={}", self.name, d.remaining, ceil_secs(d.reset_after))
     }
 }
 
 /// Whole seconds, rounded up (a client told to wait 0.2 s waits 1 s).
-pub fn ceil_secs(d: Duration) -> u64 {
+pub(crate) fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 /// The result of interpreting bucket decisions.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RateResult {
+pub(crate) struct RateResult {
     /// One record per rule.
-    pub decisions: Vec<RuleDecision>,
+    pub(crate) decisions: Vec<RuleDecision>,
     /// `RATE_LIMITED` when an enforced rule refused.
-    pub rejection: Option<Problem>,
+    pub(crate) rejection: Option<Problem>,
     /// `RateLimit-Policy` and `RateLimit` for the client (enforced rules only).
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// Interprets the store's decisions for the rules that applied (same order). Shadow rules are
 /// recorded but never block or advertise. When several enforced rules refuse, the one with the
 /// longest wait is reported, since the client must wait for all of them.
-pub fn interpret(applied: &[(Arc<RateRule>, BucketDecision)]) -> RateResult {
+pub(crate) fn interpret(applied: &[(Arc<RateRule>, BucketDecision)]) -> RateResult {
     let mut decisions = Vec::with_capacity(applied.len());
     let mut policies = Vec::new();
     let mut limits = Vec::new();
@@ -243,19 +243,19 @@ fn push_header(out: &mut Vec<(HeaderName, HeaderValue)>, name: HeaderName, value
 /// reload.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct LocalPreLimitConfig {
+pub(crate) struct LocalPreLimitConfig {
     /// Sustained requests per second per client.
-    pub per_second: u32,
+    pub(crate) per_second: u32,
     /// Burst size (default: `per_second`).
     #[serde(default)]
-    pub burst: Option<u32>,
+    pub(crate) burst: Option<u32>,
     /// Most clients tracked at once; the least recently seen are forgotten beyond this, so memory
     /// stays bounded however many addresses an attacker uses (governor #171).
     #[serde(default = "default_max_tracked")]
-    pub max_tracked_ips: u64,
+    pub(crate) max_tracked_ips: u64,
     /// IPv6 clients are grouped by this prefix length (default 64: one subscriber's network).
     #[serde(default = "default_v6_prefix")]
-    pub ipv6_prefix: u8,
+    pub(crate) ipv6_prefix: u8,
 }
 
 fn default_max_tracked() -> u64 {
@@ -267,7 +267,7 @@ fn default_v6_prefix() -> u8 {
 
 impl LocalPreLimitConfig {
     /// Validates and builds the limiter.
-    pub fn build(&self) -> Result<LocalPreLimit, Vec<ConfigIssue>> {
+    pub(crate) fn build(&self) -> Result<LocalPreLimit, Vec<ConfigIssue>> {
         let mut issues = Vec::new();
         let per_second = NonZeroU32::new(self.per_second);
         if per_second.is_none() {
@@ -298,7 +298,7 @@ impl LocalPreLimitConfig {
 }
 
 /// Per-client-IP GCRA limiters (governor) in a size-bounded cache (moka).
-pub struct LocalPreLimit {
+pub(crate) struct LocalPreLimit {
     quota: Quota,
     ipv6_prefix: u8,
     limiters: moka::sync::Cache<IpAddr, Arc<DefaultDirectRateLimiter>>,
@@ -314,11 +314,11 @@ impl std::fmt::Debug for LocalPreLimit {
 }
 
 /// Fixed rule name of the pre-limiter in problems and metrics.
-pub const LOCAL_PRELIMIT_RULE: &str = "local_prelimit";
+pub(crate) const LOCAL_PRELIMIT_RULE: &str = "local_prelimit";
 
 impl LocalPreLimit {
     /// `true` when the client may proceed, `false` when it is over the local limit.
-    pub fn check(&self, ip: IpAddr) -> bool {
+    pub(crate) fn check(&self, ip: IpAddr) -> bool {
         let key = match ip.to_canonical() {
             IpAddr::V6(v6) => Ipv6Net::new(v6, self.ipv6_prefix)
                 .map(|n| IpAddr::V6(n.network()))
@@ -333,7 +333,7 @@ impl LocalPreLimit {
     }
 
     /// The rejection for a client over the local limit.
-    pub fn rejection(&self) -> Problem {
+    pub(crate) fn rejection(&self) -> Problem {
         Problem::new(429, "RATE_LIMITED", "too many requests from this client")
             .with_rule(LOCAL_PRELIMIT_RULE)
             .with_header(http::header::RETRY_AFTER, "1")
@@ -359,7 +359,6 @@ mod tests {
     fn target_for(r: &RateRule, headers: &HeaderMap) -> RateTarget {
         let v = RequestView {
             method: "POST",
-            path: "/v1/orders",
             routing_path: "/v1/orders",
             query: None,
             headers,

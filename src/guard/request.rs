@@ -16,41 +16,39 @@ use serde::{Deserialize, Serialize};
 /// A client request as the guard sees it: borrowed from the proxy, no proxy types. Method, path
 /// and query are in their canonical form ([`crate::canonical`]), as the backend receives them.
 #[derive(Debug, Clone, Copy)]
-pub struct RequestView<'a> {
+pub(crate) struct RequestView<'a> {
     /// HTTP method, an upper-case token (`POST`).
-    pub method: &'a str,
-    /// The canonical path, without the query (what the client signs).
-    pub path: &'a str,
+    pub(crate) method: &'a str,
     /// The form of the path routes and rule prefixes match on ([`CanonicalPath::routing`]).
     ///
     /// [`CanonicalPath::routing`]: crate::canonical::path::CanonicalPath::routing
-    pub routing_path: &'a str,
+    pub(crate) routing_path: &'a str,
     /// The query as read once, when the guard reads it (a signature, or a `query:` identity).
-    pub query: Option<&'a CanonicalQuery>,
+    pub(crate) query: Option<&'a CanonicalQuery>,
     /// Request headers.
-    pub headers: &'a HeaderMap,
+    pub(crate) headers: &'a HeaderMap,
     /// Client IP, already resolved through `trusted_proxies` ([`crate::guard::ip::IpRules::client_ip`]).
-    pub client_ip: IpAddr,
+    pub(crate) client_ip: IpAddr,
     /// Buffered request body (empty when there is none).
-    pub body: &'a [u8],
+    pub(crate) body: &'a [u8],
 }
 
 /// Which requests a rule applies to. Every list that is not empty must match (an empty list
 /// matches everything); within a list any entry may match.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RequestMatch {
+pub(crate) struct RequestMatch {
     /// Route names (as named in the proxy's route table).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub routes: Vec<String>,
+    pub(crate) routes: Vec<String>,
     /// HTTP methods, case-insensitive (`POST`); `GET` also matches `HEAD`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub methods: Vec<String>,
+    pub(crate) methods: Vec<String>,
     /// Path prefixes, matched on whole segments of the canonical path (`/v1/orders` matches
     /// `/v1/orders` and `/v1/orders/7`, not `/v1/orders-export`), so `/v1/%6Frders` and
     /// `//v1/./orders` match too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub path_prefixes: Vec<String>,
+    pub(crate) path_prefixes: Vec<String>,
 }
 
 impl RequestMatch {
@@ -71,7 +69,7 @@ impl RequestMatch {
     }
 
     /// Whether a request with this (upper-case) method, routing path and route name is matched.
-    pub fn matches(&self, method: &str, routing_path: &str, route: Option<&str>) -> bool {
+    pub(crate) fn matches(&self, method: &str, routing_path: &str, route: Option<&str>) -> bool {
         if !self.routes.is_empty() && !route.is_some_and(|r| self.routes.iter().any(|x| x == r)) {
             return false;
         }
@@ -92,7 +90,7 @@ impl RequestMatch {
 /// One part of a rule's identity, written in config as a string.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(try_from = "String", into = "String")]
-pub enum KeyPart {
+pub(crate) enum KeyPart {
     /// `client_ip`: the resolved client IP.
     ClientIp,
     /// `access_key`: the verified `X-PG-Key` (missing when the request was not signed).
@@ -109,7 +107,7 @@ pub enum KeyPart {
 
 impl KeyPart {
     /// The textual form used in config (and inside identity hashes).
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         let (kind, name) = self.label_parts();
         format!("{kind}{name}")
     }
@@ -209,28 +207,28 @@ impl JsonSchema for KeyPart {
 /// `AMBIGUOUS_IDENTITY` for an enforced rule).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{part}` is ambiguous: {detail}")]
-pub struct IdentityAmbiguity {
+pub(crate) struct IdentityAmbiguity {
     /// The part.
-    pub part: KeyPart,
+    pub(crate) part: KeyPart,
     /// What is ambiguous about it.
-    pub detail: String,
+    pub(crate) detail: String,
 }
 
 /// One request plus what earlier phases established (verified access key, route name), with the
 /// JSON body parsed lazily and at most once however many rules read it.
-pub struct RequestFacts<'a> {
+pub(crate) struct RequestFacts<'a> {
     /// The request.
-    pub view: &'a RequestView<'a>,
+    pub(crate) view: &'a RequestView<'a>,
     /// The verified access key id, when the request carried a valid signature.
-    pub access_key: Option<&'a str>,
+    pub(crate) access_key: Option<&'a str>,
     /// The route name the proxy matched.
-    pub route: Option<&'a str>,
+    pub(crate) route: Option<&'a str>,
     body_json: OnceCell<Result<Option<serde_json::Value>, JsonAmbiguity>>,
 }
 
 impl<'a> RequestFacts<'a> {
     /// Facts for one request.
-    pub fn new(view: &'a RequestView<'a>, access_key: Option<&'a str>, route: Option<&'a str>) -> Self {
+    pub(crate) fn new(view: &'a RequestView<'a>, access_key: Option<&'a str>, route: Option<&'a str>) -> Self {
         Self {
             view,
             access_key,
@@ -240,7 +238,7 @@ impl<'a> RequestFacts<'a> {
     }
 
     /// Whether `m` matches this request.
-    pub fn matched_by(&self, m: &RequestMatch) -> bool {
+    pub(crate) fn matched_by(&self, m: &RequestMatch) -> bool {
         m.matches(self.view.method, self.view.routing_path, self.route)
     }
 
@@ -252,7 +250,7 @@ impl<'a> RequestFacts<'a> {
     /// it carries it in a form that two decoders could read as different identities (a header
     /// or query parameter sent twice, a parameter that is not UTF-8, a JSON key repeated or
     /// present in two spellings of case, a JSON number that is not a plain integer).
-    pub fn part_value(&self, part: &KeyPart) -> Result<Option<Cow<'_, [u8]>>, IdentityAmbiguity> {
+    pub(crate) fn part_value(&self, part: &KeyPart) -> Result<Option<Cow<'_, [u8]>>, IdentityAmbiguity> {
         let ambiguous = |detail: String| IdentityAmbiguity {
             part: part.clone(),
             detail,
@@ -314,7 +312,6 @@ mod tests {
     ) -> RequestView<'a> {
         RequestView {
             method,
-            path,
             routing_path: path,
             query,
             headers,

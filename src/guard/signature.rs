@@ -22,10 +22,10 @@ use crate::canonical::query::{CanonicalQuery, QueryRefusal};
 use crate::secret::{Secret, SecretRef};
 
 /// The algorithm name, first line of the string to sign.
-pub const ALGORITHM: &str = "PG-HMAC-SHA256";
+pub(crate) const ALGORITHM: &str = "PG-HMAC-SHA256";
 
 /// Default timestamp window.
-pub const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
 
 /// Default body cap for hashing.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
@@ -37,7 +37,7 @@ pub fn canonical_query(raw: &str) -> Result<String, QueryRefusal> {
 }
 
 /// Lower-case hex SHA-256 of the body (of the empty string when there is no body).
-pub fn body_sha256_hex(body: &[u8]) -> String {
+pub(crate) fn body_sha256_hex(body: &[u8]) -> String {
     hex::encode(Sha256::digest(body))
 }
 
@@ -110,7 +110,7 @@ fn mac(secret: &[u8], string_to_sign: &str) -> [u8; 32] {
 }
 
 /// Base64 (standard alphabet, padded) of HMAC-SHA256(secret, string_to_sign).
-pub fn sign(secret: &[u8], string_to_sign: &str) -> String {
+pub(crate) fn sign(secret: &[u8], string_to_sign: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(mac(secret, string_to_sign))
 }
 
@@ -206,7 +206,7 @@ impl SignatureFailure {
     }
 
     /// HTTP status.
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         match self {
             Self::BodyTooLarge { .. } => 413,
             _ => 401,
@@ -260,16 +260,16 @@ impl MismatchHint {
 pub struct SignatureHeaderNames {
     /// Access key id header.
     #[serde(default = "default_key_header")]
-    pub key: String,
+    pub(crate) key: String,
     /// Unix-seconds timestamp header.
     #[serde(default = "default_timestamp_header")]
-    pub timestamp: String,
+    pub(crate) timestamp: String,
     /// Nonce header.
     #[serde(default = "default_nonce_header")]
-    pub nonce: String,
+    pub(crate) nonce: String,
     /// Base64 signature header.
     #[serde(default = "default_signature_header")]
-    pub signature: String,
+    pub(crate) signature: String,
 }
 
 fn default_key_header() -> String {
@@ -420,15 +420,15 @@ impl SignatureConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedHeaders {
     /// Known access key id.
-    pub key_id: String,
+    pub(crate) key_id: String,
     /// Timestamp text exactly as sent (it is signed as text).
-    pub timestamp: String,
+    pub(crate) timestamp: String,
     /// Parsed timestamp, unix seconds.
-    pub timestamp_unix: i64,
+    pub(crate) timestamp_unix: i64,
     /// Nonce (syntax checked).
-    pub nonce: String,
+    pub(crate) nonce: String,
     /// Presented signature (not yet checked).
-    pub signature: String,
+    pub(crate) signature: String,
 }
 
 /// Resolved signature configuration: checks requests.
@@ -444,13 +444,8 @@ pub struct SignatureVerifier {
 }
 
 impl SignatureVerifier {
-    /// Timestamp window.
-    pub fn window(&self) -> Duration {
-        self.window
-    }
-
     /// Body cap in bytes; the proxy buffers at most this much, then answers 413.
-    pub fn max_body_bytes(&self) -> u64 {
+    pub(crate) fn max_body_bytes(&self) -> u64 {
         self.max_body_bytes
     }
 
@@ -466,7 +461,7 @@ impl SignatureVerifier {
 
     /// How long a nonce is kept: twice the window, so a request replayed at the far edge of the
     /// window is still caught.
-    pub fn nonce_ttl(&self) -> Duration {
+    pub(crate) fn nonce_ttl(&self) -> Duration {
         self.window.saturating_mul(2)
     }
 
@@ -532,7 +527,7 @@ impl SignatureVerifier {
     /// After [`Self::verify_body`] failed: which non-canonical spelling of the request the
     /// signature matches, if any — the path or query as sent, or a query with `+` read as a
     /// plus — so the client learns what to fix. Costs a few HMACs, on failures only.
-    pub fn explain_mismatch(
+    pub(crate) fn explain_mismatch(
         &self,
         signed: &SignedHeaders,
         method: &str,
@@ -614,7 +609,7 @@ pub fn new_nonce() -> String {
 
 /// Store key of a nonce: `nonce:<key id>:<nonce>`. Unambiguous because nonces cannot contain `:`;
 /// contains no `{`/`}` so the store may add its own hash tag.
-pub fn nonce_key(key_id: &str, nonce: &str) -> String {
+pub(crate) fn nonce_key(key_id: &str, nonce: &str) -> String {
     format!("nonce:{key_id}:{nonce}")
 }
 
@@ -640,7 +635,7 @@ fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<&'h str, Sign
 }
 
 /// Nonce syntax: 16–64 characters of `[A-Za-z0-9_-]`.
-pub fn valid_nonce(n: &str) -> bool {
+pub(crate) fn valid_nonce(n: &str) -> bool {
     (16..=64).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 

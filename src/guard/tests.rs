@@ -71,7 +71,6 @@ fn allowed(remaining: u64) -> BucketDecision {
 fn view<'a>(method: &'a str, path: &'a str, headers: &'a HeaderMap, body: &'a [u8]) -> RequestView<'a> {
     RequestView {
         method,
-        path,
         routing_path: path,
         query: None,
         headers,

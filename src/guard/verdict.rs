@@ -8,7 +8,7 @@ use super::Mode;
 
 use http::{HeaderName, HeaderValue};
 
-pub use crate::problem::{Problem, PROBLEM_CONTENT_TYPE};
+pub use crate::problem::Problem;
 
 impl From<&SignatureFailure> for Problem {
     fn from(f: &SignatureFailure) -> Self {
@@ -18,7 +18,7 @@ impl From<&SignatureFailure> for Problem {
 
 /// Which family a decision record belongs to (a metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RuleKind {
+pub(crate) enum RuleKind {
     /// Static or dynamic IP rules.
     Ip,
     /// The per-process pre-limiter.
@@ -33,7 +33,7 @@ pub enum RuleKind {
 
 impl RuleKind {
     /// Metric label.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Ip => "ip",
             Self::LocalPrelimit => "local_prelimit",
@@ -46,7 +46,7 @@ impl RuleKind {
 
 /// What one rule decided (a metric label; in shadow mode, what it would have done).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Within limits.
     Allow,
     /// Over the limit / denied.
@@ -69,7 +69,7 @@ pub enum Decision {
 
 impl Decision {
     /// Metric label.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Allow => "allow",
             Self::Reject => "reject",
@@ -87,20 +87,20 @@ impl Decision {
 /// One rule's decision, for `payguard_rule_decisions_total{kind,rule,decision,mode}` and logs.
 /// Every field comes from config names or fixed enums (bounded cardinality).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleDecision {
+pub(crate) struct RuleDecision {
     /// Rule family.
-    pub kind: RuleKind,
+    pub(crate) kind: RuleKind,
     /// Rule name from config, or a fixed name (`nonce`, `dynamic_deny`, `ip_deny`, ...).
-    pub rule: Arc<str>,
+    pub(crate) rule: Arc<str>,
     /// What it decided.
-    pub decision: Decision,
+    pub(crate) decision: Decision,
     /// Enforce or shadow.
-    pub mode: Mode,
+    pub(crate) mode: Mode,
 }
 
 impl RuleDecision {
     /// A decision record.
-    pub fn new(kind: RuleKind, rule: impl Into<Arc<str>>, decision: Decision, mode: Mode) -> Self {
+    pub(crate) fn new(kind: RuleKind, rule: impl Into<Arc<str>>, decision: Decision, mode: Mode) -> Self {
         Self {
             kind,
             rule: rule.into(),
@@ -112,7 +112,7 @@ impl RuleDecision {
 
 /// What to do with the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Forward upstream.
     Allow {
         /// Headers to add to the upstream request (`X-PG-Risk`).
@@ -126,16 +126,16 @@ pub enum Action {
 
 /// The guard's verdict on one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     /// Forward or reject.
-    pub action: Action,
+    pub(crate) action: Action,
     /// Every rule decision made on the way (shadow ones included).
-    pub decisions: Vec<RuleDecision>,
+    pub(crate) decisions: Vec<RuleDecision>,
 }
 
 impl Verdict {
     /// Forward without extra headers.
-    pub fn allow(decisions: Vec<RuleDecision>) -> Self {
+    pub(crate) fn allow(decisions: Vec<RuleDecision>) -> Self {
         Self {
             action: Action::Allow {
                 extra_request_headers: Vec::new(),
@@ -146,7 +146,7 @@ impl Verdict {
     }
 
     /// Reject with `problem`.
-    pub fn reject(problem: Problem, decisions: Vec<RuleDecision>) -> Self {
+    pub(crate) fn reject(problem: Problem, decisions: Vec<RuleDecision>) -> Self {
         Self {
             action: Action::Reject(problem),
             decisions,
@@ -154,7 +154,8 @@ impl Verdict {
     }
 
     /// The problem, when rejected.
-    pub fn problem(&self) -> Option<&Problem> {
+    #[cfg(test)]
+    pub(crate) fn problem(&self) -> Option<&Problem> {
         match &self.action {
             Action::Reject(p) => Some(p),
             Action::Allow { .. } => None,
@@ -162,7 +163,8 @@ impl Verdict {
     }
 
     /// Whether the request is forwarded.
-    pub fn is_allow(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_allow(&self) -> bool {
         matches!(self.action, Action::Allow { .. })
     }
 }

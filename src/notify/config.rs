@@ -15,37 +15,37 @@ use crate::secret::SecretRef;
 /// A payment-notification endpoint: which channel it speaks and how events reach the backend.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NotifyConfig {
+pub(crate) struct NotifyConfig {
     /// The channel protocol and its keys, e.g. `{stripe: {endpoint_secrets: [env:STRIPE_WHSEC]}}`.
-    pub channel: ChannelConfig,
+    pub(crate) channel: ChannelConfig,
     /// `normalized` (default): POST the normalized event as JSON, signed with Standard Webhooks
     /// headers. `passthrough`: forward the original body and headers plus `X-PG-Verified: 1` and
     /// `X-PG-Event-Id`, and relay the backend's reply to the channel.
     #[serde(default = "default_forward")]
-    pub forward: ForwardMode,
+    pub(crate) forward: ForwardMode,
     /// Backend path events are sent to; default: the path the notification arrived on.
     #[serde(default)]
-    pub backend_path: Option<String>,
+    pub(crate) backend_path: Option<String>,
     /// Longest wait for the backend (connect, send, answer). Keep it below the channel's own
     /// timeout (WeChat Pay and Alipay wait about 5 s).
     #[serde(default = "default_timeout", with = "humantime_serde")]
     #[schemars(with = "crate::schema::DurationText")]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// `whsec_…` secret that signs forwarded requests (Standard Webhooks `webhook-signature`).
     /// Required in `normalized` mode.
     #[serde(default)]
-    pub webhook_secret: Option<SecretRef>,
+    pub(crate) webhook_secret: Option<SecretRef>,
     /// How long one delivery holds the event's dedup claim; must exceed `timeout`.
     #[serde(default = "default_lease", with = "humantime_serde")]
     #[schemars(with = "crate::schema::DurationText")]
-    pub lease: Duration,
+    pub(crate) lease: Duration,
     /// How long an accepted event is remembered as done (at least 1 day; default 7 days).
     #[serde(default = "default_keep", with = "humantime_serde")]
     #[schemars(with = "crate::schema::DurationText")]
-    pub keep: Duration,
+    pub(crate) keep: Duration,
     /// Largest accepted notification body (64 KiB is plenty).
     #[serde(default = "default_max_body")]
-    pub max_body_bytes: usize,
+    pub(crate) max_body_bytes: usize,
 }
 
 fn default_forward() -> ForwardMode {
@@ -66,7 +66,7 @@ fn default_max_body() -> usize {
 
 impl NotifyConfig {
     /// Builds the route handler; issue paths are relative to this section.
-    pub fn build(&self, route_name: &str) -> Result<Arc<NotifyRoute>, Vec<ConfigIssue>> {
+    pub(crate) fn build(&self) -> Result<Arc<NotifyRoute>, Vec<ConfigIssue>> {
         let mut issues = Vec::new();
         let channel = match self.channel.build() {
             Ok(c) => Some(c),
@@ -120,7 +120,6 @@ impl NotifyConfig {
         }
         match (channel, issues.is_empty()) {
             (Some(channel), true) => Ok(Arc::new(NotifyRoute {
-                name: route_name.to_string(),
                 channel,
                 forward: self.forward,
                 backend_path: self.backend_path.clone(),

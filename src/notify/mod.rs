@@ -23,7 +23,7 @@ use crate::store::{DedupClaim, Store};
 /// What is forwarded to the backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum ForwardMode {
+pub(crate) enum ForwardMode {
     /// The normalized event as JSON, signed with Standard Webhooks headers.
     Normalized,
     /// The original body and headers plus `X-PG-Verified: 1` and `X-PG-Event-Id`; the backend's
@@ -33,25 +33,23 @@ pub enum ForwardMode {
 
 /// A configured notification endpoint.
 #[derive(Debug, Clone)]
-pub struct NotifyRoute {
-    /// Route name (metrics, logs).
-    pub name: String,
+pub(crate) struct NotifyRoute {
     /// The channel verifier.
-    pub channel: Arc<dyn Channel>,
+    pub(crate) channel: Arc<dyn Channel>,
     /// Forward mode.
-    pub forward: ForwardMode,
+    pub(crate) forward: ForwardMode,
     /// Backend path; `None` forwards to the path the notification arrived on.
-    pub backend_path: Option<String>,
+    pub(crate) backend_path: Option<String>,
     /// Whole backend exchange timeout.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Signs forwarded requests with Standard Webhooks headers.
-    pub signer: Option<StandardWebhookSigner>,
+    pub(crate) signer: Option<StandardWebhookSigner>,
     /// Lease of a dedup claim (longer than `timeout`).
-    pub lease: Duration,
+    pub(crate) lease: Duration,
     /// How long a completed notification is remembered.
-    pub keep: Duration,
+    pub(crate) keep: Duration,
     /// Largest accepted notification body.
-    pub max_body: usize,
+    pub(crate) max_body: usize,
 }
 
 impl NotifyRoute {
@@ -63,39 +61,39 @@ impl NotifyRoute {
 
 /// The notification as received.
 #[derive(Debug, Clone, Copy)]
-pub struct Incoming<'a> {
+pub(crate) struct Incoming<'a> {
     /// Path and query it arrived on.
-    pub path_and_query: &'a str,
+    pub(crate) path_and_query: &'a str,
     /// Headers.
-    pub headers: &'a HeaderMap,
+    pub(crate) headers: &'a HeaderMap,
     /// Raw body.
-    pub body: &'a [u8],
+    pub(crate) body: &'a [u8],
     /// Request id (logged and passed to the backend).
-    pub request_id: &'a str,
+    pub(crate) request_id: &'a str,
 }
 
 /// Where and how to do I/O.
 #[derive(Debug, Clone, Copy)]
-pub struct NotifyIo<'a> {
+pub(crate) struct NotifyIo<'a> {
     /// Shared state.
-    pub store: &'a dyn Store,
+    pub(crate) store: &'a dyn Store,
     /// Backend client.
-    pub backend: &'a dyn Backend,
+    pub(crate) backend: &'a dyn Backend,
     /// Backend address.
-    pub upstream: SocketAddr,
+    pub(crate) upstream: SocketAddr,
     /// Time source.
-    pub clock: &'a dyn Clock,
+    pub(crate) clock: &'a dyn Clock,
 }
 
 /// The answer to send to the channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
+pub(crate) struct Reply {
     /// HTTP status.
-    pub status: u16,
+    pub(crate) status: u16,
     /// Headers (content type included).
-    pub headers: Vec<(String, String)>,
+    pub(crate) headers: Vec<(String, String)>,
     /// Body bytes.
-    pub body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl From<crate::problem::Problem> for Reply {
@@ -126,31 +124,31 @@ impl From<Ack> for Reply {
 
 /// One line of the transaction log and the metric labels.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NotifyRecord {
+pub(crate) struct NotifyRecord {
     /// How it ended (the metric label and log field).
-    pub outcome: NotifyOutcome,
+    pub(crate) outcome: NotifyOutcome,
     /// Why it was refused (no secrets, no signatures).
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
     /// Stable event id.
-    pub event_id: Option<String>,
+    pub(crate) event_id: Option<String>,
     /// Normalized kind.
-    pub kind: Option<&'static str>,
+    pub(crate) kind: Option<&'static str>,
     /// Merchant order number.
-    pub out_trade_no: Option<String>,
+    pub(crate) out_trade_no: Option<String>,
     /// Dedup result: `claimed`, `done`, `in_flight`, `skipped`.
-    pub dedup: Option<&'static str>,
+    pub(crate) dedup: Option<&'static str>,
     /// Backend status, when it answered.
-    pub backend_status: Option<u16>,
+    pub(crate) backend_status: Option<u16>,
     /// Backend latency.
-    pub backend_latency: Option<Duration>,
+    pub(crate) backend_latency: Option<Duration>,
     /// When the store was last found to have lost its data, if that is recent
     /// (`store.redis.data_loss_notice_for`): this event's dedup record may have been lost, so
     /// the backend may see it a second time.
-    pub store_data_loss: Option<jiff::Timestamp>,
+    pub(crate) store_data_loss: Option<jiff::Timestamp>,
 }
 
 /// Handles one notification end to end.
-pub async fn handle_notification(
+pub(crate) async fn handle_notification(
     route: &NotifyRoute,
     io: NotifyIo<'_>,
     incoming: Incoming<'_>,
@@ -342,7 +340,7 @@ fn unsupported_content_encoding(headers: &HeaderMap) -> Option<String> {
 /// Whether a legacy backend's own reply means "accepted" in the channel's terms (each channel's
 /// [`crate::channels::ChannelSetup::backend_acknowledged`]: Alipay needs exactly `success`, WeChat
 /// Pay v2 needs `return_code` SUCCESS, most others any 2xx).
-pub fn backend_acknowledged(kind: ChannelKind, status: u16, body: &[u8]) -> bool {
+pub(crate) fn backend_acknowledged(kind: ChannelKind, status: u16, body: &[u8]) -> bool {
     kind.info().backend_acknowledged(status, body)
 }
 
@@ -363,19 +361,19 @@ fn relay(resp: crate::proxy::backend::BackendResponse) -> Reply {
 /// Store keys and the event id derived from the dedup tuple
 /// (channel, merchant, out_trade_no, kind, refund number).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventKeys {
+pub(crate) struct EventKeys {
     /// Stable event id, the same for every retry of the event.
-    pub event_id: String,
+    pub(crate) event_id: String,
     /// Dedup key in the store.
-    pub dedup_key: String,
+    pub(crate) dedup_key: String,
     /// For a `payment.pending` event: the dedup key of the same order's `payment.succeeded`,
     /// whose claim makes this event late.
-    pub superseded_by: Option<String>,
+    pub(crate) superseded_by: Option<String>,
 }
 
 impl EventKeys {
     /// Keys for `event`. Request data is hashed, so keys are bounded and carry no raw values.
-    pub fn of(event: &VerifiedEvent, body: &[u8]) -> Self {
+    pub(crate) fn of(event: &VerifiedEvent, body: &[u8]) -> Self {
         let merchant = event
             .merchant
             .mch_id

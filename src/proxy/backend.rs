@@ -16,7 +16,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) are never forwarded in either direction.
-pub const HOP_BY_HOP: &[&str] = &[
+pub(crate) const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -30,7 +30,7 @@ pub const HOP_BY_HOP: &[&str] = &[
 
 /// True for headers that must not be forwarded: hop-by-hop ones, the length (recomputed from
 /// the exact bytes sent) and `Expect` (payguard already holds the whole body).
-pub fn is_hop_by_hop(name: &str) -> bool {
+pub(crate) fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
         || name.eq_ignore_ascii_case("content-length")
         || name.eq_ignore_ascii_case("expect")
@@ -38,37 +38,37 @@ pub fn is_hop_by_hop(name: &str) -> bool {
 
 /// A request payguard sends to the backend.
 #[derive(Debug, Clone)]
-pub struct BackendRequest {
+pub(crate) struct BackendRequest {
     /// HTTP method.
-    pub method: http::Method,
+    pub(crate) method: http::Method,
     /// Path and query.
-    pub path_and_query: String,
+    pub(crate) path_and_query: String,
     /// Headers (hop-by-hop ones are dropped; `Content-Length` is set from `body`). `Host` is
     /// kept as the client sent it, as on a streamed `pass` route; only when absent does the
     /// client fill in the backend address.
-    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub(crate) headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Exact body bytes.
-    pub body: Bytes,
+    pub(crate) body: Bytes,
     /// For [`Backend::send`]: the whole exchange (connect, send, response header and body).
     /// For [`HttpBackend::start`]: the wait for the response header, and then for each chunk of
     /// the response body.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 /// The backend's answer, read whole (at most [`MAX_BUFFERED_RESPONSE`] bytes).
 #[derive(Debug, Clone)]
-pub struct BackendResponse {
+pub(crate) struct BackendResponse {
     /// Status code.
-    pub status: u16,
+    pub(crate) status: u16,
     /// Headers (hop-by-hop ones removed).
-    pub headers: http::HeaderMap,
+    pub(crate) headers: http::HeaderMap,
     /// Body.
-    pub body: Bytes,
+    pub(crate) body: Bytes,
 }
 
 /// Why the backend exchange failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BackendError {
+pub(crate) enum BackendError {
     /// No answer within the timeout.
     #[error("backend timed out after {0:?}")]
     Timeout(Duration),
@@ -83,29 +83,29 @@ pub enum BackendError {
 /// Anything that can carry a request to the backend and bring back its whole answer (the real
 /// client, or a test double in unit tests of pure state machines).
 #[async_trait]
-pub trait Backend: Send + Sync + std::fmt::Debug {
+pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// Sends `req` to the backend at `addr` and reads the whole answer.
     async fn send(&self, addr: SocketAddr, req: BackendRequest) -> Result<BackendResponse, BackendError>;
 }
 
 /// Largest backend answer payguard reads whole: the reply to a forwarded notification, which a
 /// channel acknowledgement never needs more of. Guarded API answers are streamed instead.
-pub const MAX_BUFFERED_RESPONSE: usize = 1024 * 1024;
+pub(crate) const MAX_BUFFERED_RESPONSE: usize = 1024 * 1024;
 
 /// Pooled hyper client.
 #[derive(Debug, Clone)]
-pub struct HttpBackend {
+pub(crate) struct HttpBackend {
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
 /// A backend answer whose body is still on its way: status and headers now, the body chunk by
 /// chunk as the caller asks for it (so a slow reader slows the backend, not payguard's memory).
 #[derive(Debug)]
-pub struct StreamingResponse {
+pub(crate) struct StreamingResponse {
     /// Status code.
-    pub status: u16,
+    pub(crate) status: u16,
     /// Headers (hop-by-hop ones removed).
-    pub headers: http::HeaderMap,
+    pub(crate) headers: http::HeaderMap,
     body: hyper::body::Incoming,
     idle: Duration,
 }
@@ -113,7 +113,7 @@ pub struct StreamingResponse {
 impl StreamingResponse {
     /// The next chunk of the body; `None` at its end. A chunk that takes longer than the idle
     /// timeout to arrive is a [`BackendError::Timeout`].
-    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, BackendError> {
+    pub(crate) async fn next_chunk(&mut self) -> Result<Option<Bytes>, BackendError> {
         loop {
             let frame = match tokio::time::timeout(self.idle, self.body.frame()).await {
                 Err(_) => return Err(BackendError::Timeout(self.idle)),
@@ -132,7 +132,7 @@ impl StreamingResponse {
 
 impl HttpBackend {
     /// A client with keep-alive pooling.
-    pub fn new(connect_timeout: Duration, idle_timeout: Duration, pool_size: usize) -> Self {
+    pub(crate) fn new(connect_timeout: Duration, idle_timeout: Duration, pool_size: usize) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
@@ -145,7 +145,7 @@ impl HttpBackend {
 
     /// Sends `req` and returns once the response header arrived (within `req.timeout`); the
     /// body is read with [`StreamingResponse::next_chunk`], each chunk within `req.timeout`.
-    pub async fn start(&self, addr: SocketAddr, req: BackendRequest) -> Result<StreamingResponse, BackendError> {
+    pub(crate) async fn start(&self, addr: SocketAddr, req: BackendRequest) -> Result<StreamingResponse, BackendError> {
         let timeout = req.timeout;
         let request = build_request(addr, req)?;
         let resp = match tokio::time::timeout(timeout, self.client.request(request)).await {

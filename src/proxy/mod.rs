@@ -2,7 +2,7 @@
 //! `response_filter` → `logging`) with a per-request [`RequestCtx`].
 
 pub mod backend;
-mod request_head;
+pub(crate) mod request_head;
 pub mod routes;
 
 use std::sync::Arc;
@@ -17,32 +17,30 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::canonical::query::CanonicalQuery;
 use crate::canonical::Refusal;
-use crate::config::{Config, DefaultAction, PolicyKind};
+use crate::config::Config;
 use crate::guard::signature::SignatureFailure;
 use crate::outcome::{NotifyOutcome, RequestOutcome};
 use crate::problem::{Problem, PROBLEM_CONTENT_TYPE};
 use crate::state::SharedState;
-use routes::{Routed, DEFAULT_ROUTE_NAME};
-
-/// Header carrying the request id (taken from the client when valid, generated otherwise).
-pub const REQUEST_ID: &str = "x-request-id";
+use request_head::REQUEST_ID;
+use routes::{DefaultAction, PolicyKind, Routed, DEFAULT_ROUTE_NAME};
 
 /// The proxy service.
 #[derive(Debug, Clone)]
-pub struct PayguardProxy {
+pub(crate) struct PayguardProxy {
     state: Arc<SharedState>,
 }
 
 impl PayguardProxy {
     /// A proxy over shared state.
-    pub fn new(state: Arc<SharedState>) -> Self {
+    pub(crate) fn new(state: Arc<SharedState>) -> Self {
         Self { state }
     }
 }
 
 /// Per-request state carried between phases.
 #[derive(Debug)]
-pub struct RequestCtx {
+pub(crate) struct RequestCtx {
     started: Instant,
     /// Config snapshot this request runs under (reloads never change it mid-request).
     config: Option<Arc<Config>>,
@@ -138,7 +136,7 @@ fn valid_request_id(v: &[u8]) -> bool {
 }
 
 /// Writes a complete response that payguard makes itself.
-pub async fn respond(
+pub(crate) async fn respond(
     session: &mut Session,
     status: u16,
     content_type: Option<&str>,
@@ -467,7 +465,6 @@ impl PayguardProxy {
             checked.map(|()| {
                 let view = RequestView {
                     method,
-                    path,
                     routing_path,
                     query: query.as_ref(),
                     headers: &req.headers,

@@ -11,16 +11,21 @@ use crate::canonical::headers::{self, Removal};
 use crate::canonical::path::{self, CanonicalPath, PathRefusal};
 use crate::canonical::{check_method, Refusal, RequestPolicy};
 
+/// Header carrying the request id (taken from the client when valid, generated otherwise). Kept
+/// here, below both the proxy and `config`, because the config lists it among the headers the
+/// request head reads.
+pub(crate) const REQUEST_ID: &str = "x-request-id";
+
 /// A request head in canonical form.
 #[derive(Debug)]
 pub(super) struct CanonicalHead {
     /// The canonical path.
-    pub path: CanonicalPath,
+    pub(crate) path: CanonicalPath,
     /// The request target as sent, when it was rewritten (a non-canonical path, or
     /// absolute-form).
-    pub sent: Option<String>,
+    pub(crate) sent: Option<String>,
     /// Headers removed, and why.
-    pub removed: Vec<(HeaderName, Removal)>,
+    pub(crate) removed: Vec<(HeaderName, Removal)>,
 }
 
 /// Checks the method, removes the headers no client may send, canonicalizes the path and, when

@@ -2,13 +2,93 @@
 //! per config. Requests are matched on the routing form of their canonical path
 //! ([`crate::canonical::path::CanonicalPath::routing`]), never on the path as sent.
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 use crate::canonical::method_listed;
 use crate::canonical::path::{config_pattern, has_segment_prefix, matches_exact};
-use crate::config::{ConfigIssue, DefaultAction, PolicyKind, RouteConfig, TrailingSlash};
+use crate::issue::ConfigIssue;
+
+/// One route: a request matcher and the policy applied to what it matches.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RouteConfig {
+    /// Route name, used in metrics, logs and rule matchers. Unique.
+    pub(crate) name: String,
+    /// Which requests this route takes.
+    #[serde(rename = "match")]
+    pub(crate) matcher: RouteMatch,
+    /// What payguard does with them.
+    pub(crate) policy: PolicyKind,
+    /// Settings of a `notify` route (required with `policy: notify`).
+    #[serde(default)]
+    pub(crate) notify: Option<crate::notify::config::NotifyConfig>,
+}
+
+/// Request matcher of a route. Exactly one of `path` and `path_prefix`. Paths are matched on
+/// the request's canonical path (docs/configuration.md, "Route matching and path
+/// normalization"), so `/v1/%6Frders`, `//v1/./orders` and `/v1/x/../orders` all match
+/// `path: /v1/orders`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RouteMatch {
+    /// HTTP methods (upper case); empty means any. `GET` also takes `HEAD`.
+    #[serde(default)]
+    pub(crate) methods: Vec<String>,
+    /// Exact path (no query), in canonical form.
+    #[serde(default)]
+    pub(crate) path: Option<String>,
+    /// Path prefix, matched on whole segments (`/v1` matches `/v1` and `/v1/x`, not `/v10`).
+    #[serde(default)]
+    pub(crate) path_prefix: Option<String>,
+    /// Whether an exact `path` also matches the path with (or without) one trailing `/`:
+    /// `match` (default) or `strict`.
+    #[serde(default)]
+    pub(crate) trailing_slash: TrailingSlash,
+    /// Match ASCII letters of the path case-insensitively. Default: `true` on `guard` and
+    /// `notify` routes (a protected route catches every spelling a case-insensitive backend
+    /// would route to it), `false` on `pass` routes.
+    #[serde(default)]
+    pub(crate) case_insensitive: Option<bool>,
+}
+
+/// Trailing-slash handling of an exact route path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum TrailingSlash {
+    /// `/x` and `/x/` both match (most frameworks route them to one handler).
+    #[default]
+    Match,
+    /// Only the path exactly as written matches.
+    Strict,
+}
+
+/// Route policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum PolicyKind {
+    /// Proxy only.
+    Pass,
+    /// Client API guard (signature, nonce, rate, order and IP rules).
+    Guard,
+    /// Payment-channel notification endpoint.
+    Notify,
+}
+
+/// Fate of requests no route matches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum DefaultAction {
+    /// Proxy them unchanged (a sidecar in front of a whole app; the usual choice).
+    #[default]
+    Pass,
+    /// Answer 404 problem+json without contacting the backend.
+    NotFound,
+}
 
 /// How a route matches the path.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PathMatch {
+pub(crate) enum PathMatch {
     /// The path equals this.
     Exact(String),
     /// The path is this or continues it with `/` (segment-wise).
@@ -17,26 +97,26 @@ pub enum PathMatch {
 
 /// A compiled route.
 #[derive(Debug, Clone)]
-pub struct Route {
+pub(crate) struct Route {
     /// Route name (metrics label, log field).
-    pub name: String,
+    pub(crate) name: String,
     /// Allowed methods (upper case); empty = any. `GET` also takes `HEAD`.
-    pub methods: Vec<String>,
+    pub(crate) methods: Vec<String>,
     /// Path matcher.
-    pub path: PathMatch,
+    pub(crate) path: PathMatch,
     /// An exact path also matches with or without one trailing `/`.
-    pub trailing_slash: bool,
+    pub(crate) trailing_slash: bool,
     /// ASCII letters of the path match case-insensitively.
-    pub case_insensitive: bool,
+    pub(crate) case_insensitive: bool,
     /// Policy.
-    pub policy: PolicyKind,
+    pub(crate) policy: PolicyKind,
     /// Notification handler of a `notify` route.
-    pub notify: Option<std::sync::Arc<crate::notify::NotifyRoute>>,
+    pub(crate) notify: Option<std::sync::Arc<crate::notify::NotifyRoute>>,
 }
 
 impl Route {
     /// Whether this route takes a request (method upper case, path in routing form).
-    pub fn matches(&self, method: &str, path: &str) -> bool {
+    pub(crate) fn matches(&self, method: &str, path: &str) -> bool {
         method_listed(&self.methods, method) && self.matches_path(path)
     }
 
@@ -81,14 +161,14 @@ fn policy_name(p: PolicyKind) -> &'static str {
 
 /// All routes in order plus the default action.
 #[derive(Debug, Clone)]
-pub struct RouteTable {
+pub(crate) struct RouteTable {
     routes: Vec<Route>,
     default_action: DefaultAction,
 }
 
 /// Result of routing one request.
 #[derive(Debug, Clone, Copy)]
-pub enum Routed<'a> {
+pub(crate) enum Routed<'a> {
     /// A configured route matched.
     Route(&'a Route),
     /// No route matched; apply the default action.
@@ -96,12 +176,12 @@ pub enum Routed<'a> {
 }
 
 /// Route name used in metrics and logs for requests no route matched.
-pub const DEFAULT_ROUTE_NAME: &str = "_default";
+pub(crate) const DEFAULT_ROUTE_NAME: &str = "_default";
 
 impl RouteTable {
     /// Compiles routes, reporting every problem with its key path.
     /// `guard_configured` says whether a top-level `guard` section exists (needed by `guard` routes).
-    pub fn compile(
+    pub(crate) fn compile(
         routes: &[RouteConfig],
         default_action: DefaultAction,
         guard_configured: bool,
@@ -147,7 +227,7 @@ impl RouteTable {
             let mut notify = None;
             match (r.policy, &r.notify) {
                 (PolicyKind::Pass, None) => {}
-                (PolicyKind::Notify, Some(cfg)) => match cfg.build(&r.name) {
+                (PolicyKind::Notify, Some(cfg)) => match cfg.build() {
                     Ok(n) => notify = Some(n),
                     Err(e) => issues.extend(
                         e.into_iter()
@@ -188,7 +268,7 @@ impl RouteTable {
 
     /// The first route matching `method` (upper case) and `path` (routing form), else the
     /// default action.
-    pub fn route(&self, method: &str, path: &str) -> Routed<'_> {
+    pub(crate) fn route(&self, method: &str, path: &str) -> Routed<'_> {
         self.routes
             .iter()
             .find(|r| r.matches(method, path))
@@ -197,7 +277,7 @@ impl RouteTable {
     }
 
     /// All routes in order.
-    pub fn routes(&self) -> &[Route] {
+    pub(crate) fn routes(&self) -> &[Route] {
         &self.routes
     }
 
@@ -205,7 +285,7 @@ impl RouteTable {
     /// earlier route takes requests from, and a protected path that other methods reach through
     /// a `pass` route or `default_action: pass`. Valid configurations; `payguard check` prints
     /// these as warnings with the route's key path.
-    pub fn warnings(&self) -> Vec<ConfigIssue> {
+    pub(crate) fn warnings(&self) -> Vec<ConfigIssue> {
         let mut out = Vec::new();
         for (j, b) in self.routes.iter().enumerate().filter(|(_, r)| r.protected()) {
             let at = format!("routes[{j}]");
@@ -298,7 +378,6 @@ fn check_path(p: &str, at: &str, issues: &mut Vec<ConfigIssue>) -> Option<String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RouteMatch;
 
     fn route(name: &str, methods: &[&str], path: Option<&str>, prefix: Option<&str>) -> RouteConfig {
         RouteConfig {

@@ -39,22 +39,22 @@ pub struct EmbeddedStoreConfig {
     /// signed requests of that period (300 s window: 600 s × requests/s). When full, signed
     /// requests are refused with 503 until nonces expire.
     #[serde(default = "default_max_nonces")]
-    pub max_nonces: u64,
+    pub(crate) max_nonces: u64,
     /// Notification dedup records (in-flight leases and delivered events, kept for the route's
     /// `keep`, 7 days by default). When full, notifications get the channel's failure answer.
     #[serde(default = "default_max_dedup_records")]
-    pub max_dedup_records: u64,
+    pub(crate) max_dedup_records: u64,
     /// Token buckets (one per rule and identity). When full, the bucket closest to refilling is
     /// dropped: it starts full when next used.
     #[serde(default = "default_max_buckets")]
-    pub max_buckets: u64,
+    pub(crate) max_buckets: u64,
     /// Order counters (one per rule, user and window). When full, new counters are refused and
     /// order rules apply their `on_store_error`.
     #[serde(default = "default_max_counters")]
-    pub max_counters: u64,
+    pub(crate) max_counters: u64,
     /// Dynamic deny-list members. When full, adding one fails.
     #[serde(default = "default_max_deny_entries")]
-    pub max_deny_entries: u64,
+    pub(crate) max_deny_entries: u64,
 }
 
 fn default_max_nonces() -> u64 {
@@ -87,7 +87,7 @@ impl Default for EmbeddedStoreConfig {
 
 impl EmbeddedStoreConfig {
     /// (key, value) of every budget, for validation and `payguard check`.
-    pub fn budgets(&self) -> [(&'static str, u64); 5] {
+    pub(crate) fn budgets(&self) -> [(&'static str, u64); 5] {
         [
             ("max_nonces", self.max_nonces),
             ("max_dedup_records", self.max_dedup_records),
@@ -99,7 +99,7 @@ impl EmbeddedStoreConfig {
 }
 
 /// The kinds of record a full budget refuses (metric label values of `payguard_store_full_total`).
-pub const BUDGETED_KINDS: [&str; 4] = ["nonces", "dedup records", "counters", "deny-list members"];
+pub(crate) const BUDGETED_KINDS: [&str; 4] = ["nonces", "dedup records", "counters", "deny-list members"];
 
 /// Tolerance for float comparisons of token counts (refill accrues fractions); same as lua/lib.lua.
 const EPS: f64 = 1e-6;
@@ -538,7 +538,7 @@ impl EmbeddedStore {
     }
 
     /// Records held per kind, and each kind's budget (expired records not yet dropped count).
-    pub fn usage(&self) -> Vec<(&'static str, u64, u64)> {
+    pub(crate) fn usage(&self) -> Vec<(&'static str, u64, u64)> {
         let t = self.tables.lock();
         let row = |table: &dyn Usage| table.usage();
         vec![

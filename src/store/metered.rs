@@ -16,7 +16,7 @@ use super::{
 
 /// Wraps a store and measures it.
 #[derive(Debug)]
-pub struct MeteredStore {
+pub(crate) struct MeteredStore {
     inner: Arc<dyn Store>,
     duration: HistogramVec,
     errors: IntCounterVec,
@@ -26,7 +26,7 @@ pub struct MeteredStore {
 
 impl MeteredStore {
     /// Measures `inner` into the metric families of `metrics`.
-    pub fn new(inner: Arc<dyn Store>, metrics: &crate::metrics::Metrics) -> Self {
+    pub(crate) fn new(inner: Arc<dyn Store>, metrics: &crate::metrics::Metrics) -> Self {
         Self {
             inner,
             duration: metrics.store_duration.clone(),

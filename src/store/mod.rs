@@ -16,11 +16,10 @@ use crate::clock::SharedClock;
 pub mod embedded;
 pub(crate) mod generation;
 pub mod metered;
-pub mod redis_sentinel;
+pub(crate) mod redis_sentinel;
 pub mod redis_store;
 
 pub use embedded::{EmbeddedStore, EmbeddedStoreConfig};
-pub use redis_sentinel::RedisSentinelConfig;
 pub use redis_store::{RedisStore, RedisStoreConfig, RedisTlsConfig};
 
 /// A store failure (timeout, connection refused, script error). Callers apply the rule's
@@ -167,7 +166,7 @@ impl DataLossSource {
     pub const ALL: [Self; 3] = [Self::Guard, Self::Notification, Self::HealthCheck];
 
     /// Metric label and log value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Guard => "guard",
             Self::Notification => "notification",
@@ -284,10 +283,10 @@ pub struct StoreConfig {
     pub backend: StoreBackend,
     /// Settings of the embedded store (used when `backend: embedded`).
     #[serde(default)]
-    pub embedded: EmbeddedStoreConfig,
+    pub(crate) embedded: EmbeddedStoreConfig,
     /// Settings of the Redis store (required when `backend: redis`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis: Option<RedisStoreConfig>,
+    pub(crate) redis: Option<RedisStoreConfig>,
 }
 
 impl StoreConfig {
@@ -351,7 +350,7 @@ pub(crate) fn lease_token() -> String {
 
 impl StoreConfig {
     /// One line for `payguard check`: backend and where it is (never the password).
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         match (self.backend, &self.redis) {
             (StoreBackend::Redis, Some(r)) if r.sentinel.is_some() => {
                 let sentinel = r

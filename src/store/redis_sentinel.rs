@@ -29,21 +29,21 @@ pub(crate) const FOLLOW_INTERVAL: Duration = Duration::from_millis(250);
 #[serde(deny_unknown_fields)]
 pub struct RedisSentinelConfig {
     /// Sentinel addresses, `host:port` each (sentinels listen on 26379 by default).
-    pub nodes: Vec<String>,
+    pub(crate) nodes: Vec<String>,
     /// The name the sentinels monitor the master under (`sentinel monitor <name> ...`).
-    pub master_name: String,
+    pub(crate) master_name: String,
     /// Password of the Redis master and replicas (`requirepass`), as `env:NAME` or
     /// `file:/path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<SecretRef>,
+    pub(crate) password: Option<SecretRef>,
     /// Password of the sentinels themselves (`requirepass` in sentinel.conf), if they have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sentinel_password: Option<SecretRef>,
+    pub(crate) sentinel_password: Option<SecretRef>,
 }
 
 impl RedisSentinelConfig {
     /// Problems as (key path relative to this section, message); empty when usable.
-    pub fn validate(&self) -> Vec<(String, String)> {
+    pub(crate) fn validate(&self) -> Vec<(String, String)> {
         let mut issues = Vec::new();
         if self.nodes.is_empty() {
             issues.push((

@@ -478,12 +478,12 @@ impl RedisStore {
     }
 
     /// Whether the first connection has been made (afterwards the client reconnects by itself).
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         self.conn.load().is_some()
     }
 
     /// Waits up to `timeout` for the first connection; whether it is there.
-    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+    pub(crate) async fn wait_connected(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         while !self.is_connected() {
             if tokio::time::Instant::now() >= deadline {
@@ -511,7 +511,7 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// A store that connects in the background (a task on the current Tokio runtime), retrying
 /// with backoff until Redis answers. Fails only on an invalid section or unreadable secret.
-pub fn connect_in_background(cfg: &RedisStoreConfig) -> Result<RedisStore, StoreError> {
+pub(crate) fn connect_in_background(cfg: &RedisStoreConfig) -> Result<RedisStore, StoreError> {
     let settings = ConnectSettings::resolve(cfg)?;
     let store = RedisStore::unconnected(cfg);
     let connecting = store.clone();
