@@ -343,7 +343,13 @@ impl AsyncRead for HeadGuard {
                         // An idle kept-alive connection simply ends, as if the client closed it.
                         return Poll::Ready(Ok(()));
                     }
-                    return Poll::Ready(Err(this.refuse(cx, Refusal::HeadTimeout)));
+                    let error = this.refuse(cx, Refusal::HeadTimeout);
+                    if matches!(this.phase, Phase::Head { bytes: 0, .. }) {
+                        // Nothing of a head arrived: an end of stream closes the connection
+                        // without Pingora logging a read error for it.
+                        return Poll::Ready(Ok(()));
+                    }
+                    return Poll::Ready(Err(error));
                 }
                 Poll::Pending
             }
