@@ -144,6 +144,12 @@ impl Metrics {
         for why in crate::listener::Refusal::ALL {
             connection_refusals.with_label_values(&[why.as_str()]);
         }
+        // The standard process metrics (process_cpu_seconds_total, process_resident_memory_bytes,
+        // process_open_fds, ...), unprefixed so the usual dashboards and alerts find them.
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("unique metric name");
         let build_info = prometheus::IntGaugeVec::new(
             Opts::new("build_info", "Always 1; the running payguard's version.").namespace("payguard"),
             &["version"],

@@ -285,6 +285,10 @@ fn the_access_log_has_client_user_agent_and_bytes_and_in_flight_returns_to_zero(
         )),
         1.0
     );
+    // The standard process metrics are exported too.
+    assert!(pg.metric("process_resident_memory_bytes") > 1_000_000.0);
+    assert!(pg.metric("process_open_fds") > 0.0);
+    assert!(pg.metric("process_start_time_seconds") > 1_000_000_000.0);
 }
 
 /// A client's valid W3C trace reaches the backend unchanged and is logged; a request without one
