@@ -326,17 +326,17 @@ impl AsyncRead for HeadGuard {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                let limits = this.limits;
-                let at = match this.phase {
-                    Phase::Body => return Poll::Pending,
-                    Phase::Idle => Instant::now() + limits.keepalive_timeout,
-                    Phase::Head { .. } => this
-                        .first_deadline
-                        .unwrap_or_else(|| Instant::now() + limits.head_timeout),
-                };
-                let deadline = this
-                    .deadline
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                if matches!(this.phase, Phase::Body) {
+                    return Poll::Pending;
+                }
+                let (limits, phase, first) = (this.limits, &this.phase, this.first_deadline);
+                let deadline = this.deadline.get_or_insert_with(|| {
+                    let at = match phase {
+                        Phase::Idle => Instant::now() + limits.keepalive_timeout,
+                        _ => first.unwrap_or_else(|| Instant::now() + limits.head_timeout),
+                    };
+                    Box::pin(tokio::time::sleep_until(at))
+                });
                 if deadline.as_mut().poll(cx).is_ready() {
                     this.deadline = None;
                     if matches!(this.phase, Phase::Idle) {
