@@ -408,6 +408,10 @@ fn a_failed_count_after_upstream_2xx_is_one_store_error() {
     assert_eq!(env.send(&order()).status(), 200);
     let count_errors = "payguard_store_errors_total{backend=\"redis\",op=\"count\"}";
     assert_eq!(env.metric(count_errors), 0.0);
+    // The first order's count also runs after its answer: let it finish before Redis stops, or
+    // it fails too and is a second error.
+    let counted = "payguard_store_operation_duration_seconds_count{backend=\"redis\",op=\"count\"}";
+    assert_eq!(env.pg.wait_metric(counted, 1.0), 1.0, "the first order was counted");
     env.redis.as_mut().unwrap().stop();
     assert_eq!(env.send(&order()).status(), 200, "on_store_error: allow");
     assert_eq!(env.up.requests().len(), 2);
