@@ -211,11 +211,6 @@ impl HeadGuard {
         }
     }
 
-    /// Reads `data`, the next bytes of the head, against the limits.
-    fn scan(&mut self, data: &[u8]) -> Scan {
-        scan(&mut self.phase, &self.limits, data)
-    }
-
     /// Counts `why`, writes its answer if the socket takes it at once, and gives the error that
     /// ends the connection.
     fn refuse(&mut self, cx: &mut Context<'_>, why: Refusal) -> io::Error {
@@ -314,7 +309,7 @@ impl AsyncRead for HeadGuard {
                     this.phase = Phase::head();
                     this.deadline = None;
                 }
-                match this.scan(new) {
+                match scan(&mut this.phase, &this.limits, new) {
                     Scan::More => {}
                     Scan::Complete => {
                         this.phase = Phase::Body;
