@@ -91,13 +91,20 @@ def port_of(addr):
     return int(str(addr).rsplit(":", 1)[1])
 
 
-def consistency(path):
+def rendered_pod(path):
+    """A rendering's documents, payguard's config from its ConfigMap, the Deployment's pod spec
+    and every container of it (native sidecars in initContainers included)."""
     docs = [d for _, d in documents([path])]
     (deploy,) = by_kind(docs, "Deployment")
     (configmap,) = by_kind(docs, "ConfigMap")
     config = yaml.safe_load(configmap["data"]["payguard.yaml"])
     pod = deploy["spec"]["template"]["spec"]
     containers = pod.get("initContainers", []) + pod["containers"]
+    return docs, config, pod, containers
+
+
+def consistency(path):
+    docs, config, pod, containers = rendered_pod(path)
     (pg,) = [c for c in containers if c["name"] == "payguard"]
     app = [c for c in containers if c["name"] != "payguard"]
     problems = []
@@ -215,12 +222,7 @@ def secrets(schema_path, paths):
     reference into the Secret volume, which only the payguard container mounts."""
     schema = json.loads(pathlib.Path(schema_path).read_text())
     for path in paths:
-        docs = [d for _, d in documents([path])]
-        (deploy,) = by_kind(docs, "Deployment")
-        (configmap,) = by_kind(docs, "ConfigMap")
-        config = yaml.safe_load(configmap["data"]["payguard.yaml"])
-        pod = deploy["spec"]["template"]["spec"]
-        containers = pod.get("initContainers", []) + pod["containers"]
+        _, config, pod, containers = rendered_pod(path)
         secret_volumes = {v["name"] for v in pod["volumes"] if "secret" in v}
         problems = []
         mounts = {}
