@@ -12,6 +12,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod egress;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod guard;

@@ -56,6 +56,10 @@ pub(crate) struct Metrics {
     pub(crate) notifications: IntCounterVec,
     /// Backend latency of forwarded notifications, by route.
     pub(crate) notify_backend_duration: HistogramVec,
+    /// Egress calls to payment channels by route, channel and outcome.
+    pub(crate) egress_requests: IntCounterVec,
+    /// Channel latency of egress calls (connect to last answer byte), by route and channel.
+    pub(crate) egress_duration: HistogramVec,
 }
 
 impl Metrics {
@@ -193,6 +197,16 @@ impl Metrics {
             "Backend latency of forwarded notifications.",
             &["route"],
         );
+        let egress_requests = counter(
+            "egress_requests_total",
+            "Egress calls to payment channels by route, channel and outcome.",
+            &["route", "channel", "outcome"],
+        );
+        let egress_duration = histogram(
+            "egress_duration_seconds",
+            "Channel latency of egress calls.",
+            &["route", "channel"],
+        );
         let rule_decisions = counter(
             "rule_decisions_total",
             "Guard decisions by rule kind, rule, decision and mode.",
@@ -235,6 +249,8 @@ impl Metrics {
             signature_failures,
             notifications,
             notify_backend_duration,
+            egress_requests,
+            egress_duration,
             registry,
             requests,
             responses,

@@ -1,7 +1,7 @@
 //! How a request or a notification ended, as types. One place turns them into the `outcome`
 //! label of `payguard_requests_total` / `payguard_notifications_total` and the `outcome` field of
 //! the access and notification logs ([`RequestOutcome::as_str`], [`NotifyOutcome::as_str`]), and
-//! [`RequestOutcome::ALL`] / [`NotifyOutcome::ALL`] are the lists docs/operations.md documents
+//! [`RequestOutcome::ALL`] / [`NotifyOutcome::ALL`] / [`EgressOutcome::ALL`] are the lists docs/operations.md documents
 //! (a test keeps them in step). A leaf module: channels, notify and proxy all use it.
 
 macro_rules! outcomes {
@@ -42,6 +42,8 @@ outcomes! {
         Rejected = "rejected",
         /// A notify route; its result is a [`NotifyOutcome`].
         Notification = "notification",
+        /// An egress route; its result is an [`EgressOutcome`].
+        Egress = "egress",
         /// No route matched and the default action is `not_found`.
         NotFound = "not_found",
         /// The backend could not be reached or broke the exchange.
@@ -100,6 +102,33 @@ outcomes! {
     }
 }
 
+outcomes! {
+    /// How an egress call to a payment channel ended (`payguard_egress_requests_total{outcome}`).
+    EgressOutcome {
+        /// Signed, sent, and the channel's answer verified and relayed.
+        #[default]
+        Relayed = "relayed",
+        /// Method or channel path not on the route's allow-list; nothing sent (403).
+        RefusedNotAllowed = "refused_not_allowed",
+        /// The backend's request cannot be made into a channel call; nothing sent (400).
+        RefusedBadRequest = "refused_bad_request",
+        /// The backend's body is over the route's limit; nothing sent (413).
+        RefusedTooLarge = "refused_too_large",
+        /// The request could not be signed; nothing sent (500).
+        SigningFailed = "signing_failed",
+        /// The channel's answer does not verify; nothing relayed (502).
+        AnswerUnverified = "answer_unverified",
+        /// The channel's answer body is over the route's limit; nothing relayed (502).
+        AnswerTooLarge = "answer_too_large",
+        /// The channel could not be reached or broke off the exchange (502).
+        ChannelUnreachable = "channel_unreachable",
+        /// The channel did not answer in time (504).
+        ChannelTimeout = "channel_timeout",
+        /// The backend's body stalled or came too slowly (408).
+        ClientTimeout = "client_timeout",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,10 +170,20 @@ mod tests {
     }
 
     #[test]
+    fn the_operations_page_lists_exactly_the_egress_outcomes() {
+        let mut doc = documented("payguard_egress_requests_total", "calls:");
+        let mut code: Vec<_> = EgressOutcome::ALL.iter().map(|o| o.as_str().to_string()).collect();
+        doc.sort();
+        code.sort();
+        assert_eq!(doc, code);
+    }
+
+    #[test]
     fn labels_are_unique_snake_case() {
         let requests = RequestOutcome::ALL.iter().map(|o| o.as_str());
         let notifications = NotifyOutcome::ALL.iter().map(|o| o.as_str());
-        for all in [requests.collect::<Vec<_>>(), notifications.collect()] {
+        let egress = EgressOutcome::ALL.iter().map(|o| o.as_str());
+        for all in [requests.collect::<Vec<_>>(), notifications.collect(), egress.collect()] {
             let mut seen = std::collections::HashSet::new();
             for l in &all {
                 assert!(l.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{l}");

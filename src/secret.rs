@@ -60,6 +60,11 @@ impl SecretRef {
         }
     }
 
+    /// Whether the value is written into the config file itself (neither `env:` nor `file:`).
+    pub(crate) fn is_inline(&self) -> bool {
+        !self.0.starts_with("env:") && !self.0.starts_with("file:")
+    }
+
     /// Reads the secret. The error text names the source, never the value. Inside
     /// [`track_resolution`] the files read are recorded, and offline `env:` and `file:` references
     /// are not read at all (they fail with [`NOT_READ_OFFLINE`]).

@@ -29,7 +29,7 @@ fn check_reports_all_three_mistakes_with_key_paths_and_fails() {
     assert!(err.contains("upstream.conect_timeout: unknown key"), "{err}");
     assert!(err.contains("server.threads: `many` is not"), "{err}");
     assert!(
-        err.contains("routes[0].policy: `teleport` is not one of: pass, guard, notify"),
+        err.contains("routes[0].policy: `teleport` is not one of: pass, guard, notify, egress"),
         "{err}"
     );
 }

@@ -267,7 +267,45 @@ impl Channel for WechatpayV3 {
     }
 
     fn verify_signed(&self, req: &NotifyRequest<'_>, now: Timestamp) -> Result<VerifiedEvent, ChannelError> {
-        let headers = req.headers;
+        self.verify_signature(req.headers, req.body, now)?;
+        self.event_from_signed(req.body)
+    }
+
+    fn success_ack(&self) -> Ack {
+        // 200 or 204, no body required.
+        Ack {
+            status: 204,
+            content_type: None,
+            body: Vec::new(),
+        }
+    }
+
+    fn failure_ack(&self, reason: &str) -> Ack {
+        failure_ack_with_status(500, reason)
+    }
+
+    /// signature, serial and timestamp failures → 401; a malformed body → 400; the rest
+    /// (backend or store trouble) stays 500 so WeChat Pay retries.
+    fn rejection_ack(&self, err: &ChannelError) -> Ack {
+        let status = match err {
+            ChannelError::Signature(_)
+            | ChannelError::Stale(_)
+            | ChannelError::UnknownKey(_)
+            | ChannelError::Unsupported(_) => 401,
+            ChannelError::Malformed(_)
+            | ChannelError::Decrypt(_)
+            | ChannelError::Business(_)
+            | ChannelError::Amount(_) => 400,
+        };
+        failure_ack_with_status(status, err.ack_reason())
+    }
+}
+
+impl WechatpayV3 {
+    /// The `Wechatpay-Serial`, `-Signature`, `-Timestamp` and `-Nonce` headers over
+    /// `timestamp\nnonce\nbody\n`: WeChat Pay signs its notifications and its answers to API
+    /// calls alike, so the egress answers (`src/egress/wechatpay_v3.rs`) are verified here too.
+    pub(crate) fn verify_signature(&self, headers: &http::HeaderMap, body: &[u8], now: Timestamp) -> Result<(), ChannelError> {
         let serial = required_header(headers, "wechatpay-serial")?;
         let signature = required_header(headers, "wechatpay-signature")?;
         let timestamp = required_header(headers, "wechatpay-timestamp")?;
@@ -306,45 +344,14 @@ impl Channel for WechatpayV3 {
         let sig_bytes = BASE64
             .decode(signature)
             .map_err(|_| ChannelError::Signature("Wechatpay-Signature is not base64".into()))?;
-        let message = signed_message(timestamp, nonce, req.body);
+        let message = signed_message(timestamp, nonce, body);
         // A signature of the wrong length (truncated, padded) does not verify either.
         if !key.verifies(&message, &sig_bytes) {
             return Err(ChannelError::Signature("RSA-SHA256 signature does not verify".into()));
         }
-        self.event_from_signed(req.body)
+        Ok(())
     }
 
-    fn success_ack(&self) -> Ack {
-        // 200 or 204, no body required.
-        Ack {
-            status: 204,
-            content_type: None,
-            body: Vec::new(),
-        }
-    }
-
-    fn failure_ack(&self, reason: &str) -> Ack {
-        failure_ack_with_status(500, reason)
-    }
-
-    /// signature, serial and timestamp failures → 401; a malformed body → 400; the rest
-    /// (backend or store trouble) stays 500 so WeChat Pay retries.
-    fn rejection_ack(&self, err: &ChannelError) -> Ack {
-        let status = match err {
-            ChannelError::Signature(_)
-            | ChannelError::Stale(_)
-            | ChannelError::UnknownKey(_)
-            | ChannelError::Unsupported(_) => 401,
-            ChannelError::Malformed(_)
-            | ChannelError::Decrypt(_)
-            | ChannelError::Business(_)
-            | ChannelError::Amount(_) => 400,
-        };
-        failure_ack_with_status(status, err.ack_reason())
-    }
-}
-
-impl WechatpayV3 {
     /// Everything after the signature verified: the envelope, the resource decrypted with the
     /// APIv3 key, the event and the merchant checks.
     pub(crate) fn event_from_signed(&self, body: &[u8]) -> Result<VerifiedEvent, ChannelError> {

@@ -254,7 +254,9 @@ fn build(file: &FileConfig, mode: Mode) -> Result<Config, ConfigIssues> {
         }
     }
 
-    let routes = match RouteTable::compile(&file.routes, file.default_action, file.guard.is_some()) {
+    let (merchants, merchant_issues) = crate::egress::Merchants::build(&file.merchants);
+    issues.extend(merchant_issues);
+    let routes = match RouteTable::compile(&file.routes, file.default_action, file.guard.is_some(), &merchants) {
         Ok(table) => Some(table),
         Err(route_issues) => {
             issues.extend(route_issues);
@@ -335,6 +337,8 @@ fn without_store(file: &FileConfig) -> WithoutStore {
             PolicyKind::Pass => false,
             PolicyKind::Guard => guard_fails_closed(&route.name),
             PolicyKind::Notify => true,
+            // An egress call needs only the channel.
+            PolicyKind::Egress => false,
         };
         if closed {
             out.failing_closed.push(route.name.clone());

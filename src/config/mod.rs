@@ -43,6 +43,10 @@ pub struct FileConfig {
     /// Client API guard: signature, IP, rate and order rules, used by `guard` routes.
     #[serde(default)]
     pub(crate) guard: Option<crate::guard::GuardConfig>,
+    /// Merchant accounts at payment channels, by name: the keys `egress` routes sign with
+    /// (docs/egress.md).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub(crate) merchants: std::collections::BTreeMap<String, crate::egress::MerchantConfig>,
     /// Routes, tried in order; the first match selects the policy.
     #[serde(default)]
     pub(crate) routes: Vec<RouteConfig>,

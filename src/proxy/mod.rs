@@ -2,6 +2,7 @@
 //! `response_filter` → `logging`) with a per-request [`RequestCtx`].
 
 pub mod backend;
+mod egress;
 pub(crate) mod request_head;
 pub mod routes;
 
@@ -879,6 +880,13 @@ impl ProxyHttp for PayguardProxy {
                     },
                     (PolicyKind::Notify, Some(notify)) => {
                         self.handle_notify(session, ctx, &config, &notify).await?;
+                        Ok(true)
+                    }
+                    (PolicyKind::Egress, _) if route.egress.is_some() => {
+                        let egress = route.egress.clone();
+                        if let Some(egress) = egress {
+                            self.handle_egress(session, ctx, &config, &egress).await?;
+                        }
                         Ok(true)
                     }
                     // Rejected by config validation until their handlers exist.

@@ -23,6 +23,9 @@ pub(crate) struct RouteConfig {
     /// Settings of a `notify` route (required with `policy: notify`).
     #[serde(default)]
     pub(crate) notify: Option<crate::notify::config::NotifyConfig>,
+    /// Settings of an `egress` route (required with `policy: egress`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) egress: Option<crate::egress::EgressConfig>,
 }
 
 /// Request matcher of a route. Exactly one of `path` and `path_prefix`. Paths are matched on
@@ -73,6 +76,8 @@ pub(crate) enum PolicyKind {
     Guard,
     /// Payment-channel notification endpoint.
     Notify,
+    /// Signed calls from the backend to a payment channel's API (docs/egress.md).
+    Egress,
 }
 
 /// Fate of requests no route matches.
@@ -112,6 +117,8 @@ pub(crate) struct Route {
     pub(crate) policy: PolicyKind,
     /// Notification handler of a `notify` route.
     pub(crate) notify: Option<std::sync::Arc<crate::notify::NotifyRoute>>,
+    /// Channel-call handler of an `egress` route.
+    pub(crate) egress: Option<std::sync::Arc<crate::egress::EgressRoute>>,
 }
 
 impl Route {
@@ -156,6 +163,7 @@ fn policy_name(p: PolicyKind) -> &'static str {
         PolicyKind::Pass => "pass",
         PolicyKind::Guard => "guard",
         PolicyKind::Notify => "notify",
+        PolicyKind::Egress => "egress",
     }
 }
 
@@ -180,11 +188,13 @@ pub(crate) const DEFAULT_ROUTE_NAME: &str = "_default";
 
 impl RouteTable {
     /// Compiles routes, reporting every problem with its key path.
-    /// `guard_configured` says whether a top-level `guard` section exists (needed by `guard` routes).
+    /// `guard_configured` says whether a top-level `guard` section exists (needed by `guard` routes);
+    /// `merchants` are the accounts `egress` routes sign with.
     pub(crate) fn compile(
         routes: &[RouteConfig],
         default_action: DefaultAction,
         guard_configured: bool,
+        merchants: &crate::egress::Merchants,
     ) -> Result<Self, Vec<ConfigIssue>> {
         let mut issues = Vec::new();
         let mut compiled = Vec::with_capacity(routes.len());
@@ -224,6 +234,28 @@ impl RouteTable {
                     None
                 }
             };
+            let mut egress = None;
+            match (r.policy, &r.egress) {
+                (PolicyKind::Egress, Some(cfg)) => match r.matcher.path_prefix.as_deref() {
+                    // The channel path is what follows the route's prefix.
+                    None => issues.push(ConfigIssue::new(
+                        at("match"),
+                        "an egress route matches with `path_prefix` (the channel path follows it)",
+                    )),
+                    Some(prefix) => match cfg.build(merchants, prefix) {
+                        Ok(e) => egress = Some(std::sync::Arc::new(e)),
+                        Err(e) => issues.extend(
+                            e.into_iter()
+                                .map(|i| ConfigIssue::new(at(&format!("egress.{}", i.path)), i.message)),
+                        ),
+                    },
+                },
+                (PolicyKind::Egress, None) => {
+                    issues.push(ConfigIssue::new(at("egress"), "required with `policy: egress`"))
+                }
+                (_, Some(_)) => issues.push(ConfigIssue::new(at("egress"), "only allowed with `policy: egress`")),
+                (_, None) => {}
+            }
             let mut notify = None;
             match (r.policy, &r.notify) {
                 (PolicyKind::Pass, None) => {}
@@ -242,7 +274,7 @@ impl RouteTable {
                     at("policy"),
                     "policy `guard` needs a top-level `guard` section",
                 )),
-                (PolicyKind::Guard, None) => {}
+                (PolicyKind::Guard | PolicyKind::Egress, None) => {}
             }
             if let Some(path) = path {
                 compiled.push(Route {
@@ -253,6 +285,7 @@ impl RouteTable {
                     case_insensitive: r.matcher.case_insensitive.unwrap_or(r.policy != PolicyKind::Pass),
                     policy: r.policy,
                     notify,
+                    egress,
                 });
             }
         }
@@ -390,6 +423,7 @@ mod tests {
             },
             policy: PolicyKind::Pass,
             notify: None,
+            egress: None,
         }
     }
 
@@ -414,6 +448,7 @@ mod tests {
             ],
             DefaultAction::NotFound,
             false,
+            &crate::egress::Merchants::default(),
         )
         .unwrap();
         assert_eq!(name(&t, "POST", "/v1/orders"), "orders");
@@ -431,6 +466,7 @@ mod tests {
             &[route("x", &[], Some("/x"), None), strict],
             DefaultAction::NotFound,
             false,
+            &crate::egress::Merchants::default(),
         )
         .unwrap();
         assert_eq!(name(&t, "GET", "/x/"), "x");
@@ -453,6 +489,7 @@ mod tests {
             ],
             DefaultAction::NotFound,
             true,
+            &crate::egress::Merchants::default(),
         )
         .unwrap();
         assert_eq!(name(&t, "POST", "/API/Orders"), "g");
@@ -467,6 +504,7 @@ mod tests {
             &[route("g", &["GET"], Some("/x"), None)],
             DefaultAction::NotFound,
             false,
+            &crate::egress::Merchants::default(),
         )
         .unwrap();
         assert_eq!(name(&t, "HEAD", "/x"), "g");
@@ -474,8 +512,13 @@ mod tests {
 
     #[test]
     fn path_and_prefix_are_exclusive_and_must_be_canonical() {
-        let err =
-            RouteTable::compile(&[route("x", &[], Some("/a"), Some("/b"))], DefaultAction::Pass, false).unwrap_err();
+        let err = RouteTable::compile(
+            &[route("x", &[], Some("/a"), Some("/b"))],
+            DefaultAction::Pass,
+            false,
+            &crate::egress::Merchants::default(),
+        )
+        .unwrap_err();
         assert_eq!(err[0].path, "routes[0].match");
         let err = RouteTable::compile(
             &[
@@ -484,6 +527,7 @@ mod tests {
             ],
             DefaultAction::Pass,
             false,
+            &crate::egress::Merchants::default(),
         )
         .unwrap_err();
         let paths: Vec<_> = err.iter().map(|i| i.path.as_str()).collect();
@@ -509,6 +553,7 @@ mod tests {
             ],
             DefaultAction::NotFound,
             true,
+            &crate::egress::Merchants::default(),
         )
         .unwrap();
         let texts: Vec<String> = t.warnings().iter().map(|i| i.to_string()).collect();
@@ -561,6 +606,7 @@ mod tests {
             ],
             DefaultAction::NotFound,
             true,
+            &crate::egress::Merchants::default(),
         )
         .unwrap();
         let w = t.warnings();
@@ -576,6 +622,7 @@ mod tests {
             &[guarded(route("orders", &["POST"], Some("/api/orders"), None))],
             DefaultAction::Pass,
             true,
+            &crate::egress::Merchants::default(),
         )
         .unwrap();
         assert!(t.warnings()[0].message.contains("`default_action: pass`"));
@@ -587,6 +634,7 @@ mod tests {
             ],
             DefaultAction::Pass,
             true,
+            &crate::egress::Merchants::default(),
         )
         .unwrap();
         assert!(t.warnings().is_empty(), "{:?}", t.warnings());
@@ -606,6 +654,7 @@ mod tests {
             ],
             DefaultAction::NotFound,
             true,
+            &crate::egress::Merchants::default(),
         )
         .unwrap()
     }

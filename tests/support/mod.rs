@@ -1,6 +1,7 @@
 //! Test harness: real processes on free loopback ports, cleaned up on drop (also on panic).
 #![allow(dead_code)]
 
+pub mod channel_sim;
 pub mod fault_proxy;
 pub mod framework;
 pub mod guard;

@@ -1,0 +1,374 @@
+//! WeChat Pay API v3 egress: the merchant's `Authorization` header
+//! (`WECHATPAY2-SHA256-RSA2048`, SHA256withRSA over `METHOD\nURL\nTIMESTAMP\nNONCE\nBODY\n`,
+//! URL = path and query as sent) and the answer's `Wechatpay-Signature`, checked by the same
+//! code as notifications ([`WechatpayV3::verify_signature`]).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use rand::distributions::{Alphanumeric, DistString};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::client::{BaseUrl, ChannelClient, ChannelRequest, Limits};
+use super::{CallRecord, EgressError, EgressRequest, Relayed};
+use crate::channels::keys::RsaSigningKey;
+use crate::channels::wechatpay_v3::{PlatformCertificate, WechatpayV3, WechatpayV3Config};
+use crate::channels::ChannelError;
+use crate::clock::Clock;
+use crate::issue::ConfigIssue;
+use crate::secret::SecretRef;
+
+/// The production API host.
+const DEFAULT_BASE_URL: &str = "https://api.mch.weixin.qq.com";
+/// The `Authorization` scheme.
+const SCHEME: &str = "WECHATPAY2-SHA256-RSA2048";
+
+fn default_base_url() -> String {
+    DEFAULT_BASE_URL.to_string()
+}
+
+fn default_tolerance() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// `merchants.<name>` with `channel: wechatpay_v3`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WechatpayV3MerchantConfig {
+    /// Merchant id (`mchid`).
+    pub(crate) mchid: String,
+    /// App id the merchant's answers are checked against where they carry one; optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) appid: Option<String>,
+    /// Serial number of the merchant API certificate (`serial_no` in `Authorization`).
+    pub(crate) certificate_serial: String,
+    /// The merchant API private key (`apiclient_key.pem`, PKCS#8 or PKCS#1 PEM, RSA 2048+);
+    /// `file:` or `env:` only.
+    pub(crate) private_key: SecretRef,
+    /// APIv3 key: 32 ASCII characters.
+    pub(crate) api_v3_key: SecretRef,
+    /// Platform certificates whose keys sign the answers (as on a `wechatpay_v3` notify route).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) platform_certificates: Vec<PlatformCertificate>,
+    /// WeChat Pay public-key id (`PUB_KEY_ID_…`) for public-key mode; needs `public_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) public_key_id: Option<String>,
+    /// WeChat Pay public key (PEM) for public-key mode; needs `public_key_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) public_key: Option<SecretRef>,
+    /// Largest accepted distance between an answer's `Wechatpay-Timestamp` and now.
+    #[serde(default = "default_tolerance", with = "humantime_serde")]
+    #[schemars(with = "crate::schema::DurationText")]
+    pub(crate) tolerance: Duration,
+    /// The API's base URL, `https://host[:port]`.
+    #[serde(default = "default_base_url")]
+    pub(crate) base_url: String,
+    /// PEM CA certificates trusted besides the system roots (a sandbox's or a test's CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) extra_ca: Option<SecretRef>,
+}
+
+impl WechatpayV3MerchantConfig {
+    /// Resolves the keys and builds the signer, the answer verifier and the client.
+    pub(crate) fn build(&self) -> Result<WechatpayV3Merchant, Vec<ConfigIssue>> {
+        let mut issues = Vec::new();
+        // The answer verifier is the notification channel's, built from the same keys.
+        let verifier = WechatpayV3Config {
+            mchid: self.mchid.clone(),
+            appid: self.appid.clone(),
+            api_v3_key: self.api_v3_key.clone(),
+            platform_certificates: self.platform_certificates.clone(),
+            public_key_id: self.public_key_id.clone(),
+            public_key: self.public_key.clone(),
+            tolerance: self.tolerance,
+        }
+        .build()
+        .map_err(|e| issues.extend(e))
+        .ok();
+        let serial = self.certificate_serial.trim();
+        if serial.is_empty() || !serial.bytes().all(|b| b.is_ascii_hexdigit()) {
+            issues.push(ConfigIssue::new(
+                "certificate_serial",
+                "must be the certificate's hex serial",
+            ));
+        }
+        let key = signing_key(&self.private_key)
+            .map_err(|e| issues.push(ConfigIssue::new("private_key", e)))
+            .ok();
+        let client = BaseUrl::parse(&self.base_url)
+            .map_err(|e| issues.push(ConfigIssue::new("base_url", e)))
+            .ok()
+            .and_then(|base| {
+                let ca = match &self.extra_ca {
+                    Some(source) => match source.resolve() {
+                        Ok(pem) => Some(pem),
+                        Err(e) => {
+                            issues.push(ConfigIssue::new("extra_ca", e));
+                            return None;
+                        }
+                    },
+                    None => None,
+                };
+                ChannelClient::new(base, ca.as_ref().map(|s| s.expose()))
+                    .map_err(|e| issues.push(ConfigIssue::new("extra_ca", e)))
+                    .ok()
+            });
+        match (verifier, key, client) {
+            (Some(verifier), Some(key), Some(client)) if issues.is_empty() => Ok(WechatpayV3Merchant {
+                signer: Signer {
+                    mchid: self.mchid.clone(),
+                    serial: serial.to_ascii_uppercase(),
+                    key: Arc::new(key),
+                },
+                verifier,
+                client,
+            }),
+            _ => Err(issues),
+        }
+    }
+}
+
+/// Reads a merchant private key, refusing inline values: a key written into the config file
+/// travels with every copy of it.
+pub(crate) fn signing_key(source: &SecretRef) -> Result<RsaSigningKey, String> {
+    if source.is_inline() {
+        return Err("must be a `file:` or `env:` reference, never the key itself".into());
+    }
+    let secret = source.resolve()?;
+    let text = secret
+        .expose_str()
+        .map_err(|_| format!("{} is not text", source.describe()))?;
+    RsaSigningKey::from_pem(text).map_err(|e| format!("{}: {e}", source.describe()))
+}
+
+/// The merchant's request signer.
+#[derive(Clone)]
+pub(crate) struct Signer {
+    mchid: String,
+    serial: String,
+    key: Arc<RsaSigningKey>,
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signer")
+            .field("mchid", &self.mchid)
+            .field("serial", &self.serial)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// The `Authorization` value for one request: `url` is the path and query exactly as sent,
+    /// `body` the exact bytes sent (empty for GET).
+    pub(crate) fn authorization(
+        &self,
+        method: &str,
+        url: &str,
+        timestamp: i64,
+        nonce: &str,
+        body: &[u8],
+    ) -> Result<String, String> {
+        let mut message = format!("{method}\n{url}\n{timestamp}\n{nonce}\n").into_bytes();
+        message.extend_from_slice(body);
+        message.push(b'\n');
+        let signature = BASE64.encode(self.key.sign_sha256(&message)?);
+        Ok(format!(
+            "{SCHEME} mchid=\"{}\",nonce_str=\"{nonce}\",timestamp=\"{timestamp}\",serial_no=\"{}\",signature=\"{signature}\"",
+            self.mchid, self.serial
+        ))
+    }
+}
+
+/// A built WeChat Pay v3 merchant account.
+pub(crate) struct WechatpayV3Merchant {
+    signer: Signer,
+    verifier: WechatpayV3,
+    client: ChannelClient,
+}
+
+impl fmt::Debug for WechatpayV3Merchant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WechatpayV3Merchant")
+            .field("signer", &self.signer)
+            .field("verifier", &self.verifier)
+            .field("client", &self.client)
+            .finish()
+    }
+}
+
+/// What is wrong with an answer, without the notification wording of [`ChannelError`]'s
+/// display.
+fn answer_problem(e: ChannelError) -> String {
+    match e {
+        ChannelError::Malformed(m)
+        | ChannelError::Signature(m)
+        | ChannelError::Stale(m)
+        | ChannelError::UnknownKey(m)
+        | ChannelError::Decrypt(m)
+        | ChannelError::Business(m)
+        | ChannelError::Unsupported(m)
+        | ChannelError::Amount(m) => m,
+    }
+}
+
+/// A request nonce: 32 alphanumeric characters, as the official SDKs make them.
+fn new_nonce() -> String {
+    Alphanumeric.sample_string(&mut rand::thread_rng(), 32)
+}
+
+impl WechatpayV3Merchant {
+    /// Signs and sends one call to `target` (path and query), and verifies the answer.
+    pub(crate) async fn call(
+        &self,
+        req: &EgressRequest<'_>,
+        target: String,
+        limits: Limits,
+        clock: &dyn Clock,
+        record: &mut CallRecord,
+    ) -> Result<Relayed, EgressError> {
+        let nonce = new_nonce();
+        let authorization = self
+            .signer
+            .authorization(req.method.as_str(), &target, clock.unix_seconds(), &nonce, &req.body)
+            .map_err(EgressError::Signing)?;
+        let mut headers = vec![
+            (
+                http::header::AUTHORIZATION,
+                http::HeaderValue::from_str(&authorization)
+                    .map_err(|_| EgressError::Signing("the Authorization value is not header text".into()))?,
+            ),
+            (http::header::ACCEPT, http::HeaderValue::from_static("application/json")),
+            (
+                http::header::USER_AGENT,
+                http::HeaderValue::from_static(concat!("payguard/", env!("CARGO_PKG_VERSION"))),
+            ),
+        ];
+        if !req.body.is_empty() {
+            let content_type = req
+                .content_type
+                .cloned()
+                .unwrap_or_else(|| http::HeaderValue::from_static("application/json"));
+            headers.push((http::header::CONTENT_TYPE, content_type));
+        }
+        let request = ChannelRequest {
+            method: req.method.clone(),
+            path_and_query: target,
+            headers,
+            body: req.body.clone(),
+        };
+        let started = std::time::Instant::now();
+        let answer = self.client.send(request, limits).await;
+        record.channel_latency = Some(started.elapsed());
+        let answer = answer?;
+        record.channel_status = Some(answer.status);
+        self.verifier
+            .verify_signature(&answer.headers, &answer.body, clock.now())
+            .map_err(|e| EgressError::Unverified(answer_problem(e)))?;
+        Ok(Relayed {
+            status: answer.status,
+            content_type: answer
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            body: answer.body.to_vec(),
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/wechatpay_v3");
+
+    /// A merchant with the test keys, reaching `base_url`.
+    pub(crate) fn merchant(base_url: &str) -> WechatpayV3Merchant {
+        config(base_url).build().expect("test merchant builds")
+    }
+
+    fn config(base_url: &str) -> WechatpayV3MerchantConfig {
+        WechatpayV3MerchantConfig {
+            mchid: "1900000001".into(),
+            appid: None,
+            certificate_serial: "3775B6A45ACD588826D15E583A95F5DD2C2F4C1B".into(),
+            private_key: SecretRef::new(format!("file:{FIXTURES}/egress_merchant_private_key.pem")),
+            api_v3_key: SecretRef::new("0123456789abcdef0123456789ABCDEF"),
+            platform_certificates: vec![PlatformCertificate::Pem(SecretRef::new(format!(
+                "file:{FIXTURES}/simulate_platform_certificate.pem"
+            )))],
+            public_key_id: None,
+            public_key: None,
+            tolerance: default_tolerance(),
+            base_url: base_url.into(),
+            extra_ca: None,
+        }
+    }
+
+    /// `egress_authorization.json`, made by `generate_egress.py` with Python's `cryptography`.
+    #[derive(Deserialize)]
+    struct Vector {
+        mchid: String,
+        serial_no: String,
+        method: String,
+        url: String,
+        timestamp: i64,
+        nonce: String,
+        body: String,
+        authorization: String,
+    }
+
+    #[test]
+    fn authorization_matches_the_independent_python_signer() {
+        let text = std::fs::read_to_string(format!("{FIXTURES}/egress_authorization.json")).unwrap();
+        let vectors: Vec<Vector> = serde_json::from_str(&text).unwrap();
+        assert!(vectors.len() >= 2);
+        let m = merchant(DEFAULT_BASE_URL);
+        for v in vectors {
+            assert_eq!(
+                (v.mchid.as_str(), v.serial_no.as_str()),
+                ("1900000001", m.signer.serial.as_str())
+            );
+            let header = m
+                .signer
+                .authorization(&v.method, &v.url, v.timestamp, &v.nonce, v.body.as_bytes())
+                .unwrap();
+            assert_eq!(header, v.authorization, "{} {}", v.method, v.url);
+        }
+    }
+
+    #[test]
+    fn an_inline_private_key_is_refused_without_echoing_it() {
+        let pem = std::fs::read_to_string(format!("{FIXTURES}/egress_merchant_private_key.pem")).unwrap();
+        let mut c = config(DEFAULT_BASE_URL);
+        c.private_key = SecretRef::new(pem);
+        let issues = c.build().unwrap_err();
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].path, "private_key");
+        assert!(issues[0].message.contains("`file:` or `env:`"), "{}", issues[0].message);
+        assert!(!issues[0].message.contains("MII"), "{}", issues[0].message);
+    }
+
+    #[test]
+    fn bad_serial_base_url_and_missing_platform_keys_are_reported_with_their_keys() {
+        let mut c = config("http://api.mch.weixin.qq.com");
+        c.certificate_serial = "not-hex".into();
+        c.platform_certificates.clear();
+        let issues = c.build().unwrap_err();
+        let mut paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
+        paths.sort_unstable();
+        assert_eq!(paths, ["base_url", "certificate_serial", "platform_certificates"]);
+    }
+
+    #[test]
+    fn debug_output_shows_no_key_material() {
+        let text = format!("{:?}", merchant(DEFAULT_BASE_URL));
+        assert!(text.contains("1900000001"), "{text}");
+        assert!(!text.contains("MII") && !text.contains("0123456789abcdef"), "{text}");
+    }
+}

@@ -1,0 +1,394 @@
+//! Egress calls through the proxy (docs/egress.md) against the channel simulator
+//! (tests/support/channel_sim.rs): payguard signs the backend's WeChat Pay v3 call, the
+//! simulator checks the signature with `openssl`, and only an answer whose signature verifies
+//! is relayed, with `X-PG-Verified: 1`.
+
+mod support;
+
+use support::channel_sim::{fixture, ChannelSim, WxAnswer, WX_MERCHANT_SERIAL};
+use support::payguard::Payguard;
+use support::upstream::Upstream;
+
+const NATIVE_ORDER: &str = r#"{"appid":"wxd678efh567hg6787","mchid":"1900000001","description":"Image形象店-深圳腾大-QQ公仔","out_trade_no":"1217752501201407033233368018","notify_url":"https://shop.example/notify/wechatpay","amount":{"total":100,"currency":"CNY"}}"#;
+const API_V3_KEY: &str = "0123456789abcdef0123456789ABCDEF";
+
+fn config(up: &Upstream, sim: &ChannelSim) -> String {
+    format!(
+        "upstream:\n  address: {up}\nmerchants:\n  wx:\n    channel: wechatpay_v3\n    mchid: \"1900000001\"\n    certificate_serial: {WX_MERCHANT_SERIAL}\n    private_key: file:{key}\n    api_v3_key: {API_V3_KEY}\n    platform_certificates: ['file:{platform}']\n    base_url: {base}\n    extra_ca: {ca}\nroutes:\n  - name: wx-egress\n    match: {{path_prefix: /egress/wechatpay}}\n    policy: egress\n    egress:\n      merchant: wx\n      timeout: 5s\n      allow:\n        - {{method: POST, path_prefix: /v3/pay/transactions}}\n        - {{method: GET, path_prefix: /v3/pay/transactions/out-trade-no}}\n",
+        up = up.addr,
+        key = fixture("wechatpay_v3/egress_merchant_private_key.pem").display(),
+        platform = fixture("wechatpay_v3/simulate_platform_certificate.pem").display(),
+        base = sim.base_url(),
+        ca = sim.ca_ref(),
+    )
+}
+
+/// Everything the backend received in one answer: status, every header, the body.
+#[derive(Debug)]
+struct Seen {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    fn code(&self) -> String {
+        serde_json::from_str::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v["code"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    fn everything(&self) -> String {
+        let headers: String = self.headers.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
+        format!("{}\n{headers}\n{}", self.status, self.body)
+    }
+}
+
+fn call(pg: &Payguard, method: &str, path: &str, body: &str) -> Seen {
+    let client = reqwest::blocking::Client::new();
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = client.request(method, pg.url(path));
+    if !body.is_empty() {
+        req = req.header("content-type", "application/json").body(body.to_string());
+    }
+    let resp = req.send().expect("payguard answers");
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = resp.text().unwrap_or_default();
+    Seen { status, headers, body }
+}
+
+struct Env {
+    up: Upstream,
+    sim: ChannelSim,
+    pg: Payguard,
+}
+
+fn start() -> Env {
+    let up = Upstream::start();
+    let sim = ChannelSim::start();
+    let pg = Payguard::start(&config(&up, &sim));
+    Env { up, sim, pg }
+}
+
+#[test]
+fn a_native_order_is_signed_for_the_channel_and_its_verified_answer_relayed() {
+    let env = start();
+    let seen = call(
+        &env.pg,
+        "POST",
+        "/egress/wechatpay/v3/pay/transactions/native",
+        NATIVE_ORDER,
+    );
+    assert_eq!(seen.status, 200, "{seen:?}\n{}", env.pg.logs());
+    assert_eq!(seen.header("x-pg-verified"), Some("1"));
+    assert_eq!(seen.body, r#"{"code_url":"weixin://wxpay/bizpayurl?pr=p4lpSuKzz"}"#);
+    assert_eq!(seen.header("content-type"), Some("application/json"));
+
+    let reqs = env.sim.requests();
+    assert_eq!(reqs.len(), 1);
+    let sent = &reqs[0];
+    // The route prefix is gone; method, path and body are the backend's, byte for byte.
+    assert_eq!(
+        (sent.method.as_str(), sent.target.as_str()),
+        ("POST", "/v3/pay/transactions/native")
+    );
+    assert_eq!(sent.body, NATIVE_ORDER.as_bytes());
+    assert_eq!(sent.signature_check, Ok(()), "the independent check of Authorization");
+    assert_eq!(sent.header("content-type"), Some("application/json"));
+    assert_eq!(sent.header("accept"), Some("application/json"));
+    // Nothing of an egress call reaches the backend's own upstream.
+    assert!(env.up.requests().is_empty());
+    assert_eq!(
+        env.pg.wait_metric(
+            "payguard_egress_requests_total{channel=\"wechatpay_v3\",outcome=\"relayed\",route=\"wx-egress\"}",
+            1.0
+        ),
+        1.0
+    );
+    assert!(
+        env.pg
+            .metric("payguard_egress_duration_seconds_count{channel=\"wechatpay_v3\",route=\"wx-egress\"}")
+            >= 1.0
+    );
+}
+
+#[test]
+fn a_query_is_signed_as_sent_and_an_empty_get_body_signs_as_empty() {
+    let env = start();
+    env.sim.set_wx_body(
+        200,
+        br#"{"trade_state":"NOTPAY","amount":{"total":100,"currency":"CNY"}}"#,
+    );
+    let seen = call(
+        &env.pg,
+        "GET",
+        "/egress/wechatpay/v3/pay/transactions/out-trade-no/1217752501201407033233368018?mchid=1900000001",
+        "",
+    );
+    assert_eq!(seen.status, 200, "{seen:?}\n{}", env.pg.logs());
+    assert_eq!(seen.header("x-pg-verified"), Some("1"));
+    let sent = &env.sim.requests()[0];
+    assert_eq!(
+        sent.target,
+        "/v3/pay/transactions/out-trade-no/1217752501201407033233368018?mchid=1900000001"
+    );
+    assert!(sent.body.is_empty());
+    assert_eq!(sent.signature_check, Ok(()));
+}
+
+#[test]
+fn a_channel_error_answer_is_relayed_with_its_status_when_it_verifies() {
+    let env = start();
+    env.sim
+        .set_wx_body(400, br#"{"code":"PARAM_ERROR","message":"out_trade_no is too long"}"#);
+    let seen = call(
+        &env.pg,
+        "POST",
+        "/egress/wechatpay/v3/pay/transactions/native",
+        NATIVE_ORDER,
+    );
+    assert_eq!(seen.status, 400, "{seen:?}");
+    assert_eq!(seen.header("x-pg-verified"), Some("1"));
+    assert_eq!(seen.code(), "PARAM_ERROR");
+}
+
+#[test]
+fn answers_that_do_not_verify_are_refused_with_502_and_not_relayed() {
+    let env = start();
+    for (how, reason) in [
+        (WxAnswer::TamperedBody, "does not verify"),
+        (WxAnswer::WrongSignature, "does not verify"),
+        (WxAnswer::UnknownSerial, "not configured"),
+        (WxAnswer::Unsigned, "wechatpay-serial is missing"),
+    ] {
+        env.sim.set_wx_answer(how);
+        let seen = call(
+            &env.pg,
+            "POST",
+            "/egress/wechatpay/v3/pay/transactions/native",
+            NATIVE_ORDER,
+        );
+        assert_eq!(seen.status, 502, "{how:?}: {seen:?}");
+        assert_eq!(seen.header("content-type"), Some("application/problem+json"), "{how:?}");
+        assert_eq!(seen.code(), "EGRESS_ANSWER_UNVERIFIED", "{how:?}");
+        assert!(seen.body.contains(reason), "{how:?}: {}", seen.body);
+        assert_eq!(seen.header("x-pg-verified"), None, "{how:?}");
+        assert!(
+            !seen.body.contains("weixin://") && !seen.body.contains("code_url"),
+            "{how:?}: {}",
+            seen.body
+        );
+    }
+    // The requests were genuine; only the answers were not.
+    let reqs = env.sim.requests();
+    assert_eq!(reqs.len(), 4);
+    assert!(reqs.iter().all(|r| r.signature_check.is_ok()), "{reqs:?}");
+    assert_eq!(
+        env.pg.wait_metric(
+            "payguard_egress_requests_total{channel=\"wechatpay_v3\",outcome=\"answer_unverified\",route=\"wx-egress\"}",
+            4.0
+        ),
+        4.0
+    );
+}
+
+#[test]
+fn calls_off_the_allow_list_are_refused_with_403_and_never_sent() {
+    let env = start();
+    for (method, path) in [
+        ("POST", "/egress/wechatpay/v3/refund/domestic/refunds"),
+        ("DELETE", "/egress/wechatpay/v3/pay/transactions/native"),
+        ("GET", "/egress/wechatpay/v3/pay/transactions/native"),
+        ("POST", "/egress/wechatpay/v3/pay/transactionsX"),
+        ("POST", "/egress/wechatpay"),
+    ] {
+        let seen = call(&env.pg, method, path, NATIVE_ORDER);
+        assert_eq!(seen.status, 403, "{method} {path}: {seen:?}");
+        assert_eq!(seen.code(), "EGRESS_NOT_ALLOWED", "{method} {path}");
+        assert_eq!(seen.header("x-pg-verified"), None);
+    }
+    assert!(env.sim.requests().is_empty(), "{:?}", env.sim.requests());
+    assert!(env.up.requests().is_empty());
+}
+
+#[test]
+fn a_body_over_the_cap_is_refused_with_413_and_never_sent() {
+    let env = start();
+    let big = format!(r#"{{"description":"{}"}}"#, "x".repeat(70 * 1024));
+    let seen = call(&env.pg, "POST", "/egress/wechatpay/v3/pay/transactions/native", &big);
+    assert_eq!(seen.status, 413, "{seen:?}");
+    assert_eq!(seen.code(), "EGRESS_BODY_TOO_LARGE");
+    assert!(env.sim.requests().is_empty());
+}
+
+#[test]
+fn an_unreachable_channel_is_a_502_problem() {
+    let up = Upstream::start();
+    let sim = ChannelSim::start();
+    // A port nothing listens on, with the simulator's CA.
+    let dead = format!("https://127.0.0.1:{}", support::free_port());
+    let text = config(&up, &sim).replace(&sim.base_url(), &dead);
+    let pg = Payguard::start(&text);
+    let seen = call(
+        &pg,
+        "POST",
+        "/egress/wechatpay/v3/pay/transactions/native",
+        NATIVE_ORDER,
+    );
+    assert_eq!(seen.status, 502, "{seen:?}");
+    assert_eq!(seen.code(), "EGRESS_CHANNEL_UNREACHABLE");
+}
+
+#[test]
+fn the_backend_never_receives_key_material_and_the_log_names_no_signature() {
+    let env = start();
+    let mut everything = String::new();
+    for how in [
+        WxAnswer::Genuine,
+        WxAnswer::TamperedBody,
+        WxAnswer::WrongSignature,
+        WxAnswer::UnknownSerial,
+    ] {
+        env.sim.set_wx_answer(how);
+        everything += &call(
+            &env.pg,
+            "POST",
+            "/egress/wechatpay/v3/pay/transactions/native",
+            NATIVE_ORDER,
+        )
+        .everything();
+    }
+    env.sim.set_wx_answer(WxAnswer::Genuine);
+    everything += &call(
+        &env.pg,
+        "GET",
+        "/egress/wechatpay/v3/pay/transactions/out-trade-no/1?mchid=1900000001",
+        "",
+    )
+    .everything();
+    everything += &call(&env.pg, "POST", "/egress/wechatpay/v3/refund/domestic/refunds", "{}").everything();
+
+    let key_pem = std::fs::read_to_string(fixture("wechatpay_v3/egress_merchant_private_key.pem")).unwrap();
+    let key_lines: Vec<&str> = key_pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert!(key_lines.len() > 20);
+    let signatures: Vec<String> = env
+        .sim
+        .requests()
+        .iter()
+        .filter_map(|r| r.header("authorization").map(str::to_owned))
+        .filter_map(|a| {
+            a.split("signature=\"")
+                .nth(1)
+                .map(|s| s.trim_end_matches('"').to_string())
+        })
+        .collect();
+    assert_eq!(signatures.len(), 5);
+    let logs = env.pg.wait_logs(|l| l.matches("\"message\":\"egress\"").count() >= 6);
+    assert_eq!(
+        logs.matches("\"message\":\"egress\"").count(),
+        6,
+        "one log line per call:\n{logs}"
+    );
+    for (what, text) in [("the backend", &everything), ("the log", &logs)] {
+        assert!(!text.contains("PRIVATE KEY"), "{what}");
+        assert!(!text.contains(API_V3_KEY), "{what}");
+        assert!(!text.contains("WECHATPAY2-SHA256-RSA2048"), "{what}: {text}");
+        for line in &key_lines {
+            assert!(!text.contains(line), "{what} holds a line of the private key");
+        }
+        for signature in &signatures {
+            assert!(!text.contains(signature.as_str()), "{what} holds a request signature");
+        }
+    }
+}
+
+/// The fenced YAML block after `heading` in docs/egress.md.
+fn doc_yaml(heading: &str) -> String {
+    let doc = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/egress.md")).unwrap();
+    let section = doc
+        .split_once(heading)
+        .map(|(_, rest)| rest)
+        .expect("heading in docs/egress.md");
+    let block = section
+        .split_once("```yaml\n")
+        .map(|(_, rest)| rest)
+        .expect("a yaml block");
+    block
+        .split_once("```")
+        .map(|(yaml, _)| yaml.to_string())
+        .expect("a closed block")
+}
+
+#[test]
+fn the_configuration_in_egress_md_passes_the_offline_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("egress.yaml");
+    std::fs::write(&path, doc_yaml("## Configuration")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_payguard"))
+        .args(["check", "--offline", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn check_names_each_bad_egress_key_and_prints_no_inline_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    let key_pem = std::fs::read_to_string(fixture("wechatpay_v3/egress_merchant_private_key.pem")).unwrap();
+    let inline_key = key_pem.replace('\n', "\\n");
+    std::fs::write(
+        &path,
+        format!(
+            "upstream: {{address: 127.0.0.1:3000}}\nmerchants:\n  wx:\n    channel: wechatpay_v3\n    mchid: \"1900000001\"\n    certificate_serial: NOT-HEX\n    private_key: \"{inline_key}\"\n    api_v3_key: {API_V3_KEY}\n    platform_certificates: ['file:{platform}']\n    base_url: http://api.mch.weixin.qq.com\nroutes:\n  - name: a\n    match: {{path_prefix: /egress/a}}\n    policy: egress\n    egress: {{merchant: nobody, allow: [{{method: post, path_prefix: /v3}}]}}\n  - name: b\n    match: {{path: /egress/b}}\n    policy: egress\n    egress: {{merchant: wx, allow: [{{method: POST, path_prefix: /v3}}]}}\n  - name: c\n    match: {{path_prefix: /egress/c}}\n    policy: egress\n",
+            platform = fixture("wechatpay_v3/simulate_platform_certificate.pem").display(),
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_payguard"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "merchants.wx.certificate_serial: must be the certificate's hex serial",
+        "merchants.wx.private_key: must be a `file:` or `env:` reference, never the key itself",
+        "merchants.wx.base_url: `http://api.mch.weixin.qq.com` must start with https://",
+        "routes[0].egress.merchant: no account `nobody` in `merchants`",
+        "routes[0].egress.allow[0].method: `post` is not an upper-case HTTP method",
+        "routes[1].match: an egress route matches with `path_prefix`",
+        "routes[2].egress: required with `policy: egress`",
+    ] {
+        assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+    }
+    for line in key_pem.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!text.contains(line), "check printed a line of the inline key:\n{text}");
+    }
+}

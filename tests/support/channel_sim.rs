@@ -1,0 +1,399 @@
+//! A payment-channel API simulator for egress tests: an HTTPS server (a test CA's certificate
+//! for 127.0.0.1) that checks payguard's request signatures with an implementation independent
+//! of payguard's (the `openssl` command) and signs its answers with the test platform key (the
+//! `openssl` command again), or deliberately wrongly.
+//!
+//! WeChat Pay API v3: every request's `Authorization` must be
+//! `WECHATPAY2-SHA256-RSA2048 mchid="…",nonce_str="…",timestamp="…",serial_no="…",signature="…"`
+//! over `METHOD\nURL\nTIMESTAMP\nNONCE\nBODY\n`, verified with the merchant's public key;
+//! a request that fails the check gets WeChat Pay's 401 `SIGN_ERROR` (signed genuinely).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+use super::tls::TestPki;
+
+/// The WeChat Pay merchant the simulator expects.
+pub const WX_MCHID: &str = "1900000001";
+/// The merchant certificate serial the simulator expects in `serial_no`.
+pub const WX_MERCHANT_SERIAL: &str = "3775B6A45ACD588826D15E583A95F5DD2C2F4C1B";
+/// The serial of the test platform certificate (`simulate_platform_certificate.pem`).
+pub const WX_PLATFORM_SERIAL: &str = "7A3C0FFEE1234567890ABCDEF0123456789ABCDE";
+
+/// `tests/fixtures/<rel>`.
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+}
+
+/// How the simulator signs its WeChat Pay answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WxAnswer {
+    /// Signed with the platform key over the body sent.
+    Genuine,
+    /// Signed over the body, then one byte of the body changed.
+    TamperedBody,
+    /// Signed by another key (the merchant's own) under the platform serial.
+    WrongSignature,
+    /// Genuinely signed, announced under a serial payguard does not know.
+    UnknownSerial,
+    /// No `Wechatpay-*` headers at all.
+    Unsigned,
+}
+
+/// One request as the simulator saw it.
+#[derive(Debug, Clone)]
+pub struct SimRequest {
+    pub method: String,
+    /// Path and query as received.
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The independent check of the request's signature (`Err` says why it failed).
+    pub signature_check: Result<(), String>,
+}
+
+impl SimRequest {
+    /// The single value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+struct Shared {
+    requests: Mutex<Vec<SimRequest>>,
+    wx_answer: Mutex<WxAnswer>,
+    /// Status and body of the next answers.
+    wx_body: Mutex<(u16, Vec<u8>)>,
+}
+
+/// The running simulator; stops on drop.
+pub struct ChannelSim {
+    pub addr: SocketAddr,
+    pub pki: TestPki,
+    shared: Arc<Shared>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn pem_der(path: &Path, tag: &str) -> Vec<u8> {
+    let text = std::fs::read_to_string(path).expect("read PEM");
+    pem::parse_many(text)
+        .expect("PEM")
+        .into_iter()
+        .find(|p| p.tag() == tag)
+        .unwrap_or_else(|| panic!("{} has no {tag}", path.display()))
+        .into_contents()
+}
+
+impl ChannelSim {
+    /// Starts on a free loopback port with a new test CA.
+    pub fn start() -> Self {
+        let pki = TestPki::generate();
+        let cert = rustls::pki_types::CertificateDer::from(pem_der(&pki.path("server.pem"), "CERTIFICATE"));
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(pem_der(&pki.path("server.key"), "PRIVATE KEY").into());
+        let tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .expect("server certificate");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let shared = Arc::new(Shared {
+            requests: Mutex::new(Vec::new()),
+            wx_answer: Mutex::new(WxAnswer::Genuine),
+            wx_body: Mutex::new((200, br#"{"code_url":"weixin://wxpay/bizpayurl?pr=p4lpSuKzz"}"#.to_vec())),
+        });
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let sh = shared.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind simulator");
+                addr_tx.send(listener.local_addr().expect("addr")).expect("send addr");
+                loop {
+                    tokio::select! {
+                        _ = &mut stop_rx => break,
+                        accepted = listener.accept() => {
+                            let Ok((tcp, _)) = accepted else { continue };
+                            let (sh, acceptor) = (sh.clone(), acceptor.clone());
+                            tokio::spawn(async move {
+                                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                                let svc = service_fn(move |req| handle(sh.clone(), req));
+                                let _ = http1::Builder::new().serve_connection(TokioIo::new(tls), svc).await;
+                            });
+                        }
+                    }
+                }
+            });
+        });
+        let addr = addr_rx.recv_timeout(Duration::from_secs(5)).expect("simulator started");
+        Self {
+            addr,
+            pki,
+            shared,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn base_url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// `file:` reference to the simulator's CA certificate.
+    pub fn ca_ref(&self) -> String {
+        self.pki.file_ref("ca.pem")
+    }
+
+    /// How the next WeChat Pay answers are signed.
+    pub fn set_wx_answer(&self, how: WxAnswer) {
+        *self.shared.wx_answer.lock().unwrap() = how;
+    }
+
+    /// Status and body of the next WeChat Pay answers.
+    pub fn set_wx_body(&self, status: u16, body: &[u8]) {
+        *self.shared.wx_body.lock().unwrap() = (status, body.to_vec());
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<SimRequest> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ChannelSim {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `openssl dgst -sha256 -sign key` of `message`: PKCS#1 v1.5 SHA-256.
+pub fn openssl_sign(key: &Path, message: &[u8]) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("m"), message).expect("write message");
+    let out = Command::new("openssl")
+        .current_dir(dir.path())
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(key)
+        .args(["-out", "s", "m"])
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl sign: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(dir.path().join("s")).expect("read signature")
+}
+
+/// `openssl dgst -sha256 -verify public_key -signature`.
+pub fn openssl_verifies(public_key: &Path, message: &[u8], signature: &[u8]) -> bool {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("m"), message).expect("write message");
+    std::fs::write(dir.path().join("s"), signature).expect("write signature");
+    Command::new("openssl")
+        .current_dir(dir.path())
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(public_key)
+        .args(["-signature", "s", "m"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn unb64(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+}
+
+/// The independent check of a WeChat Pay v3 `Authorization` header.
+fn check_wx_authorization(method: &str, target: &str, authorization: Option<&str>, body: &[u8]) -> Result<(), String> {
+    let value = authorization.ok_or("no Authorization header")?;
+    let params = value
+        .strip_prefix("WECHATPAY2-SHA256-RSA2048 ")
+        .ok_or("not WECHATPAY2-SHA256-RSA2048")?;
+    let mut fields = std::collections::HashMap::new();
+    for part in params.split(',') {
+        let (k, v) = part.split_once('=').ok_or("a parameter without =")?;
+        let v = v
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .ok_or("an unquoted parameter")?;
+        fields.insert(k.to_string(), v.to_string());
+    }
+    let field = |k: &str| fields.get(k).cloned().ok_or(format!("no {k}"));
+    if field("mchid")? != WX_MCHID {
+        return Err("wrong mchid".into());
+    }
+    if field("serial_no")? != WX_MERCHANT_SERIAL {
+        return Err("wrong serial_no".into());
+    }
+    let timestamp = field("timestamp")?;
+    let ts: i64 = timestamp.parse().map_err(|_| "timestamp is not a number")?;
+    if (now() - ts).abs() > 300 {
+        return Err("timestamp outside five minutes".into());
+    }
+    let nonce = field("nonce_str")?;
+    if nonce.len() < 16 {
+        return Err("short nonce".into());
+    }
+    let signature = unb64(&field("signature")?).ok_or("signature is not base64")?;
+    let mut message = format!("{method}\n{target}\n{timestamp}\n{nonce}\n").into_bytes();
+    message.extend_from_slice(body);
+    message.push(b'\n');
+    if openssl_verifies(
+        &fixture("wechatpay_v3/egress_merchant_public_key.pem"),
+        &message,
+        &signature,
+    ) {
+        Ok(())
+    } else {
+        Err("signature does not verify".into())
+    }
+}
+
+type AnswerBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+async fn handle(sh: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Result<Response<AnswerBody>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let method = parts.method.to_string();
+    let target = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let authorization = parts.headers.get("authorization").and_then(|v| v.to_str().ok());
+    let check = {
+        let (method, target, authorization, body) = (
+            method.clone(),
+            target.clone(),
+            authorization.map(str::to_owned),
+            body.clone(),
+        );
+        tokio::task::spawn_blocking(move || check_wx_authorization(&method, &target, authorization.as_deref(), &body))
+            .await
+            .unwrap_or_else(|e| Err(format!("check panicked: {e}")))
+    };
+    let (status, answer) = match &check {
+        Ok(()) => sh.wx_body.lock().unwrap().clone(),
+        Err(_) => (401, br#"{"code":"SIGN_ERROR","message":"signature error"}"#.to_vec()),
+    };
+    // A request that fails the check is answered genuinely: WeChat Pay signs its errors too.
+    let how = if check.is_ok() {
+        *sh.wx_answer.lock().unwrap()
+    } else {
+        WxAnswer::Genuine
+    };
+    sh.requests.lock().unwrap().push(SimRequest {
+        method,
+        target,
+        headers,
+        body,
+        signature_check: check,
+    });
+    let answer_clone = answer.clone();
+    let signed = tokio::task::spawn_blocking(move || sign_wx_answer(how, answer_clone))
+        .await
+        .expect("sign answer");
+    let mut resp = Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("request-id", "08F78BB5AF0610D302A1A2ED0528F8A5");
+    for (k, v) in signed.headers {
+        resp = resp.header(k, v);
+    }
+    Ok(resp
+        .body(Full::new(Bytes::from(signed.body)).boxed())
+        .expect("response"))
+}
+
+struct SignedAnswer {
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+}
+
+fn sign_wx_answer(how: WxAnswer, body: Vec<u8>) -> SignedAnswer {
+    if how == WxAnswer::Unsigned {
+        return SignedAnswer {
+            headers: Vec::new(),
+            body,
+        };
+    }
+    let timestamp = now().to_string();
+    let nonce = "c5ac7061fccab6bf3e254dcf98995b8c".to_string();
+    let mut message = format!("{timestamp}\n{nonce}\n").into_bytes();
+    message.extend_from_slice(&body);
+    message.push(b'\n');
+    let key = match how {
+        WxAnswer::WrongSignature => fixture("wechatpay_v3/egress_merchant_private_key.pem"),
+        _ => fixture("wechatpay_v3/simulate_platform_private_key.pem"),
+    };
+    let signature = b64(&openssl_sign(&key, &message));
+    let serial = match how {
+        WxAnswer::UnknownSerial => "5157F09EFDC096DE15EBE81A47057A7232F1B8E1",
+        _ => WX_PLATFORM_SERIAL,
+    };
+    let mut body = body;
+    if how == WxAnswer::TamperedBody {
+        // One byte changed after signing (a digit of an amount, a letter of a URL).
+        if let Some(b) = body.iter_mut().rev().find(|b| b.is_ascii_alphanumeric()) {
+            *b = if *b == b'z' { b'y' } else { b'z' };
+        }
+    }
+    SignedAnswer {
+        headers: vec![
+            ("wechatpay-serial", serial.to_string()),
+            ("wechatpay-signature", signature),
+            ("wechatpay-timestamp", timestamp),
+            ("wechatpay-nonce", nonce),
+        ],
+        body,
+    }
+}
