@@ -3,7 +3,7 @@
 //! when the test process dies.
 
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -61,19 +61,10 @@ fn spawn_dying_with_test(mut cmd: Command) -> Child {
     spawn_kept(cmd).unwrap_or_else(|e| panic!("cannot start {REDIS_SERVER}: {e}"))
 }
 
-/// A free loopback port; with `bus`, port + 10000 (the cluster bus) is free too.
+/// A free loopback port reserved for this test process; with `bus`, port + 10000 (the cluster
+/// bus) is reserved and free too.
 fn free_port(bus: bool) -> u16 {
-    for _ in 0..200 {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-        let port = listener.local_addr().expect("local addr").port();
-        if !bus {
-            return port;
-        }
-        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free loopback port found");
+    super::reserve_port(bus)
 }
 
 /// Sends an inline `PING`; true when the server answers (`+PONG`, or `-NOAUTH` when it
