@@ -6,6 +6,7 @@
 mod support;
 
 use support::channel_sim::{fixture, ChannelSim, WxAnswer, WX_MERCHANT_SERIAL};
+use support::framework::raw_request;
 use support::payguard::Payguard;
 use support::upstream::Upstream;
 
@@ -223,6 +224,63 @@ fn calls_off_the_allow_list_are_refused_with_403_and_never_sent() {
         assert_eq!(seen.header("x-pg-verified"), None);
     }
     assert!(env.sim.requests().is_empty(), "{:?}", env.sim.requests());
+    assert!(env.up.requests().is_empty());
+}
+
+/// The channel path is cut from the canonical request path (docs/configuration.md, "Route
+/// matching and path normalization"), so no spelling of a path reaches the channel as anything
+/// but what the allow-list was checked against.
+#[test]
+fn path_variants_are_refused_or_sent_in_their_canonical_form_only() {
+    let env = start();
+    let addr = format!("127.0.0.1:{}", env.pg.port);
+    let json = [("Content-Type", "application/json")];
+    let mut sent_before = 0;
+    for target in [
+        // Climbing out of an allowed prefix to a call the route does not allow.
+        "/egress/wechatpay/v3/pay/transactions/../../refund/domestic/refunds",
+        "/egress/wechatpay/v3/pay/transactions/%2e%2e/%2e%2e/refund/domestic/refunds",
+        "/egress/wechatpay/v3/pay/transactions%2F..%2F..%2Frefund%2Fdomestic%2Frefunds",
+        "/egress/wechatpay/v3/pay/transactions/%252e%252e/%252e%252e/refund/domestic/refunds",
+        "/egress/wechatpay/v3/pay/transactions;x=1/../../refund/domestic/refunds",
+        "/egress/wechatpay/v3/pay/transactions\\..\\..\\refund",
+        // Spellings of an allowed call.
+        "/egress/wechatpay/v3/pay/transactions/native",
+        "/egress/wechatpay/v3/pay/transactions/./native",
+        "/egress/wechatpay//v3/pay/transactions/native",
+        "/egress/wechatpay/v3/pay/transactions/%6eative",
+        "/egress/wechatpay/v3/pay/transactions/native;jsessionid=1",
+        "/egress/wechatpay/v3/pay/transactions%2Fnative",
+    ] {
+        let seen = raw_request(&addr, "POST", target.as_bytes(), &json, NATIVE_ORDER.as_bytes());
+        let sent = env.sim.requests();
+        match seen.status {
+            200 => {
+                // Sent once, under the one canonical channel path the allow-list matched.
+                assert_eq!(sent.len(), sent_before + 1, "{target}");
+                assert_eq!(sent[sent_before].target, "/v3/pay/transactions/native", "{target}");
+                assert_eq!(sent[sent_before].signature_check, Ok(()), "{target}");
+                sent_before += 1;
+            }
+            400 | 403 => {
+                assert!(
+                    ["NON_CANONICAL_PATH", "EGRESS_NOT_ALLOWED"].contains(&seen.code().as_str()),
+                    "{target}: {} {}",
+                    seen.status,
+                    seen.text()
+                );
+                assert_eq!(sent.len(), sent_before, "{target} refused yet sent: {sent:?}");
+            }
+            other => panic!("{target}: unexpected {other} {}", seen.text()),
+        }
+    }
+    // Every sent call was one the allow-list names; the plain spelling was among them.
+    assert!(sent_before >= 1);
+    assert!(env
+        .sim
+        .requests()
+        .iter()
+        .all(|r| r.target == "/v3/pay/transactions/native"));
     assert!(env.up.requests().is_empty());
 }
 
