@@ -1,5 +1,5 @@
 //! The Grafana dashboard and the alert rules only use metrics payguard really exports: real
-//! guard, pass and notification traffic (and a store outage) through the running binary on a
+//! guard, pass, notification and egress traffic (and a store outage) through the running binary on a
 //! real Redis, then every `payguard_*` name in deploy/grafana/payguard.json and
 //! deploy/prometheus/payguard.rules.yaml must appear in `/metrics`. No panel stays silently
 //! empty because of a renamed metric. The labels they select on and group by must be on those
@@ -12,6 +12,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use support::channel_sim::{fixture, ChannelSim, WX_MERCHANT_SERIAL};
 use support::guard::{problem_code, signature_section, Req};
 use support::payguard::Payguard;
 use support::redis_server::RedisServer;
@@ -258,12 +259,21 @@ fn label_problems(queries: &[String], exposition: &str, sources: &str) -> Vec<St
 fn every_metric_the_dashboard_and_the_alerts_use_is_exported() {
     let redis = RedisServer::start();
     let up = Upstream::start();
-    let body = format!(
+    let sim = ChannelSim::start();
+    let mut body = format!(
         "upstream:\n  address: {up}\nstore:\n  backend: redis\n  redis:\n    url: {url}\n    command_timeout: 250ms\nguard:\n{sig}  rate_rules:\n    - {{name: per-key, match: {{routes: [orders]}}, key: [access_key], bucket: {{capacity: 100, refill: 100, per: 1s}}}}\n    - {{name: per-ip-shadow, key: [client_ip], bucket: {{capacity: 1, refill: 1, per: 1h}}, mode: shadow}}\n  order_rules:\n    - {{name: per-user, match: {{routes: [orders]}}, user: 'body:/user_id', window: {{sliding: 1h}}, tiers: [{{over: 100, action: reject}}]}}\nroutes:\n  - {{name: orders, match: {{path: /v1/orders}}, policy: guard}}\n  - name: stripe-notify\n    match: {{path: /notify/stripe}}\n    policy: notify\n    notify:\n      channel: {{stripe: {{endpoint_secrets: ['{STRIPE_SECRET}']}}}}\n      backend_path: /internal/payments\n      webhook_secret: '{BACKEND_WHSEC}'\n  - {{name: api, match: {{path_prefix: /api}}, policy: pass}}\n",
         up = up.addr,
         url = redis.url(),
         sig = signature_section()
     );
+    // An egress route through the channel simulator.
+    body.push_str(&format!(
+        "  - name: wx-egress\n    match: {{path_prefix: /egress/wechatpay}}\n    policy: egress\n    egress:\n      merchant: wx\n      allow: [{{method: POST, path_prefix: /v3/pay/transactions}}]\nmerchants:\n  wx:\n    channel: wechatpay_v3\n    mchid: \"1900000001\"\n    certificate_serial: {WX_MERCHANT_SERIAL}\n    private_key: file:{key}\n    api_v3_key: 0123456789abcdef0123456789ABCDEF\n    platform_certificates: ['file:{platform}']\n    base_url: {base}\n    extra_ca: {ca}\n",
+        key = fixture("wechatpay_v3/egress_merchant_private_key.pem").display(),
+        platform = fixture("wechatpay_v3/simulate_platform_certificate.pem").display(),
+        base = sim.base_url(),
+        ca = sim.ca_ref(),
+    ));
     let pg = Payguard::start(&body);
     let c = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -300,6 +310,14 @@ fn every_metric_the_dashboard_and_the_alerts_use_is_exported() {
     let n = support::stripe::notification(STRIPE_SECRET, "dash-1001");
     let r = support::stripe::send(&pg, "/notify/stripe", &n);
     assert_eq!(r.status(), 200, "{}", pg.logs());
+    // One egress call, signed, answered and verified.
+    let egress = c
+        .post(pg.url("/egress/wechatpay/v3/pay/transactions/native"))
+        .header("content-type", "application/json")
+        .body(r#"{"out_trade_no":"dash-1002","amount":{"total":100,"currency":"CNY"}}"#)
+        .send()
+        .expect("egress call");
+    assert_eq!(egress.status(), 200, "{}", pg.logs());
     // A store outage: the nonce check fails closed and the error is counted.
     redis.pause();
     assert_eq!(send(&order().signed()), (503, "STORE_UNAVAILABLE".to_string()));
