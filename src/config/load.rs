@@ -596,14 +596,11 @@ fn branch_issues(
         })
         .collect();
     if let [branch] = candidates.as_slice() {
-        let mut sub = (*branch).clone();
-        if let (Some(obj), Some(defs)) = (sub.as_object_mut(), schema.get("definitions")) {
-            obj.entry("definitions").or_insert_with(|| defs.clone());
-        }
-        if let Ok(validator) = jsonschema::validator_for(&sub) {
+        if let Some(built) = branch_validator(schema, branch) {
+            let (sub, validator) = &*built;
             let issues: Vec<ConfigIssue> = validator
                 .iter_errors(instance)
-                .flat_map(|e| schema_issue(&sub, e, pointer))
+                .flat_map(|e| schema_issue(sub, e, pointer))
                 .collect();
             if !issues.is_empty() {
                 return issues;
@@ -627,6 +624,35 @@ fn branch_issues(
             ),
         )],
     }
+}
+
+/// A branch of an `anyOf`/`oneOf` of payguard's schema as a schema of its own (with the
+/// `definitions` of `schema`) and its validator. Built once per branch and process: the schema
+/// is fixed, and compiling a validator (its patterns) costs far more than checking a value.
+/// The cache holds at most one entry per branch of the schema.
+fn branch_validator(
+    schema: &serde_json::Value,
+    branch: &serde_json::Value,
+) -> Option<std::sync::Arc<(serde_json::Value, jsonschema::Validator)>> {
+    type Built = std::sync::Arc<(serde_json::Value, jsonschema::Validator)>;
+    static BUILT: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, Built>>> =
+        std::sync::OnceLock::new();
+    let cache = BUILT.get_or_init(Default::default);
+    let key = branch.to_string();
+    if let Some(hit) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Some(hit.clone());
+    }
+    let mut sub = branch.clone();
+    if let (Some(obj), Some(defs)) = (sub.as_object_mut(), schema.get("definitions")) {
+        obj.entry("definitions").or_insert_with(|| defs.clone());
+    }
+    let validator = jsonschema::validator_for(&sub).ok()?;
+    let built: Built = std::sync::Arc::new((sub, validator));
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, built.clone());
+    Some(built)
 }
 
 /// Turns one schema validation error into issues with key paths. `base` is the JSON pointer of
