@@ -5,7 +5,7 @@
 
 mod support;
 
-use support::channel_sim::{fixture, ChannelSim, WxAnswer, WX_MERCHANT_SERIAL};
+use support::channel_sim::{fixture, AliAnswer, ChannelSim, WxAnswer, ALI_APP_ID, WX_MERCHANT_SERIAL};
 use support::framework::raw_request;
 use support::payguard::Payguard;
 use support::upstream::Upstream;
@@ -15,7 +15,9 @@ const API_V3_KEY: &str = "0123456789abcdef0123456789ABCDEF";
 
 fn config(up: &Upstream, sim: &ChannelSim) -> String {
     format!(
-        "upstream:\n  address: {up}\nmerchants:\n  wx:\n    channel: wechatpay_v3\n    mchid: \"1900000001\"\n    certificate_serial: {WX_MERCHANT_SERIAL}\n    private_key: file:{key}\n    api_v3_key: {API_V3_KEY}\n    platform_certificates: ['file:{platform}']\n    base_url: {base}\n    extra_ca: {ca}\nroutes:\n  - name: wx-egress\n    match: {{path_prefix: /egress/wechatpay}}\n    policy: egress\n    egress:\n      merchant: wx\n      timeout: 5s\n      allow:\n        - {{method: POST, path_prefix: /v3/pay/transactions}}\n        - {{method: GET, path_prefix: /v3/pay/transactions/out-trade-no}}\n",
+        "upstream:\n  address: {up}\nmerchants:\n  wx:\n    channel: wechatpay_v3\n    mchid: \"1900000001\"\n    certificate_serial: {WX_MERCHANT_SERIAL}\n    private_key: file:{key}\n    api_v3_key: {API_V3_KEY}\n    platform_certificates: ['file:{platform}']\n    base_url: {base}\n    extra_ca: {ca}\n  ali:\n    channel: alipay\n    app_id: \"{ALI_APP_ID}\"\n    private_key: file:{ali_key}\n    alipay_public_key: file:{ali_pub}\n    notify_url: https://shop.example/notify/alipay\n    base_url: {base}\n    extra_ca: {ca}\nroutes:\n  - name: wx-egress\n    match: {{path_prefix: /egress/wechatpay}}\n    policy: egress\n    egress:\n      merchant: wx\n      timeout: 5s\n      allow:\n        - {{method: POST, path_prefix: /v3/pay/transactions}}\n        - {{method: GET, path_prefix: /v3/pay/transactions/out-trade-no}}\n  - name: ali-egress\n    match: {{path_prefix: /egress/alipay}}\n    policy: egress\n    egress:\n      merchant: ali\n      allow:\n        - {{method: POST, path_prefix: /alipay.trade.precreate}}\n        - {{method: POST, path_prefix: /alipay.trade.query}}\n",
+        ali_key = fixture("alipay/egress_app_private_key.pem").display(),
+        ali_pub = fixture("alipay/app_public_key.pem").display(),
         up = up.addr,
         key = fixture("wechatpay_v3/egress_merchant_private_key.pem").display(),
         platform = fixture("wechatpay_v3/simulate_platform_certificate.pem").display(),
@@ -449,4 +451,97 @@ fn check_names_each_bad_egress_key_and_prints_no_inline_key() {
     for line in key_pem.lines().filter(|l| !l.starts_with("-----")) {
         assert!(!text.contains(line), "check printed a line of the inline key:\n{text}");
     }
+}
+
+const PRECREATE: &str = r#"{"out_trade_no":"20261203000001","total_amount":"88.88","subject":"Iphone6 16G"}"#;
+
+#[test]
+fn an_alipay_precreate_is_signed_and_only_the_verified_response_member_relayed() {
+    let env = start();
+    let seen = call(&env.pg, "POST", "/egress/alipay/alipay.trade.precreate", PRECREATE);
+    assert_eq!(seen.status, 200, "{seen:?}\n{}", env.pg.logs());
+    assert_eq!(seen.header("x-pg-verified"), Some("1"));
+    assert_eq!(seen.header("content-type"), Some("application/json; charset=utf-8"));
+    // The member's exact bytes (the simulator's answer has a space after a comma), not a
+    // re-serialisation and not the envelope with `sign`.
+    assert_eq!(
+        seen.body,
+        r#"{"code":"10000", "msg":"Success","out_trade_no":"20261203000001","qr_code":"https://qr.alipay.com/bax08431ecsdyzzkxlah0066"}"#
+    );
+    let reqs = env.sim.requests();
+    assert_eq!(reqs.len(), 1);
+    let sent = &reqs[0];
+    assert_eq!((sent.method.as_str(), sent.target.as_str()), ("POST", "/gateway.do"));
+    assert_eq!(sent.signature_check, Ok(()), "the independent check of sign");
+    let form: std::collections::BTreeMap<String, String> = form_urlencoded::parse(&sent.body).into_owned().collect();
+    assert_eq!(form["method"], "alipay.trade.precreate");
+    assert_eq!(form["biz_content"], PRECREATE);
+    assert_eq!(form["notify_url"], "https://shop.example/notify/alipay");
+    assert_eq!(form["app_id"], ALI_APP_ID);
+    assert!(env.up.requests().is_empty());
+    assert_eq!(
+        env.pg.wait_metric(
+            "payguard_egress_requests_total{channel=\"alipay\",outcome=\"relayed\",route=\"ali-egress\"}",
+            1.0
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn alipay_answers_that_do_not_verify_are_refused_with_502() {
+    let env = start();
+    for how in [AliAnswer::TamperedBody, AliAnswer::WrongSignature, AliAnswer::Unsigned] {
+        env.sim.set_ali_answer(how);
+        let seen = call(
+            &env.pg,
+            "POST",
+            "/egress/alipay/alipay.trade.query",
+            r#"{"out_trade_no":"1"}"#,
+        );
+        assert_eq!(seen.status, 502, "{how:?}: {seen:?}");
+        assert_eq!(seen.code(), "EGRESS_ANSWER_UNVERIFIED", "{how:?}");
+        assert_eq!(seen.header("x-pg-verified"), None);
+        assert!(!seen.body.contains("qr.alipay.com"), "{how:?}: {}", seen.body);
+    }
+    assert_eq!(env.sim.requests().len(), 3);
+}
+
+#[test]
+fn alipay_calls_off_the_allow_list_or_malformed_are_refused_and_never_sent() {
+    let env = start();
+    for (path, body, status, code) in [
+        (
+            "/egress/alipay/alipay.trade.refund",
+            PRECREATE,
+            403,
+            "EGRESS_NOT_ALLOWED",
+        ),
+        (
+            "/egress/alipay/alipay.trade.precreate",
+            "out_trade_no=1",
+            400,
+            "EGRESS_BAD_REQUEST",
+        ),
+        (
+            "/egress/alipay/alipay.trade.precreate",
+            r#"{"a":1,"a":2}"#,
+            400,
+            "EGRESS_BAD_REQUEST",
+        ),
+        (
+            "/egress/alipay/alipay.trade.precreate?sign=forged",
+            PRECREATE,
+            400,
+            "EGRESS_BAD_REQUEST",
+        ),
+    ] {
+        let seen = call(&env.pg, "POST", path, body);
+        assert_eq!(
+            (seen.status, seen.code().as_str()),
+            (status, code),
+            "{path} {body}: {seen:?}"
+        );
+    }
+    assert!(env.sim.requests().is_empty(), "{:?}", env.sim.requests());
 }

@@ -54,6 +54,29 @@ impl BaseUrl {
     }
 }
 
+/// The client of a merchant account's `base_url` and `extra_ca` keys; problems are added to
+/// `issues` under those keys.
+pub(crate) fn channel_client(
+    base_url: &str,
+    extra_ca: Option<&crate::secret::SecretRef>,
+    issues: &mut Vec<crate::issue::ConfigIssue>,
+) -> Option<ChannelClient> {
+    use crate::issue::ConfigIssue;
+    let base = BaseUrl::parse(base_url)
+        .map_err(|e| issues.push(ConfigIssue::new("base_url", e)))
+        .ok()?;
+    let ca = match extra_ca.map(|source| source.resolve()).transpose() {
+        Ok(ca) => ca,
+        Err(e) => {
+            issues.push(ConfigIssue::new("extra_ca", e));
+            return None;
+        }
+    };
+    ChannelClient::new(base, ca.as_ref().map(|s| s.expose()))
+        .map_err(|e| issues.push(ConfigIssue::new("extra_ca", e)))
+        .ok()
+}
+
 /// Transport settings of one egress route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Limits {

@@ -5,8 +5,9 @@
 //! verify is never relayed.
 //!
 //! `merchants:` (one account per name) is shared config; each channel's signing and answer
-//! checks live in one file here (`wechatpay_v3.rs`), the HTTPS client in `client.rs`.
+//! checks live in one file here (`wechatpay_v3.rs`, `alipay.rs`), the HTTPS client in `client.rs`.
 
+pub(crate) mod alipay;
 pub(crate) mod client;
 pub(crate) mod wechatpay_v3;
 
@@ -19,10 +20,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::canonical::path::has_segment_prefix;
+use crate::channels::keys::RsaSigningKey;
 use crate::clock::Clock;
 use crate::issue::ConfigIssue;
 use crate::outcome::EgressOutcome;
 use crate::problem::Problem;
+use crate::secret::SecretRef;
 
 /// One merchant account at a payment channel: its ids, its private key (`file:`/`env:` only),
 /// the channel's keys that sign its answers, and the channel's base URL.
@@ -32,6 +35,9 @@ pub(crate) enum MerchantConfig {
     /// A WeChat Pay API v3 merchant (`mchid`).
     #[serde(rename = "wechatpay_v3")]
     WechatpayV3(wechatpay_v3::WechatpayV3MerchantConfig),
+    /// An Alipay OpenAPI app (`app_id`), public-key mode.
+    #[serde(rename = "alipay")]
+    Alipay(alipay::AlipayMerchantConfig),
 }
 
 /// A built merchant account.
@@ -39,6 +45,8 @@ pub(crate) enum MerchantConfig {
 pub(crate) enum Merchant {
     /// WeChat Pay API v3.
     WechatpayV3(wechatpay_v3::WechatpayV3Merchant),
+    /// Alipay OpenAPI.
+    Alipay(alipay::AlipayMerchant),
 }
 
 impl Merchant {
@@ -46,6 +54,7 @@ impl Merchant {
     pub(crate) fn channel(&self) -> &'static str {
         match self {
             Self::WechatpayV3(_) => "wechatpay_v3",
+            Self::Alipay(_) => "alipay",
         }
     }
 }
@@ -72,6 +81,7 @@ impl Merchants {
             }
             let result = match merchant {
                 MerchantConfig::WechatpayV3(c) => c.build().map(Merchant::WechatpayV3),
+                MerchantConfig::Alipay(c) => c.build().map(Merchant::Alipay),
             };
             match result {
                 Ok(m) => {
@@ -85,6 +95,19 @@ impl Merchants {
         }
         (out, issues)
     }
+}
+
+/// Reads a merchant private key, refusing inline values: a key written into the config file
+/// travels with every copy of it.
+pub(crate) fn signing_key(source: &SecretRef) -> Result<RsaSigningKey, String> {
+    if source.is_inline() {
+        return Err("must be a `file:` or `env:` reference, never the key itself".into());
+    }
+    let secret = source.resolve()?;
+    let text = secret
+        .expose_str()
+        .map_err(|_| format!("{} is not text", source.describe()))?;
+    RsaSigningKey::from_pem(text).map_err(|e| format!("{}: {e}", source.describe()))
 }
 
 fn default_connect_timeout() -> Duration {
@@ -379,12 +402,15 @@ impl EgressRoute {
         if req.body.len() > self.max_body_bytes {
             return Err(EgressError::BodyTooLarge(self.max_body_bytes));
         }
-        let target = match req.query {
-            Some(q) => format!("{channel_path}?{q}"),
-            None => channel_path.to_string(),
-        };
         match self.merchant.as_ref() {
-            Merchant::WechatpayV3(m) => m.call(&req, target, self.limits, clock, record).await,
+            Merchant::WechatpayV3(m) => {
+                let target = match req.query {
+                    Some(q) => format!("{channel_path}?{q}"),
+                    None => channel_path.to_string(),
+                };
+                m.call(&req, target, self.limits, clock, record).await
+            }
+            Merchant::Alipay(m) => m.call(&req, channel_path, self.limits, clock, record).await,
         }
     }
 }

@@ -13,8 +13,8 @@ use rand::distributions::{Alphanumeric, DistString};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::client::{BaseUrl, ChannelClient, ChannelRequest, Limits};
-use super::{CallRecord, EgressError, EgressRequest, Relayed};
+use super::client::{channel_client, ChannelClient, ChannelRequest, Limits};
+use super::{signing_key, CallRecord, EgressError, EgressRequest, Relayed};
 use crate::channels::keys::RsaSigningKey;
 use crate::channels::wechatpay_v3::{PlatformCertificate, WechatpayV3, WechatpayV3Config};
 use crate::channels::ChannelError;
@@ -99,24 +99,7 @@ impl WechatpayV3MerchantConfig {
         let key = signing_key(&self.private_key)
             .map_err(|e| issues.push(ConfigIssue::new("private_key", e)))
             .ok();
-        let client = BaseUrl::parse(&self.base_url)
-            .map_err(|e| issues.push(ConfigIssue::new("base_url", e)))
-            .ok()
-            .and_then(|base| {
-                let ca = match &self.extra_ca {
-                    Some(source) => match source.resolve() {
-                        Ok(pem) => Some(pem),
-                        Err(e) => {
-                            issues.push(ConfigIssue::new("extra_ca", e));
-                            return None;
-                        }
-                    },
-                    None => None,
-                };
-                ChannelClient::new(base, ca.as_ref().map(|s| s.expose()))
-                    .map_err(|e| issues.push(ConfigIssue::new("extra_ca", e)))
-                    .ok()
-            });
+        let client = channel_client(&self.base_url, self.extra_ca.as_ref(), &mut issues);
         match (verifier, key, client) {
             (Some(verifier), Some(key), Some(client)) if issues.is_empty() => Ok(WechatpayV3Merchant {
                 signer: Signer {
@@ -130,19 +113,6 @@ impl WechatpayV3MerchantConfig {
             _ => Err(issues),
         }
     }
-}
-
-/// Reads a merchant private key, refusing inline values: a key written into the config file
-/// travels with every copy of it.
-pub(crate) fn signing_key(source: &SecretRef) -> Result<RsaSigningKey, String> {
-    if source.is_inline() {
-        return Err("must be a `file:` or `env:` reference, never the key itself".into());
-    }
-    let secret = source.resolve()?;
-    let text = secret
-        .expose_str()
-        .map_err(|_| format!("{} is not text", source.describe()))?;
-    RsaSigningKey::from_pem(text).map_err(|e| format!("{}: {e}", source.describe()))
 }
 
 /// The merchant's request signer.

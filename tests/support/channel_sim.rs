@@ -7,6 +7,12 @@
 //! `WECHATPAY2-SHA256-RSA2048 mchid="…",nonce_str="…",timestamp="…",serial_no="…",signature="…"`
 //! over `METHOD\nURL\nTIMESTAMP\nNONCE\nBODY\n`, verified with the merchant's public key;
 //! a request that fails the check gets WeChat Pay's 401 `SIGN_ERROR` (signed genuinely).
+//!
+//! Alipay OpenAPI (`POST /gateway.do`, a form): the `sign` over the sorted parameters must verify
+//! with the app's public key (`alipay/egress_app_public_key.pem`); the answer is
+//! `{"<method>_response":…,"sign":…}` signed over the member's exact bytes with the test Alipay
+//! key (`alipay/app_private_key.pem`), or Alipay's `isv.invalid-signature` error when the check
+//! fails.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -51,6 +57,22 @@ pub enum WxAnswer {
     Unsigned,
 }
 
+/// The Alipay app the simulator expects.
+pub const ALI_APP_ID: &str = "2021000000000001";
+
+/// How the simulator signs its Alipay answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AliAnswer {
+    /// Signed with the test Alipay key over the response member's bytes.
+    Genuine,
+    /// Signed, then one byte of the member changed.
+    TamperedBody,
+    /// Signed by another key (the app's own).
+    WrongSignature,
+    /// No `sign` member.
+    Unsigned,
+}
+
 /// One request as the simulator saw it.
 #[derive(Debug, Clone)]
 pub struct SimRequest {
@@ -75,6 +97,9 @@ struct Shared {
     wx_answer: Mutex<WxAnswer>,
     /// Status and body of the next answers.
     wx_body: Mutex<(u16, Vec<u8>)>,
+    ali_answer: Mutex<AliAnswer>,
+    /// The response member of the next Alipay answers (its exact text).
+    ali_response: Mutex<String>,
 }
 
 /// The running simulator; stops on drop.
@@ -113,6 +138,10 @@ impl ChannelSim {
             requests: Mutex::new(Vec::new()),
             wx_answer: Mutex::new(WxAnswer::Genuine),
             wx_body: Mutex::new((200, br#"{"code_url":"weixin://wxpay/bizpayurl?pr=p4lpSuKzz"}"#.to_vec())),
+            ali_answer: Mutex::new(AliAnswer::Genuine),
+            ali_response: Mutex::new(
+                r#"{"code":"10000", "msg":"Success","out_trade_no":"20261203000001","qr_code":"https://qr.alipay.com/bax08431ecsdyzzkxlah0066"}"#.into(),
+            ),
         });
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -172,6 +201,16 @@ impl ChannelSim {
     /// Status and body of the next WeChat Pay answers.
     pub fn set_wx_body(&self, status: u16, body: &[u8]) {
         *self.shared.wx_body.lock().unwrap() = (status, body.to_vec());
+    }
+
+    /// How the next Alipay answers are signed.
+    pub fn set_ali_answer(&self, how: AliAnswer) {
+        *self.shared.ali_answer.lock().unwrap() = how;
+    }
+
+    /// The response member (exact JSON text) of the next Alipay answers.
+    pub fn set_ali_response(&self, member: &str) {
+        *self.shared.ali_response.lock().unwrap() = member.to_string();
     }
 
     /// Every request received so far.
@@ -309,6 +348,9 @@ async fn handle(sh: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Result<
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
+    if parts.uri.path() == "/gateway.do" {
+        return Ok(alipay_gateway(&sh, method, target, headers, body).await);
+    }
     let authorization = parts.headers.get("authorization").and_then(|v| v.to_str().ok());
     let check = {
         let (method, target, authorization, body) = (
@@ -396,4 +438,107 @@ fn sign_wx_answer(how: WxAnswer, body: Vec<u8>) -> SignedAnswer {
         ],
         body,
     }
+}
+
+/// The independent check of an Alipay OpenAPI form: the public parameters, then `sign` (RSA2)
+/// over the sorted non-empty parameters other than `sign`. Returns the API method.
+fn check_ali_form(body: &[u8]) -> (Result<(), String>, String) {
+    let mut params = std::collections::BTreeMap::new();
+    for (k, v) in form_urlencoded::parse(body) {
+        if params.insert(k.into_owned(), v.into_owned()).is_some() {
+            return (Err("a repeated parameter".into()), String::new());
+        }
+    }
+    let method = params.get("method").cloned().unwrap_or_default();
+    let check = (|| {
+        let get = |k: &str| params.get(k).map(String::as_str).ok_or(format!("no {k}"));
+        if get("app_id")? != ALI_APP_ID {
+            return Err("wrong app_id".to_string());
+        }
+        for (k, want) in [
+            ("sign_type", "RSA2"),
+            ("charset", "utf-8"),
+            ("format", "JSON"),
+            ("version", "1.0"),
+        ] {
+            if get(k)? != want {
+                return Err(format!("{k} is not {want}"));
+            }
+        }
+        let ts = get("timestamp")?;
+        let bytes = ts.as_bytes();
+        if bytes.len() != 19 || bytes[4] != b'-' || bytes[10] != b' ' || bytes[13] != b':' {
+            return Err("timestamp is not yyyy-MM-dd HH:mm:ss".into());
+        }
+        let signature = unb64(get("sign")?).ok_or("sign is not base64")?;
+        let content: Vec<String> = params
+            .iter()
+            .filter(|(k, v)| k.as_str() != "sign" && !v.is_empty())
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if openssl_verifies(
+            &fixture("alipay/egress_app_public_key.pem"),
+            content.join("&").as_bytes(),
+            &signature,
+        ) {
+            Ok(())
+        } else {
+            Err("sign does not verify".into())
+        }
+    })();
+    (check, method)
+}
+
+async fn alipay_gateway(
+    sh: &Arc<Shared>,
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+) -> Response<AnswerBody> {
+    let form = body.clone();
+    let (check, api_method) = tokio::task::spawn_blocking(move || check_ali_form(&form))
+        .await
+        .expect("check");
+    let (member_name, member, how) = match &check {
+        Ok(()) => (
+            format!("{}_response", api_method.replace('.', "_")),
+            sh.ali_response.lock().unwrap().clone(),
+            *sh.ali_answer.lock().unwrap(),
+        ),
+        Err(_) => (
+            "error_response".to_string(),
+            r#"{"code":"40002","msg":"Invalid Arguments","sub_code":"isv.invalid-signature","sub_msg":"invalid signature"}"#.to_string(),
+            AliAnswer::Genuine,
+        ),
+    };
+    sh.requests.lock().unwrap().push(SimRequest {
+        method,
+        target,
+        headers,
+        body,
+        signature_check: check,
+    });
+    let answer = tokio::task::spawn_blocking(move || {
+        let key = match how {
+            AliAnswer::WrongSignature => fixture("alipay/egress_app_private_key.pem"),
+            _ => fixture("alipay/app_private_key.pem"),
+        };
+        let sign = b64(&openssl_sign(&key, member.as_bytes()));
+        let member = match how {
+            AliAnswer::TamperedBody => member.replacen("10000", "10001", 1),
+            _ => member,
+        };
+        match how {
+            AliAnswer::Unsigned => format!(r#"{{"{member_name}":{member}}}"#),
+            _ => format!(r#"{{"{member_name}":{member},"sign":"{sign}"}}"#),
+        }
+    })
+    .await
+    .expect("sign answer");
+    Response::builder()
+        .status(200)
+        .header("content-type", "text/html;charset=utf-8")
+        .body(Full::new(Bytes::from(answer)).boxed())
+        .expect("response")
 }
