@@ -5,9 +5,11 @@
 
 mod support;
 
-use support::channel_sim::{fixture, AliAnswer, ChannelSim, WxAnswer, ALI_APP_ID, WX_MERCHANT_SERIAL};
+use support::channel_sim::{
+    fixture, AliAnswer, ChannelSim, WxAnswer, ALI_APP_ID, STRIPE_SECRET_KEY, WX_MERCHANT_SERIAL,
+};
 use support::framework::raw_request;
-use support::payguard::Payguard;
+use support::payguard::{Custom, Payguard};
 use support::upstream::Upstream;
 
 const NATIVE_ORDER: &str = r#"{"appid":"wxd678efh567hg6787","mchid":"1900000001","description":"Image形象店-深圳腾大-QQ公仔","out_trade_no":"1217752501201407033233368018","notify_url":"https://shop.example/notify/wechatpay","amount":{"total":100,"currency":"CNY"}}"#;
@@ -15,7 +17,7 @@ const API_V3_KEY: &str = "0123456789abcdef0123456789ABCDEF";
 
 fn config(up: &Upstream, sim: &ChannelSim) -> String {
     format!(
-        "upstream:\n  address: {up}\nmerchants:\n  wx:\n    channel: wechatpay_v3\n    mchid: \"1900000001\"\n    certificate_serial: {WX_MERCHANT_SERIAL}\n    private_key: file:{key}\n    api_v3_key: {API_V3_KEY}\n    platform_certificates: ['file:{platform}']\n    base_url: {base}\n    extra_ca: {ca}\n  ali:\n    channel: alipay\n    app_id: \"{ALI_APP_ID}\"\n    private_key: file:{ali_key}\n    alipay_public_key: file:{ali_pub}\n    notify_url: https://shop.example/notify/alipay\n    base_url: {base}\n    extra_ca: {ca}\nroutes:\n  - name: wx-egress\n    match: {{path_prefix: /egress/wechatpay}}\n    policy: egress\n    egress:\n      merchant: wx\n      timeout: 5s\n      allow:\n        - {{method: POST, path_prefix: /v3/pay/transactions}}\n        - {{method: GET, path_prefix: /v3/pay/transactions/out-trade-no}}\n  - name: ali-egress\n    match: {{path_prefix: /egress/alipay}}\n    policy: egress\n    egress:\n      merchant: ali\n      allow:\n        - {{method: POST, path_prefix: /alipay.trade.precreate}}\n        - {{method: POST, path_prefix: /alipay.trade.query}}\n",
+        "upstream:\n  address: {up}\nmerchants:\n  wx:\n    channel: wechatpay_v3\n    mchid: \"1900000001\"\n    certificate_serial: {WX_MERCHANT_SERIAL}\n    private_key: file:{key}\n    api_v3_key: {API_V3_KEY}\n    platform_certificates: ['file:{platform}']\n    base_url: {base}\n    extra_ca: {ca}\n  st:\n    channel: stripe\n    secret_key: env:PG_TEST_STRIPE_SECRET_KEY\n    base_url: {base}\n    extra_ca: {ca}\n  ali:\n    channel: alipay\n    app_id: \"{ALI_APP_ID}\"\n    private_key: file:{ali_key}\n    alipay_public_key: file:{ali_pub}\n    notify_url: https://shop.example/notify/alipay\n    base_url: {base}\n    extra_ca: {ca}\nroutes:\n  - name: wx-egress\n    match: {{path_prefix: /egress/wechatpay}}\n    policy: egress\n    egress:\n      merchant: wx\n      timeout: 5s\n      allow:\n        - {{method: POST, path_prefix: /v3/pay/transactions}}\n        - {{method: GET, path_prefix: /v3/pay/transactions/out-trade-no}}\n  - name: stripe-egress\n    match: {{path_prefix: /egress/stripe}}\n    policy: egress\n    egress:\n      merchant: st\n      allow:\n        - {{method: POST, path_prefix: /v1/payment_intents}}\n        - {{method: GET, path_prefix: /v1/payment_intents}}\n  - name: ali-egress\n    match: {{path_prefix: /egress/alipay}}\n    policy: egress\n    egress:\n      merchant: ali\n      allow:\n        - {{method: POST, path_prefix: /alipay.trade.precreate}}\n        - {{method: POST, path_prefix: /alipay.trade.query}}\n",
         ali_key = fixture("alipay/egress_app_private_key.pem").display(),
         ali_pub = fixture("alipay/app_public_key.pem").display(),
         up = up.addr,
@@ -35,6 +37,22 @@ struct Seen {
 }
 
 impl Seen {
+    fn of(resp: reqwest::blocking::Response) -> Self {
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let body = resp.text().unwrap_or_default();
+        Seen { status, headers, body }
+    }
+
     fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
@@ -59,20 +77,7 @@ fn call(pg: &Payguard, method: &str, path: &str, body: &str) -> Seen {
     if !body.is_empty() {
         req = req.header("content-type", "application/json").body(body.to_string());
     }
-    let resp = req.send().expect("payguard answers");
-    let status = resp.status().as_u16();
-    let headers = resp
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    let body = resp.text().unwrap_or_default();
-    Seen { status, headers, body }
+    Seen::of(req.send().expect("payguard answers"))
 }
 
 struct Env {
@@ -81,10 +86,19 @@ struct Env {
     pg: Payguard,
 }
 
+/// payguard with `config`, the Stripe key in its environment (an `env:` secret).
+fn start_payguard(config: &str) -> Payguard {
+    let custom = Custom {
+        env: vec![("PG_TEST_STRIPE_SECRET_KEY".into(), STRIPE_SECRET_KEY.into())],
+        ..Custom::default()
+    };
+    Payguard::start_with("127.0.0.1", custom, config)
+}
+
 fn start() -> Env {
     let up = Upstream::start();
     let sim = ChannelSim::start();
-    let pg = Payguard::start(&config(&up, &sim));
+    let pg = start_payguard(&config(&up, &sim));
     Env { up, sim, pg }
 }
 
@@ -303,7 +317,7 @@ fn an_unreachable_channel_is_a_502_problem() {
     // A port nothing listens on, with the simulator's CA.
     let dead = format!("https://127.0.0.1:{}", support::free_port());
     let text = config(&up, &sim).replace(&sim.base_url(), &dead);
-    let pg = Payguard::start(&text);
+    let pg = start_payguard(&text);
     let seen = call(
         &pg,
         "POST",
@@ -544,4 +558,51 @@ fn alipay_calls_off_the_allow_list_or_malformed_are_refused_and_never_sent() {
         );
     }
     assert!(env.sim.requests().is_empty(), "{:?}", env.sim.requests());
+}
+
+fn stripe_call(pg: &Payguard, body: &str, idempotency_key: Option<&str>) -> Seen {
+    let client = reqwest::blocking::Client::new();
+    let mut req = client
+        .post(pg.url("/egress/stripe/v1/payment_intents"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("stripe-version", "2024-06-20")
+        .body(body.to_string());
+    if let Some(k) = idempotency_key {
+        req = req.header("idempotency-key", k);
+    }
+    Seen::of(req.send().expect("payguard answers"))
+}
+
+#[test]
+fn stripe_calls_carry_the_key_and_an_idempotency_key_the_backend_never_holds() {
+    let env = start();
+    let body = "amount=2000&currency=usd&metadata[order_id]=6735";
+    let first = stripe_call(&env.pg, body, None);
+    assert_eq!(first.status, 200, "{first:?}\n{}", env.pg.logs());
+    assert!(first.body.contains("pi_3PgEgress"), "{}", first.body);
+    // Stripe does not sign its answers: TLS is all that authenticates them, so no X-PG-Verified.
+    assert_eq!(first.header("x-pg-verified"), None);
+    let again = stripe_call(&env.pg, body, None);
+    let own = stripe_call(&env.pg, body, Some("order-6735-attempt-1"));
+    for seen in [&first, &again, &own] {
+        assert!(!seen.everything().contains(STRIPE_SECRET_KEY), "{}", seen.everything());
+    }
+    let sent = env.sim.requests();
+    assert_eq!(sent.len(), 3);
+    for r in &sent {
+        assert_eq!(r.signature_check, Ok(()), "Bearer key");
+        assert_eq!(r.target, "/v1/payment_intents");
+        assert_eq!(r.body, body.as_bytes());
+        assert_eq!(r.header("stripe-version"), Some("2024-06-20"));
+    }
+    // The same call retried gets the same derived key; the backend's own key is kept.
+    let key = |i: usize| sent[i].header("idempotency-key").map(str::to_owned);
+    assert!(key(0).as_deref().is_some_and(|k| k.starts_with("pg-")), "{:?}", key(0));
+    assert_eq!(key(0), key(1));
+    assert_eq!(key(2).as_deref(), Some("order-6735-attempt-1"));
+    // Nothing off the allow-list is sent.
+    let refused = call(&env.pg, "POST", "/egress/stripe/v1/customers", "{}");
+    assert_eq!((refused.status, refused.code().as_str()), (403, "EGRESS_NOT_ALLOWED"));
+    assert_eq!(env.sim.requests().len(), 3);
+    assert!(env.up.requests().is_empty());
 }

@@ -5,10 +5,11 @@
 //! verify is never relayed.
 //!
 //! `merchants:` (one account per name) is shared config; each channel's signing and answer
-//! checks live in one file here (`wechatpay_v3.rs`, `alipay.rs`), the HTTPS client in `client.rs`.
+//! checks live in one file here (`wechatpay_v3.rs`, `alipay.rs`, `stripe.rs`), the HTTPS client in `client.rs`.
 
 pub(crate) mod alipay;
 pub(crate) mod client;
+pub(crate) mod stripe;
 pub(crate) mod wechatpay_v3;
 
 use std::collections::BTreeMap;
@@ -38,6 +39,9 @@ pub(crate) enum MerchantConfig {
     /// An Alipay OpenAPI app (`app_id`), public-key mode.
     #[serde(rename = "alipay")]
     Alipay(alipay::AlipayMerchantConfig),
+    /// A Stripe account (its secret API key).
+    #[serde(rename = "stripe")]
+    Stripe(stripe::StripeMerchantConfig),
 }
 
 /// A built merchant account.
@@ -47,6 +51,8 @@ pub(crate) enum Merchant {
     WechatpayV3(wechatpay_v3::WechatpayV3Merchant),
     /// Alipay OpenAPI.
     Alipay(alipay::AlipayMerchant),
+    /// Stripe API.
+    Stripe(stripe::StripeMerchant),
 }
 
 impl Merchant {
@@ -55,7 +61,14 @@ impl Merchant {
         match self {
             Self::WechatpayV3(_) => "wechatpay_v3",
             Self::Alipay(_) => "alipay",
+            Self::Stripe(_) => "stripe",
         }
+    }
+
+    /// Whether the channel signs its answers (then a relayed answer was verified); Stripe's
+    /// are authenticated by TLS only.
+    pub(crate) fn signs_answers(&self) -> bool {
+        !matches!(self, Self::Stripe(_))
     }
 }
 
@@ -82,6 +95,7 @@ impl Merchants {
             let result = match merchant {
                 MerchantConfig::WechatpayV3(c) => c.build().map(Merchant::WechatpayV3),
                 MerchantConfig::Alipay(c) => c.build().map(Merchant::Alipay),
+                MerchantConfig::Stripe(c) => c.build().map(Merchant::Stripe),
             };
             match result {
                 Ok(m) => {
@@ -247,6 +261,8 @@ pub(crate) struct EgressRequest<'a> {
     pub(crate) query: Option<&'a str>,
     /// The backend's `Content-Type`, if any.
     pub(crate) content_type: Option<&'a http::HeaderValue>,
+    /// Every header of the backend's call (a channel passes on the few it documents).
+    pub(crate) headers: &'a http::HeaderMap,
     pub(crate) body: Bytes,
 }
 
@@ -345,6 +361,11 @@ impl EgressRoute {
         self.merchant.channel()
     }
 
+    /// Whether a relayed answer was verified as signed by the channel.
+    pub(crate) fn signs_answers(&self) -> bool {
+        self.merchant.signs_answers()
+    }
+
     /// The merchant account's name (a log field).
     pub(crate) fn merchant_name(&self) -> &str {
         &self.merchant_name
@@ -411,6 +432,13 @@ impl EgressRoute {
                 m.call(&req, target, self.limits, clock, record).await
             }
             Merchant::Alipay(m) => m.call(&req, channel_path, self.limits, clock, record).await,
+            Merchant::Stripe(m) => {
+                let target = match req.query {
+                    Some(q) => format!("{channel_path}?{q}"),
+                    None => channel_path.to_string(),
+                };
+                m.call(&req, target, self.limits, record).await
+            }
         }
     }
 }

@@ -41,6 +41,7 @@ impl PayguardProxy {
                         path: ctx.path.as_ref().map_or("/", |p| p.as_str()),
                         query: req.uri.query(),
                         content_type: req.headers.get(http::header::CONTENT_TYPE),
+                        headers: &req.headers,
                         body,
                     };
                     route
@@ -77,11 +78,17 @@ impl PayguardProxy {
         );
         match result {
             Ok(relayed) => {
+                // Only an answer the channel signed, and payguard verified, is marked.
+                let verified: Vec<(String, String)> = if route.signs_answers() {
+                    vec![(VERIFIED_HEADER.to_string(), "1".to_string())]
+                } else {
+                    Vec::new()
+                };
                 respond(
                     session,
                     relayed.status,
                     relayed.content_type.as_deref(),
-                    &[(VERIFIED_HEADER.to_string(), "1".to_string())],
+                    &verified,
                     &ctx.request_id,
                     relayed.body,
                 )

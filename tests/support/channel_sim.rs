@@ -8,6 +8,9 @@
 //! over `METHOD\nURL\nTIMESTAMP\nNONCE\nBODY\n`, verified with the merchant's public key;
 //! a request that fails the check gets WeChat Pay's 401 `SIGN_ERROR` (signed genuinely).
 //!
+//! Stripe (`/v1/…`): `Authorization` must be `Bearer` with the test secret key; the answer is a
+//! fixed PaymentIntent (Stripe does not sign API answers).
+//!
 //! Alipay OpenAPI (`POST /gateway.do`, a form): the `sign` over the sorted parameters must verify
 //! with the app's public key (`alipay/egress_app_public_key.pem`); the answer is
 //! `{"<method>_response":…,"sign":…}` signed over the member's exact bytes with the test Alipay
@@ -57,6 +60,9 @@ pub enum WxAnswer {
     Unsigned,
 }
 
+/// The Stripe secret key the simulator expects (`Authorization: Bearer …`).
+pub const STRIPE_SECRET_KEY: &str = "sk_test_payguardEgressSimulator0000000000";
+
 /// The Alipay app the simulator expects.
 pub const ALI_APP_ID: &str = "2021000000000001";
 
@@ -100,6 +106,12 @@ struct Shared {
     ali_answer: Mutex<AliAnswer>,
     /// The response member of the next Alipay answers (its exact text).
     ali_response: Mutex<String>,
+}
+
+impl Shared {
+    fn record(&self, request: SimRequest) {
+        self.requests.lock().unwrap().push(request);
+    }
 }
 
 /// The running simulator; stops on drop.
@@ -348,6 +360,35 @@ async fn handle(sh: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Result<
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
+    if parts.uri.path().starts_with("/v1/") {
+        let check = match parts.headers.get("authorization").and_then(|v| v.to_str().ok()) {
+            Some(v) if v == format!("Bearer {STRIPE_SECRET_KEY}") => Ok(()),
+            _ => Err("not the Stripe secret key".to_string()),
+        };
+        let (status, answer) = match &check {
+            Ok(()) => (
+                200,
+                r#"{"id":"pi_3PgEgress","object":"payment_intent","amount":2000,"currency":"usd","status":"requires_payment_method"}"#,
+            ),
+            Err(_) => (
+                401,
+                r#"{"error":{"message":"Invalid API Key provided: sk_test_****0000","type":"invalid_request_error"}}"#,
+            ),
+        };
+        sh.record(SimRequest {
+            method,
+            target,
+            headers,
+            body,
+            signature_check: check,
+        });
+        return Ok(Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .header("request-id", "req_payguardEgress")
+            .body(Full::new(Bytes::from_static(answer.as_bytes())).boxed())
+            .expect("response"));
+    }
     if parts.uri.path() == "/gateway.do" {
         return Ok(alipay_gateway(&sh, method, target, headers, body).await);
     }
@@ -373,7 +414,7 @@ async fn handle(sh: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Result<
     } else {
         WxAnswer::Genuine
     };
-    sh.requests.lock().unwrap().push(SimRequest {
+    sh.record(SimRequest {
         method,
         target,
         headers,
@@ -512,7 +553,7 @@ async fn alipay_gateway(
             AliAnswer::Genuine,
         ),
     };
-    sh.requests.lock().unwrap().push(SimRequest {
+    sh.record(SimRequest {
         method,
         target,
         headers,

@@ -1,0 +1,209 @@
+//! Stripe API egress: the backend calls `<route prefix>/v1/…` without a key; payguard adds
+//! `Authorization: Bearer <secret key>` and an `Idempotency-Key` on every POST, and relays
+//! Stripe's answer. Stripe does not sign its API answers: they are authenticated by TLS to
+//! `api.stripe.com` only, so they are relayed without `X-PG-Verified`.
+
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::client::{channel_client, ChannelClient, ChannelRequest, Limits};
+use super::{CallRecord, EgressError, EgressRequest, Relayed};
+use crate::issue::ConfigIssue;
+use crate::secret::SecretRef;
+
+const DEFAULT_BASE_URL: &str = "https://api.stripe.com";
+
+fn default_base_url() -> String {
+    DEFAULT_BASE_URL.to_string()
+}
+
+/// A Stripe account: its secret (or restricted) API key.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StripeMerchantConfig {
+    /// The secret API key (`sk_live_…`, `sk_test_…`) or a restricted key (`rk_…`); `file:` or
+    /// `env:` only.
+    pub(crate) secret_key: SecretRef,
+    /// The API's base URL, `https://host[:port]`.
+    #[serde(default = "default_base_url")]
+    pub(crate) base_url: String,
+    /// PEM CA certificates trusted besides the system roots (a test's CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) extra_ca: Option<SecretRef>,
+}
+
+impl StripeMerchantConfig {
+    /// Resolves the key and builds the client.
+    pub(crate) fn build(&self) -> Result<StripeMerchant, Vec<ConfigIssue>> {
+        let mut issues = Vec::new();
+        let key = if self.secret_key.is_inline() {
+            issues.push(ConfigIssue::new(
+                "secret_key",
+                "must be a `file:` or `env:` reference, never the key itself",
+            ));
+            None
+        } else {
+            match self.secret_key.resolve() {
+                Ok(key) => {
+                    let text = key.expose_str().unwrap_or("").trim();
+                    let shaped = ["sk_live_", "sk_test_", "rk_live_", "rk_test_"]
+                        .iter()
+                        .any(|p| text.starts_with(p))
+                        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                    if shaped {
+                        Some(key)
+                    } else {
+                        issues.push(ConfigIssue::new(
+                            "secret_key",
+                            format!(
+                                "{} does not hold a Stripe secret or restricted key (sk_… or rk_…)",
+                                self.secret_key.describe()
+                            ),
+                        ));
+                        None
+                    }
+                }
+                Err(e) => {
+                    issues.push(ConfigIssue::new("secret_key", e));
+                    None
+                }
+            }
+        };
+        let client = channel_client(&self.base_url, self.extra_ca.as_ref(), &mut issues);
+        match (key, client) {
+            (Some(key), Some(client)) if issues.is_empty() => {
+                let mut bearer =
+                    http::HeaderValue::from_str(&format!("Bearer {}", key.expose_str().unwrap_or("").trim()))
+                        .map_err(|_| vec![ConfigIssue::new("secret_key", "is not header text")])?;
+                bearer.set_sensitive(true);
+                Ok(StripeMerchant { bearer, client })
+            }
+            _ => Err(issues),
+        }
+    }
+}
+
+/// A built Stripe account.
+pub(crate) struct StripeMerchant {
+    /// `Bearer <key>`, marked sensitive.
+    bearer: http::HeaderValue,
+    client: ChannelClient,
+}
+
+impl fmt::Debug for StripeMerchant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StripeMerchant")
+            .field("client", &self.client)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `Idempotency-Key` of a POST the backend sent without one: derived from the call itself,
+/// so a backend retrying the same call after a timeout cannot create a second object within
+/// Stripe's 24-hour key window.
+fn derived_idempotency_key(target: &str, body: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(target.as_bytes());
+    h.update(b"\n");
+    h.update(body);
+    format!("pg-{}", hex::encode(&h.finalize()[..16]))
+}
+
+/// Headers of the backend's call passed on to Stripe as they are.
+const PASSED_ON: [http::HeaderName; 3] = [
+    http::header::CONTENT_TYPE,
+    http::HeaderName::from_static("stripe-version"),
+    http::HeaderName::from_static("stripe-account"),
+];
+
+impl StripeMerchant {
+    /// Adds the key (and the idempotency key) and sends one call to `target`.
+    pub(crate) async fn call(
+        &self,
+        req: &EgressRequest<'_>,
+        target: String,
+        limits: Limits,
+        record: &mut CallRecord,
+    ) -> Result<Relayed, EgressError> {
+        let mut headers = vec![
+            (http::header::AUTHORIZATION, self.bearer.clone()),
+            (http::header::ACCEPT, http::HeaderValue::from_static("application/json")),
+            (
+                http::header::USER_AGENT,
+                http::HeaderValue::from_static(concat!("payguard/", env!("CARGO_PKG_VERSION"))),
+            ),
+        ];
+        for name in PASSED_ON {
+            if let Some(v) = req.headers.get(&name) {
+                headers.push((name, v.clone()));
+            }
+        }
+        if req.method == http::Method::POST {
+            let key = match req.headers.get("idempotency-key") {
+                Some(v) => v.clone(),
+                None => http::HeaderValue::from_str(&derived_idempotency_key(&target, &req.body))
+                    .map_err(|_| EgressError::Signing("the idempotency key is not header text".into()))?,
+            };
+            headers.push((http::HeaderName::from_static("idempotency-key"), key));
+        }
+        let request = ChannelRequest {
+            method: req.method.clone(),
+            path_and_query: target,
+            headers,
+            body: req.body.clone(),
+        };
+        let started = std::time::Instant::now();
+        let answer = self.client.send(request, limits).await;
+        record.channel_latency = Some(started.elapsed());
+        let answer = answer?;
+        record.channel_status = Some(answer.status);
+        Ok(Relayed {
+            status: answer.status,
+            content_type: answer
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            body: answer.body.to_vec(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(key: &str) -> StripeMerchantConfig {
+        StripeMerchantConfig {
+            secret_key: SecretRef::new(key),
+            base_url: DEFAULT_BASE_URL.into(),
+            extra_ca: None,
+        }
+    }
+
+    #[test]
+    fn the_key_must_be_a_reference_to_a_stripe_key() {
+        let issues = config("sk_test_4eC39HqLyjWDarjtT1zdp7dc").build().unwrap_err();
+        assert_eq!(issues[0].path, "secret_key");
+        assert!(!issues[0].message.contains("4eC39"), "{}", issues[0].message);
+        std::env::set_var("PG_TEST_STRIPE_NOT_A_KEY", "pk_test_public");
+        let issues = config("env:PG_TEST_STRIPE_NOT_A_KEY").build().unwrap_err();
+        assert!(issues[0].message.contains("sk_"), "{}", issues[0].message);
+        assert!(!issues[0].message.contains("pk_test_public"), "{}", issues[0].message);
+        std::env::set_var("PG_TEST_STRIPE_KEY", "sk_test_4eC39HqLyjWDarjtT1zdp7dc");
+        let m = config("env:PG_TEST_STRIPE_KEY").build().unwrap();
+        assert!(!format!("{m:?}").contains("4eC39"));
+    }
+
+    #[test]
+    fn derived_idempotency_keys_follow_the_call() {
+        let a = derived_idempotency_key("/v1/payment_intents", b"amount=100");
+        assert_eq!(a, derived_idempotency_key("/v1/payment_intents", b"amount=100"));
+        assert_ne!(a, derived_idempotency_key("/v1/payment_intents", b"amount=101"));
+        assert_ne!(a, derived_idempotency_key("/v1/refunds", b"amount=100"));
+        assert_eq!(a.len(), 3 + 32);
+    }
+}
