@@ -606,3 +606,46 @@ fn stripe_calls_carry_the_key_and_an_idempotency_key_the_backend_never_holds() {
     assert_eq!(env.sim.requests().len(), 3);
     assert!(env.up.requests().is_empty());
 }
+
+#[test]
+fn connections_are_reused_and_only_reads_are_retried_after_a_broken_exchange() {
+    let env = start();
+    let order = "/egress/wechatpay/v3/pay/transactions/native";
+    let query = "/egress/wechatpay/v3/pay/transactions/out-trade-no/1217752501201407033233368018?mchid=1900000001";
+    for _ in 0..3 {
+        assert_eq!(
+            call(&env.pg, "POST", order, NATIVE_ORDER).status,
+            200,
+            "{}",
+            env.pg.logs()
+        );
+    }
+    // Three calls, one TLS connection.
+    assert_eq!((env.sim.requests().len(), env.sim.connections()), (3, 1));
+
+    // A read goes out on the kept connection too.
+    env.sim.set_wx_body(200, br#"{"trade_state":"NOTPAY"}"#);
+    let seen = call(&env.pg, "GET", query, "");
+    assert_eq!(seen.status, 200, "{seen:?}\n{}", env.pg.logs());
+    assert_eq!((env.sim.requests().len(), env.sim.connections()), (4, 1));
+
+    // A read whose exchange breaks off after it was sent is tried once more, on a new
+    // connection...
+    let env = start();
+    env.sim.set_wx_body(200, br#"{"trade_state":"NOTPAY"}"#);
+    env.sim.break_next_connections(1);
+    let seen = call(&env.pg, "GET", query, "");
+    assert_eq!(seen.status, 200, "{seen:?}\n{}", env.pg.logs());
+    assert_eq!((env.sim.connections(), env.sim.requests().len()), (2, 1));
+    // ...a broken order creation is not: the channel may have acted on it.
+    env.sim.break_next_connections(2);
+    let pg = start_payguard(&config(&env.up, &env.sim));
+    let seen = call(&pg, "POST", order, NATIVE_ORDER);
+    assert_eq!(
+        (seen.status, seen.code().as_str()),
+        (502, "EGRESS_CHANNEL_UNREACHABLE"),
+        "{seen:?}"
+    );
+    assert_eq!(env.sim.connections(), 3, "one attempt only");
+    assert_eq!(env.sim.requests().len(), 1);
+}

@@ -1,6 +1,13 @@
-//! The HTTPS client of egress calls: one TLS connection per call (rustls with the system's root
-//! certificates, plus an extra CA file for sandboxes and tests), HTTP/1.1 through hyper, a connect
-//! timeout, a whole-answer timeout and a cap on the answer body.
+//! The HTTPS client of egress calls: rustls with the system's root certificates (plus an extra CA
+//! file for sandboxes and tests), HTTP/1.1 through hyper, a connect timeout, a whole-answer
+//! timeout and a cap on the answer body.
+//!
+//! Connections are kept for reuse: at most [`MAX_IDLE`] idle ones per merchant account, each for
+//! at most [`IDLE_FOR`]. A request that a kept connection could not take (closed by the channel
+//! meanwhile) goes out on a new one; hyper hands it back unsent, so this is safe for any method.
+//! A GET or HEAD whose exchange failed after it was sent is tried once more on a new connection,
+//! within the same timeout; any other method is not repeated (payguard cannot know whether the
+//! channel acted on it).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,11 +95,19 @@ pub(crate) struct Limits {
     pub(crate) max_answer_bytes: usize,
 }
 
-/// One channel's HTTPS endpoint and the TLS trust used to reach it.
+/// Idle connections kept per merchant account.
+const MAX_IDLE: usize = 8;
+/// How long an idle connection is kept (channels close theirs after a minute or more).
+const IDLE_FOR: Duration = Duration::from_secs(20);
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// One channel's HTTPS endpoint, the TLS trust used to reach it, and its idle connections.
 #[derive(Clone)]
 pub(crate) struct ChannelClient {
     base: BaseUrl,
     tls: tokio_rustls::TlsConnector,
+    idle: Arc<std::sync::Mutex<Vec<(Sender, std::time::Instant)>>>,
 }
 
 impl std::fmt::Debug for ChannelClient {
@@ -162,6 +177,7 @@ impl ChannelClient {
         Ok(Self {
             base,
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            idle: Arc::default(),
         })
     }
 
@@ -178,6 +194,63 @@ impl ChannelClient {
     }
 
     async fn exchange(&self, req: ChannelRequest, limits: Limits) -> Result<ChannelAnswer, SendError> {
+        let endpoint = self.base.display();
+        let repeatable = matches!(req.method, http::Method::GET | http::Method::HEAD);
+        let mut request = self.request(&req)?;
+        // A kept connection first; one that cannot take the request hands it back unsent.
+        while let Some(mut sender) = self.take_idle() {
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(request).await {
+                Ok(response) => return self.answer(sender, response, limits).await,
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => request = unsent,
+                    None if repeatable => {
+                        tracing::debug!(target: "payguard::egress", endpoint = %endpoint, error = %e.error(), "kept connection failed; trying a new one");
+                        request = self.request(&req)?;
+                        break;
+                    }
+                    None => return Err(SendError::Unreachable(format!("{endpoint}: HTTP: {}", e.error()))),
+                },
+            }
+        }
+        let first = self.exchange_on_new_connection(request, limits).await;
+        match first {
+            Err(SendError::Unreachable(reason)) if repeatable => {
+                tracing::debug!(target: "payguard::egress", endpoint = %endpoint, reason = %reason, "retrying a read once");
+                self.exchange_on_new_connection(self.request(&req)?, limits).await
+            }
+            other => other,
+        }
+    }
+
+    /// The HTTP request of `req` (rebuilt for a retry; the body is shared, not copied).
+    fn request(&self, req: &ChannelRequest) -> Result<http::Request<Full<Bytes>>, SendError> {
+        let mut request = http::Request::builder()
+            .method(req.method.clone())
+            .uri(req.path_and_query.as_str())
+            .header(http::header::HOST, self.base.authority.as_str())
+            .body(Full::new(req.body.clone()))
+            .map_err(|e| SendError::Unreachable(format!("{}: request: {e}", self.base.display())))?;
+        for (name, value) in &req.headers {
+            request.headers_mut().append(name.clone(), value.clone());
+        }
+        Ok(request)
+    }
+
+    /// The newest idle connection still within [`IDLE_FOR`]; older ones are dropped.
+    fn take_idle(&self) -> Option<Sender> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|(sender, since)| since.elapsed() < IDLE_FOR && !sender.is_closed());
+        idle.pop().map(|(sender, _)| sender)
+    }
+
+    async fn exchange_on_new_connection(
+        &self,
+        request: http::Request<Full<Bytes>>,
+        limits: Limits,
+    ) -> Result<ChannelAnswer, SendError> {
         let endpoint = self.base.display();
         let unreachable =
             |what: &str, e: &dyn std::fmt::Display| SendError::Unreachable(format!("{endpoint}: {what}: {e}"));
@@ -204,31 +277,43 @@ impl ChannelClient {
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| unreachable("HTTP", &e))?;
-        // The connection task ends with the exchange (one request per connection).
+        // The connection task runs as long as the connection is open or kept.
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        let mut request = http::Request::builder()
-            .method(req.method)
-            .uri(req.path_and_query.as_str())
-            .header(http::header::HOST, self.base.authority.as_str())
-            .body(Full::new(req.body))
-            .map_err(|e| unreachable("request", &e))?;
-        for (name, value) in req.headers {
-            request.headers_mut().append(name, value);
-        }
         let response = sender
             .send_request(request)
             .await
             .map_err(|e| unreachable("HTTP", &e))?;
+        self.answer(sender, response, limits).await
+    }
+
+    /// Reads the whole answer (capped), then keeps the connection for the next call.
+    async fn answer(
+        &self,
+        sender: Sender,
+        response: http::Response<hyper::body::Incoming>,
+        limits: Limits,
+    ) -> Result<ChannelAnswer, SendError> {
         let (parts, body) = response.into_parts();
         let body = match Limited::new(body, limits.max_answer_bytes).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                 return Err(SendError::TooLarge(limits.max_answer_bytes))
             }
-            Err(e) => return Err(SendError::Unreachable(format!("{endpoint}: answer body: {e}"))),
+            Err(e) => {
+                return Err(SendError::Unreachable(format!(
+                    "{}: answer body: {e}",
+                    self.base.display()
+                )))
+            }
         };
+        if !sender.is_closed() {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < MAX_IDLE {
+                idle.push((sender, std::time::Instant::now()));
+            }
+        }
         Ok(ChannelAnswer {
             status: parts.status.as_u16(),
             headers: parts.headers,

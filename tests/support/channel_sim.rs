@@ -104,11 +104,22 @@ struct Shared {
     /// Status and body of the next answers.
     wx_body: Mutex<(u16, Vec<u8>)>,
     ali_answer: Mutex<AliAnswer>,
+    /// TLS connections accepted so far.
+    connections: std::sync::atomic::AtomicUsize,
+    /// Connections still to be broken off after their request head arrives.
+    break_next: std::sync::atomic::AtomicUsize,
     /// The response member of the next Alipay answers (its exact text).
     ali_response: Mutex<String>,
 }
 
 impl Shared {
+    fn take_break(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.break_next
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
     fn record(&self, request: SimRequest) {
         self.requests.lock().unwrap().push(request);
     }
@@ -151,6 +162,8 @@ impl ChannelSim {
             wx_answer: Mutex::new(WxAnswer::Genuine),
             wx_body: Mutex::new((200, br#"{"code_url":"weixin://wxpay/bizpayurl?pr=p4lpSuKzz"}"#.to_vec())),
             ali_answer: Mutex::new(AliAnswer::Genuine),
+            connections: Default::default(),
+            break_next: Default::default(),
             ali_response: Mutex::new(
                 r#"{"code":"10000", "msg":"Success","out_trade_no":"20261203000001","qr_code":"https://qr.alipay.com/bax08431ecsdyzzkxlah0066"}"#.into(),
             ),
@@ -176,7 +189,15 @@ impl ChannelSim {
                             let Ok((tcp, _)) = accepted else { continue };
                             let (sh, acceptor) = (sh.clone(), acceptor.clone());
                             tokio::spawn(async move {
-                                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                                sh.connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                if sh.take_break() {
+                                    // The request arrives, then the connection ends without an answer.
+                                    use tokio::io::AsyncReadExt as _;
+                                    let mut head = [0u8; 256];
+                                    let _ = tls.read(&mut head).await;
+                                    return;
+                                }
                                 let svc = service_fn(move |req| handle(sh.clone(), req));
                                 let _ = http1::Builder::new().serve_connection(TokioIo::new(tls), svc).await;
                             });
@@ -223,6 +244,16 @@ impl ChannelSim {
     /// The response member (exact JSON text) of the next Alipay answers.
     pub fn set_ali_response(&self, member: &str) {
         *self.shared.ali_response.lock().unwrap() = member.to_string();
+    }
+
+    /// TLS connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The next `n` connections read their request and close without answering.
+    pub fn break_next_connections(&self, n: usize) {
+        self.shared.break_next.store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Every request received so far.
