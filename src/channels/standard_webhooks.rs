@@ -5,10 +5,18 @@
 //!   configured mapping from the provider's payload to the normalized event;
 //! * outbound: [`StandardWebhookSigner`], which signs what payguard forwards to the backend
 //!   so any Standard Webhooks library can check it.
+//!
+//! Why not the `standardwebhooks` crate (1.3): payguard needs what its `Webhook::verify` does not
+//! offer — payloads that are any bytes (it requires UTF-8), a configured tolerance and an
+//! injected clock (it fixes five minutes against the system time), several secrets live at once
+//! during a rotation, exactly one value of each header (it reads the first of repeated ones;
+//! payguard refuses them), and the Svix `svix-*` header names. Signing the forwarded request is
+//! the same few lines either way, and keeping both directions here lets one test suite cover
+//! them. The MAC itself is the `hmac`/`sha2` crates', compared in constant time with `subtle`.
 
-use std::path::Path;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
 use std::time::Duration;
 
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD as BASE64};
@@ -24,8 +32,8 @@ use subtle::ConstantTimeEq;
 
 use super::amount::{parse_decimal_minor, AmountError};
 use super::{
-    ChannelSetup, SimulateInput, TestSetup,     single_header, Ack, Channel, ChannelError, ChannelKind, EventKind, MerchantRef, NotifyRequest, RefundInfo,
-    SimulateKeys, SimulateSpec, SimulatedNotification, VerifiedEvent,
+    single_header, Ack, Channel, ChannelError, ChannelKind, ChannelSetup, EventKind, MerchantRef, NotifyRequest,
+    RefundInfo, SimulateInput, SimulateKeys, SimulateSpec, SimulatedNotification, TestSetup, VerifiedEvent,
 };
 use crate::secret::{Secret, SecretRef};
 use crate::issue::ConfigIssue;
