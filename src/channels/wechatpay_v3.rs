@@ -13,7 +13,7 @@ use aes_gcm::{Aes128Gcm, Aes256Gcm, AesGcm};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use jiff::Timestamp;
-use rand::distributions::{Alphanumeric, DistString};
+use rand::distr::{Alphanumeric, SampleString};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -754,7 +754,7 @@ pub(crate) fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<Simul
             (event_type, "支付通知", "transaction", object)
         }
     };
-    let resource_nonce = Alphanumeric.sample_string(&mut rand::thread_rng(), 12);
+    let resource_nonce = Alphanumeric.sample_string(&mut rand::rng(), 12);
     let ciphertext = encrypt_resource(
         api_v3_key,
         resource_nonce.as_bytes(),
@@ -779,7 +779,7 @@ pub(crate) fn simulate(spec: &SimulateSpec, keys: &SimulateKeys) -> Result<Simul
     .to_string()
     .into_bytes();
     let timestamp = spec.at.as_second().to_string();
-    let nonce = Alphanumeric.sample_string(&mut rand::thread_rng(), 32);
+    let nonce = Alphanumeric.sample_string(&mut rand::rng(), 32);
     let signature = private_key.sign_sha256(&signed_message(&timestamp, &nonce, &body))?;
     Ok(SimulatedNotification {
         headers: vec![

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use rand::distributions::{Alphanumeric, DistString};
+use rand::distr::{Alphanumeric, SampleString};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -188,7 +188,7 @@ fn answer_problem(e: ChannelError) -> String {
 
 /// A request nonce: 32 alphanumeric characters, as the official SDKs make them.
 fn new_nonce() -> String {
-    Alphanumeric.sample_string(&mut rand::thread_rng(), 32)
+    Alphanumeric.sample_string(&mut rand::rng(), 32)
 }
 
 impl WechatpayV3Merchant {

@@ -601,9 +601,9 @@ impl SignatureVerifier {
 /// A fresh random nonce for clients (`payguard sign`, the demo): 32 characters of
 /// `[A-Za-z0-9_-]` (24 random bytes, base64url without padding).
 pub fn new_nonce() -> String {
-    use rand::RngCore;
+    use rand::Rng;
     let mut bytes = [0u8; 24];
-    rand::thread_rng().fill_bytes(&mut bytes);
+    rand::rng().fill_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
