@@ -18,7 +18,8 @@ use targets::{Target, TARGETS};
 /// Mutated inputs per target: about ten thousand in total, a few seconds in a debug build.
 const MUTATIONS: usize = 600;
 
-/// [`MUTATIONS`], but fewer for `config_load`, whose inputs each build the JSON Schema validator.
+/// [`MUTATIONS`], but fewer for `config_load`, whose inputs each go through YAML, the whole JSON
+/// Schema and the config build.
 fn mutations(name: &str) -> usize {
     if name == "config_load" {
         MUTATIONS / 2
