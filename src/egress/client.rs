@@ -197,6 +197,8 @@ impl ChannelClient {
         let endpoint = self.base.display();
         let repeatable = matches!(req.method, http::Method::GET | http::Method::HEAD);
         let mut request = self.request(&req)?;
+        // A read may be sent twice in all; anything else once.
+        let mut retry_left = repeatable;
         // A kept connection first; one that cannot take the request hands it back unsent.
         while let Some(mut sender) = self.take_idle() {
             if sender.ready().await.is_err() {
@@ -206,8 +208,9 @@ impl ChannelClient {
                 Ok(response) => return self.answer(sender, response, limits).await,
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => request = unsent,
-                    None if repeatable => {
+                    None if retry_left => {
                         tracing::debug!(target: "payguard::egress", endpoint = %endpoint, error = %e.error(), "kept connection failed; trying a new one");
+                        retry_left = false;
                         request = self.request(&req)?;
                         break;
                     }
@@ -217,7 +220,7 @@ impl ChannelClient {
         }
         let first = self.exchange_on_new_connection(request, limits).await;
         match first {
-            Err(SendError::Unreachable(reason)) if repeatable => {
+            Err(SendError::Unreachable(reason)) if retry_left => {
                 tracing::debug!(target: "payguard::egress", endpoint = %endpoint, reason = %reason, "retrying a read once");
                 self.exchange_on_new_connection(self.request(&req)?, limits).await
             }
