@@ -582,28 +582,43 @@ fn stripe_calls_carry_the_key_and_an_idempotency_key_the_backend_never_holds() {
     assert!(first.body.contains("pi_3PgEgress"), "{}", first.body);
     // Stripe does not sign its answers: TLS is all that authenticates them, so no X-PG-Verified.
     assert_eq!(first.header("x-pg-verified"), None);
-    let again = stripe_call(&env.pg, body, None);
+    assert_eq!(first.header("request-id"), Some("req_payguardEgress"));
+    // A second purchase that is the same call byte for byte is a second call...
+    let second = stripe_call(&env.pg, body, None);
+    // ...and a retry with the key payguard returned is answered as the first was.
+    let returned = first
+        .header("idempotency-key")
+        .expect("the key payguard chose")
+        .to_string();
+    let retry = stripe_call(&env.pg, body, Some(&returned));
     let own = stripe_call(&env.pg, body, Some("order-6735-attempt-1"));
-    for seen in [&first, &again, &own] {
+    for seen in [&first, &second, &retry, &own] {
         assert!(!seen.everything().contains(STRIPE_SECRET_KEY), "{}", seen.everything());
     }
+    assert_eq!(first.header("idempotent-replayed"), None);
+    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+    // payguard returns only a key it chose; the backend's own it already knows.
+    assert_eq!(retry.header("idempotency-key"), None);
+    assert_eq!(own.header("idempotency-key"), None);
     let sent = env.sim.requests();
-    assert_eq!(sent.len(), 3);
+    assert_eq!(sent.len(), 4);
     for r in &sent {
         assert_eq!(r.signature_check, Ok(()), "Bearer key");
         assert_eq!(r.target, "/v1/payment_intents");
         assert_eq!(r.body, body.as_bytes());
         assert_eq!(r.header("stripe-version"), Some("2024-06-20"));
     }
-    // The same call retried gets the same derived key; the backend's own key is kept.
+    // Each POST without a key gets its own; a key the backend sends is kept.
     let key = |i: usize| sent[i].header("idempotency-key").map(str::to_owned);
     assert!(key(0).as_deref().is_some_and(|k| k.starts_with("pg-")), "{:?}", key(0));
-    assert_eq!(key(0), key(1));
-    assert_eq!(key(2).as_deref(), Some("order-6735-attempt-1"));
+    assert!(key(1).as_deref().is_some_and(|k| k.starts_with("pg-")), "{:?}", key(1));
+    assert_ne!(key(0), key(1));
+    assert_eq!(key(2).as_deref(), Some(returned.as_str()));
+    assert_eq!(key(3).as_deref(), Some("order-6735-attempt-1"));
     // Nothing off the allow-list is sent.
     let refused = call(&env.pg, "POST", "/egress/stripe/v1/customers", "{}");
     assert_eq!((refused.status, refused.code().as_str()), (403, "EGRESS_NOT_ALLOWED"));
-    assert_eq!(env.sim.requests().len(), 3);
+    assert_eq!(env.sim.requests().len(), 4);
     assert!(env.up.requests().is_empty());
 }
 

@@ -177,7 +177,11 @@ fn raw_members(body: &str) -> Option<Vec<(String, &RawValue)>> {
 
 /// The answer's response member, verified: the exact bytes of `<method>_response` (dots as
 /// `_`) or `error_response`, when the answer's `sign` verifies over them with `key`.
-fn verified_response<'b>(body: &'b [u8], api_method: &str, key: &RsaVerifyingKey) -> Result<&'b str, String> {
+fn verified_response<'b>(
+    body: &'b [u8],
+    api_method: &str,
+    key: &RsaVerifyingKey,
+) -> Result<std::borrow::Cow<'b, str>, String> {
     let text = std::str::from_utf8(body).map_err(|_| "the answer is not UTF-8 text".to_string())?;
     let members = raw_members(text).ok_or("the answer is not one JSON object with distinct members")?;
     let member = |name: &str| members.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
@@ -188,10 +192,17 @@ fn verified_response<'b>(body: &'b [u8], api_method: &str, key: &RsaVerifyingKey
     let Some(sign) = member("sign") else {
         // Alipay leaves unsigned only what it cannot sign for the app (an unknown app_id); say
         // which error it was, as that is what the operator needs.
+        // The answer is unauthenticated: only short code-shaped values reach the detail.
         let code = serde_json::from_str::<serde_json::Value>(response.get())
             .ok()
             .map(|v| {
-                let field = |k: &str| v.get(k).and_then(|c| c.as_str()).unwrap_or("-").to_string();
+                let field = |k: &str| {
+                    v.get(k)
+                        .and_then(|c| c.as_str())
+                        .filter(|c| is_error_code(c))
+                        .unwrap_or("-")
+                        .to_string()
+                };
                 format!(" (code {}, sub_code {})", field("code"), field("sub_code"))
             })
             .unwrap_or_default();
@@ -203,14 +214,27 @@ fn verified_response<'b>(body: &'b [u8], api_method: &str, key: &RsaVerifyingKey
         .map_err(|_| "`sign` is not base64".to_string())?;
     let signed = response.get();
     if key.verifies(signed.as_bytes(), &signature) {
-        return Ok(signed);
+        return Ok(signed.into());
     }
     // Alipay signs some answers before escaping `/` as `\/` in them; its SDKs verify those with
-    // the escape undone. The bytes relayed stay the ones received, which decode to the same JSON.
-    if signed.contains("\\/") && key.verifies(signed.replace("\\/", "/").as_bytes(), &signature) {
-        return Ok(signed);
+    // the escape undone. What is relayed is what verified: the text with the escape undone.
+    if signed.contains("\\/") {
+        let unescaped = signed.replace("\\/", "/");
+        if key.verifies(unescaped.as_bytes(), &signature) {
+            return Ok(unescaped.into());
+        }
     }
     Err("`sign` does not verify with the Alipay public key".into())
+}
+
+/// An Alipay error code as it may appear in a problem detail: `40002`,
+/// `isv.invalid-app-id`, `ACQ.TRADE_NOT_EXIST`; at most 64 characters.
+fn is_error_code(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 impl AlipayMerchant {
@@ -320,6 +344,7 @@ impl AlipayMerchant {
             verified_response(&answer.body, api_method, &self.alipay_key).map_err(EgressError::Unverified)?;
         Ok(Relayed {
             status: answer.status,
+            headers: Vec::new(),
             content_type: Some("application/json; charset=utf-8".into()),
             body: response.as_bytes().to_vec(),
         })
@@ -400,7 +425,7 @@ pub(crate) mod tests {
         assert!(v.answers.iter().any(|a| a.response.is_none()));
         for a in v.answers {
             let got = verified_response(a.body.as_bytes(), &a.method, &m.alipay_key);
-            assert_eq!(got.ok(), a.response.as_deref(), "{}", a.body);
+            assert_eq!(got.ok().as_deref(), a.response.as_deref(), "{}", a.body);
         }
     }
 
@@ -413,6 +438,11 @@ pub(crate) mod tests {
             e,
             "the answer carries no sign (code 40002, sub_code isv.invalid-app-id)"
         );
+        // Anything else an unsigned answer says stays out of the detail.
+        let long = "9".repeat(65);
+        let body = format!(r#"{{"error_response":{{"code":"<script>","sub_code":"{long}"}}}}"#);
+        let e = verified_response(body.as_bytes(), "alipay.trade.precreate", &m.alipay_key).unwrap_err();
+        assert_eq!(e, "the answer carries no sign (code -, sub_code -)");
     }
 
     #[test]

@@ -271,6 +271,8 @@ pub(crate) struct EgressRequest<'a> {
 pub(crate) struct Relayed {
     pub(crate) status: u16,
     pub(crate) content_type: Option<String>,
+    /// Further headers for the backend (lower-case names).
+    pub(crate) headers: Vec<(String, String)>,
     pub(crate) body: Vec<u8>,
 }
 

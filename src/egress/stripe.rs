@@ -7,7 +7,6 @@ use std::fmt;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::client::{channel_client, ChannelClient, ChannelRequest, Limits};
 use super::{CallRecord, EgressError, EgressRequest, Relayed};
@@ -101,16 +100,19 @@ impl fmt::Debug for StripeMerchant {
     }
 }
 
-/// The `Idempotency-Key` of a POST the backend sent without one: derived from the call itself,
-/// so a backend retrying the same call after a timeout cannot create a second object within
-/// Stripe's 24-hour key window.
-fn derived_idempotency_key(target: &str, body: &[u8]) -> String {
-    let mut h = Sha256::new();
-    h.update(target.as_bytes());
-    h.update(b"\n");
-    h.update(body);
-    format!("pg-{}", hex::encode(&h.finalize()[..16]))
+/// The `Idempotency-Key` of a POST the backend sent without one: random, so two calls that are
+/// the same bytes (two purchases of the same thing) stay two calls; it is returned to the
+/// backend so that a retry of this call can carry it.
+fn fresh_idempotency_key() -> String {
+    let bytes: [u8; 16] = rand::random();
+    format!("pg-{}", hex::encode(bytes))
 }
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Headers of Stripe's answer relayed to the backend: the id Stripe support asks for, and
+/// whether a repeated idempotency key was answered with the first call's answer.
+const RELAYED_BACK: [&str; 2] = ["request-id", "idempotent-replayed"];
 
 /// Headers of the backend's call passed on to Stripe as they are.
 const PASSED_ON: [http::HeaderName; 3] = [
@@ -141,13 +143,19 @@ impl StripeMerchant {
                 headers.push((name, v.clone()));
             }
         }
+        let mut fresh_key = None;
         if req.method == http::Method::POST {
-            let key = match req.headers.get("idempotency-key") {
+            let key = match req.headers.get(IDEMPOTENCY_KEY) {
                 Some(v) => v.clone(),
-                None => http::HeaderValue::from_str(&derived_idempotency_key(&target, &req.body))
-                    .map_err(|_| EgressError::Signing("the idempotency key is not header text".into()))?,
+                None => {
+                    let key = fresh_idempotency_key();
+                    let value = http::HeaderValue::from_str(&key)
+                        .map_err(|_| EgressError::Signing("the idempotency key is not header text".into()))?;
+                    fresh_key = Some(key);
+                    value
+                }
             };
-            headers.push((http::HeaderName::from_static("idempotency-key"), key));
+            headers.push((http::HeaderName::from_static(IDEMPOTENCY_KEY), key));
         }
         let request = ChannelRequest {
             method: req.method.clone(),
@@ -160,8 +168,19 @@ impl StripeMerchant {
         record.channel_latency = Some(started.elapsed());
         let answer = answer?;
         record.channel_status = Some(answer.status);
+        let mut relayed_headers: Vec<(String, String)> = RELAYED_BACK
+            .iter()
+            .filter_map(|name| {
+                let value = answer.headers.get(*name)?.to_str().ok()?;
+                Some(((*name).to_string(), value.to_string()))
+            })
+            .collect();
+        if let Some(key) = fresh_key {
+            relayed_headers.push((IDEMPOTENCY_KEY.to_string(), key));
+        }
         Ok(Relayed {
             status: answer.status,
+            headers: relayed_headers,
             content_type: answer
                 .headers
                 .get(http::header::CONTENT_TYPE)
@@ -199,11 +218,10 @@ mod tests {
     }
 
     #[test]
-    fn derived_idempotency_keys_follow_the_call() {
-        let a = derived_idempotency_key("/v1/payment_intents", b"amount=100");
-        assert_eq!(a, derived_idempotency_key("/v1/payment_intents", b"amount=100"));
-        assert_ne!(a, derived_idempotency_key("/v1/payment_intents", b"amount=101"));
-        assert_ne!(a, derived_idempotency_key("/v1/refunds", b"amount=100"));
+    fn fresh_idempotency_keys_differ() {
+        let a = fresh_idempotency_key();
+        assert_ne!(a, fresh_idempotency_key());
         assert_eq!(a.len(), 3 + 32);
+        assert!(a.starts_with("pg-") && a[3..].bytes().all(|b| b.is_ascii_hexdigit()));
     }
 }

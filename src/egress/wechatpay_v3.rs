@@ -241,6 +241,7 @@ impl WechatpayV3Merchant {
             .map_err(|e| EgressError::Unverified(answer_problem(e)))?;
         Ok(Relayed {
             status: answer.status,
+            headers: Vec::new(),
             content_type: answer
                 .headers
                 .get(http::header::CONTENT_TYPE)

@@ -79,16 +79,15 @@ impl PayguardProxy {
         match result {
             Ok(relayed) => {
                 // Only an answer the channel signed, and payguard verified, is marked.
-                let verified: Vec<(String, String)> = if route.signs_answers() {
-                    vec![(VERIFIED_HEADER.to_string(), "1".to_string())]
-                } else {
-                    Vec::new()
-                };
+                let mut headers = relayed.headers;
+                if route.signs_answers() {
+                    headers.push((VERIFIED_HEADER.to_string(), "1".to_string()));
+                }
                 respond(
                     session,
                     relayed.status,
                     relayed.content_type.as_deref(),
-                    &verified,
+                    &headers,
                     &ctx.request_id,
                     relayed.body,
                 )

@@ -8,7 +8,8 @@
 //! over `METHOD\nURL\nTIMESTAMP\nNONCE\nBODY\n`, verified with the merchant's public key;
 //! a request that fails the check gets WeChat Pay's 401 `SIGN_ERROR` (signed genuinely).
 //!
-//! Stripe (`/v1/…`): `Authorization` must be `Bearer` with the test secret key; the answer is a
+//! Stripe (`/v1/…`): `Authorization` must be `Bearer` with the test secret key; a repeated
+//! `Idempotency-Key` is answered with `Idempotent-Replayed: true`; the answer is a
 //! fixed PaymentIntent (Stripe does not sign API answers).
 //!
 //! Alipay OpenAPI (`POST /gateway.do`, a form): the `sign` over the sorted parameters must verify
@@ -406,6 +407,15 @@ async fn handle(sh: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Result<
                 r#"{"error":{"message":"Invalid API Key provided: sk_test_****0000","type":"invalid_request_error"}}"#,
             ),
         };
+        // Like Stripe, a repeated idempotency key is answered as the first call was, marked.
+        let key = parts.headers.get("idempotency-key").and_then(|v| v.to_str().ok());
+        let replayed = key.is_some_and(|key| {
+            sh.requests
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|r| r.target.starts_with("/v1/") && r.header("idempotency-key") == Some(key))
+        });
         sh.record(SimRequest {
             method,
             target,
@@ -413,10 +423,14 @@ async fn handle(sh: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Result<
             body,
             signature_check: check,
         });
-        return Ok(Response::builder()
+        let mut answer_head = Response::builder()
             .status(status)
             .header("content-type", "application/json")
-            .header("request-id", "req_payguardEgress")
+            .header("request-id", "req_payguardEgress");
+        if replayed {
+            answer_head = answer_head.header("idempotent-replayed", "true");
+        }
+        return Ok(answer_head
             .body(Full::new(Bytes::from_static(answer.as_bytes())).boxed())
             .expect("response"));
     }
