@@ -60,6 +60,12 @@ pub(crate) struct Metrics {
     pub(crate) egress_requests: IntCounterVec,
     /// Channel latency of egress calls (connect to last answer byte), by route and channel.
     pub(crate) egress_duration: HistogramVec,
+    /// WeChat Pay platform certificate downloads by merchant account and outcome.
+    pub(crate) certificate_downloads: IntCounterVec,
+    /// Downloaded WeChat Pay platform certificates held, by merchant account.
+    pub(crate) platform_certificates: prometheus::IntGaugeVec,
+    /// Unix time the soonest-expiring downloaded platform certificate expires, by merchant account.
+    pub(crate) platform_certificate_expiry: prometheus::IntGaugeVec,
 }
 
 impl Metrics {
@@ -207,6 +213,25 @@ impl Metrics {
             "Channel latency of egress calls.",
             &["route", "channel"],
         );
+        let certificate_downloads = counter(
+            "platform_certificate_downloads_total",
+            "WeChat Pay platform certificate downloads by merchant account and outcome.",
+            &["merchant", "outcome"],
+        );
+        let merchant_gauge = |name: &str, help: &str| {
+            let g = prometheus::IntGaugeVec::new(Opts::new(name, help).namespace("payguard"), &["merchant"])
+                .expect("static metric definition");
+            registry.register(Box::new(g.clone())).expect("unique metric name");
+            g
+        };
+        let platform_certificates = merchant_gauge(
+            "platform_certificates",
+            "Downloaded WeChat Pay platform certificates held, by merchant account.",
+        );
+        let platform_certificate_expiry = merchant_gauge(
+            "platform_certificate_expiry_timestamp_seconds",
+            "Unix time the soonest-expiring downloaded WeChat Pay platform certificate expires, by merchant account.",
+        );
         let rule_decisions = counter(
             "rule_decisions_total",
             "Guard decisions by rule kind, rule, decision and mode.",
@@ -251,6 +276,9 @@ impl Metrics {
             notify_backend_duration,
             egress_requests,
             egress_duration,
+            certificate_downloads,
+            platform_certificates,
+            platform_certificate_expiry,
             registry,
             requests,
             responses,

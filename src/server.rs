@@ -99,6 +99,10 @@ pub(crate) fn serve(path: &Path) -> anyhow::Result<()> {
     admin.add_tcp(&admin_listen);
 
     let health = background_service("payguard store health", StoreHealthService { state: state.clone() });
+    let certificates = background_service(
+        "payguard platform certificates",
+        crate::egress::certificates::CertificateService { state: state.clone() },
+    );
     let reload = background_service(
         "payguard reload",
         ReloadService {
@@ -116,6 +120,8 @@ pub(crate) fn serve(path: &Path) -> anyhow::Result<()> {
         server.add_service(probes);
     }
     server.add_service(health);
+    server.add_service(certificates);
+
     server.add_service(reload);
     server.run(RunArgs::default());
     drop(control);

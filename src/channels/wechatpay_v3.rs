@@ -3,8 +3,12 @@
 //! `PUB_KEY_ID_…`), a freshness window, and an AEAD_AES_256_GCM-encrypted `resource` holding the
 //! transaction or refund.
 
-use std::path::Path;
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::Duration;
 
 use aes_gcm::aead::consts::U12;
@@ -69,6 +73,11 @@ pub struct WechatpayV3Config {
     #[serde(default = "default_tolerance", with = "humantime_serde")]
     #[schemars(with = "crate::schema::DurationText")]
     pub(crate) tolerance: Duration,
+    /// Set by a merchant account that downloads its platform certificates: it may then start
+    /// with none configured.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub(crate) keys_downloaded: bool,
 }
 
 /// One configured platform certificate.
@@ -152,7 +161,11 @@ impl WechatpayV3Config {
                 None
             }
         };
-        if self.platform_certificates.is_empty() && public_key.is_none() && self.public_key_id.is_none() {
+        if self.platform_certificates.is_empty()
+            && public_key.is_none()
+            && self.public_key_id.is_none()
+            && !self.keys_downloaded
+        {
             issues.push(ConfigIssue::new(
                 "platform_certificates",
                 "configure platform_certificates, or public_key_id with public_key, or both",
@@ -167,6 +180,7 @@ impl WechatpayV3Config {
                 appid: self.appid.clone(),
                 api_v3_key,
                 platform_keys,
+                downloaded: platform_keyring(&self.mchid),
                 public_key,
                 tolerance_secs: i64::try_from(self.tolerance.as_secs()).unwrap_or(i64::MAX),
             }),
@@ -177,11 +191,108 @@ impl WechatpayV3Config {
 
 /// A platform certificate's key, indexed by normalized serial.
 #[derive(Clone)]
-struct PlatformKey {
+pub(crate) struct PlatformKey {
     serial: String,
     key: RsaVerifyingKey,
     not_before: i64,
     not_after: i64,
+}
+
+impl fmt::Debug for PlatformKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PlatformKey")
+            .field("serial", &self.serial)
+            .field("not_before", &self.not_before)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PlatformKey {
+    /// The normalized serial (upper-case hex, no leading zeros).
+    pub(crate) fn serial(&self) -> &str {
+        &self.serial
+    }
+
+    /// The end of the certificate's validity, in Unix seconds.
+    pub(crate) fn not_after(&self) -> i64 {
+        self.not_after
+    }
+}
+
+/// The platform keys payguard downloaded for one merchant (`GET /v3/certificates`), shared by
+/// every verifier of that `mchid` in the process: notify routes and egress answers alike, and
+/// kept across configuration reloads. Keys configured in `platform_certificates` are looked up
+/// first; these come after.
+#[derive(Default)]
+pub(crate) struct Keyring {
+    keys: RwLock<Arc<Vec<PlatformKey>>>,
+    /// Set when a notification or an answer named a serial nobody knows.
+    wanted: AtomicBool,
+}
+
+/// Woken when any keyring is wanted.
+static ANY_WANTED: LazyLock<tokio::sync::Notify> = LazyLock::new(tokio::sync::Notify::new);
+
+/// Resolves when some verifier met an unknown platform serial (or once for such a signal given
+/// before the call).
+pub(crate) async fn any_keyring_wanted() {
+    ANY_WANTED.notified().await;
+}
+
+impl Keyring {
+    fn find(&self, serial: &str) -> Option<PlatformKey> {
+        let keys = self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        keys.iter().find(|k| k.serial == serial).cloned()
+    }
+
+    /// Adds `found`, replacing keys of the same serial; returns the serials that were new.
+    pub(crate) fn add(&self, found: &[PlatformKey]) -> Vec<String> {
+        let mut keys = self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next: Vec<PlatformKey> = keys.as_ref().clone();
+        let mut added = Vec::new();
+        for key in found {
+            match next.iter_mut().find(|k| k.serial == key.serial) {
+                Some(old) => *old = key.clone(),
+                None => {
+                    added.push(key.serial.clone());
+                    next.push(key.clone());
+                }
+            }
+        }
+        *keys = Arc::new(next);
+        added
+    }
+
+    /// The serials held.
+    pub(crate) fn serials(&self) -> Vec<String> {
+        let keys = self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        keys.iter().map(|k| k.serial.clone()).collect()
+    }
+
+    /// How many keys are held, and the soonest end of validity among them (Unix seconds).
+    pub(crate) fn summary(&self) -> (usize, Option<i64>) {
+        let keys = self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (keys.len(), keys.iter().map(|k| k.not_after).min())
+    }
+
+    /// Notes that a verifier met a serial nobody knows.
+    fn want(&self) {
+        self.wanted.store(true, Ordering::Relaxed);
+        ANY_WANTED.notify_one();
+    }
+
+    /// Whether a serial nobody knew was met since the last call.
+    pub(crate) fn take_wanted(&self) -> bool {
+        self.wanted.swap(false, Ordering::Relaxed)
+    }
+}
+
+/// The keyring of `mchid`, made empty on first use.
+pub(crate) fn platform_keyring(mchid: &str) -> Arc<Keyring> {
+    static KEYRINGS: LazyLock<Mutex<HashMap<String, Arc<Keyring>>>> = LazyLock::new(Default::default);
+    let mut rings = KEYRINGS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    rings.entry(mchid.to_string()).or_default().clone()
 }
 
 /// A configured WeChat Pay v3 verifier.
@@ -191,6 +302,8 @@ pub struct WechatpayV3 {
     appid: Option<String>,
     api_v3_key: Secret,
     platform_keys: Vec<PlatformKey>,
+    /// Keys downloaded for this `mchid` (empty unless a merchant account downloads them).
+    downloaded: Arc<Keyring>,
     public_key: Option<(String, RsaVerifyingKey)>,
     tolerance_secs: i64,
 }
@@ -204,6 +317,7 @@ impl fmt::Debug for WechatpayV3 {
                 "platform_serials",
                 &self.platform_keys.iter().map(|k| &k.serial).collect::<Vec<_>>(),
             )
+            .field("downloaded_serials", &self.downloaded.serials())
             .field("public_key_id", &self.public_key.as_ref().map(|(id, _)| id))
             .field("tolerance_secs", &self.tolerance_secs)
             .finish_non_exhaustive()
@@ -306,6 +420,18 @@ impl WechatpayV3 {
     /// `timestamp\nnonce\nbody\n`: WeChat Pay signs its notifications and its answers to API
     /// calls alike, so the egress answers (`src/egress/wechatpay_v3.rs`) are verified here too.
     pub(crate) fn verify_signature(&self, headers: &http::HeaderMap, body: &[u8], now: Timestamp) -> Result<(), ChannelError> {
+        self.verify_signature_with(headers, body, now, &[])
+    }
+
+    /// [`Self::verify_signature`], also trying `extra` keys: the certificates of a
+    /// `/v3/certificates` answer, authenticated by their AEAD, sign that very answer.
+    pub(crate) fn verify_signature_with(
+        &self,
+        headers: &http::HeaderMap,
+        body: &[u8],
+        now: Timestamp,
+        extra: &[PlatformKey],
+    ) -> Result<(), ChannelError> {
         let serial = required_header(headers, "wechatpay-serial")?;
         let signature = required_header(headers, "wechatpay-signature")?;
         let timestamp = required_header(headers, "wechatpay-timestamp")?;
@@ -340,7 +466,7 @@ impl WechatpayV3 {
                 "signature probe (WECHATPAY/SIGNTEST/) rejected".into(),
             ));
         }
-        let key = self.select_key(serial, now)?;
+        let key = self.select_key(serial, now, extra)?;
         let sig_bytes = BASE64
             .decode(signature)
             .map_err(|_| ChannelError::Signature("Wechatpay-Signature is not base64".into()))?;
@@ -350,6 +476,16 @@ impl WechatpayV3 {
             return Err(ChannelError::Signature("RSA-SHA256 signature does not verify".into()));
         }
         Ok(())
+    }
+
+    /// The keyring of downloaded keys this verifier consults.
+    pub(crate) fn keyring(&self) -> &Arc<Keyring> {
+        &self.downloaded
+    }
+
+    /// [`decrypt_certificates`] with this merchant's APIv3 key.
+    pub(crate) fn decrypt_certificate_list(&self, body: &[u8]) -> Result<Vec<(String, PlatformKey)>, String> {
+        decrypt_certificates(body, self.api_v3_key.expose())
     }
 
     /// Everything after the signature verified: the envelope, the resource decrypted with the
@@ -386,10 +522,15 @@ impl WechatpayV3 {
     /// The verifying key `Wechatpay-Serial` names: the public key when the serial is the
     /// configured `PUB_KEY_ID_…`, else the platform certificate with that serial, if it is
     /// valid at `now`.
-    fn select_key(&self, serial: &str, now: Timestamp) -> Result<&RsaVerifyingKey, ChannelError> {
+    fn select_key(
+        &self,
+        serial: &str,
+        now: Timestamp,
+        extra: &[PlatformKey],
+    ) -> Result<Cow<'_, RsaVerifyingKey>, ChannelError> {
         if let Some((id, key)) = &self.public_key {
             if serial == id {
-                return Ok(key);
+                return Ok(Cow::Borrowed(key));
             }
         }
         if serial.starts_with(PUBLIC_KEY_ID_PREFIX) {
@@ -399,16 +540,30 @@ impl WechatpayV3 {
         }
         let wanted = normalize_serial(serial)
             .ok_or_else(|| ChannelError::Malformed("Wechatpay-Serial is neither hex nor PUB_KEY_ID_".into()))?;
-        let found = self.platform_keys.iter().find(|k| k.serial == wanted).ok_or_else(|| {
-            ChannelError::UnknownKey(format!("platform certificate serial {wanted:.64} is not configured"))
-        })?;
+        let found = match self.platform_keys.iter().find(|k| k.serial == wanted) {
+            Some(k) => Cow::Borrowed(k),
+            None => match self.downloaded.find(&wanted).or_else(|| extra.iter().find(|k| k.serial == wanted).cloned()) {
+                Some(k) => Cow::Owned(k),
+                None => {
+                    // A serial nobody knows is what a channel rotation looks like: a merchant
+                    // account that downloads certificates fetches them now.
+                    self.downloaded.want();
+                    return Err(ChannelError::UnknownKey(format!(
+                        "platform certificate serial {wanted:.64} is not configured"
+                    )));
+                }
+            },
+        };
         let now = now.as_second();
         if now < found.not_before || now > found.not_after {
             return Err(ChannelError::UnknownKey(format!(
                 "platform certificate {wanted} is not valid at this time"
             )));
         }
-        Ok(&found.key)
+        Ok(match found {
+            Cow::Borrowed(k) => Cow::Borrowed(&k.key),
+            Cow::Owned(k) => Cow::Owned(k.key),
+        })
     }
 
     /// the notification must be addressed to the configured merchant (and app).
@@ -483,29 +638,85 @@ fn load_platform_certificate(entry: &PlatformCertificate) -> Result<Vec<Platform
         }
     };
     let secret = source.resolve()?;
-    let mut keys = Vec::new();
-    for pem in x509_parser::pem::Pem::iter_from_buffer(secret.expose()) {
-        let pem = pem.map_err(|_| format!("{} is not PEM", source.describe()))?;
-        if pem.label != "CERTIFICATE" {
-            continue;
+    let mut keys = pem_platform_keys(secret.expose()).map_err(|e| format!("{} {e}", source.describe()))?;
+    if let Some(serial) = pinned.clone() {
+        for key in &mut keys {
+            key.serial.clone_from(&serial);
         }
-        let cert = pem
-            .parse_x509()
-            .map_err(|_| format!("{} holds an unparsable certificate", source.describe()))?;
-        let key = certificate_rsa_key(&cert, SCHEME).map_err(|e| format!("{}: certificate {e}", source.describe()))?;
-        let own_serial = normalize_serial(&hex::encode(cert.tbs_certificate.raw_serial())).unwrap_or_default();
-        keys.push(PlatformKey {
-            serial: pinned.clone().unwrap_or(own_serial),
-            key,
-            not_before: cert.validity().not_before.timestamp(),
-            not_after: cert.validity().not_after.timestamp(),
-        });
     }
     match keys.len() {
         0 => Err(format!("{} holds no PEM certificate", source.describe())),
         n if n > 1 && pinned.is_some() => Err("a pinned serial needs exactly one certificate".into()),
         _ => Ok(keys),
     }
+}
+
+/// The keys of the PEM certificates in `pem`, each under its own serial.
+pub(crate) fn pem_platform_keys(pem: &[u8]) -> Result<Vec<PlatformKey>, String> {
+    let mut keys = Vec::new();
+    for pem in x509_parser::pem::Pem::iter_from_buffer(pem) {
+        let pem = pem.map_err(|_| "is not PEM".to_string())?;
+        if pem.label != "CERTIFICATE" {
+            continue;
+        }
+        let cert = pem
+            .parse_x509()
+            .map_err(|_| "holds an unparsable certificate".to_string())?;
+        let key = certificate_rsa_key(&cert, SCHEME).map_err(|e| format!("holds a certificate {e}"))?;
+        keys.push(PlatformKey {
+            serial: normalize_serial(&hex::encode(cert.tbs_certificate.raw_serial())).unwrap_or_default(),
+            key,
+            not_before: cert.validity().not_before.timestamp(),
+            not_after: cert.validity().not_after.timestamp(),
+        });
+    }
+    Ok(keys)
+}
+
+/// `GET /v3/certificates`: the platform certificates, each encrypted with the APIv3 key.
+#[derive(Deserialize)]
+struct CertificateList {
+    data: Vec<CertificateEntry>,
+}
+
+#[derive(Deserialize)]
+struct CertificateEntry {
+    serial_no: String,
+    encrypt_certificate: Resource,
+}
+
+/// The certificates of a `GET /v3/certificates` answer, decrypted with the APIv3 key and
+/// parsed, with their PEM text. The AEAD authenticates each certificate: only WeChat Pay and
+/// the merchant hold the APIv3 key. One entry that does not decrypt, parse, or carry the serial
+/// it is listed under refuses the whole answer.
+pub(crate) fn decrypt_certificates(body: &[u8], api_v3_key: &[u8]) -> Result<Vec<(String, PlatformKey)>, String> {
+    let list: CertificateList =
+        serde_json::from_slice(body).map_err(|e| format!("the certificate list is not the expected JSON: {e}"))?;
+    if list.data.is_empty() {
+        return Err("the certificate list is empty".into());
+    }
+    let mut out = Vec::with_capacity(list.data.len());
+    for entry in list.data {
+        let listed = normalize_serial(&entry.serial_no).ok_or("a listed serial_no is not hex")?;
+        let c = &entry.encrypt_certificate;
+        if c.algorithm != RESOURCE_ALGORITHM {
+            return Err(format!("certificate {listed:.64}: algorithm {:.40}", c.algorithm));
+        }
+        let aad = c.associated_data.as_deref().unwrap_or("");
+        let pem = decrypt_resource(api_v3_key, c.nonce.as_bytes(), aad.as_bytes(), &c.ciphertext)
+            .map_err(|e| format!("certificate {listed:.64}: {e}"))?;
+        let pem = String::from_utf8(pem).map_err(|_| format!("certificate {listed:.64} is not PEM text"))?;
+        let mut keys = pem_platform_keys(pem.as_bytes()).map_err(|e| format!("certificate {listed:.64} {e}"))?;
+        let key = match (keys.pop(), keys.is_empty()) {
+            (Some(key), true) => key,
+            _ => return Err(format!("certificate {listed:.64} is not one certificate")),
+        };
+        if key.serial != listed {
+            return Err(format!("certificate listed as {listed:.64} has serial {:.64}", key.serial));
+        }
+        out.push((pem, key));
+    }
+    Ok(out)
 }
 
 /// Decrypts a `resource`: `ciphertext_b64` is base64 of ciphertext ‖ 16-byte tag, `key`
@@ -831,6 +1042,7 @@ mod tests {
             mchid: "1900000001".into(),
             appid: Some("wxd678efh567hg6787".into()),
             api_v3_key: SecretRef::new(API_V3_KEY),
+            keys_downloaded: false,
             platform_certificates: vec![PlatformCertificate::Pinned(PinnedCertificate {
                 serial: DW_SERIAL.into(),
                 certificate: SecretRef::new(DW_CERT),
@@ -1499,6 +1711,87 @@ mod tests {
             !body.to_string().contains("secret detail"),
             "details stay in the log, not the answer"
         );
+    }
+
+    const FIXTURE_API_V3_KEY: &[u8] = b"0123456789abcdef0123456789ABCDEF";
+    const ROTATED_SERIAL: &str = "5EC0AD0000000000000000000000000000000B0B";
+    const ROTATED_KEY: &str = include_str!("../../tests/fixtures/wechatpay_v3/rotated_platform_private_key.pem");
+    const ROTATED_CERT: &str = include_str!("../../tests/fixtures/wechatpay_v3/rotated_platform_certificate.pem");
+
+    fn certificates_answer(which: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/tests/fixtures/wechatpay_v3/certificates_answer_{which}.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn certificate_lists_from_the_python_encryptor_decrypt_to_their_listed_serials() {
+        let current = decrypt_certificates(&certificates_answer("current"), FIXTURE_API_V3_KEY).unwrap();
+        assert_eq!(current.len(), 1);
+        assert_eq!(current[0].1.serial(), SIM_SERIAL);
+        assert_eq!(current[0].0, SIM_CERT, "the PEM text as WeChat Pay sent it");
+        let rotated = decrypt_certificates(&certificates_answer("rotated"), FIXTURE_API_V3_KEY).unwrap();
+        let serials: Vec<&str> = rotated.iter().map(|(_, k)| k.serial()).collect();
+        assert_eq!(serials, [SIM_SERIAL, ROTATED_SERIAL]);
+        assert_eq!(rotated[1].0, ROTATED_CERT);
+        assert!(rotated[1].1.not_after() > 4_000_000_000);
+    }
+
+    #[test]
+    fn a_certificate_list_is_refused_whole_when_one_entry_is_wrong() {
+        // Encrypted with another key: the AEAD does not authenticate it.
+        let e = decrypt_certificates(&certificates_answer("forged"), FIXTURE_API_V3_KEY).unwrap_err();
+        assert!(e.contains(ROTATED_SERIAL) && e.contains("AES-GCM"), "{e}");
+        // Not the merchant's key at all.
+        assert!(decrypt_certificates(&certificates_answer("current"), API_V3_KEY.as_bytes()).is_err());
+        // Listed under a serial that is not the certificate's own.
+        let relabelled = String::from_utf8(certificates_answer("current"))
+            .unwrap()
+            .replace(SIM_SERIAL, ROTATED_SERIAL);
+        let e = decrypt_certificates(relabelled.as_bytes(), FIXTURE_API_V3_KEY).unwrap_err();
+        assert!(e.contains("has serial"), "{e}");
+        for body in [&b"{\"data\":[]}"[..], b"[]", b"", b"{\"data\":[{\"serial_no\":\"zz\"}]}"] {
+            assert!(decrypt_certificates(body, FIXTURE_API_V3_KEY).is_err());
+        }
+    }
+
+    #[test]
+    fn a_serial_added_to_the_keyring_verifies_in_every_verifier_of_that_merchant() {
+        // A merchant id of its own: the keyring is process-wide.
+        let mchid = "1900000777";
+        let mut cfg = config();
+        cfg.mchid = mchid.into();
+        cfg.appid = None;
+        cfg.api_v3_key = SecretRef::new(std::str::from_utf8(FIXTURE_API_V3_KEY).unwrap());
+        cfg.platform_certificates = vec![PlatformCertificate::Pem(SecretRef::new(SIM_CERT))];
+        let notify_route = cfg.build().unwrap();
+        let mut spec = sim_spec(EventKind::PaymentSucceeded);
+        spec.mch_id = Some(mchid.into());
+        spec.app_id = None;
+        let keys = SimulateKeys {
+            private_key_pem: Some(ROTATED_KEY.into()),
+            key_id: Some(ROTATED_SERIAL.into()),
+            api_v3_key: Some(FIXTURE_API_V3_KEY.to_vec()),
+            ..SimulateKeys::default()
+        };
+        let n = simulate(&spec, &keys).unwrap();
+        let ring = platform_keyring(mchid);
+        let _ = ring.take_wanted();
+        assert!(matches!(
+            verify(&notify_route, &send(&n), &n.body, at(1714536006)),
+            Err(ChannelError::UnknownKey(_))
+        ));
+        assert!(ring.take_wanted(), "the unknown serial asks for a download");
+        let downloaded = decrypt_certificates(&certificates_answer("rotated"), FIXTURE_API_V3_KEY).unwrap();
+        let keys: Vec<PlatformKey> = downloaded.into_iter().map(|(_, k)| k).collect();
+        assert_eq!(ring.add(&keys), [SIM_SERIAL, ROTATED_SERIAL]);
+        assert!(ring.add(&keys).is_empty(), "adding again adds nothing");
+        // The verifier built before the download sees the new key, no rebuild needed.
+        verify(&notify_route, &send(&n), &n.body, at(1714536006)).unwrap();
+        assert!(!ring.take_wanted());
+        assert_eq!(ring.summary().0, 2);
     }
 
     proptest! {

@@ -308,6 +308,7 @@ fn build(file: &FileConfig, mode: Mode) -> Result<Config, ConfigIssues> {
         routes,
         warnings,
         guard,
+        certificate_accounts: merchants.certificate_accounts(),
     })
 }
 

@@ -421,6 +421,8 @@ pub struct Config {
     pub(crate) warnings: Vec<ConfigIssue>,
     /// The built guard, when a `guard` section is configured.
     pub(crate) guard: Option<std::sync::Arc<crate::guard::Guard>>,
+    /// Merchant accounts that keep their WeChat Pay platform certificates current.
+    pub(crate) certificate_accounts: Vec<crate::egress::certificates::CertificateAccount>,
 }
 
 /// Internal upstream settings.

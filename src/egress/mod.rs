@@ -8,6 +8,7 @@
 //! checks live in one file here (`wechatpay_v3.rs`, `alipay.rs`, `stripe.rs`), the HTTPS client in `client.rs`.
 
 pub(crate) mod alipay;
+pub(crate) mod certificates;
 pub(crate) mod client;
 pub(crate) mod stripe;
 pub(crate) mod wechatpay_v3;
@@ -108,6 +109,20 @@ impl Merchants {
             }
         }
         (out, issues)
+    }
+}
+
+impl Merchants {
+    /// The WeChat Pay accounts with `download_platform_certificates`.
+    pub(crate) fn certificate_accounts(&self) -> Vec<certificates::CertificateAccount> {
+        self.built
+            .iter()
+            .filter(|(_, m)| matches!(m.as_ref(), Merchant::WechatpayV3(w) if w.downloads_certificates()))
+            .map(|(name, m)| certificates::CertificateAccount {
+                name: name.clone(),
+                merchant: m.clone(),
+            })
+            .collect()
     }
 }
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::client::{channel_client, ChannelClient, ChannelRequest, Limits};
 use super::{signing_key, CallRecord, EgressError, EgressRequest, Relayed};
 use crate::channels::keys::RsaSigningKey;
-use crate::channels::wechatpay_v3::{PlatformCertificate, WechatpayV3, WechatpayV3Config};
+use crate::channels::wechatpay_v3::{Keyring, PlatformCertificate, PlatformKey, WechatpayV3, WechatpayV3Config};
 use crate::channels::ChannelError;
 use crate::clock::Clock;
 use crate::issue::ConfigIssue;
@@ -70,6 +70,12 @@ pub(crate) struct WechatpayV3MerchantConfig {
     /// PEM CA certificates trusted besides the system roots (a sandbox's or a test's CA).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) extra_ca: Option<SecretRef>,
+    /// Keep the platform certificates current: download `GET /v3/certificates` at start, every
+    /// 12 hours, and when a notification or an answer names an unknown serial (at most once a
+    /// minute); new serials are added to every verifier of this `mchid` without a reload and
+    /// shared with other replicas through the store. `platform_certificates` may then be empty.
+    #[serde(default)]
+    pub(crate) download_platform_certificates: bool,
 }
 
 impl WechatpayV3MerchantConfig {
@@ -85,6 +91,7 @@ impl WechatpayV3MerchantConfig {
             public_key_id: self.public_key_id.clone(),
             public_key: self.public_key.clone(),
             tolerance: self.tolerance,
+            keys_downloaded: self.download_platform_certificates,
         }
         .build()
         .map_err(|e| issues.extend(e))
@@ -109,6 +116,7 @@ impl WechatpayV3MerchantConfig {
                 },
                 verifier,
                 client,
+                downloads_certificates: self.download_platform_certificates,
             }),
             _ => Err(issues),
         }
@@ -159,6 +167,8 @@ pub(crate) struct WechatpayV3Merchant {
     signer: Signer,
     verifier: WechatpayV3,
     client: ChannelClient,
+    /// `download_platform_certificates`.
+    downloads_certificates: bool,
 }
 
 impl fmt::Debug for WechatpayV3Merchant {
@@ -252,6 +262,68 @@ impl WechatpayV3Merchant {
     }
 }
 
+/// The platform certificate list.
+pub(crate) const CERTIFICATES_PATH: &str = "/v3/certificates";
+
+impl WechatpayV3Merchant {
+    /// Whether this account keeps its platform certificates current.
+    pub(crate) fn downloads_certificates(&self) -> bool {
+        self.downloads_certificates
+    }
+
+    /// The merchant id.
+    pub(crate) fn mchid(&self) -> &str {
+        &self.signer.mchid
+    }
+
+    /// The downloaded keys of this `mchid`, shared with its notify routes.
+    pub(crate) fn keyring(&self) -> &Arc<Keyring> {
+        self.verifier.keyring()
+    }
+
+    /// `GET /v3/certificates`, signed like every call; the answer verified with a key already
+    /// known or, on first download or after a rotation, with one of the certificates it carries
+    /// (authenticated by the APIv3 key's AEAD). Returns every certificate of the list with its PEM
+    /// text; the caller adds them to the keyring.
+    pub(crate) async fn download_certificates(
+        &self,
+        limits: Limits,
+        clock: &dyn Clock,
+    ) -> Result<Vec<(String, PlatformKey)>, String> {
+        let nonce = new_nonce();
+        let authorization = self
+            .signer
+            .authorization("GET", CERTIFICATES_PATH, clock.unix_seconds(), &nonce, b"")?;
+        let request = ChannelRequest {
+            method: http::Method::GET,
+            path_and_query: CERTIFICATES_PATH.to_string(),
+            headers: vec![
+                (
+                    http::header::AUTHORIZATION,
+                    http::HeaderValue::from_str(&authorization)
+                        .map_err(|_| "the Authorization value is not header text".to_string())?,
+                ),
+                (http::header::ACCEPT, http::HeaderValue::from_static("application/json")),
+                (
+                    http::header::USER_AGENT,
+                    http::HeaderValue::from_static(concat!("payguard/", env!("CARGO_PKG_VERSION"))),
+                ),
+            ],
+            body: Default::default(),
+        };
+        let answer = self.client.send(request, limits).await.map_err(|e| e.to_string())?;
+        if answer.status != 200 {
+            return Err(format!("the channel answered {}", answer.status));
+        }
+        let certificates = self.verifier.decrypt_certificate_list(&answer.body)?;
+        let keys: Vec<PlatformKey> = certificates.iter().map(|(_, k)| k.clone()).collect();
+        self.verifier
+            .verify_signature_with(&answer.headers, &answer.body, clock.now(), &keys)
+            .map_err(|e| format!("the certificate list's signature: {}", answer_problem(e)))?;
+        Ok(certificates)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -278,6 +350,7 @@ pub(crate) mod tests {
             tolerance: default_tolerance(),
             base_url: base_url.into(),
             extra_ca: None,
+            download_platform_certificates: false,
         }
     }
 
@@ -334,6 +407,11 @@ pub(crate) mod tests {
         let mut paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
         paths.sort_unstable();
         assert_eq!(paths, ["base_url", "certificate_serial", "platform_certificates"]);
+        // An account that downloads its platform certificates may start with none.
+        let mut c = config(DEFAULT_BASE_URL);
+        c.platform_certificates.clear();
+        c.download_platform_certificates = true;
+        assert!(c.build().unwrap().downloads_certificates());
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! `WECHATPAY2-SHA256-RSA2048 mchid="…",nonce_str="…",timestamp="…",serial_no="…",signature="…"`
 //! over `METHOD\nURL\nTIMESTAMP\nNONCE\nBODY\n`, verified with the merchant's public key;
 //! a request that fails the check gets WeChat Pay's 401 `SIGN_ERROR` (signed genuinely).
+//! `GET /v3/certificates` answers with a certificate list encrypted by Python's `cryptography`
+//! (`wechatpay_v3/generate_certificates.py`): the current one, a rotation, or a forgery.
 //!
 //! Stripe (`/v1/…`): `Authorization` must be `Bearer` with the test secret key; a repeated
 //! `Idempotency-Key` is answered with `Idempotent-Replayed: true`; the answer is a
@@ -59,6 +61,22 @@ pub enum WxAnswer {
     UnknownSerial,
     /// No `Wechatpay-*` headers at all.
     Unsigned,
+    /// Signed with the rotated platform key (`rotated_platform_private_key.pem`) under its serial.
+    Rotated,
+}
+
+/// The serial of the rotated platform certificate (`rotated_platform_certificate.pem`).
+pub const WX_ROTATED_SERIAL: &str = "5EC0AD0000000000000000000000000000000B0B";
+
+/// Which `GET /v3/certificates` answer the simulator serves (`generate_certificates.py`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WxCertificates {
+    /// The current platform certificate, signed with its key.
+    Current,
+    /// The current and the rotated certificate, signed with the rotated key.
+    Rotated,
+    /// The rotated certificate encrypted with another APIv3 key, signed with the rotated key.
+    Forged,
 }
 
 /// The Stripe secret key the simulator expects (`Authorization: Bearer …`).
@@ -105,6 +123,7 @@ struct Shared {
     /// Status and body of the next answers.
     wx_body: Mutex<(u16, Vec<u8>)>,
     ali_answer: Mutex<AliAnswer>,
+    wx_certificates: Mutex<WxCertificates>,
     /// TLS connections accepted so far.
     connections: std::sync::atomic::AtomicUsize,
     /// Connections still to be broken off after their request head arrives.
@@ -163,6 +182,7 @@ impl ChannelSim {
             wx_answer: Mutex::new(WxAnswer::Genuine),
             wx_body: Mutex::new((200, br#"{"code_url":"weixin://wxpay/bizpayurl?pr=p4lpSuKzz"}"#.to_vec())),
             ali_answer: Mutex::new(AliAnswer::Genuine),
+            wx_certificates: Mutex::new(WxCertificates::Current),
             connections: Default::default(),
             break_next: Default::default(),
             ali_response: Mutex::new(
@@ -230,6 +250,11 @@ impl ChannelSim {
     /// How the next WeChat Pay answers are signed.
     pub fn set_wx_answer(&self, how: WxAnswer) {
         *self.shared.wx_answer.lock().unwrap() = how;
+    }
+
+    /// Which certificate list `GET /v3/certificates` answers with.
+    pub fn set_wx_certificates(&self, which: WxCertificates) {
+        *self.shared.wx_certificates.lock().unwrap() = which;
     }
 
     /// Status and body of the next WeChat Pay answers.
@@ -449,15 +474,28 @@ async fn handle(sh: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Result<
             .await
             .unwrap_or_else(|e| Err(format!("check panicked: {e}")))
     };
-    let (status, answer) = match &check {
-        Ok(()) => sh.wx_body.lock().unwrap().clone(),
-        Err(_) => (401, br#"{"code":"SIGN_ERROR","message":"signature error"}"#.to_vec()),
+    let certificates = (parts.method == hyper::Method::GET && target == "/v3/certificates")
+        .then(|| *sh.wx_certificates.lock().unwrap());
+    let (status, answer) = match (&check, certificates) {
+        (Ok(()), Some(which)) => {
+            let file = match which {
+                WxCertificates::Current => "certificates_answer_current.json",
+                WxCertificates::Rotated => "certificates_answer_rotated.json",
+                WxCertificates::Forged => "certificates_answer_forged.json",
+            };
+            (
+                200,
+                std::fs::read(fixture(&format!("wechatpay_v3/{file}"))).expect("certificate fixture"),
+            )
+        }
+        (Ok(()), None) => sh.wx_body.lock().unwrap().clone(),
+        (Err(_), _) => (401, br#"{"code":"SIGN_ERROR","message":"signature error"}"#.to_vec()),
     };
     // A request that fails the check is answered genuinely: WeChat Pay signs its errors too.
-    let how = if check.is_ok() {
-        *sh.wx_answer.lock().unwrap()
-    } else {
-        WxAnswer::Genuine
+    let how = match (&check, certificates) {
+        (Err(_), _) | (Ok(()), Some(WxCertificates::Current)) => WxAnswer::Genuine,
+        (Ok(()), Some(_)) => WxAnswer::Rotated,
+        (Ok(()), None) => *sh.wx_answer.lock().unwrap(),
     };
     sh.record(SimRequest {
         method,
@@ -501,11 +539,13 @@ fn sign_wx_answer(how: WxAnswer, body: Vec<u8>) -> SignedAnswer {
     message.push(b'\n');
     let key = match how {
         WxAnswer::WrongSignature => fixture("wechatpay_v3/egress_merchant_private_key.pem"),
+        WxAnswer::Rotated => fixture("wechatpay_v3/rotated_platform_private_key.pem"),
         _ => fixture("wechatpay_v3/simulate_platform_private_key.pem"),
     };
     let signature = b64(&openssl_sign(&key, &message));
     let serial = match how {
         WxAnswer::UnknownSerial => "5157F09EFDC096DE15EBE81A47057A7232F1B8E1",
+        WxAnswer::Rotated => WX_ROTATED_SERIAL,
         _ => WX_PLATFORM_SERIAL,
     };
     let mut body = body;
