@@ -1,19 +1,28 @@
 #!/usr/bin/env python3
-"""A stand-in payment backend for the notification sandbox (docs/channels.md).
+"""A stand-in payment backend for the sandbox (docs/channels.md, docs/egress.md).
 
-Listens on 127.0.0.1:3000 (the upstream of config/sandbox.yaml), checks the Standard Webhooks
-signature payguard puts on every forwarded event, prints the event and answers 204 (accepted) or
-401 (bad signature, so payguard answers the channel's failure and the channel retries).
-Standard library only; a real backend would use a Standard Webhooks library instead.
+Without a command it listens on 127.0.0.1:3000 (the upstream of config/sandbox.yaml), checks the
+Standard Webhooks signature payguard puts on every forwarded event, prints the event and answers
+204 (accepted) or 401 (bad signature, so payguard answers the channel's failure and the channel
+retries). A real backend would use a Standard Webhooks library instead.
+
+`orders` creates a WeChat Pay v3 native order and an Alipay precreate order through payguard's
+egress routes, the way a shop backend does when a customer checks out. This script holds no
+channel key: payguard signs both calls and verifies both answers (X-PG-Verified: 1). It exits 0
+when both orders were created and verified. Standard library only.
 
     python3 scripts/sandbox-backend.py [--port 3000] [--secret whsec_...]
+    python3 scripts/sandbox-backend.py orders [--payguard http://127.0.0.1:8080]
 """
 import argparse
 import base64
 import hashlib
 import hmac
 import json
+import sys
 import time
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 SANDBOX_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # webhook_secret in config/sandbox.yaml
@@ -62,10 +71,59 @@ def handler(secret):
     return Handler
 
 
+def egress_call(payguard, path, body):
+    """POSTs `body` (JSON text) to payguard; returns (status, X-PG-Verified, answer text)."""
+    request = urllib.request.Request(
+        payguard + path, data=body.encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=15) as answer:
+            return answer.status, answer.headers.get("x-pg-verified"), answer.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("x-pg-verified"), e.read().decode()
+
+
+def create_orders(payguard):
+    """A WeChat Pay native order and an Alipay precreate order; True when both are verified."""
+    stamp = time.strftime("%Y%m%d%H%M%S")
+    wechat_order = json.dumps({
+        "appid": "wxd678efh567hg6787",
+        "mchid": "1900000001",
+        "description": "sandbox order",
+        "out_trade_no": f"sandbox-wx-{stamp}",
+        "notify_url": "http://127.0.0.1:8080/notify/wechatpay",
+        "amount": {"total": 100, "currency": "CNY"},
+    }, ensure_ascii=False)
+    alipay_order = json.dumps({
+        "out_trade_no": f"sandbox-ali-{stamp}",
+        "total_amount": "88.88",
+        "subject": "sandbox order",
+    }, ensure_ascii=False)
+    ok = True
+    for name, path, body, field in [
+        ("WeChat Pay native order", "/egress/wechatpay/v3/pay/transactions/native", wechat_order, "code_url"),
+        ("Alipay precreate order", "/egress/alipay/alipay.trade.precreate", alipay_order, "qr_code"),
+    ]:
+        status, verified, text = egress_call(payguard, path, body)
+        try:
+            answer = json.loads(text)
+        except ValueError:
+            answer = {}
+        created = status == 200 and verified == "1" and field in answer
+        ok = ok and created
+        what = f"{field} {answer[field]}" if field in answer else text[:200]
+        print(f"{name}: {status}{' verified' if verified == '1' else ''}: {what}", flush=True)
+    return ok
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", nargs="?", choices=["serve", "orders"], default="serve")
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--secret", default=SANDBOX_SECRET)
+    parser.add_argument("--payguard", default="http://127.0.0.1:8080")
     args = parser.parse_args()
+    if args.command == "orders":
+        sys.exit(0 if create_orders(args.payguard.rstrip("/")) else 1)
     print(f"sandbox backend on http://127.0.0.1:{args.port}", flush=True)
     HTTPServer(("127.0.0.1", args.port), handler(args.secret)).serve_forever()

@@ -148,7 +148,10 @@ impl Shared {
 /// The running simulator; stops on drop.
 pub struct ChannelSim {
     pub addr: SocketAddr,
-    pub pki: TestPki,
+    /// The CA that signed the simulator's certificate.
+    ca: PathBuf,
+    /// A PKI made for this simulator, removed on drop.
+    _pki: Option<TestPki>,
     shared: Arc<Shared>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -168,8 +171,26 @@ impl ChannelSim {
     /// Starts on a free loopback port with a new test CA.
     pub fn start() -> Self {
         let pki = TestPki::generate();
-        let cert = rustls::pki_types::CertificateDer::from(pem_der(&pki.path("server.pem"), "CERTIFICATE"));
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(pem_der(&pki.path("server.key"), "PRIVATE KEY").into());
+        let (cert, key, ca) = (pki.path("server.pem"), pki.path("server.key"), pki.path("ca.pem"));
+        Self::serve("127.0.0.1:0", &cert, &key, ca, Some(pki))
+    }
+
+    /// Starts on `listen` with the sandbox's committed certificate (tests/fixtures/sandbox/),
+    /// which `config/sandbox.yaml` trusts.
+    pub fn start_sandbox(listen: &str) -> Self {
+        Self::serve(
+            listen,
+            &fixture("sandbox/server.pem"),
+            &fixture("sandbox/server.key"),
+            fixture("sandbox/ca.pem"),
+            None,
+        )
+    }
+
+    fn serve(listen: &str, cert: &Path, key: &Path, ca: PathBuf, pki: Option<TestPki>) -> Self {
+        let listen = listen.to_string();
+        let cert = rustls::pki_types::CertificateDer::from(pem_der(cert, "CERTIFICATE"));
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(pem_der(key, "PRIVATE KEY").into());
         let tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .expect("TLS versions")
@@ -199,9 +220,9 @@ impl ChannelSim {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                let listener = tokio::net::TcpListener::bind(&listen)
                     .await
-                    .expect("bind simulator");
+                    .unwrap_or_else(|e| panic!("the simulator cannot listen on {listen}: {e}"));
                 addr_tx.send(listener.local_addr().expect("addr")).expect("send addr");
                 loop {
                     tokio::select! {
@@ -230,7 +251,8 @@ impl ChannelSim {
         let addr = addr_rx.recv_timeout(Duration::from_secs(5)).expect("simulator started");
         Self {
             addr,
-            pki,
+            ca,
+            _pki: pki,
             shared,
             stop: Some(stop_tx),
             thread: Some(thread),
@@ -244,7 +266,7 @@ impl ChannelSim {
 
     /// `file:` reference to the simulator's CA certificate.
     pub fn ca_ref(&self) -> String {
-        self.pki.file_ref("ca.pem")
+        format!("file:{}", self.ca.display())
     }
 
     /// How the next WeChat Pay answers are signed.
