@@ -674,19 +674,21 @@ pub(crate) fn pem_platform_keys(pem: &[u8]) -> Result<Vec<PlatformKey>, String> 
 }
 
 /// `GET /v3/certificates`: the platform certificates, each encrypted with the APIv3 key.
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 struct CertificateList {
     data: Vec<CertificateEntry>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 struct CertificateEntry {
     serial_no: String,
     encrypt_certificate: Resource,
 }
 
 /// The certificates of a `GET /v3/certificates` answer, decrypted with the APIv3 key and
-/// parsed, with their PEM text. The AEAD authenticates each certificate: only WeChat Pay and
+/// parsed, each with its entry still encrypted, as a one-entry list: that text is what the
+/// store keeps, so a certificate read back from the store is authenticated by the APIv3 key
+/// again and nobody who can write to the store can add a key. The AEAD authenticates each certificate: only WeChat Pay and
 /// the merchant hold the APIv3 key. One entry that does not decrypt, parse, or carry the serial
 /// it is listed under refuses the whole answer.
 pub(crate) fn decrypt_certificates(body: &[u8], api_v3_key: &[u8]) -> Result<Vec<(String, PlatformKey)>, String> {
@@ -714,7 +716,9 @@ pub(crate) fn decrypt_certificates(body: &[u8], api_v3_key: &[u8]) -> Result<Vec
         if key.serial != listed {
             return Err(format!("certificate listed as {listed:.64} has serial {:.64}", key.serial));
         }
-        out.push((pem, key));
+        let sealed = serde_json::to_string(&CertificateList { data: vec![entry] })
+            .map_err(|e| format!("certificate {listed:.64}: {e}"))?;
+        out.push((sealed, key));
     }
     Ok(out)
 }
@@ -812,7 +816,7 @@ struct Envelope {
     resource: Resource,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 struct Resource {
     algorithm: String,
     ciphertext: String,
@@ -1731,11 +1735,24 @@ mod tests {
         let current = decrypt_certificates(&certificates_answer("current"), FIXTURE_API_V3_KEY).unwrap();
         assert_eq!(current.len(), 1);
         assert_eq!(current[0].1.serial(), SIM_SERIAL);
-        assert_eq!(current[0].0, SIM_CERT, "the PEM text as WeChat Pay sent it");
+        // What the store keeps is still encrypted, and decrypts to the same certificate.
+        assert!(!current[0].0.contains("BEGIN CERTIFICATE"), "{}", current[0].0);
+        let again = decrypt_certificates(current[0].0.as_bytes(), FIXTURE_API_V3_KEY).unwrap();
+        assert_eq!((again.len(), again[0].1.serial()), (1, SIM_SERIAL));
+        assert_eq!(again[0].0, current[0].0);
+        assert!(decrypt_certificates(current[0].0.as_bytes(), API_V3_KEY.as_bytes()).is_err());
         let rotated = decrypt_certificates(&certificates_answer("rotated"), FIXTURE_API_V3_KEY).unwrap();
         let serials: Vec<&str> = rotated.iter().map(|(_, k)| k.serial()).collect();
         assert_eq!(serials, [SIM_SERIAL, ROTATED_SERIAL]);
-        assert_eq!(rotated[1].0, ROTATED_CERT);
+        assert!(rotated[1].0.contains(ROTATED_SERIAL) && !rotated[1].0.contains("BEGIN CERTIFICATE"));
+        // The decrypted certificate is the fixture's.
+        let file = pem_platform_keys(ROTATED_CERT.as_bytes()).unwrap();
+        assert_eq!(
+            (file[0].serial(), file[0].not_before, file[0].not_after()),
+            (rotated[1].1.serial(), rotated[1].1.not_before, rotated[1].1.not_after())
+        );
+        let file = pem_platform_keys(SIM_CERT.as_bytes()).unwrap();
+        assert_eq!((file[0].serial(), file[0].not_after()), (current[0].1.serial(), current[0].1.not_after()));
         assert!(rotated[1].1.not_after() > 4_000_000_000);
     }
 

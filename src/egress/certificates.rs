@@ -3,8 +3,8 @@
 //! after a notification or an answer named a serial nobody knows (a channel rotation), at most
 //! once a minute. New keys go into the process-wide keyring of the `mchid`
 //! ([`Keyring`]), which every notify route and egress answer of that merchant consults, so a
-//! rotation needs no reload. Each certificate is also written to the store (a set per merchant,
-//! members expiring with the certificates) and read back on every round, so replicas share what
+//! rotation needs no reload. Each certificate is also written to the store, still encrypted with
+//! the APIv3 key (a set per merchant, members expiring with the certificates) and read back on every round, so replicas share what
 //! one of them downloaded, and a replica that cannot reach the channel still learns new serials.
 
 use std::collections::HashMap;
@@ -17,7 +17,7 @@ use pingora::services::background::BackgroundService;
 
 use super::client::Limits;
 use super::Merchant;
-use crate::channels::wechatpay_v3::{pem_platform_keys, PlatformKey};
+use crate::channels::wechatpay_v3::PlatformKey;
 use crate::state::SharedState;
 
 /// Scheduled download interval (WeChat Pay asks for less than 12 hours between downloads).
@@ -137,10 +137,13 @@ impl CertificateService {
                 return;
             }
         };
+        // Members are the entries as WeChat Pay encrypted them: only what decrypts with this
+        // account's APIv3 key is taken, so the store cannot add a key.
         let keys: Vec<PlatformKey> = members
             .iter()
-            .filter_map(|(pem, _)| pem_platform_keys(pem.as_bytes()).ok())
+            .filter_map(|(sealed, _)| m.sealed_certificates(sealed.as_bytes()).ok())
             .flatten()
+            .map(|(_, key)| key)
             .collect();
         let added = m.keyring().add(&keys);
         if !added.is_empty() {
@@ -172,7 +175,7 @@ impl CertificateService {
                 let keys: Vec<PlatformKey> = certificates.iter().map(|(_, k)| k.clone()).collect();
                 let added = m.keyring().add(&keys);
                 let now = clock.unix_seconds();
-                for (pem, key) in &certificates {
+                for (sealed, key) in &certificates {
                     let left = key.not_after().saturating_sub(now);
                     let Ok(left) = u64::try_from(left) else { continue };
                     if left == 0 {
@@ -181,7 +184,7 @@ impl CertificateService {
                     if let Err(e) = self
                         .state
                         .store
-                        .set_add(&store_set(m.mchid()), pem, Duration::from_secs(left))
+                        .set_add(&store_set(m.mchid()), sealed, Duration::from_secs(left))
                         .await
                     {
                         tracing::warn!(

@@ -281,10 +281,16 @@ impl WechatpayV3Merchant {
         self.verifier.keyring()
     }
 
+    /// Certificates kept in the store (one-entry lists as [`Self::download_certificates`] returns
+    /// them), decrypted and checked again with this account's APIv3 key.
+    pub(crate) fn sealed_certificates(&self, sealed: &[u8]) -> Result<Vec<(String, PlatformKey)>, String> {
+        self.verifier.decrypt_certificate_list(sealed)
+    }
+
     /// `GET /v3/certificates`, signed like every call; the answer verified with a key already
     /// known or, on first download or after a rotation, with one of the certificates it carries
-    /// (authenticated by the APIv3 key's AEAD). Returns every certificate of the list with its PEM
-    /// text; the caller adds them to the keyring.
+    /// (authenticated by the APIv3 key's AEAD). Returns every certificate of the list with its
+    /// entry still encrypted (what the store keeps); the caller adds them to the keyring.
     pub(crate) async fn download_certificates(
         &self,
         limits: Limits,
