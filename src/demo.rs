@@ -327,10 +327,17 @@ fn stripe_route(file: &FileConfig, cfg: &Config) -> Option<(String, Vec<u8>)> {
         .iter()
         .filter(|r| r.policy == PolicyKind::Notify)
         .find_map(|r| {
-            let ChannelConfig::Stripe(stripe) = &r.notify.as_ref()?.channel else {
-                return None;
+            let notify = r.notify.as_ref()?;
+            // The route's own Stripe keys, or those of the Stripe account it names.
+            let secrets = match (&notify.channel, &notify.merchant) {
+                (Some(ChannelConfig::Stripe(stripe)), _) => &stripe.endpoint_secrets,
+                (None, Some(name)) => match file.merchants.get(name)? {
+                    crate::egress::MerchantConfig::Stripe(stripe) => &stripe.endpoint_secrets,
+                    _ => return None,
+                },
+                _ => return None,
             };
-            let secret = stripe.endpoint_secrets.first()?.resolve().ok()?;
+            let secret = secrets.first()?.resolve().ok()?;
             Some((r.matcher.path.clone()?, secret.expose().to_vec()))
         })
 }

@@ -440,17 +440,8 @@ fn check_names_each_bad_egress_key_and_prints_no_inline_key() {
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_payguard"))
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, text) = support::payguard_cli(&["check".as_ref(), "-c".as_ref(), path.as_os_str()]);
+    assert!(!ok, "{text}");
     for expected in [
         "merchants.wx.certificate_serial: must be the certificate's hex serial",
         "merchants.wx.private_key: must be a `file:` or `env:` reference, never the key itself",
@@ -465,6 +456,33 @@ fn check_names_each_bad_egress_key_and_prints_no_inline_key() {
     for line in key_pem.lines().filter(|l| !l.starts_with("-----")) {
         assert!(!text.contains(line), "check printed a line of the inline key:\n{text}");
     }
+}
+
+#[test]
+fn check_names_each_bad_notify_merchant_reference() {
+    const BACKEND_WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    let stripe_key = fixture("stripe/sandbox_secret_key.txt");
+    std::fs::write(
+        &path,
+        format!(
+            "upstream: {{address: 127.0.0.1:3000}}\nmerchants:\n  st:\n    channel: stripe\n    secret_key: file:{key}\nroutes:\n  - name: a\n    match: {{path: /notify/a}}\n    policy: notify\n    notify: {{merchant: nobody, webhook_secret: {BACKEND_WHSEC}}}\n  - name: b\n    match: {{path: /notify/b}}\n    policy: notify\n    notify: {{merchant: st, webhook_secret: {BACKEND_WHSEC}}}\n  - name: c\n    match: {{path: /notify/c}}\n    policy: notify\n    notify: {{merchant: st, channel: {{stripe: {{endpoint_secrets: [whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw]}}}}, webhook_secret: {BACKEND_WHSEC}}}\n  - name: d\n    match: {{path: /notify/d}}\n    policy: notify\n    notify: {{webhook_secret: {BACKEND_WHSEC}}}\n",
+            key = stripe_key.display(),
+        ),
+    )
+    .unwrap();
+    let (ok, text) = support::payguard_cli(&["check".as_ref(), "-c".as_ref(), path.as_os_str()]);
+    assert!(!ok, "{text}");
+    for expected in [
+        "routes[0].notify.merchant: no account `nobody` in `merchants`",
+        "routes[1].notify.merchant: `st`: the Stripe account has no `endpoint_secrets` to verify webhooks with",
+        "routes[2].notify.channel: set exactly one of `channel` (the keys here) and `merchant` (an account in `merchants`)",
+        "routes[3].notify.channel: set exactly one of",
+    ] {
+        assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+    }
+    assert!(!text.contains("sk_test_"), "check printed the key:\n{text}");
 }
 
 const PRECREATE: &str = r#"{"out_trade_no":"20261203000001","total_amount":"88.88","subject":"Iphone6 16G"}"#;

@@ -60,3 +60,97 @@ fn the_sandbox_backend_creates_a_wechat_and_an_alipay_order_without_holding_a_ke
         assert!(!stdout.contains(secret), "the backend received `{secret}`: {stdout}");
     }
 }
+
+/// `payguard simulate` as in docs/channels.md "Sandbox walkthrough"; returns its output.
+fn simulate(channel: &str, to: &str, args: &[&str]) -> String {
+    let head = ["simulate", channel, "--to", to];
+    let all: Vec<&std::ffi::OsStr> = head.iter().chain(args).map(|a| a.as_ref()).collect();
+    let (ok, out) = support::payguard_cli(&all);
+    assert!(ok, "{out}");
+    out
+}
+
+#[test]
+fn the_sandbox_notify_routes_verify_with_the_keys_of_the_merchant_accounts() {
+    // The sandbox's notify routes for WeChat Pay v3, Alipay and Stripe hold no keys of their
+    // own: they name the accounts the egress routes sign with.
+    let text = std::fs::read_to_string(format!("{ROOT}/config/sandbox.yaml")).unwrap();
+    for account in ["sandbox-wechat", "sandbox-alipay", "sandbox-stripe"] {
+        assert!(text.contains(&format!("      merchant: {account}\n")), "{account}");
+    }
+    let up = support::upstream::Upstream::start();
+    let sim = ChannelSim::start_sandbox(&format!("127.0.0.1:{}", support::free_port()));
+    let pg = Payguard::start(&sandbox_config(up.addr.port(), sim.addr.port()));
+    let out = simulate(
+        "alipay",
+        &pg.url("/notify/alipay"),
+        &[
+            "--private-key",
+            "tests/fixtures/alipay/app_private_key.pem",
+            "--app-id",
+            "2021000000000001",
+            "--out-trade-no",
+            "order-1002",
+        ],
+    );
+    assert!(out.starts_with("#1 200 OK success"), "{out}\n{}", pg.logs());
+    let wechat = [
+        "--private-key",
+        "tests/fixtures/wechatpay_v3/simulate_platform_private_key.pem",
+        "--certificate",
+        "tests/fixtures/wechatpay_v3/simulate_platform_certificate.pem",
+        "--api-v3-key",
+        "sandboxApiV3Key0123456789abcdefg",
+        "--mch-id",
+        "1900000001",
+        "--out-trade-no",
+        "order-1003",
+    ];
+    let out = simulate("wechatpay_v3", &pg.url("/notify/wechatpay"), &wechat);
+    assert!(out.starts_with("#1 204"), "{out}\n{}", pg.logs());
+    let stripe = [
+        "--secret",
+        "whsec_sandbox_stripe_endpoint_secret",
+        "--out-trade-no",
+        "order-1001",
+    ];
+    let out = simulate("stripe", &pg.url("/notify/stripe"), &stripe);
+    assert!(out.starts_with("#1 200"), "{out}\n{}", pg.logs());
+    let orders: Vec<String> = up
+        .requests()
+        .iter()
+        .map(|r| {
+            let event: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            format!(
+                "{} {}",
+                event["channel"].as_str().unwrap(),
+                event["out_trade_no"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        orders,
+        ["alipay order-1002", "wechatpay_v3 order-1003", "stripe order-1001"]
+    );
+
+    // A notification signed with another key is refused on a merchant route as on any other.
+    let out = simulate(
+        "alipay",
+        &pg.url("/notify/alipay"),
+        &[
+            "--private-key",
+            "tests/fixtures/alipay/egress_app_private_key.pem",
+            "--app-id",
+            "2021000000000001",
+        ],
+    );
+    // Alipay is answered `fail` (it retries), with status 200 as it expects.
+    assert!(out.starts_with("#1 200 OK fail"), "{out}");
+    let out = simulate(
+        "stripe",
+        &pg.url("/notify/stripe"),
+        &["--secret", "whsec_another_endpoint_secret"],
+    );
+    assert!(!out.starts_with("#1 200"), "{out}");
+    assert_eq!(up.requests().len(), 3, "nothing unverified was forwarded");
+}

@@ -20,12 +20,13 @@ const API_V3_KEY: &str = "0123456789abcdef0123456789ABCDEF";
 const MCHID: &str = "1900000001";
 const BACKEND_WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-/// A merchant account that downloads its certificates from `base_url`, and a notify route of
-/// the same `mchid` that knows only the current platform certificate.
+/// A merchant account that downloads its certificates from `base_url`, a notify route of the
+/// same `mchid` that knows only the current platform certificate, and a notify route that
+/// verifies with the account's keys (`merchant: wx`).
 fn config(up: &Upstream, redis: &RedisServer, prefix: &str, base_url: &str, ca: &str) -> String {
     let current = fixture("wechatpay_v3/simulate_platform_certificate.pem");
     format!(
-        "upstream:\n  address: {up}\nstore:\n  backend: redis\n  redis:\n    url: {redis}\n    key_prefix: '{prefix}'\n    command_timeout: 300ms\n    connect_timeout: 300ms\nmerchants:\n  wx:\n    channel: wechatpay_v3\n    mchid: \"{MCHID}\"\n    certificate_serial: {WX_MERCHANT_SERIAL}\n    private_key: file:{key}\n    api_v3_key: {API_V3_KEY}\n    platform_certificates: ['file:{current}']\n    download_platform_certificates: true\n    base_url: {base_url}\n    extra_ca: {ca}\nroutes:\n  - name: wx-notify\n    match: {{path: /notify/wechatpay}}\n    policy: notify\n    notify:\n      channel:\n        wechatpay_v3:\n          mchid: \"{MCHID}\"\n          api_v3_key: {API_V3_KEY}\n          platform_certificates: ['file:{current}']\n      backend_path: /internal/payments\n      timeout: 2s\n      webhook_secret: '{BACKEND_WHSEC}'\n",
+        "upstream:\n  address: {up}\nstore:\n  backend: redis\n  redis:\n    url: {redis}\n    key_prefix: '{prefix}'\n    command_timeout: 300ms\n    connect_timeout: 300ms\nmerchants:\n  wx:\n    channel: wechatpay_v3\n    mchid: \"{MCHID}\"\n    certificate_serial: {WX_MERCHANT_SERIAL}\n    private_key: file:{key}\n    api_v3_key: {API_V3_KEY}\n    platform_certificates: ['file:{current}']\n    download_platform_certificates: true\n    base_url: {base_url}\n    extra_ca: {ca}\nroutes:\n  - name: wx-notify\n    match: {{path: /notify/wechatpay}}\n    policy: notify\n    notify:\n      channel:\n        wechatpay_v3:\n          mchid: \"{MCHID}\"\n          api_v3_key: {API_V3_KEY}\n          platform_certificates: ['file:{current}']\n      backend_path: /internal/payments\n      timeout: 2s\n      webhook_secret: '{BACKEND_WHSEC}'\n  - name: wx-account\n    match: {{path: /notify/wechatpay-account}}\n    policy: notify\n    notify:\n      merchant: wx\n      backend_path: /internal/payments\n      timeout: 2s\n      webhook_secret: '{BACKEND_WHSEC}'\n",
         up = up.addr,
         redis = redis.url(),
         key = fixture("wechatpay_v3/egress_merchant_private_key.pem").display(),
@@ -33,11 +34,16 @@ fn config(up: &Upstream, redis: &RedisServer, prefix: &str, base_url: &str, ca: 
     )
 }
 
-/// `payguard simulate wechatpay_v3` signed with the rotated platform key, sent to `pg`;
-/// returns the status payguard answered.
+/// `payguard simulate wechatpay_v3` signed with the rotated platform key, sent to `pg`'s
+/// `/notify/wechatpay`; returns the status payguard answered.
 fn notify_signed_with_rotated_key(pg: &Payguard, order: &str) -> u16 {
+    notify_route_signed_with_rotated_key(pg, "/notify/wechatpay", order)
+}
+
+/// As [`notify_signed_with_rotated_key`], to `path`.
+fn notify_route_signed_with_rotated_key(pg: &Payguard, path: &str, order: &str) -> u16 {
     let out = Command::new(env!("CARGO_BIN_EXE_payguard"))
-        .args(["simulate", "wechatpay_v3", "--to", &pg.url("/notify/wechatpay")])
+        .args(["simulate", "wechatpay_v3", "--to", &pg.url(path)])
         .args([
             "--private-key",
             &fixture("wechatpay_v3/rotated_platform_private_key.pem")
@@ -122,6 +128,14 @@ fn a_channel_rotation_is_downloaded_on_the_first_unknown_serial_and_shared_with_
     // WeChat Pay's retry of the notification now verifies, without a reload.
     assert_eq!(notify_signed_with_rotated_key(&pg, "rot-0001"), 204, "{}", pg.logs());
     assert_eq!(up.requests().len(), 1);
+    // So does the route that verifies with the account's keys.
+    assert_eq!(
+        notify_route_signed_with_rotated_key(&pg, "/notify/wechatpay-account", "rot-0003"),
+        204,
+        "{}",
+        pg.logs()
+    );
+    assert_eq!(up.requests().len(), 2);
     assert!(
         pg.logged(WX_ROTATED_SERIAL),
         "the log names the new serial: {}",

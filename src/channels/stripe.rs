@@ -23,11 +23,11 @@ use crate::secret::{Secret, SecretRef};
 use crate::issue::ConfigIssue;
 
 fn default_tolerance() -> Duration {
-    Duration::from_secs(300)
+    StripeConfig::DEFAULT_TOLERANCE
 }
 
 fn default_order_metadata_key() -> String {
-    "out_trade_no".to_string()
+    StripeConfig::DEFAULT_ORDER_METADATA_KEY.to_string()
 }
 
 /// Stripe webhook endpoint.
@@ -50,6 +50,11 @@ pub struct StripeConfig {
 }
 
 impl StripeConfig {
+    /// Default `tolerance`.
+    pub(crate) const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
+    /// Default `order_metadata_key`.
+    pub(crate) const DEFAULT_ORDER_METADATA_KEY: &'static str = "out_trade_no";
+
     /// Resolves the endpoint secrets. Problems name the field and the source, never the value.
     pub fn build(&self) -> Result<Stripe, Vec<ConfigIssue>> {
         let mut issues = Vec::new();

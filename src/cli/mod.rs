@@ -174,7 +174,18 @@ fn check(path: &std::path::Path) -> ExitCode {
                     crate::proxy::routes::PathMatch::Prefix(p) => format!("{p}/**"),
                 };
                 let policy = match (&r.policy, &r.notify) {
-                    (_, Some(n)) => format!("notify ({}, {:?})", n.channel.kind(), n.forward).to_lowercase(),
+                    (_, Some(n)) => {
+                        let keys = n
+                            .merchant
+                            .as_ref()
+                            .map(|m| format!(", merchant {m}"))
+                            .unwrap_or_default();
+                        format!(
+                            "notify ({}{keys}, {})",
+                            n.channel.kind(),
+                            format!("{:?}", n.forward).to_lowercase()
+                        )
+                    }
                     (p, None) => format!("{p:?}").to_lowercase(),
                 };
                 println!("    {:<20} {:<12} {:<30} {}", r.name, methods, path, policy);

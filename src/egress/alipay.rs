@@ -18,6 +18,7 @@ use serde_json::value::RawValue;
 
 use super::client::{channel_client, ChannelClient, ChannelRequest, Limits};
 use super::{signing_key, CallRecord, EgressError, EgressRequest, Relayed};
+use crate::channels::alipay::{AlipayChannel, AlipayConfig, AlipaySignType};
 use crate::channels::keys::{parse_rsa_public_key, RsaScheme, RsaSigningKey, RsaVerifyingKey};
 use crate::clock::Clock;
 use crate::issue::ConfigIssue;
@@ -48,6 +49,10 @@ pub(crate) struct AlipayMerchantConfig {
     /// created (payguard's own Alipay notify route). Unset: none is sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) notify_url: Option<String>,
+    /// Expected `seller_id` (Alipay merchant PID) of the notifications a notify route with
+    /// `merchant:` accepts for this app; unset: not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) seller_id: Option<String>,
     /// The gateway's base URL, `https://host[:port]`; calls go to `<base_url>/gateway.do`. The
     /// sandbox is `https://openapi-sandbox.dl.alipaydev.com`.
     #[serde(default = "default_base_url")]
@@ -89,8 +94,27 @@ impl AlipayMerchantConfig {
             }
         }
         let client = channel_client(&self.base_url, self.extra_ca.as_ref(), &mut issues);
-        match (key, alipay_key, client) {
-            (Some(key), Some(alipay_key), Some(client)) if issues.is_empty() => Ok(AlipayMerchant {
+        // Notifications for this app are signed with the same Alipay public key (RSA2).
+        let notify = AlipayConfig {
+            app_id: self.app_id.clone(),
+            auth_app_id: None,
+            seller_id: self.seller_id.clone(),
+            sign_type: AlipaySignType::Rsa2,
+            alipay_public_key: Some(self.alipay_public_key.clone()),
+            alipay_cert: None,
+            additional_alipay_certs: Vec::new(),
+        }
+        .build()
+        .map_err(|e| {
+            // The same `app_id` and `alipay_public_key` problems are reported above.
+            if issues.is_empty() {
+                issues.extend(e);
+            }
+        })
+        .ok();
+        match (key, alipay_key, client, notify) {
+            (Some(key), Some(alipay_key), Some(client), Some(notify)) if issues.is_empty() => Ok(AlipayMerchant {
+                notify: Arc::new(notify),
                 app_id: self.app_id.clone(),
                 notify_url: self.notify_url.clone(),
                 key: Arc::new(key),
@@ -104,6 +128,8 @@ impl AlipayMerchantConfig {
 
 /// A built Alipay app.
 pub(crate) struct AlipayMerchant {
+    /// The notification verifier of this app.
+    notify: Arc<AlipayChannel>,
     app_id: String,
     notify_url: Option<String>,
     key: Arc<RsaSigningKey>,
@@ -238,6 +264,11 @@ fn is_error_code(text: &str) -> bool {
 }
 
 impl AlipayMerchant {
+    /// The notification verifier of this app (a notify route with `merchant:`).
+    pub(crate) fn notify_channel(&self) -> Arc<dyn crate::channels::Channel> {
+        self.notify.clone()
+    }
+
     /// The signed parameters of one call (`sign` included).
     fn signed_params<'a>(
         &'a self,
@@ -363,6 +394,7 @@ pub(crate) mod tests {
             private_key: SecretRef::new(format!("file:{FIXTURES}/egress_app_private_key.pem")),
             alipay_public_key: SecretRef::new(format!("file:{FIXTURES}/app_public_key.pem")),
             notify_url: Some("https://shop.example/notify/alipay".into()),
+            seller_id: None,
             base_url: base_url.into(),
             extra_ca: None,
         }

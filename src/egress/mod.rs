@@ -66,6 +66,18 @@ impl Merchant {
         }
     }
 
+    /// The notification verifier of this account, for a notify route with `merchant:`;
+    /// `Err` says what the account lacks.
+    pub(crate) fn notify_channel(&self) -> Result<Arc<dyn crate::channels::Channel>, &'static str> {
+        match self {
+            Self::WechatpayV3(m) => Ok(m.notify_channel()),
+            Self::Alipay(m) => Ok(m.notify_channel()),
+            Self::Stripe(m) => m
+                .notify_channel()
+                .ok_or("the Stripe account has no `endpoint_secrets` to verify webhooks with"),
+        }
+    }
+
     /// Whether the channel signs its answers (then a relayed answer was verified); Stripe's
     /// are authenticated by TLS only.
     pub(crate) fn signs_answers(&self) -> bool {
@@ -113,6 +125,16 @@ impl Merchants {
 }
 
 impl Merchants {
+    /// The account named `name`: `Ok(None)` when it exists but its config has issues (already
+    /// reported), `Err` when there is none.
+    pub(crate) fn get(&self, name: &str) -> Result<Option<&Arc<Merchant>>, String> {
+        match self.built.get(name) {
+            Some(m) => Ok(Some(m)),
+            None if self.broken.contains(name) => Ok(None),
+            None => Err(format!("no account `{name}` in `merchants`")),
+        }
+    }
+
     /// The WeChat Pay accounts with `download_platform_certificates`.
     pub(crate) fn certificate_accounts(&self) -> Vec<certificates::CertificateAccount> {
         self.built
@@ -196,13 +218,12 @@ impl EgressConfig {
     /// which is stripped from the request path to give the channel path.
     pub(crate) fn build(&self, merchants: &Merchants, route_prefix: &str) -> Result<EgressRoute, Vec<ConfigIssue>> {
         let mut issues = Vec::new();
-        let merchant = merchants.built.get(&self.merchant).cloned();
-        if merchant.is_none() && !merchants.broken.contains(&self.merchant) {
-            issues.push(ConfigIssue::new(
-                "merchant",
-                format!("no account `{}` in `merchants`", self.merchant),
-            ));
-        }
+        let merchant = merchants
+            .get(&self.merchant)
+            .map_err(|e| issues.push(ConfigIssue::new("merchant", e)))
+            .ok()
+            .flatten()
+            .cloned();
         if self.allow.is_empty() {
             issues.push(ConfigIssue::new("allow", "list at least one allowed call"));
         }

@@ -4,12 +4,14 @@
 //! `api.stripe.com` only, so they are relayed without `X-PG-Verified`.
 
 use std::fmt;
+use std::sync::Arc;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::client::{channel_client, ChannelClient, ChannelRequest, Limits};
 use super::{CallRecord, EgressError, EgressRequest, Relayed};
+use crate::channels::stripe::{Stripe, StripeConfig};
 use crate::issue::ConfigIssue;
 use crate::secret::SecretRef;
 
@@ -19,6 +21,10 @@ fn default_base_url() -> String {
     DEFAULT_BASE_URL.to_string()
 }
 
+fn default_order_metadata_key() -> String {
+    StripeConfig::DEFAULT_ORDER_METADATA_KEY.to_string()
+}
+
 /// A Stripe account: its secret (or restricted) API key.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -26,6 +32,15 @@ pub(crate) struct StripeMerchantConfig {
     /// The secret API key (`sk_live_…`, `sk_test_…`) or a restricted key (`rk_…`); `file:` or
     /// `env:` only.
     pub(crate) secret_key: SecretRef,
+    /// Webhook endpoint signing secrets (`whsec_…`) of the endpoint that points at payguard;
+    /// needed only when a notify route names this account (`merchant:`). Its events must then
+    /// match the key's mode: a `sk_live_`/`rk_live_` key accepts only live events, a test key
+    /// only test events.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) endpoint_secrets: Vec<SecretRef>,
+    /// Metadata key holding the merchant order number, as on a `stripe` notify route.
+    #[serde(default = "default_order_metadata_key")]
+    pub(crate) order_metadata_key: String,
     /// The API's base URL, `https://host[:port]`.
     #[serde(default = "default_base_url")]
     pub(crate) base_url: String,
@@ -72,13 +87,31 @@ impl StripeMerchantConfig {
             }
         };
         let client = channel_client(&self.base_url, self.extra_ca.as_ref(), &mut issues);
+        // Notifications: only with endpoint secrets, and only in the key's own mode.
+        let notify = match (&key, self.endpoint_secrets.is_empty()) {
+            (Some(key), false) => {
+                let text = key.expose_str().unwrap_or("").trim();
+                let live = text.starts_with("sk_live_") || text.starts_with("rk_live_");
+                StripeConfig {
+                    endpoint_secrets: self.endpoint_secrets.clone(),
+                    tolerance: StripeConfig::DEFAULT_TOLERANCE,
+                    livemode: Some(live),
+                    order_metadata_key: self.order_metadata_key.clone(),
+                }
+                .build()
+                .map(|s| Some(Arc::new(s)))
+                .map_err(|e| issues.extend(e))
+                .unwrap_or(None)
+            }
+            _ => None,
+        };
         match (key, client) {
             (Some(key), Some(client)) if issues.is_empty() => {
                 let mut bearer =
                     http::HeaderValue::from_str(&format!("Bearer {}", key.expose_str().unwrap_or("").trim()))
                         .map_err(|_| vec![ConfigIssue::new("secret_key", "is not header text")])?;
                 bearer.set_sensitive(true);
-                Ok(StripeMerchant { bearer, client })
+                Ok(StripeMerchant { bearer, client, notify })
             }
             _ => Err(issues),
         }
@@ -90,6 +123,8 @@ pub(crate) struct StripeMerchant {
     /// `Bearer <key>`, marked sensitive.
     bearer: http::HeaderValue,
     client: ChannelClient,
+    /// The webhook verifier, when `endpoint_secrets` are set.
+    notify: Option<Arc<Stripe>>,
 }
 
 impl fmt::Debug for StripeMerchant {
@@ -122,6 +157,12 @@ const PASSED_ON: [http::HeaderName; 3] = [
 ];
 
 impl StripeMerchant {
+    /// The webhook verifier of this account (a notify route with `merchant:`), if it has
+    /// `endpoint_secrets`.
+    pub(crate) fn notify_channel(&self) -> Option<Arc<dyn crate::channels::Channel>> {
+        self.notify.clone().map(|s| s as Arc<dyn crate::channels::Channel>)
+    }
+
     /// Adds the key (and the idempotency key) and sends one call to `target`.
     pub(crate) async fn call(
         &self,
@@ -198,9 +239,58 @@ mod tests {
     fn config(key: &str) -> StripeMerchantConfig {
         StripeMerchantConfig {
             secret_key: SecretRef::new(key),
+            endpoint_secrets: Vec::new(),
+            order_metadata_key: default_order_metadata_key(),
             base_url: DEFAULT_BASE_URL.into(),
             extra_ca: None,
         }
+    }
+
+    /// A signed event of `livemode`, as Stripe sends it to the endpoint.
+    fn event(secret: &str, livemode: bool) -> (http::HeaderMap, Vec<u8>, jiff::Timestamp) {
+        let now = jiff::Timestamp::now();
+        let body = format!(
+            r#"{{"id":"evt_1","object":"event","created":{t},"type":"payment_intent.succeeded","livemode":{livemode},"data":{{"object":{{"id":"pi_1","object":"payment_intent","amount":8880,"amount_received":8880,"currency":"cny","status":"succeeded","metadata":{{"out_trade_no":"ORDER-1"}}}}}}}}"#,
+            t = now.as_second()
+        )
+        .into_bytes();
+        let t = now.as_second().to_string();
+        let v1 = hex::encode(crate::channels::stripe::compute_signature(secret.as_bytes(), &t, &body));
+        let mut headers = http::HeaderMap::new();
+        headers.insert("stripe-signature", format!("t={t},v1={v1}").parse().unwrap());
+        (headers, body, now)
+    }
+
+    #[test]
+    fn webhooks_are_verified_with_the_endpoint_secrets_in_the_mode_of_the_key() {
+        const WHSEC: &str = "whsec_account_endpoint_secret";
+        let verdict = |key: &str, livemode: bool| {
+            let mut c = config(key);
+            c.endpoint_secrets = vec![SecretRef::new(WHSEC)];
+            let channel = c.build().unwrap().notify_channel().expect("a webhook verifier");
+            let (headers, body, now) = event(WHSEC, livemode);
+            channel
+                .verify(
+                    &crate::channels::NotifyRequest {
+                        headers: &headers,
+                        body: &body,
+                    },
+                    now,
+                )
+                .map(|e| e.out_trade_no)
+                .map_err(|e| e.to_string())
+        };
+        std::env::set_var("PG_TEST_STRIPE_TEST_KEY", "sk_test_4eC39HqLyjWDarjtT1zdp7dc");
+        std::env::set_var("PG_TEST_STRIPE_LIVE_KEY", "rk_live_4eC39HqLyjWDarjtT1zdp7dc");
+        assert_eq!(verdict("env:PG_TEST_STRIPE_TEST_KEY", false), Ok("ORDER-1".to_string()));
+        assert_eq!(verdict("env:PG_TEST_STRIPE_LIVE_KEY", true), Ok("ORDER-1".to_string()));
+        let refused = verdict("env:PG_TEST_STRIPE_TEST_KEY", true).unwrap_err();
+        assert!(refused.contains("livemode"), "{refused}");
+        let refused = verdict("env:PG_TEST_STRIPE_LIVE_KEY", false).unwrap_err();
+        assert!(refused.contains("livemode"), "{refused}");
+        // Without endpoint secrets the account verifies no webhooks.
+        let m = config("env:PG_TEST_STRIPE_TEST_KEY").build().unwrap();
+        assert!(m.notify_channel().is_none());
     }
 
     #[test]

@@ -202,6 +202,12 @@ fn new_nonce() -> String {
 }
 
 impl WechatpayV3Merchant {
+    /// The notification verifier of this account (a notify route with `merchant:`): the same
+    /// keys, and the same downloaded platform certificates, that verify its API answers.
+    pub(crate) fn notify_channel(&self) -> Arc<dyn crate::channels::Channel> {
+        Arc::new(self.verifier.clone())
+    }
+
     /// Signs and sends one call to `target` (path and query), and verifies the answer.
     pub(crate) async fn call(
         &self,

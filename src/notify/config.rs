@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{ForwardMode, NotifyRoute};
 use crate::channels::registry::ChannelConfig;
 use crate::channels::standard_webhooks::StandardWebhookSigner;
+use crate::egress::Merchants;
 use crate::issue::ConfigIssue;
 use crate::secret::SecretRef;
 
@@ -17,7 +18,14 @@ use crate::secret::SecretRef;
 #[serde(deny_unknown_fields)]
 pub(crate) struct NotifyConfig {
     /// The channel protocol and its keys, e.g. `{stripe: {endpoint_secrets: [env:STRIPE_WHSEC]}}`.
-    pub(crate) channel: ChannelConfig,
+    /// Set this or `merchant`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) channel: Option<ChannelConfig>,
+    /// The account in `merchants:` whose keys verify the notifications (WeChat Pay v3, Alipay,
+    /// or Stripe with `endpoint_secrets`), so the keys are written once for egress calls and
+    /// notifications. Set this or `channel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) merchant: Option<String>,
     /// `normalized` (default): POST the normalized event as JSON, signed with Standard Webhooks
     /// headers. `passthrough`: forward the original body and headers plus `X-PG-Verified: 1` and
     /// `X-PG-Event-Id`, and relay the backend's reply to the channel.
@@ -65,16 +73,37 @@ fn default_max_body() -> usize {
 }
 
 impl NotifyConfig {
-    /// Builds the route handler; issue paths are relative to this section.
-    pub(crate) fn build(&self) -> Result<Arc<NotifyRoute>, Vec<ConfigIssue>> {
+    /// Builds the route handler; issue paths are relative to this section. `merchants` are the
+    /// accounts `merchant` may name.
+    pub(crate) fn build(&self, merchants: &Merchants) -> Result<Arc<NotifyRoute>, Vec<ConfigIssue>> {
         let mut issues = Vec::new();
-        let channel = match self.channel.build() {
-            Ok(c) => Some(c),
-            Err(e) => {
-                issues.extend(
-                    e.into_iter()
-                        .map(|i| ConfigIssue::new(format!("channel.{}", i.path), i.message)),
-                );
+        let channel = match (&self.channel, &self.merchant) {
+            (Some(channel), None) => match channel.build() {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    issues.extend(
+                        e.into_iter()
+                            .map(|i| ConfigIssue::new(format!("channel.{}", i.path), i.message)),
+                    );
+                    None
+                }
+            },
+            (None, Some(name)) => match merchants.get(name) {
+                Ok(Some(merchant)) => merchant
+                    .notify_channel()
+                    .map_err(|e| issues.push(ConfigIssue::new("merchant", format!("`{name}`: {e}"))))
+                    .ok(),
+                Ok(None) => None,
+                Err(e) => {
+                    issues.push(ConfigIssue::new("merchant", e));
+                    None
+                }
+            },
+            _ => {
+                issues.push(ConfigIssue::new(
+                    "channel",
+                    "set exactly one of `channel` (the keys here) and `merchant` (an account in `merchants`)",
+                ));
                 None
             }
         };
@@ -121,6 +150,7 @@ impl NotifyConfig {
         match (channel, issues.is_empty()) {
             (Some(channel), true) => Ok(Arc::new(NotifyRoute {
                 channel,
+                merchant: self.merchant.clone(),
                 forward: self.forward,
                 backend_path: self.backend_path.clone(),
                 timeout: self.timeout,

@@ -36,6 +36,8 @@ pub(crate) enum ForwardMode {
 pub(crate) struct NotifyRoute {
     /// The channel verifier.
     pub(crate) channel: Arc<dyn Channel>,
+    /// The `merchants:` account whose keys the verifier holds (`merchant:`), if any.
+    pub(crate) merchant: Option<String>,
     /// Forward mode.
     pub(crate) forward: ForwardMode,
     /// Backend path; `None` forwards to the path the notification arrived on.

@@ -189,7 +189,7 @@ pub(crate) const DEFAULT_ROUTE_NAME: &str = "_default";
 impl RouteTable {
     /// Compiles routes, reporting every problem with its key path.
     /// `guard_configured` says whether a top-level `guard` section exists (needed by `guard` routes);
-    /// `merchants` are the accounts `egress` routes sign with.
+    /// `merchants` are the accounts `egress` routes sign with and notify routes may verify with.
     pub(crate) fn compile(
         routes: &[RouteConfig],
         default_action: DefaultAction,
@@ -259,7 +259,7 @@ impl RouteTable {
             let mut notify = None;
             match (r.policy, &r.notify) {
                 (PolicyKind::Pass, None) => {}
-                (PolicyKind::Notify, Some(cfg)) => match cfg.build() {
+                (PolicyKind::Notify, Some(cfg)) => match cfg.build(merchants) {
                     Ok(n) => notify = Some(n),
                     Err(e) => issues.extend(
                         e.into_iter()
