@@ -19,12 +19,15 @@ import base64
 import hashlib
 import hmac
 import json
+import os
+import ssl
 import sys
 import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
+SANDBOX_CA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "sandbox", "ca.pem")
 SANDBOX_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # webhook_secret in config/sandbox.yaml
 
 
@@ -56,8 +59,10 @@ def handler(secret):
             )
             if ok:
                 event = json.loads(body)
+                # `source` is "query" when payguard recovered the event by querying the channel.
+                via = " (recovered by an order query)" if event.get("source") == "query" else ""
                 print(f"accepted {event['id']}: {event['channel']} {event['kind']} "
-                      f"order {event['out_trade_no']} amount_minor {event['amount_minor']} {event['currency']}",
+                      f"order {event['out_trade_no']} amount_minor {event['amount_minor']} {event['currency']}{via}",
                       flush=True)
                 self.send_response(204)
             else:
@@ -104,6 +109,7 @@ def create_orders(payguard):
         ("WeChat Pay native order", "/egress/wechatpay/v3/pay/transactions/native", wechat_order, "code_url"),
         ("Alipay precreate order", "/egress/alipay/alipay.trade.precreate", alipay_order, "qr_code"),
     ]:
+        print(f"{name} out_trade_no {json.loads(body)['out_trade_no']}", flush=True)
         status, verified, text = egress_call(payguard, path, body)
         try:
             answer = json.loads(text)
@@ -116,13 +122,30 @@ def create_orders(payguard):
     return ok
 
 
+def pay(simulator, out_trade_no):
+    """Marks an order paid at the channel API simulator, sending no notification."""
+    context = ssl.create_default_context(cafile=SANDBOX_CA)
+    request = urllib.request.Request(f"{simulator}/sim/pay/{out_trade_no}", data=b"", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=15, context=context) as answer:
+            print(f"{out_trade_no}: {answer.read().decode()}", flush=True)
+            return True
+    except urllib.error.HTTPError as e:
+        print(f"{out_trade_no}: {e.code} {e.read().decode()}", flush=True)
+        return False
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", nargs="?", choices=["serve", "orders"], default="serve")
+    parser.add_argument("command", nargs="?", choices=["serve", "orders", "pay"], default="serve")
+    parser.add_argument("order", nargs="?", help="pay: the out_trade_no to mark paid")
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--secret", default=SANDBOX_SECRET)
     parser.add_argument("--payguard", default="http://127.0.0.1:8080")
+    parser.add_argument("--simulator", default="https://127.0.0.1:9443")
     args = parser.parse_args()
+    if args.command == "pay":
+        sys.exit(0 if args.order and pay(args.simulator.rstrip("/"), args.order) else 1)
     if args.command == "orders":
         sys.exit(0 if create_orders(args.payguard.rstrip("/")) else 1)
     print(f"sandbox backend on http://127.0.0.1:{args.port}", flush=True)

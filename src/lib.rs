@@ -23,6 +23,7 @@ pub mod listener_tls;
 pub mod log_writer;
 pub mod metrics;
 pub mod notify;
+pub mod orders;
 pub mod outcome;
 pub mod problem;
 pub mod proxy;

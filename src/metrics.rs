@@ -62,6 +62,12 @@ pub(crate) struct Metrics {
     pub(crate) egress_duration: HistogramVec,
     /// WeChat Pay platform certificate downloads by merchant account and outcome.
     pub(crate) certificate_downloads: IntCounterVec,
+    /// `payguard_order_queries_total{merchant,result}`.
+    pub(crate) order_queries: IntCounterVec,
+    /// `payguard_orders_awaiting{merchant}`.
+    pub(crate) orders_awaiting: prometheus::IntGaugeVec,
+    /// `payguard_orders_tracked_total{merchant,result}`.
+    pub(crate) orders_tracked: IntCounterVec,
     /// Downloaded WeChat Pay platform certificates held, by merchant account.
     pub(crate) platform_certificates: prometheus::IntGaugeVec,
     /// Unix time the soonest-expiring downloaded platform certificate expires, by merchant account.
@@ -232,6 +238,20 @@ impl Metrics {
             "platform_certificate_expiry_timestamp_seconds",
             "Unix time the soonest-expiring downloaded WeChat Pay platform certificate expires, by merchant account.",
         );
+        let order_queries = counter(
+            "order_queries_total",
+            "Order queries for tracked orders without a delivered final event, by merchant account and result.",
+            &["merchant", "result"],
+        );
+        let orders_tracked = counter(
+            "orders_tracked_total",
+            "Orders created through egress and tracked (or not, when the store refused), by merchant account and result.",
+            &["merchant", "result"],
+        );
+        let orders_awaiting = merchant_gauge(
+            "orders_awaiting",
+            "Tracked orders whose final event has not been delivered, by merchant account (as of the last query round).",
+        );
         let rule_decisions = counter(
             "rule_decisions_total",
             "Guard decisions by rule kind, rule, decision and mode.",
@@ -277,6 +297,9 @@ impl Metrics {
             egress_requests,
             egress_duration,
             certificate_downloads,
+            order_queries,
+            orders_awaiting,
+            orders_tracked,
             platform_certificates,
             platform_certificate_expiry,
             registry,

@@ -103,6 +103,10 @@ pub(crate) fn serve(path: &Path) -> anyhow::Result<()> {
         "payguard platform certificates",
         crate::egress::certificates::CertificateService { state: state.clone() },
     );
+    let orders = background_service(
+        "payguard order queries",
+        crate::orders::OrderQueryService { state: state.clone() },
+    );
     let reload = background_service(
         "payguard reload",
         ReloadService {
@@ -121,7 +125,7 @@ pub(crate) fn serve(path: &Path) -> anyhow::Result<()> {
     }
     server.add_service(health);
     server.add_service(certificates);
-
+    server.add_service(orders);
     server.add_service(reload);
     server.run(RunArgs::default());
     drop(control);

@@ -61,6 +61,63 @@ fn the_sandbox_backend_creates_a_wechat_and_an_alipay_order_without_holding_a_ke
     }
 }
 
+/// `python3 scripts/sandbox-backend.py ARGS…`: success and stdout.
+fn sandbox_backend(args: &[&str]) -> (bool, String) {
+    let out = Command::new("python3")
+        .arg(format!("{ROOT}/scripts/sandbox-backend.py"))
+        .args(args)
+        .output()
+        .expect("run python3 scripts/sandbox-backend.py");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn a_lost_callback_is_recovered_by_the_order_query_as_in_the_walkthrough() {
+    let up = support::upstream::Upstream::start();
+    let sim = ChannelSim::start_sandbox(&format!("127.0.0.1:{}", support::free_port()));
+    let pg = Payguard::start(&sandbox_config(up.addr.port(), sim.addr.port()));
+    let (ok, out) = sandbox_backend(&["orders", "--payguard", &pg.url("")]);
+    assert!(ok, "{out}\n{}", pg.logs());
+    let created: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.split_once(" out_trade_no ").map(|(_, no)| no.trim().to_string()))
+        .collect();
+    assert_eq!(created.len(), 2, "{out}");
+    // The shopper pays both orders; neither channel's notification ever arrives.
+    let simulator = sim.base_url();
+    for no in &created {
+        let (ok, out) = sandbox_backend(&["pay", no, "--simulator", &simulator]);
+        assert!(ok && out.contains("no notification sent"), "{out}");
+    }
+    // Within the first step of the schedule (5 s) payguard queries and delivers both.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let events = loop {
+        let events: Vec<serde_json::Value> = up
+            .requests()
+            .iter()
+            .filter(|r| r.target == "/payments/events")
+            .filter_map(|r| serde_json::from_slice(&r.body).ok())
+            .collect();
+        if events.len() >= 2 || std::time::Instant::now() > until {
+            break events;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(events.len(), 2, "{events:?}\n{}", pg.logs());
+    for event in &events {
+        assert_eq!(event["kind"], "payment.succeeded");
+        assert_eq!(event["source"], "query");
+        assert!(created.contains(&event["out_trade_no"].as_str().unwrap_or("").to_string()));
+    }
+    let amounts: Vec<i64> = events.iter().filter_map(|e| e["amount_minor"].as_i64()).collect();
+    assert!(amounts.contains(&100) && amounts.contains(&8888), "{amounts:?}");
+}
+
 /// `payguard simulate` as in docs/channels.md "Sandbox walkthrough"; returns its output.
 fn simulate(channel: &str, to: &str, args: &[&str]) -> String {
     let head = ["simulate", channel, "--to", to];

@@ -370,6 +370,30 @@ impl AlipayChannel {
         normalize(fields)
     }
 
+    /// The event an `alipay.trade.query` answer describes (`response` is the verified
+    /// `alipay_trade_query_response` member, code `10000`). The answer names neither the app
+    /// nor the seller, so the configured ones are put in (events are deduplicated by app, so
+    /// this is the dedup key of the order's notification). Refund fields are left out: the
+    /// trade's state is what a query recovers, refunds are events of their own.
+    pub(crate) fn event_from_query(&self, response: &serde_json::Map<String, serde_json::Value>) -> Result<VerifiedEvent, ChannelError> {
+        let mut fields: BTreeMap<String, String> = response
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "code" | "msg" | "refund_fee" | "gmt_refund" | "out_biz_no"))
+            .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+            .collect();
+        if let Some(paid) = fields.get("send_pay_date").cloned() {
+            fields.insert("gmt_payment".into(), paid);
+        }
+        fields.insert("app_id".into(), self.app_id.clone());
+        if let Some(seller) = &self.seller_id {
+            fields.insert("seller_id".into(), seller.clone());
+        }
+        if let Some(auth) = &self.auth_app_id {
+            fields.insert("auth_app_id".into(), auth.clone());
+        }
+        normalize(fields)
+    }
+
     fn check_business(&self, fields: &BTreeMap<String, String>) -> Result<(), ChannelError> {
         let app_id = fields.get("app_id").map(String::as_str);
         if app_id != Some(self.app_id.as_str()) {
@@ -720,6 +744,29 @@ mod tests {
             sorted_content(&fields, &["sign", "sign_type"], false),
             DA1_CONTENT.as_bytes()
         );
+    }
+
+    #[test]
+    fn a_trade_query_answer_is_the_event_its_notification_would_be() {
+        let ch = channel(AlipaySignType::Rsa2);
+        let member = |status: &str| -> serde_json::Map<String, serde_json::Value> {
+            serde_json::from_str(&format!(
+                r#"{{"code":"10000","msg":"Success","trade_no":"2024050122001400000000000001","out_trade_no":"ORDER-20240501-0001","buyer_logon_id":"159****5620","trade_status":"{status}","total_amount":"88.80","send_pay_date":"2024-05-01 12:00:05","refund_fee":"1.00"}}"#
+            ))
+            .unwrap()
+        };
+        let paid = ch.event_from_query(&member("TRADE_SUCCESS")).unwrap();
+        assert_eq!(paid.kind, EventKind::PaymentSucceeded, "refund fields of the answer are not read");
+        assert_eq!(paid.amount_minor, Some(8880));
+        assert_eq!(paid.occurred_at.as_deref(), Some("2024-05-01T12:00:05+08:00"));
+        let notified = verify(&ch, DA1.as_bytes()).unwrap();
+        assert_eq!(
+            crate::notify::EventKeys::of(&paid, b"query").dedup_key,
+            crate::notify::EventKeys::of(&notified, b"notification").dedup_key,
+            "the query's event has the notification's dedup key"
+        );
+        assert_eq!(ch.event_from_query(&member("WAIT_BUYER_PAY")).unwrap().kind, EventKind::PaymentPending);
+        assert_eq!(ch.event_from_query(&member("TRADE_CLOSED")).unwrap().kind, EventKind::PaymentClosed);
     }
 
     #[test]

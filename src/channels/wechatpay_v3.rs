@@ -519,6 +519,24 @@ impl WechatpayV3 {
         Ok(event)
     }
 
+    /// The event an order query answer (`GET /v3/pay/transactions/out-trade-no/…`, signature
+    /// already verified) describes: the transaction object is the one a payment notification
+    /// carries encrypted, so it normalizes to the same event with the same dedup key.
+    /// `trade_state` `REFUND` means the order was paid (its refunds are events of their own).
+    pub(crate) fn event_from_query(&self, body: &[u8]) -> Result<VerifiedEvent, ChannelError> {
+        let object = match crate::canonical::json::parse_strict(body) {
+            Ok(Some(object)) => object,
+            Ok(None) => return Err(ChannelError::Malformed("the query answer is not JSON".into())),
+            Err(e) => return Err(ChannelError::Malformed(format!("the query answer: {e}"))),
+        };
+        let mut event = normalize_object("TRANSACTION.QUERY", None, None, object)?;
+        if event.raw_status.as_deref() == Some("REFUND") {
+            event.kind = EventKind::PaymentSucceeded;
+        }
+        self.check_business(&event)?;
+        Ok(event)
+    }
+
     /// The verifying key `Wechatpay-Serial` names: the public key when the serial is the
     /// configured `PUB_KEY_ID_…`, else the platform certificate with that serial, if it is
     /// valid at `now`.
@@ -846,7 +864,22 @@ fn payment_kind(event_type: &str, trade_state: Option<&str>) -> EventKind {
 
 /// Builds the normalized event from the envelope and the decrypted object.
 fn normalize(envelope: &Envelope, object: Value) -> Result<VerifiedEvent, ChannelError> {
-    let event_type = envelope.event_type.as_str();
+    normalize_object(
+        &envelope.event_type,
+        Some(envelope.id.clone()),
+        envelope.create_time.clone(),
+        object,
+    )
+}
+
+/// Builds the normalized event from a transaction or refund object: `event_type` as the
+/// notification names it (`TRANSACTION.SUCCESS`, `REFUND.SUCCESS`, ...).
+fn normalize_object(
+    event_type: &str,
+    notification_id: Option<String>,
+    create_time: Option<String>,
+    object: Value,
+) -> Result<VerifiedEvent, ChannelError> {
     let is_payment = event_type.starts_with("TRANSACTION.");
     let kind = match event_type {
         "REFUND.SUCCESS" => EventKind::RefundSucceeded,
@@ -891,8 +924,8 @@ fn normalize(envelope: &Envelope, object: Value) -> Result<VerifiedEvent, Channe
         amount_minor,
         currency,
         refund,
-        occurred_at: str_at(&object, "/success_time").or_else(|| envelope.create_time.clone()),
-        notification_id: Some(envelope.id.clone()),
+        occurred_at: str_at(&object, "/success_time").or(create_time),
+        notification_id,
         raw_status,
         merchant,
         raw: object,
@@ -1348,6 +1381,42 @@ mod tests {
         let h = sim_signed(SIM_SERIAL, "1714536006", body.as_bytes());
         let err = verify(&sim_channel(), &h, body.as_bytes(), at(1714536006)).unwrap_err();
         assert!(matches!(err, ChannelError::Unsupported(_)), "{err:?}");
+    }
+
+    #[test]
+    fn an_order_query_answer_is_the_event_its_notification_would_be() {
+        let ch = channel();
+        let answer = |state: &str, mchid: &str| {
+            format!(
+                r#"{{"appid":"wxd678efh567hg6787","mchid":"{mchid}","out_trade_no":"ORDER-20240501-0101","transaction_id":"4200000000202405010000000101","trade_type":"NATIVE","trade_state":"{state}","trade_state_desc":"x","success_time":"2018-06-08T10:34:56+08:00","amount":{{"total":8880,"payer_total":8880,"currency":"CNY","payer_currency":"CNY"}}}}"#
+            )
+        };
+        let paid = ch.event_from_query(answer("SUCCESS", "1900000001").as_bytes()).unwrap();
+        assert_eq!(paid.kind, EventKind::PaymentSucceeded);
+        assert_eq!(paid.amount_minor, Some(8880));
+        assert_eq!(paid.notification_id, None);
+        let notified = verify_dw1_with(&ch, DW_SERIAL).unwrap();
+        assert_eq!(
+            crate::notify::EventKeys::of(&paid, b"query").dedup_key,
+            crate::notify::EventKeys::of(&notified, b"notification").dedup_key,
+            "the query's event has the notification's dedup key"
+        );
+        // Paid, then refunded: the order was paid.
+        let refunded = ch.event_from_query(answer("REFUND", "1900000001").as_bytes()).unwrap();
+        assert_eq!(refunded.kind, EventKind::PaymentSucceeded);
+        assert_eq!(refunded.raw_status.as_deref(), Some("REFUND"));
+        assert_eq!(
+            ch.event_from_query(answer("NOTPAY", "1900000001").as_bytes()).unwrap().kind,
+            EventKind::PaymentPending
+        );
+        assert!(matches!(
+            ch.event_from_query(answer("SUCCESS", "1900000002").as_bytes()),
+            Err(ChannelError::Business(_))
+        ));
+        assert!(matches!(
+            ch.event_from_query(br#"{"out_trade_no":"a","out_trade_no":"b"}"#),
+            Err(ChannelError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -264,6 +264,10 @@ fn build(file: &FileConfig, mode: Mode) -> Result<Config, ConfigIssues> {
         }
     };
 
+    let query_accounts = routes
+        .as_ref()
+        .map(|table| crate::orders::query_accounts(&merchants, table, &mut issues))
+        .unwrap_or_default();
     if !issues.is_empty() {
         return Err(ConfigIssues(issues));
     }
@@ -309,6 +313,7 @@ fn build(file: &FileConfig, mode: Mode) -> Result<Config, ConfigIssues> {
         warnings,
         guard,
         certificate_accounts: merchants.certificate_accounts(),
+        query_accounts,
     })
 }
 

@@ -423,6 +423,8 @@ pub struct Config {
     pub(crate) guard: Option<std::sync::Arc<crate::guard::Guard>>,
     /// Merchant accounts that keep their WeChat Pay platform certificates current.
     pub(crate) certificate_accounts: Vec<crate::egress::certificates::CertificateAccount>,
+    /// Merchant accounts whose orders are tracked and queried (`order_query`).
+    pub(crate) query_accounts: Vec<crate::orders::QueryAccount>,
 }
 
 /// Internal upstream settings.

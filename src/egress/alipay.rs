@@ -17,7 +17,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
 use super::client::{channel_client, ChannelClient, ChannelRequest, Limits};
-use super::{signing_key, CallRecord, EgressError, EgressRequest, Relayed};
+use super::{signing_key, CallRecord, EgressError, EgressRequest, QueryAnswer, Relayed};
 use crate::channels::alipay::{AlipayChannel, AlipayConfig, AlipaySignType};
 use crate::channels::keys::{parse_rsa_public_key, RsaScheme, RsaSigningKey, RsaVerifyingKey};
 use crate::clock::Clock;
@@ -60,6 +60,10 @@ pub(crate) struct AlipayMerchantConfig {
     /// PEM CA certificates trusted besides the system roots (a sandbox's or a test's CA).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) extra_ca: Option<SecretRef>,
+    /// Track the orders created through egress and query Alipay for those whose final
+    /// notification was not delivered (docs/channels.md, "Lost callbacks").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) order_query: Option<crate::orders::OrderQueryConfig>,
 }
 
 impl AlipayMerchantConfig {
@@ -94,6 +98,9 @@ impl AlipayMerchantConfig {
             }
         }
         let client = channel_client(&self.base_url, self.extra_ca.as_ref(), &mut issues);
+        if let Some(q) = &self.order_query {
+            issues.extend(q.validate().into_iter().map(|i| i.under("order_query")));
+        }
         // Notifications for this app are signed with the same Alipay public key (RSA2).
         let notify = AlipayConfig {
             app_id: self.app_id.clone(),
@@ -115,6 +122,10 @@ impl AlipayMerchantConfig {
         match (key, alipay_key, client, notify) {
             (Some(key), Some(alipay_key), Some(client), Some(notify)) if issues.is_empty() => Ok(AlipayMerchant {
                 notify: Arc::new(notify),
+                tracking: self
+                    .order_query
+                    .clone()
+                    .map(|q| Arc::new(crate::orders::Tracking::new("alipay", &self.app_id, q))),
                 app_id: self.app_id.clone(),
                 notify_url: self.notify_url.clone(),
                 key: Arc::new(key),
@@ -130,6 +141,8 @@ impl AlipayMerchantConfig {
 pub(crate) struct AlipayMerchant {
     /// The notification verifier of this app.
     notify: Arc<AlipayChannel>,
+    /// `order_query`.
+    pub(crate) tracking: Option<Arc<crate::orders::Tracking>>,
     app_id: String,
     notify_url: Option<String>,
     key: Arc<RsaSigningKey>,
@@ -345,6 +358,32 @@ impl AlipayMerchant {
                 }
             }
         };
+        let (status, response) = self
+            .send(api_method, app_auth_token, biz_content.clone(), limits, clock, record)
+            .await?;
+        if self.tracking.is_some() {
+            record.created_order = biz_content
+                .as_deref()
+                .and_then(|biz| crate::orders::alipay_created(api_method, biz, &response));
+        }
+        Ok(Relayed {
+            status,
+            headers: Vec::new(),
+            content_type: Some("application/json; charset=utf-8".into()),
+            body: response.into_bytes(),
+        })
+    }
+
+    /// Signs and posts one OpenAPI call; the channel's status and the verified response member.
+    async fn send(
+        &self,
+        api_method: &str,
+        app_auth_token: Option<String>,
+        biz_content: Option<String>,
+        limits: Limits,
+        clock: &dyn Clock,
+        record: &mut CallRecord,
+    ) -> Result<(u16, String), EgressError> {
         let timestamp = crate::channels::beijing_time::beijing_format(clock.now(), "%Y-%m-%d %H:%M:%S");
         let params = self.signed_params(api_method, timestamp, app_auth_token, biz_content)?;
         let form = form_urlencoded::Serializer::new(String::new())
@@ -373,14 +412,49 @@ impl AlipayMerchant {
         record.channel_status = Some(answer.status);
         let response =
             verified_response(&answer.body, api_method, &self.alipay_key).map_err(EgressError::Unverified)?;
-        Ok(Relayed {
-            status: answer.status,
-            headers: Vec::new(),
-            content_type: Some("application/json; charset=utf-8".into()),
-            body: response.as_bytes().to_vec(),
-        })
+        Ok((answer.status, response.into_owned()))
+    }
+
+    /// `alipay.trade.query` of `out_trade_no`, the answer verified: the trade as an event, or
+    /// [`QueryAnswer::NotFound`] while Alipay has no such trade (a QR code not yet scanned).
+    pub(crate) async fn query_order(
+        &self,
+        out_trade_no: &str,
+        limits: Limits,
+        clock: &dyn Clock,
+        record: &mut CallRecord,
+    ) -> Result<QueryAnswer, String> {
+        let biz = serde_json::json!({ "out_trade_no": out_trade_no }).to_string();
+        let (_, response) = self
+            .send(QUERY_METHOD, None, Some(biz), limits, clock, record)
+            .await
+            .map_err(|e| e.to_string())?;
+        let member = match crate::canonical::json::parse_strict(response.as_bytes()) {
+            Ok(Some(serde_json::Value::Object(member))) => member,
+            Ok(_) => return Err("the query answer is not a JSON object".into()),
+            Err(e) => return Err(format!("the query answer: {e}")),
+        };
+        let field = |k: &str| member.get(k).and_then(serde_json::Value::as_str).unwrap_or("");
+        match (field("code"), field("sub_code")) {
+            ("10000", _) => {
+                let event = self.notify.event_from_query(&member).map_err(|e| e.to_string())?;
+                if event.out_trade_no != out_trade_no {
+                    return Err("the query answer names another order".into());
+                }
+                Ok(QueryAnswer::Event(Box::new(event)))
+            }
+            ("40004", "ACQ.TRADE_NOT_EXIST") => Ok(QueryAnswer::NotFound),
+            (code, sub_code) => Err(format!(
+                "Alipay answered code {} sub_code {}",
+                if is_error_code(code) { code } else { "-" },
+                if is_error_code(sub_code) { sub_code } else { "-" }
+            )),
+        }
     }
 }
+
+/// The order query method.
+const QUERY_METHOD: &str = "alipay.trade.query";
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -397,6 +471,7 @@ pub(crate) mod tests {
             seller_id: None,
             base_url: base_url.into(),
             extra_ca: None,
+            order_query: None,
         }
     }
 

@@ -78,6 +78,32 @@ impl Merchant {
         }
     }
 
+    /// Where this account's orders are tracked, when it has `order_query`.
+    pub(crate) fn tracking(&self) -> Option<&Arc<crate::orders::Tracking>> {
+        match self {
+            Self::WechatpayV3(m) => m.tracking.as_ref(),
+            Self::Alipay(m) => m.tracking.as_ref(),
+            Self::Stripe(_) => None,
+        }
+    }
+
+    /// Queries the channel for `out_trade_no`, the answer verified.
+    pub(crate) async fn query_order(
+        &self,
+        out_trade_no: &str,
+        limits: client::Limits,
+        clock: &dyn Clock,
+    ) -> Result<QueryAnswer, String> {
+        match self {
+            Self::WechatpayV3(m) => m.query_order(out_trade_no, limits, clock).await,
+            Self::Alipay(m) => {
+                m.query_order(out_trade_no, limits, clock, &mut CallRecord::default())
+                    .await
+            }
+            Self::Stripe(_) => Err("Stripe accounts do not query orders".into()),
+        }
+    }
+
     /// Whether the channel signs its answers (then a relayed answer was verified); Stripe's
     /// are authenticated by TLS only.
     pub(crate) fn signs_answers(&self) -> bool {
@@ -133,6 +159,14 @@ impl Merchants {
             None if self.broken.contains(name) => Ok(None),
             None => Err(format!("no account `{name}` in `merchants`")),
         }
+    }
+
+    /// The accounts with `order_query`, by name.
+    pub(crate) fn tracked(&self) -> Vec<(&str, &Arc<Merchant>, &Arc<crate::orders::Tracking>)> {
+        self.built
+            .iter()
+            .filter_map(|(name, m)| m.tracking().map(|t| (name.as_str(), m, t)))
+            .collect()
     }
 
     /// The WeChat Pay accounts with `download_platform_certificates`.
@@ -312,6 +346,15 @@ pub(crate) struct Relayed {
     pub(crate) body: Vec<u8>,
 }
 
+/// What a verified order query answer says.
+#[derive(Debug)]
+pub(crate) enum QueryAnswer {
+    /// The channel's record of the order, normalized as its notification would be.
+    Event(Box<crate::channels::VerifiedEvent>),
+    /// The channel has no such order (yet).
+    NotFound,
+}
+
 /// Why an egress call was not relayed. Messages never carry a key, a signature or a body.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum EgressError {
@@ -391,6 +434,8 @@ pub(crate) struct CallRecord {
     pub(crate) channel_status: Option<u16>,
     /// The channel exchange's duration, when one was made.
     pub(crate) channel_latency: Option<Duration>,
+    /// The order a verified create call made, for the account's order tracking.
+    pub(crate) created_order: Option<crate::orders::CreatedOrder>,
 }
 
 impl EgressRoute {
@@ -402,6 +447,11 @@ impl EgressRoute {
     /// Whether a relayed answer was verified as signed by the channel.
     pub(crate) fn signs_answers(&self) -> bool {
         self.merchant.signs_answers()
+    }
+
+    /// Where the account's orders are tracked, when it has `order_query`.
+    pub(crate) fn tracking(&self) -> Option<&Arc<crate::orders::Tracking>> {
+        self.merchant.tracking()
     }
 
     /// The merchant account's name (a log field).

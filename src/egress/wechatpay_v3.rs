@@ -14,7 +14,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::client::{channel_client, ChannelClient, ChannelRequest, Limits};
-use super::{signing_key, CallRecord, EgressError, EgressRequest, Relayed};
+use super::{signing_key, CallRecord, EgressError, EgressRequest, QueryAnswer, Relayed};
 use crate::channels::keys::RsaSigningKey;
 use crate::channels::wechatpay_v3::{Keyring, PlatformCertificate, PlatformKey, WechatpayV3, WechatpayV3Config};
 use crate::channels::ChannelError;
@@ -76,6 +76,10 @@ pub(crate) struct WechatpayV3MerchantConfig {
     /// shared with other replicas through the store. `platform_certificates` may then be empty.
     #[serde(default)]
     pub(crate) download_platform_certificates: bool,
+    /// Track the orders created through egress and query WeChat Pay for those whose final
+    /// notification was not delivered (docs/channels.md, "Lost callbacks").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) order_query: Option<crate::orders::OrderQueryConfig>,
 }
 
 impl WechatpayV3MerchantConfig {
@@ -107,6 +111,9 @@ impl WechatpayV3MerchantConfig {
             .map_err(|e| issues.push(ConfigIssue::new("private_key", e)))
             .ok();
         let client = channel_client(&self.base_url, self.extra_ca.as_ref(), &mut issues);
+        if let Some(q) = &self.order_query {
+            issues.extend(q.validate().into_iter().map(|i| i.under("order_query")));
+        }
         match (verifier, key, client) {
             (Some(verifier), Some(key), Some(client)) if issues.is_empty() => Ok(WechatpayV3Merchant {
                 signer: Signer {
@@ -117,6 +124,10 @@ impl WechatpayV3MerchantConfig {
                 verifier,
                 client,
                 downloads_certificates: self.download_platform_certificates,
+                tracking: self
+                    .order_query
+                    .clone()
+                    .map(|q| Arc::new(crate::orders::Tracking::new("wechatpay_v3", &self.mchid, q))),
             }),
             _ => Err(issues),
         }
@@ -169,6 +180,8 @@ pub(crate) struct WechatpayV3Merchant {
     client: ChannelClient,
     /// `download_platform_certificates`.
     downloads_certificates: bool,
+    /// `order_query`.
+    pub(crate) tracking: Option<Arc<crate::orders::Tracking>>,
 }
 
 impl fmt::Debug for WechatpayV3Merchant {
@@ -196,6 +209,16 @@ fn answer_problem(e: ChannelError) -> String {
     }
 }
 
+/// The `code` of a WeChat Pay error answer, when it is code-shaped.
+fn error_code(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()?
+        .get("code")?
+        .as_str()
+        .filter(|c| c.len() <= 64 && c.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
+        .map(str::to_owned)
+}
+
 /// A request nonce: 32 alphanumeric characters, as the official SDKs make them.
 fn new_nonce() -> String {
     Alphanumeric.sample_string(&mut rand::rng(), 32)
@@ -208,6 +231,46 @@ impl WechatpayV3Merchant {
         Arc::new(self.verifier.clone())
     }
 
+    /// One call to `target` (path and query) with its `Authorization`; a body goes with
+    /// `content_type` (default `application/json`).
+    fn signed_request(
+        &self,
+        method: http::Method,
+        target: String,
+        body: bytes::Bytes,
+        content_type: Option<&http::HeaderValue>,
+        clock: &dyn Clock,
+    ) -> Result<ChannelRequest, String> {
+        let nonce = new_nonce();
+        let authorization = self
+            .signer
+            .authorization(method.as_str(), &target, clock.unix_seconds(), &nonce, &body)?;
+        let mut headers = vec![
+            (
+                http::header::AUTHORIZATION,
+                http::HeaderValue::from_str(&authorization)
+                    .map_err(|_| "the Authorization value is not header text".to_string())?,
+            ),
+            (http::header::ACCEPT, http::HeaderValue::from_static("application/json")),
+            (
+                http::header::USER_AGENT,
+                http::HeaderValue::from_static(concat!("payguard/", env!("CARGO_PKG_VERSION"))),
+            ),
+        ];
+        if !body.is_empty() {
+            let content_type = content_type
+                .cloned()
+                .unwrap_or_else(|| http::HeaderValue::from_static("application/json"));
+            headers.push((http::header::CONTENT_TYPE, content_type));
+        }
+        Ok(ChannelRequest {
+            method,
+            path_and_query: target,
+            headers,
+            body,
+        })
+    }
+
     /// Signs and sends one call to `target` (path and query), and verifies the answer.
     pub(crate) async fn call(
         &self,
@@ -217,36 +280,9 @@ impl WechatpayV3Merchant {
         clock: &dyn Clock,
         record: &mut CallRecord,
     ) -> Result<Relayed, EgressError> {
-        let nonce = new_nonce();
-        let authorization = self
-            .signer
-            .authorization(req.method.as_str(), &target, clock.unix_seconds(), &nonce, &req.body)
+        let request = self
+            .signed_request(req.method.clone(), target, req.body.clone(), req.content_type, clock)
             .map_err(EgressError::Signing)?;
-        let mut headers = vec![
-            (
-                http::header::AUTHORIZATION,
-                http::HeaderValue::from_str(&authorization)
-                    .map_err(|_| EgressError::Signing("the Authorization value is not header text".into()))?,
-            ),
-            (http::header::ACCEPT, http::HeaderValue::from_static("application/json")),
-            (
-                http::header::USER_AGENT,
-                http::HeaderValue::from_static(concat!("payguard/", env!("CARGO_PKG_VERSION"))),
-            ),
-        ];
-        if !req.body.is_empty() {
-            let content_type = req
-                .content_type
-                .cloned()
-                .unwrap_or_else(|| http::HeaderValue::from_static("application/json"));
-            headers.push((http::header::CONTENT_TYPE, content_type));
-        }
-        let request = ChannelRequest {
-            method: req.method.clone(),
-            path_and_query: target,
-            headers,
-            body: req.body.clone(),
-        };
         let started = std::time::Instant::now();
         let answer = self.client.send(request, limits).await;
         record.channel_latency = Some(started.elapsed());
@@ -255,6 +291,12 @@ impl WechatpayV3Merchant {
         self.verifier
             .verify_signature(&answer.headers, &answer.body, clock.now())
             .map_err(|e| EgressError::Unverified(answer_problem(e)))?;
+        if self.tracking.is_some() && answer.status == 200 && req.method == http::Method::POST {
+            record.created_order = record
+                .channel_path
+                .as_deref()
+                .and_then(|path| crate::orders::wechatpay_created(path, &req.body));
+        }
         Ok(Relayed {
             status: answer.status,
             headers: Vec::new(),
@@ -275,6 +317,43 @@ impl WechatpayV3Merchant {
     /// Whether this account keeps its platform certificates current.
     pub(crate) fn downloads_certificates(&self) -> bool {
         self.downloads_certificates
+    }
+
+    /// `GET /v3/pay/transactions/out-trade-no/{out_trade_no}?mchid=…`, the answer verified:
+    /// the transaction as an event, or [`QueryAnswer::NotFound`] (`ORDER_NOT_EXIST`).
+    pub(crate) async fn query_order(
+        &self,
+        out_trade_no: &str,
+        limits: Limits,
+        clock: &dyn Clock,
+    ) -> Result<QueryAnswer, String> {
+        if !crate::orders::trackable_order_number(out_trade_no) {
+            return Err("the order number cannot be queried".into());
+        }
+        let target = format!(
+            "/v3/pay/transactions/out-trade-no/{}?mchid={}",
+            out_trade_no.replace('|', "%7C").replace('*', "%2A"),
+            self.signer.mchid
+        );
+        let request = self.signed_request(http::Method::GET, target, Default::default(), None, clock)?;
+        let answer = self.client.send(request, limits).await.map_err(|e| e.to_string())?;
+        self.verifier
+            .verify_signature(&answer.headers, &answer.body, clock.now())
+            .map_err(|e| format!("the query answer does not verify: {}", answer_problem(e)))?;
+        match answer.status {
+            200 => {
+                let event = self.verifier.event_from_query(&answer.body).map_err(answer_problem)?;
+                if event.out_trade_no != out_trade_no {
+                    return Err("the query answer names another order".into());
+                }
+                Ok(QueryAnswer::Event(Box::new(event)))
+            }
+            404 if error_code(&answer.body).as_deref() == Some("ORDER_NOT_EXIST") => Ok(QueryAnswer::NotFound),
+            status => Err(format!(
+                "WeChat Pay answered {status} (code {})",
+                error_code(&answer.body).unwrap_or_else(|| "-".into())
+            )),
+        }
     }
 
     /// The merchant id.
@@ -302,27 +381,13 @@ impl WechatpayV3Merchant {
         limits: Limits,
         clock: &dyn Clock,
     ) -> Result<Vec<(String, PlatformKey)>, String> {
-        let nonce = new_nonce();
-        let authorization = self
-            .signer
-            .authorization("GET", CERTIFICATES_PATH, clock.unix_seconds(), &nonce, b"")?;
-        let request = ChannelRequest {
-            method: http::Method::GET,
-            path_and_query: CERTIFICATES_PATH.to_string(),
-            headers: vec![
-                (
-                    http::header::AUTHORIZATION,
-                    http::HeaderValue::from_str(&authorization)
-                        .map_err(|_| "the Authorization value is not header text".to_string())?,
-                ),
-                (http::header::ACCEPT, http::HeaderValue::from_static("application/json")),
-                (
-                    http::header::USER_AGENT,
-                    http::HeaderValue::from_static(concat!("payguard/", env!("CARGO_PKG_VERSION"))),
-                ),
-            ],
-            body: Default::default(),
-        };
+        let request = self.signed_request(
+            http::Method::GET,
+            CERTIFICATES_PATH.into(),
+            Default::default(),
+            None,
+            clock,
+        )?;
         let answer = self.client.send(request, limits).await.map_err(|e| e.to_string())?;
         if answer.status != 200 {
             return Err(format!("the channel answered {}", answer.status));
@@ -363,6 +428,7 @@ pub(crate) mod tests {
             base_url: base_url.into(),
             extra_ca: None,
             download_platform_certificates: false,
+            order_query: None,
         }
     }
 

@@ -147,9 +147,15 @@ impl NotifyConfig {
         if self.max_body_bytes == 0 || self.max_body_bytes > 16 * 1024 * 1024 {
             issues.push(ConfigIssue::new("max_body_bytes", "must be between 1 and 16777216"));
         }
+        let tracking = self
+            .merchant
+            .as_deref()
+            .and_then(|name| merchants.get(name).ok().flatten())
+            .and_then(|m| m.tracking().cloned());
         match (channel, issues.is_empty()) {
             (Some(channel), true) => Ok(Arc::new(NotifyRoute {
                 channel,
+                tracking,
                 merchant: self.merchant.clone(),
                 forward: self.forward,
                 backend_path: self.backend_path.clone(),

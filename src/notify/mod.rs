@@ -52,6 +52,9 @@ pub(crate) struct NotifyRoute {
     pub(crate) keep: Duration,
     /// Largest accepted notification body.
     pub(crate) max_body: usize,
+    /// The order tracking of the route's `merchant`, when it has `order_query`: a delivered
+    /// final event ends the order's tracking.
+    pub(crate) tracking: Option<Arc<crate::orders::Tracking>>,
 }
 
 impl NotifyRoute {
@@ -72,6 +75,26 @@ pub(crate) struct Incoming<'a> {
     pub(crate) body: &'a [u8],
     /// Request id (logged and passed to the backend).
     pub(crate) request_id: &'a str,
+    /// Whether the channel sent it or an order query found it.
+    pub(crate) source: EventSource,
+}
+
+/// Where an event came from (the normalized event's `source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventSource {
+    /// The channel's notification.
+    Notification,
+    /// An order query ([`crate::orders`]) found the order in this state.
+    Query,
+}
+
+impl EventSource {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Notification => "notification",
+            Self::Query => "query",
+        }
+    }
 }
 
 /// Where and how to do I/O.
@@ -199,7 +222,24 @@ pub(crate) async fn handle_notification(
         }
     };
 
-    let keys = EventKeys::of(&event, incoming.body);
+    deliver(route, io, incoming, &event).await
+}
+
+/// Deduplicates and forwards a verified event (from a notification or an order query).
+pub(crate) async fn deliver(
+    route: &NotifyRoute,
+    io: NotifyIo<'_>,
+    incoming: Incoming<'_>,
+    event: &VerifiedEvent,
+) -> (Reply, NotifyRecord) {
+    let channel = route.channel.as_ref();
+    let mut record = NotifyRecord::default();
+    let fail = |record: &mut NotifyRecord, outcome: NotifyOutcome, reason: String, ack_reason: &str| {
+        record.outcome = outcome;
+        record.reason = Some(reason);
+        Reply::from(channel.failure_ack(ack_reason))
+    };
+    let keys = EventKeys::of(event, incoming.body);
     record.event_id = Some(keys.event_id.clone());
     record.kind = Some(event.kind.as_str());
     record.out_trade_no = Some(event.out_trade_no.clone());
@@ -229,6 +269,7 @@ pub(crate) async fn handle_notification(
         Ok(DedupClaim::Done) => {
             record.outcome = NotifyOutcome::Duplicate;
             record.dedup = Some("done");
+            end_tracking(route, io, event).await;
             return (Reply::from(channel.success_ack()), record);
         }
         Ok(DedupClaim::InFlight) => {
@@ -256,7 +297,7 @@ pub(crate) async fn handle_notification(
     };
 
     let mut request = match route.forward {
-        ForwardMode::Normalized => normalized_request(route, &event, &keys, incoming, io.clock),
+        ForwardMode::Normalized => normalized_request(route, event, &keys, incoming, io.clock),
         ForwardMode::Passthrough => passthrough_request(route, &keys, incoming),
     };
     // The claim was taken, but the record that would have shown a delivery before the loss is
@@ -293,6 +334,7 @@ pub(crate) async fn handle_notification(
             }
         }
         record.outcome = NotifyOutcome::Forwarded;
+        end_tracking(route, io, event).await;
         let reply = match (route.forward, result) {
             (ForwardMode::Passthrough, Ok(resp)) => relay(resp),
             _ => Reply::from(channel.success_ack()),
@@ -324,6 +366,17 @@ pub(crate) async fn handle_notification(
         ),
     };
     (reply, record)
+}
+
+/// A delivered final event ends its order's tracking (no query needed any more).
+async fn end_tracking(route: &NotifyRoute, io: NotifyIo<'_>, event: &VerifiedEvent) {
+    let Some(tracking) = &route.tracking else { return };
+    if crate::orders::is_final(event.kind) && !event.out_trade_no.is_empty() {
+        if let Err(e) = tracking.untrack(io.store, &event.out_trade_no).await {
+            // The order's next query finds the event done and ends it then.
+            tracing::warn!(error = %e, "could not end the order's tracking");
+        }
+    }
 }
 
 /// Why the body's `Content-Encoding` is refused, if it is. Channels sign the decoded bytes, so a
@@ -376,12 +429,14 @@ pub(crate) struct EventKeys {
 impl EventKeys {
     /// Keys for `event`. Request data is hashed, so keys are bounded and carry no raw values.
     pub(crate) fn of(event: &VerifiedEvent, body: &[u8]) -> Self {
-        let merchant = event
-            .merchant
-            .mch_id
-            .as_deref()
-            .or(event.merchant.app_id.as_deref())
-            .unwrap_or("");
+        // Alipay names the seller in most notifications but not in every one (a closed trade's
+        // may lack it), and an order query never: its events are keyed by the app, which every
+        // one of them names and the route checks.
+        let merchant = match event.channel {
+            ChannelKind::Alipay => event.merchant.app_id.as_deref(),
+            _ => event.merchant.mch_id.as_deref().or(event.merchant.app_id.as_deref()),
+        }
+        .unwrap_or("");
         let refund_no = event.refund.as_ref().map(|r| refund_key(event, r)).unwrap_or_default();
         // Events without an order number are keyed by the channel's notification id, or the
         // body itself, so unrelated `other` events never collapse into one.
@@ -448,6 +503,7 @@ fn normalized_request(
     if let Some(obj) = json.as_object_mut() {
         obj.insert("id".into(), keys.event_id.clone().into());
         obj.insert("received_at".into(), now.to_string().into());
+        obj.insert("source".into(), incoming.source.as_str().into());
     }
     let body = Bytes::from(serde_json::to_vec(&json).unwrap_or_default());
     let ts = now.as_second();

@@ -50,6 +50,24 @@ impl PayguardProxy {
                         .map_err(|e| (e.outcome(), e.problem()))
                 }
             };
+        if let (Some(order), Some(tracking)) = (record.created_order.take(), route.tracking()) {
+            // The order is made whatever the store says: the backend gets the channel's answer,
+            // and an order the store refused is counted and logged (it can still be reconciled).
+            let tracked = tracking
+                .track(self.state.store.as_ref(), &order, self.state.clock.unix_seconds())
+                .await;
+            if let Err(e) = &tracked {
+                tracing::warn!(target: "payguard::orders", request_id = %ctx.request_id, merchant = route.merchant_name(), out_trade_no = %order.out_trade_no, error = %e, "the created order could not be tracked");
+            }
+            self.state
+                .metrics
+                .orders_tracked
+                .with_label_values(&[
+                    route.merchant_name(),
+                    if tracked.is_ok() { "tracked" } else { "store_error" },
+                ])
+                .inc();
+        }
         let outcome = result.as_ref().map_or_else(|(o, _)| *o, |_| EgressOutcome::Relayed);
         let m = &self.state.metrics;
         m.egress_requests

@@ -126,7 +126,7 @@ impl RequestCtx {
 
 /// A fresh request id: a random (v4) UUID from the thread's CSPRNG, without the system call per
 /// id that `Uuid::new_v4` makes. Request ids only need to be unique, not secret.
-fn new_request_id() -> String {
+pub(crate) fn new_request_id() -> String {
     let bytes: [u8; 16] = rand::random();
     uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
 }
@@ -726,6 +726,7 @@ impl PayguardProxy {
                 headers: &headers,
                 body: &body,
                 request_id: &ctx.request_id,
+                source: crate::notify::EventSource::Notification,
             };
             crate::notify::handle_notification(route, io, incoming).await
         }

@@ -130,6 +130,19 @@ struct Shared {
     break_next: std::sync::atomic::AtomicUsize,
     /// The response member of the next Alipay answers (its exact text).
     ali_response: Mutex<String>,
+    /// Orders created through the simulator, by `out_trade_no`, which the query APIs answer.
+    orders: Mutex<std::collections::BTreeMap<String, SimOrder>>,
+}
+
+/// An order the simulator saw created.
+#[derive(Debug, Clone)]
+pub struct SimOrder {
+    /// WeChat Pay `appid` of the create call.
+    pub appid: Option<String>,
+    /// WeChat Pay `amount.total` (fen) or Alipay `total_amount` (yuan text).
+    pub amount: String,
+    /// The channel's state: WeChat Pay `trade_state` or Alipay `trade_status`.
+    pub state: String,
 }
 
 impl Shared {
@@ -206,6 +219,7 @@ impl ChannelSim {
             wx_certificates: Mutex::new(WxCertificates::Current),
             connections: Default::default(),
             break_next: Default::default(),
+            orders: Mutex::new(Default::default()),
             ali_response: Mutex::new(
                 r#"{"code":"10000", "msg":"Success","out_trade_no":"20261203000001","qr_code":"https://qr.alipay.com/bax08431ecsdyzzkxlah0066"}"#.into(),
             ),
@@ -292,6 +306,35 @@ impl ChannelSim {
     /// The response member (exact JSON text) of the next Alipay answers.
     pub fn set_ali_response(&self, member: &str) {
         *self.shared.ali_response.lock().unwrap() = member.to_string();
+    }
+
+    /// Sets the channel's state of a created order (`SUCCESS`, `TRADE_SUCCESS`, `CLOSED`, ...).
+    pub fn set_order_state(&self, out_trade_no: &str, state: &str) {
+        let mut orders = self.shared.orders.lock().unwrap();
+        let order = orders
+            .get_mut(out_trade_no)
+            .unwrap_or_else(|| panic!("the simulator saw no order {out_trade_no} created"));
+        order.state = state.to_string();
+    }
+
+    /// The orders created so far.
+    pub fn orders(&self) -> std::collections::BTreeMap<String, SimOrder> {
+        self.shared.orders.lock().unwrap().clone()
+    }
+
+    /// How many queries of `out_trade_no` arrived (WeChat Pay or Alipay).
+    pub fn queries_of(&self, out_trade_no: &str) -> usize {
+        let wx = format!("/v3/pay/transactions/out-trade-no/{out_trade_no}?");
+        let ali = format!("\"out_trade_no\":\"{out_trade_no}\"");
+        self.requests()
+            .iter()
+            .filter(|r| {
+                r.target.starts_with(&wx)
+                    || (r.target == "/gateway.do"
+                        && form_urlencoded::parse(&r.body).any(|(k, v)| k == "method" && v == "alipay.trade.query")
+                        && form_urlencoded::parse(&r.body).any(|(k, v)| k == "biz_content" && v.contains(&ali)))
+            })
+            .count()
     }
 
     /// TLS connections accepted so far.
@@ -481,6 +524,27 @@ async fn handle(sh: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Result<
             .body(Full::new(Bytes::from_static(answer.as_bytes())).boxed())
             .expect("response"));
     }
+    if let Some(no) = parts.uri.path().strip_prefix("/sim/pay/") {
+        // The sandbox's "the shopper paid": no notification is sent (a lost callback).
+        let mut orders = sh.orders.lock().unwrap();
+        let (status, text) = match orders.get_mut(no) {
+            Some(order) => {
+                order.state = if matches!(order.state.as_str(), "WAIT_BUYER_PAY" | "NOT_EXIST") {
+                    "TRADE_SUCCESS"
+                } else {
+                    "SUCCESS"
+                }
+                .into();
+                (200, format!("paid ({}), no notification sent", order.state))
+            }
+            None => (404, "no such order".to_string()),
+        };
+        return Ok(Response::builder()
+            .status(status)
+            .header("content-type", "text/plain")
+            .body(Full::new(Bytes::from(text)).boxed())
+            .expect("response"));
+    }
     if parts.uri.path() == "/gateway.do" {
         return Ok(alipay_gateway(&sh, method, target, headers, body).await);
     }
@@ -510,7 +574,9 @@ async fn handle(sh: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Result<
                 std::fs::read(fixture(&format!("wechatpay_v3/{file}"))).expect("certificate fixture"),
             )
         }
-        (Ok(()), None) => sh.wx_body.lock().unwrap().clone(),
+        (Ok(()), None) => {
+            wx_order_answer(&sh, &parts.method, &target, &body).unwrap_or_else(|| sh.wx_body.lock().unwrap().clone())
+        }
         (Err(_), _) => (401, br#"{"code":"SIGN_ERROR","message":"signature error"}"#.to_vec()),
     };
     // A request that fails the check is answered genuinely: WeChat Pay signs its errors too.
@@ -540,6 +606,106 @@ async fn handle(sh: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Result<
     Ok(resp
         .body(Full::new(Bytes::from(signed.body)).boxed())
         .expect("response"))
+}
+
+/// The order APIs: a create call (`POST /v3/pay/transactions/<kind>`) records the order and gets
+/// the usual answer (`None`); a query (`GET …/out-trade-no/<no>`) is answered from the orders.
+fn wx_order_answer(sh: &Shared, method: &hyper::Method, target: &str, body: &[u8]) -> Option<(u16, Vec<u8>)> {
+    if let Some(rest) = target.strip_prefix("/v3/pay/transactions/out-trade-no/") {
+        let no = rest.split('?').next().unwrap_or("");
+        let orders = sh.orders.lock().unwrap();
+        // An order the simulator did not see created gets the configured answer.
+        return orders.get(no).map(|order| {
+            let total: i64 = order.amount.parse().unwrap_or(0);
+            let mut answer = serde_json::json!({
+                "mchid": WX_MCHID,
+                "out_trade_no": no,
+                "trade_type": "NATIVE",
+                "trade_state": order.state,
+                "trade_state_desc": order.state,
+                "amount": {"total": total, "payer_total": total, "currency": "CNY", "payer_currency": "CNY"},
+            });
+            if let Some(appid) = &order.appid {
+                answer["appid"] = appid.clone().into();
+            }
+            if order.state == "SUCCESS" {
+                answer["transaction_id"] = format!("42000{no}").into();
+                answer["success_time"] = "2026-12-03T12:00:05+08:00".into();
+            }
+            (200, answer.to_string().into_bytes())
+        });
+    }
+    if method == hyper::Method::POST && target.starts_with("/v3/pay/transactions/") {
+        if let Ok(call) = serde_json::from_slice::<serde_json::Value>(body) {
+            if let Some(no) = call.get("out_trade_no").and_then(|v| v.as_str()) {
+                sh.orders.lock().unwrap().insert(
+                    no.to_string(),
+                    SimOrder {
+                        appid: call.get("appid").and_then(|v| v.as_str()).map(str::to_owned),
+                        amount: call.pointer("/amount/total").map(|v| v.to_string()).unwrap_or_default(),
+                        state: "NOTPAY".into(),
+                    },
+                );
+            }
+        }
+    }
+    None
+}
+
+/// Alipay's order APIs: a create call records the order (`None`: the usual answer); a query is
+/// answered from the orders.
+fn ali_order_answer(sh: &Shared, api_method: &str, form: &[u8]) -> Option<String> {
+    let biz = form_urlencoded::parse(form)
+        .find(|(k, _)| k == "biz_content")
+        .and_then(|(_, v)| serde_json::from_str::<serde_json::Value>(&v).ok())?;
+    let no = biz.get("out_trade_no").and_then(|v| v.as_str())?.to_string();
+    match api_method {
+        "alipay.trade.query" => {
+            let orders = sh.orders.lock().unwrap();
+            // A trade the simulator did not see created gets the configured answer.
+            orders.get(&no).map(|order| {
+                if order.state == "NOT_EXIST" {
+                    r#"{"code":"40004","msg":"Business Failed","sub_code":"ACQ.TRADE_NOT_EXIST","sub_msg":"trade does not exist"}"#.to_string()
+                } else {
+                    let mut answer = serde_json::json!({
+                        "code": "10000",
+                        "msg": "Success",
+                        "trade_no": format!("2026120322{no}"),
+                        "out_trade_no": no,
+                        "buyer_logon_id": "159****5620",
+                        "trade_status": order.state,
+                        "total_amount": order.amount,
+                    });
+                    if order.state == "TRADE_SUCCESS" {
+                        answer["send_pay_date"] = "2026-12-03 12:00:05".into();
+                    }
+                    answer.to_string()
+                }
+            })
+        }
+        "alipay.trade.precreate" | "alipay.trade.create" => {
+            sh.orders.lock().unwrap().insert(
+                no,
+                SimOrder {
+                    appid: None,
+                    amount: biz
+                        .get("total_amount")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("0")
+                        .to_string(),
+                    // Like Alipay, a precreated trade does not exist until its QR code is scanned.
+                    state: if api_method == "alipay.trade.precreate" {
+                        "NOT_EXIST"
+                    } else {
+                        "WAIT_BUYER_PAY"
+                    }
+                    .into(),
+                },
+            );
+            None
+        }
+        _ => None,
+    }
 }
 
 struct SignedAnswer {
@@ -651,7 +817,7 @@ async fn alipay_gateway(
     let (member_name, member, how) = match &check {
         Ok(()) => (
             format!("{}_response", api_method.replace('.', "_")),
-            sh.ali_response.lock().unwrap().clone(),
+            ali_order_answer(sh, &api_method, &body).unwrap_or_else(|| sh.ali_response.lock().unwrap().clone()),
             *sh.ali_answer.lock().unwrap(),
         ),
         Err(_) => (
