@@ -186,6 +186,16 @@ impl ServeHttp for AdminApp {
                     ),
                 }
             }
+            ("GET", "/admin/orders/awaiting") => {
+                if let Err(resp) = self.authorized(session) {
+                    return resp;
+                }
+                let config = self.state.config();
+                match crate::orders::awaiting(&config.query_accounts, self.state.store.as_ref()).await {
+                    Ok(body) => json(StatusCode::OK, body),
+                    Err(e) => store_error(e),
+                }
+            }
             ("GET", "/admin/deny") => {
                 if let Err(resp) = self.authorized(session) {
                     return resp;
@@ -270,10 +280,12 @@ impl ServeHttp for AdminApp {
                     Err(e) => store_error(e),
                 }
             }
-            (_, "/healthz" | "/readyz" | "/metrics" | "/admin/reload" | "/admin/deny") => json(
-                StatusCode::METHOD_NOT_ALLOWED,
-                serde_json::json!({"error": "method not allowed"}),
-            ),
+            (_, "/healthz" | "/readyz" | "/metrics" | "/admin/reload" | "/admin/deny" | "/admin/orders/awaiting") => {
+                json(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    serde_json::json!({"error": "method not allowed"}),
+                )
+            }
             _ => json(StatusCode::NOT_FOUND, serde_json::json!({"error": "not found"})),
         }
     }

@@ -432,6 +432,40 @@ pub(crate) fn query_accounts(
     out
 }
 
+/// `GET /admin/orders/awaiting`: every tracked order without a delivered final event, by
+/// account, oldest first.
+pub(crate) async fn awaiting(accounts: &[QueryAccount], store: &dyn Store) -> Result<serde_json::Value, StoreError> {
+    let mut out = serde_json::Map::new();
+    for account in accounts {
+        let mut orders = Vec::new();
+        for no in account.tracking.tracked(store).await? {
+            if let Some(order) = account.tracking.detail(store, &no).await? {
+                orders.push(order);
+            }
+        }
+        orders.sort_by_key(|o| (o.created, o.out_trade_no.clone()));
+        let at = |s: i64| {
+            jiff::Timestamp::from_second(s)
+                .map(|t| t.to_string())
+                .unwrap_or_default()
+        };
+        let listed: Vec<serde_json::Value> = orders
+            .iter()
+            .map(|o| {
+                serde_json::json!({
+                    "out_trade_no": o.out_trade_no,
+                    "amount_minor": o.amount_minor,
+                    "created_at": at(o.created),
+                    "expires_at": at(o.expires),
+                    "found_undelivered_at": o.found_undelivered.map(at),
+                })
+            })
+            .collect();
+        out.insert(account.name.clone(), listed.into());
+    }
+    Ok(serde_json::json!({ "merchants": out }))
+}
+
 /// Longest wait for one query.
 const QUERY_LIMITS: crate::egress::client::Limits = crate::egress::client::Limits {
     connect_timeout: Duration::from_secs(3),

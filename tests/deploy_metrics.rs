@@ -268,7 +268,7 @@ fn every_metric_the_dashboard_and_the_alerts_use_is_exported() {
     );
     // An egress route through the channel simulator.
     body.push_str(&format!(
-        "  - name: wx-egress\n    match: {{path_prefix: /egress/wechatpay}}\n    policy: egress\n    egress:\n      merchant: wx\n      allow: [{{method: POST, path_prefix: /v3/pay/transactions}}]\nmerchants:\n  wx:\n    channel: wechatpay_v3\n    mchid: \"1900000001\"\n    certificate_serial: {WX_MERCHANT_SERIAL}\n    private_key: file:{key}\n    api_v3_key: 0123456789abcdef0123456789ABCDEF\n    platform_certificates: ['file:{platform}']\n    download_platform_certificates: true\n    base_url: {base}\n    extra_ca: {ca}\n",
+        "  - name: wx-egress\n    match: {{path_prefix: /egress/wechatpay}}\n    policy: egress\n    egress:\n      merchant: wx\n      allow: [{{method: POST, path_prefix: /v3/pay/transactions}}]\n  - name: wx-notify\n    match: {{path: /notify/wechatpay}}\n    policy: notify\n    notify:\n      merchant: wx\n      backend_path: /internal/payments\n      webhook_secret: '{BACKEND_WHSEC}'\nmerchants:\n  wx:\n    channel: wechatpay_v3\n    mchid: \"1900000001\"\n    certificate_serial: {WX_MERCHANT_SERIAL}\n    private_key: file:{key}\n    api_v3_key: 0123456789abcdef0123456789ABCDEF\n    platform_certificates: ['file:{platform}']\n    download_platform_certificates: true\n    order_query: {{}}\n    base_url: {base}\n    extra_ca: {ca}\n",
         key = fixture("wechatpay_v3/egress_merchant_private_key.pem").display(),
         platform = fixture("wechatpay_v3/simulate_platform_certificate.pem").display(),
         base = sim.base_url(),

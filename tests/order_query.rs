@@ -147,6 +147,17 @@ fn a_paid_order_whose_notification_never_comes_is_delivered_by_the_query() {
         ),
         1.0
     );
+    // The operator sees both orders waiting.
+    let waiting: serde_json::Value = reqwest::blocking::Client::new()
+        .get(pg.admin_url("/admin/orders/awaiting"))
+        .bearer_auth("test-admin-token")
+        .send()
+        .expect("admin answers")
+        .json()
+        .expect("JSON");
+    assert_eq!(waiting["merchants"]["wx"][0]["out_trade_no"], "LOST-0001", "{waiting}");
+    assert_eq!(waiting["merchants"]["wx"][0]["amount_minor"], 8880, "{waiting}");
+    assert_eq!(waiting["merchants"]["ali"][0]["amount_minor"], 1999, "{waiting}");
     // Not paid yet: the first query finds it pending (Alipay: no trade before the QR code is
     // scanned) and nothing is delivered.
     assert!(pg.wait_metric("payguard_order_queries_total{merchant=\"wx\",result=\"pending\"}", 1.0) >= 1.0);
@@ -294,6 +305,25 @@ fn two_replicas_query_each_order_once_per_step_and_deliver_it_once() {
     assert_eq!(
         a.metric("payguard_orders_awaiting{merchant=\"wx\"}") + b.metric("payguard_orders_awaiting{merchant=\"wx\"}"),
         0.0
+    );
+}
+
+#[test]
+fn check_shows_each_queried_account_and_where_its_events_go() {
+    let up = Upstream::start();
+    let sim = ChannelSim::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("payguard.yaml");
+    std::fs::write(&path, config(&up, &sim, "")).unwrap();
+    let (ok, out) = support::payguard_cli(&["check".as_ref(), "-c".as_ref(), path.as_os_str()]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("order query    : wx at 1s, 2s after creation, recovered events to route wx-notify"),
+        "{out}"
+    );
+    assert!(
+        out.contains("order query    : ali at 1s, 2s after creation, recovered events to route ali-notify"),
+        "{out}"
     );
 }
 

@@ -190,6 +190,21 @@ fn check(path: &std::path::Path) -> ExitCode {
                 };
                 println!("    {:<20} {:<12} {:<30} {}", r.name, methods, path, policy);
             }
+            for account in &cfg.query_accounts {
+                let schedule: Vec<String> = account
+                    .tracking
+                    .config
+                    .schedule
+                    .iter()
+                    .map(|d| humantime::format_duration(*d).to_string())
+                    .collect();
+                println!(
+                    "  order query    : {} at {} after creation, recovered events to route {}",
+                    account.name,
+                    schedule.join(", "),
+                    account.route_name
+                );
+            }
             if !cfg.warnings.is_empty() {
                 println!(
                     "{} warning{}:",
