@@ -6,8 +6,10 @@
 //!
 //! Store layout (every record with a TTL, each call on one key):
 //! - `orders:<channel>:<merchant id>`: a set of the tracked order numbers, each member living
-//!   until the order's expiry plus `margin` (or `retry_for` once found undelivered);
-//! - `order:<channel>:<merchant id>:<hash>`: one member, the order's [`TrackedOrder`] as JSON;
+//!   until the order's expiry plus `margin` (or `retry_for` once found undelivered); a
+//!   delivered final event removes its order;
+//! - `order-details:<channel>:<merchant id>`: a set of [`TrackedOrder`]s as JSON, with the same
+//!   lifetimes (one round reads both sets, whatever the number of orders);
 //! - `order-query:<channel>:<merchant id>:<hash>:<step>`: a dedup lease per scheduled query, so
 //!   that among replicas each step of each order is queried once.
 
@@ -151,8 +153,8 @@ impl Tracking {
         hex::encode(&Sha256::digest(out_trade_no.as_bytes())[..16])
     }
 
-    fn detail_set(&self, out_trade_no: &str) -> String {
-        format!("order:{}:{}", self.scope, Self::order_hash(out_trade_no))
+    fn details_set(&self) -> String {
+        format!("order-details:{}", self.scope)
     }
 
     fn step_key(&self, out_trade_no: &str, step: u64) -> String {
@@ -178,42 +180,58 @@ impl Tracking {
             amount_minor: order.amount_minor,
             found_undelivered: None,
         };
-        self.keep(store, &tracked, now).await
+        self.keep(store, &tracked, None, now).await
     }
 
-    /// Writes `order` and its membership, living until its last query.
-    async fn keep(&self, store: &dyn Store, order: &TrackedOrder, now: i64) -> Result<(), StoreError> {
+    /// Writes `order` (in place of `previous`) and its membership, living until its last query.
+    async fn keep(
+        &self,
+        store: &dyn Store,
+        order: &TrackedOrder,
+        previous: Option<&TrackedOrder>,
+        now: i64,
+    ) -> Result<(), StoreError> {
         let until = match order.found_undelivered {
             Some(found) => found + secs(self.config.retry_for),
             None => order.expires + secs(self.config.margin),
         };
         // A little longer than the last query, so the round that makes it still sees the order.
         let ttl = Duration::from_secs(u64::try_from(until - now).unwrap_or(0) + 600);
-        let detail = self.detail_set(&order.out_trade_no);
-        for (member, _) in store.set_members(&detail).await? {
-            store.set_remove(&detail, &member).await?;
+        let json = |o: &TrackedOrder| serde_json::to_string(o).map_err(|e| StoreError::Protocol(e.to_string()));
+        if let Some(previous) = previous {
+            store.set_remove(&self.details_set(), &json(previous)?).await?;
         }
-        let json = serde_json::to_string(order).map_err(|e| StoreError::Protocol(e.to_string()))?;
-        store.set_add(&detail, &json, ttl).await?;
+        store.set_add(&self.details_set(), &json(order)?, ttl).await?;
         store.set_add(&self.set(), &order.out_trade_no, ttl).await
     }
 
-    /// The tracked order numbers.
-    async fn tracked(&self, store: &dyn Store) -> Result<Vec<String>, StoreError> {
-        Ok(store
+    /// The tracked orders, oldest first: two reads whatever their number.
+    async fn tracked_orders(&self, store: &dyn Store) -> Result<Vec<TrackedOrder>, StoreError> {
+        let tracked: std::collections::HashSet<String> = store
             .set_members(&self.set())
             .await?
             .into_iter()
             .map(|(m, _)| m)
-            .collect())
-    }
-
-    async fn detail(&self, store: &dyn Store, out_trade_no: &str) -> Result<Option<TrackedOrder>, StoreError> {
-        let members = store.set_members(&self.detail_set(out_trade_no)).await?;
-        Ok(members
-            .iter()
-            .find_map(|(m, _)| serde_json::from_str::<TrackedOrder>(m).ok())
-            .filter(|o| o.out_trade_no == out_trade_no))
+            .collect();
+        let mut latest: std::collections::HashMap<String, TrackedOrder> = std::collections::HashMap::new();
+        for (member, _) in store.set_members(&self.details_set()).await? {
+            let Ok(order) = serde_json::from_str::<TrackedOrder>(&member) else {
+                continue;
+            };
+            if !tracked.contains(&order.out_trade_no) {
+                continue;
+            }
+            // A detail left behind by an interrupted update: the later one counts.
+            let newer = latest
+                .get(&order.out_trade_no)
+                .is_none_or(|o| (o.created, o.found_undelivered) < (order.created, order.found_undelivered));
+            if newer {
+                latest.insert(order.out_trade_no.clone(), order);
+            }
+        }
+        let mut orders: Vec<TrackedOrder> = latest.into_values().collect();
+        orders.sort_by(|a, b| (a.created, &a.out_trade_no).cmp(&(b.created, &b.out_trade_no)));
+        Ok(orders)
     }
 }
 
@@ -437,13 +455,7 @@ pub(crate) fn query_accounts(
 pub(crate) async fn awaiting(accounts: &[QueryAccount], store: &dyn Store) -> Result<serde_json::Value, StoreError> {
     let mut out = serde_json::Map::new();
     for account in accounts {
-        let mut orders = Vec::new();
-        for no in account.tracking.tracked(store).await? {
-            if let Some(order) = account.tracking.detail(store, &no).await? {
-                orders.push(order);
-            }
-        }
-        orders.sort_by_key(|o| (o.created, o.out_trade_no.clone()));
+        let orders = account.tracking.tracked_orders(store).await?;
         let at = |s: i64| {
             jiff::Timestamp::from_second(s)
                 .map(|t| t.to_string())
@@ -515,7 +527,7 @@ impl OrderQueryService {
     async fn round(&self, account: &QueryAccount, upstream: std::net::SocketAddr) {
         let store = self.state.store.as_ref();
         let tracking = &account.tracking;
-        let orders = match tracking.tracked(store).await {
+        let orders = match tracking.tracked_orders(store).await {
             Ok(orders) => orders,
             Err(e) => {
                 tracing::warn!(target: "payguard::orders", merchant = %account.name, error = %e, "order query: the store could not be read");
@@ -530,15 +542,13 @@ impl OrderQueryService {
         for result in QUERY_RESULTS {
             m.order_queries.with_label_values(&[account.name.as_str(), result]);
         }
-        for no in orders {
+        for order in orders {
             let now = self.state.clock.unix_seconds();
-            let Ok(Some(order)) = tracking.detail(store, &no).await else {
-                continue;
-            };
+            let no = order.out_trade_no.as_str();
             let Some(step) = due_step(&order, &tracking.config, now) else {
                 continue;
             };
-            let key = tracking.step_key(&no, step);
+            let key = tracking.step_key(no, step);
             let token = match store.dedup_claim(&key, STEP_LEASE).await {
                 Ok(DedupClaim::Claimed { token }) => token,
                 // Another replica queries (or queried) this step.
@@ -636,7 +646,7 @@ impl OrderQueryService {
         if result == "undelivered" && order.found_undelivered.is_none() {
             let mut kept = order.clone();
             kept.found_undelivered = Some(now);
-            if let Err(e) = account.tracking.keep(store, &kept, now).await {
+            if let Err(e) = account.tracking.keep(store, &kept, Some(order), now).await {
                 tracing::warn!(target: "payguard::orders", merchant = %account.name, error = %e, "order query: the store could not keep an undelivered order");
             }
         }

@@ -133,7 +133,8 @@ fn notify_wx(pg: &Payguard, no: &str, amount: &str) -> u16 {
 fn a_paid_order_whose_notification_never_comes_is_delivered_by_the_query() {
     let up = Upstream::start();
     let sim = ChannelSim::start();
-    let pg = Payguard::start(&config(&up, &sim, ""));
+    // The first query after 1 s finds the orders unpaid, the second (4 s) paid.
+    let pg = Payguard::start(&config_with(&up, &sim, "", "[1s, 4s]"));
     create_wx_order(&pg, "LOST-0001", 8880);
     create_ali_order(&pg, "LOST-0002", "19.99");
     assert_eq!(
