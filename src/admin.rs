@@ -196,6 +196,42 @@ impl ServeHttp for AdminApp {
                     Err(e) => store_error(e),
                 }
             }
+            ("GET", p) if p.starts_with("/admin/ledger/") => {
+                if let Err(resp) = self.authorized(session) {
+                    return resp;
+                }
+                // /admin/ledger/<merchant>/<YYYY-MM-DD>
+                let rest = &p["/admin/ledger/".len()..];
+                let Some((merchant, day)) = rest.split_once('/').filter(|(_, d)| crate::orders::is_date(d)) else {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        serde_json::json!({"error": "expected /admin/ledger/<merchant>/<YYYY-MM-DD>"}),
+                    );
+                };
+                let config = self.state.config();
+                let known = config
+                    .routes
+                    .routes()
+                    .iter()
+                    .filter_map(|r| r.notify.as_ref())
+                    .any(|n| n.merchant.as_deref() == Some(merchant));
+                if !known {
+                    return json(
+                        StatusCode::NOT_FOUND,
+                        serde_json::json!({"error": "no notify route has this `merchant`"}),
+                    );
+                }
+                match crate::orders::Ledger::new(merchant)
+                    .day(self.state.store.as_ref(), day)
+                    .await
+                {
+                    Ok(entries) => json(
+                        StatusCode::OK,
+                        serde_json::json!({"merchant": merchant, "date": day, "events": entries}),
+                    ),
+                    Err(e) => store_error(e),
+                }
+            }
             ("GET", "/admin/deny") => {
                 if let Err(resp) = self.authorized(session) {
                     return resp;

@@ -337,6 +337,111 @@ fn timeout_express_secs(text: &str) -> Option<i64> {
     }
 }
 
+/// How long the ledger keeps a delivered event: longer than a month of daily bills.
+const LEDGER_KEEP: Duration = Duration::from_secs(40 * 86_400);
+
+/// The delivered-event ledger of one merchant account: every event its notify route forwarded
+/// and the backend accepted, from a notification or an order query, kept [`LEDGER_KEEP`] in a
+/// set per Beijing-time day (the day of the channels' bills), for reconciliation and support.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Ledger {
+    account: String,
+}
+
+/// One ledger entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LedgerEntry {
+    pub(crate) out_trade_no: String,
+    pub(crate) kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) amount_minor: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) currency: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) channel_txn_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) out_refund_no: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) refund_amount_minor: Option<i64>,
+    pub(crate) event_id: String,
+    /// `notification` or `query`.
+    pub(crate) source: String,
+    /// When payguard delivered it (RFC 3339).
+    pub(crate) delivered_at: String,
+}
+
+impl Ledger {
+    /// The ledger of the account `account` (its name under `merchants:`).
+    pub(crate) fn new(account: &str) -> Self {
+        Self {
+            account: account.to_string(),
+        }
+    }
+
+    fn set(&self, day: &str) -> String {
+        format!("{}{}:{day}", crate::store::embedded::LEDGER_SET_PREFIX, self.account)
+    }
+
+    /// The Beijing-time day an event belongs to: when it happened at the channel, else `now`.
+    fn day_of(event: &crate::channels::VerifiedEvent, now: jiff::Timestamp) -> String {
+        let at = event
+            .occurred_at
+            .as_deref()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .unwrap_or(now);
+        crate::channels::beijing_time::beijing_format(at, "%Y-%m-%d")
+    }
+
+    /// Adds a delivered event.
+    pub(crate) async fn record(
+        &self,
+        store: &dyn Store,
+        event: &crate::channels::VerifiedEvent,
+        event_id: &str,
+        source: &str,
+        now: jiff::Timestamp,
+    ) -> Result<(), StoreError> {
+        let entry = LedgerEntry {
+            out_trade_no: event.out_trade_no.clone(),
+            kind: event.kind.as_str().to_string(),
+            amount_minor: event.amount_minor,
+            currency: event.currency.clone(),
+            channel_txn_id: event.channel_txn_id.clone(),
+            out_refund_no: event
+                .refund
+                .as_ref()
+                .and_then(|r| r.out_refund_no.clone().or(r.refund_id.clone())),
+            refund_amount_minor: event.refund.as_ref().and_then(|r| r.amount_minor),
+            event_id: event_id.to_string(),
+            source: source.to_string(),
+            delivered_at: now.to_string(),
+        };
+        let json = serde_json::to_string(&entry).map_err(|e| StoreError::Protocol(e.to_string()))?;
+        store
+            .set_add(&self.set(&Self::day_of(event, now)), &json, LEDGER_KEEP)
+            .await
+    }
+
+    /// The entries of `day` (`YYYY-MM-DD`, Beijing time), by order number.
+    pub(crate) async fn day(&self, store: &dyn Store, day: &str) -> Result<Vec<LedgerEntry>, StoreError> {
+        let mut entries: Vec<LedgerEntry> = store
+            .set_members(&self.set(day))
+            .await?
+            .iter()
+            .filter_map(|(m, _)| serde_json::from_str(m).ok())
+            .collect();
+        entries.sort_by(|a, b| {
+            (&a.out_trade_no, &a.kind, &a.delivered_at).cmp(&(&b.out_trade_no, &b.kind, &b.delivered_at))
+        });
+        Ok(entries)
+    }
+}
+
+/// Whether `text` is a `YYYY-MM-DD` date.
+pub(crate) fn is_date(text: &str) -> bool {
+    text.len() == 10 && text.parse::<jiff::civil::Date>().is_ok()
+}
+
 /// A tracked order as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct TrackedOrder {

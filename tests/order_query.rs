@@ -72,6 +72,17 @@ fn create_ali_order(pg: &Payguard, no: &str, amount: &str) {
     assert_eq!(answer.status(), 200, "{}", pg.logs());
 }
 
+/// `GET /admin/ledger/<merchant>/<day>` on `pg`.
+fn ledger(pg: &Payguard, merchant: &str, day: &str) -> serde_json::Value {
+    reqwest::blocking::Client::new()
+        .get(pg.admin_url(&format!("/admin/ledger/{merchant}/{day}")))
+        .bearer_auth("test-admin-token")
+        .send()
+        .expect("admin answers")
+        .json()
+        .expect("JSON")
+}
+
 /// The normalized events the backend received for `no`.
 fn events_for(up: &Upstream, no: &str) -> Vec<serde_json::Value> {
     up.requests()
@@ -214,6 +225,31 @@ fn a_paid_order_whose_notification_never_comes_is_delivered_by_the_query() {
         1,
         "query and notification reach the backend once"
     );
+
+    // The ledger of the day the channel says the order was paid (Beijing time) holds each
+    // delivered event once, with where it came from.
+    let day = ledger(&pg, "wx", "2026-12-03");
+    let entries = day["events"].as_array().expect("events");
+    assert_eq!(entries.len(), 1, "{day}");
+    assert_eq!(entries[0]["out_trade_no"], "LOST-0001");
+    assert_eq!(entries[0]["kind"], "payment.succeeded");
+    assert_eq!(entries[0]["amount_minor"], 8880);
+    assert_eq!(entries[0]["channel_txn_id"], "42000LOST-0001");
+    assert_eq!(entries[0]["source"], "query");
+    assert_eq!(entries[0]["event_id"], wx[0]["id"]);
+    let ali_day = ledger(&pg, "ali", "2026-12-03");
+    assert_eq!(ali_day["events"][0]["amount_minor"], 1999, "{ali_day}");
+    assert_eq!(ledger(&pg, "wx", "2026-12-02")["events"], serde_json::json!([]));
+    let admin = |path: &str, token: bool| {
+        let mut req = reqwest::blocking::Client::new().get(pg.admin_url(path));
+        if token {
+            req = req.bearer_auth("test-admin-token");
+        }
+        req.send().expect("admin answers").status()
+    };
+    assert_eq!(admin("/admin/ledger/nobody/2026-12-03", true), 404);
+    assert_eq!(admin("/admin/ledger/wx/2026-13-03", true), 400);
+    assert_eq!(admin("/admin/ledger/wx/2026-12-03", false), 401);
 }
 
 #[test]
@@ -303,6 +339,16 @@ fn two_replicas_query_each_order_once_per_step_and_deliver_it_once() {
         assert_eq!(events_for(&up, no).len(), 1, "{no}: delivered once");
     }
     assert_eq!(delivered(&a) + delivered(&b), 6.0);
+    // The ledger is shared through Redis: either replica shows all six.
+    let day = ledger(&b, "wx", "2026-12-03");
+    let mut listed: Vec<&str> = day["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["out_trade_no"].as_str())
+        .collect();
+    listed.sort_unstable();
+    assert_eq!(listed, orders.iter().map(String::as_str).collect::<Vec<_>>(), "{day}");
     assert_eq!(
         a.metric("payguard_orders_awaiting{merchant=\"wx\"}") + b.metric("payguard_orders_awaiting{merchant=\"wx\"}"),
         0.0

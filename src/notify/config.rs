@@ -156,6 +156,7 @@ impl NotifyConfig {
             (Some(channel), true) => Ok(Arc::new(NotifyRoute {
                 channel,
                 tracking,
+                ledger: self.merchant.as_deref().map(crate::orders::Ledger::new),
                 merchant: self.merchant.clone(),
                 forward: self.forward,
                 backend_path: self.backend_path.clone(),

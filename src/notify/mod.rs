@@ -55,6 +55,8 @@ pub(crate) struct NotifyRoute {
     /// The order tracking of the route's `merchant`, when it has `order_query`: a delivered
     /// final event ends the order's tracking.
     pub(crate) tracking: Option<Arc<crate::orders::Tracking>>,
+    /// The delivered-event ledger of the route's `merchant`, if it names one.
+    pub(crate) ledger: Option<crate::orders::Ledger>,
 }
 
 impl NotifyRoute {
@@ -324,7 +326,28 @@ pub(crate) async fn deliver(
     };
 
     if accepted {
-        match io.store.dedup_complete(&keys.dedup_key, &token, route.keep).await {
+        // The ledger entry is written alongside the dedup record, costing no extra round trip.
+        let ledger = async {
+            match &route.ledger {
+                Some(ledger) => {
+                    ledger
+                        .record(
+                            io.store,
+                            event,
+                            &keys.event_id,
+                            incoming.source.as_str(),
+                            io.clock.now(),
+                        )
+                        .await
+                }
+                None => Ok(()),
+            }
+        };
+        let (completed, ledgered) = tokio::join!(io.store.dedup_complete(&keys.dedup_key, &token, route.keep), ledger);
+        if let Err(e) = ledgered {
+            tracing::warn!(event_id = %keys.event_id, error = %e, "could not add the delivered event to the ledger");
+        }
+        match completed {
             Ok(true) => {}
             Ok(false) => {
                 tracing::warn!(event_id = %keys.event_id, "dedup lease expired before the backend answered; the event may be forwarded again")

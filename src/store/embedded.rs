@@ -10,6 +10,7 @@
 //! | dedup records | refused: notifications get the channel's failure answer and are retried later — evicting one would let an event be forwarded twice |
 //! | order counters | refused: order rules apply their `on_store_error` |
 //! | deny-list members | refused: the admin API reports it |
+//! | ledger entries | refused: a delivered event is not added to the ledger (logged), nothing else is affected |
 //! | token buckets | the bucket closest to refilling is dropped; it starts full again when next used, which is what it was about to be |
 //!
 //! One mutex guards everything: a guard batch reads and writes several records atomically, as
@@ -52,9 +53,15 @@ pub struct EmbeddedStoreConfig {
     /// order rules apply their `on_store_error`.
     #[serde(default = "default_max_counters")]
     pub(crate) max_counters: u64,
-    /// Dynamic deny-list members. When full, adding one fails.
+    /// Members of the store's sets: dynamic deny-list entries, downloaded platform certificates,
+    /// orders tracked for `order_query` (two per order). When full, adding one fails.
     #[serde(default = "default_max_deny_entries")]
     pub(crate) max_deny_entries: u64,
+    /// Entries of the delivered-event ledger (one per event forwarded by a notify route with
+    /// `merchant:`, kept 40 days). A budget of their own, so a busy ledger never takes the room
+    /// of a deny-list entry; when full, new events are not added to the ledger.
+    #[serde(default = "default_max_ledger_entries")]
+    pub(crate) max_ledger_entries: u64,
 }
 
 fn default_max_nonces() -> u64 {
@@ -72,6 +79,9 @@ fn default_max_counters() -> u64 {
 fn default_max_deny_entries() -> u64 {
     100_000
 }
+fn default_max_ledger_entries() -> u64 {
+    100_000
+}
 
 impl Default for EmbeddedStoreConfig {
     fn default() -> Self {
@@ -81,25 +91,36 @@ impl Default for EmbeddedStoreConfig {
             max_buckets: default_max_buckets(),
             max_counters: default_max_counters(),
             max_deny_entries: default_max_deny_entries(),
+            max_ledger_entries: default_max_ledger_entries(),
         }
     }
 }
 
 impl EmbeddedStoreConfig {
     /// (key, value) of every budget, for validation and `payguard check`.
-    pub(crate) fn budgets(&self) -> [(&'static str, u64); 5] {
+    pub(crate) fn budgets(&self) -> [(&'static str, u64); 6] {
         [
             ("max_nonces", self.max_nonces),
             ("max_dedup_records", self.max_dedup_records),
             ("max_buckets", self.max_buckets),
             ("max_counters", self.max_counters),
             ("max_deny_entries", self.max_deny_entries),
+            ("max_ledger_entries", self.max_ledger_entries),
         ]
     }
 }
 
 /// The kinds of record a full budget refuses (metric label values of `payguard_store_full_total`).
-pub(crate) const BUDGETED_KINDS: [&str; 4] = ["nonces", "dedup records", "counters", "deny-list members"];
+pub(crate) const BUDGETED_KINDS: [&str; 5] = [
+    "nonces",
+    "dedup records",
+    "counters",
+    "deny-list members",
+    "ledger entries",
+];
+
+/// Sets whose name starts with this are the delivered-event ledger's ([`Tables::ledger`]).
+pub(crate) const LEDGER_SET_PREFIX: &str = "ledger:";
 
 /// Tolerance for float comparisons of token counts (refill accrues fractions); same as lua/lib.lua.
 const EPS: f64 = 1e-6;
@@ -280,6 +301,8 @@ struct Tables {
     counters: Table<Counter>,
     /// Set members, keyed `set \u{1f} member`.
     members: Table<()>,
+    /// Members of the ledger's sets ([`LEDGER_SET_PREFIX`]), keyed the same way.
+    ledger: Table<()>,
 }
 
 /// In-process [`Store`] for a single payguard instance.
@@ -297,6 +320,7 @@ impl std::fmt::Debug for EmbeddedStore {
             .field("buckets", &t.buckets.map.len())
             .field("counters", &t.counters.map.len())
             .field("members", &t.members.map.len())
+            .field("ledger", &t.ledger.map.len())
             .finish()
     }
 }
@@ -356,6 +380,16 @@ impl Tables {
         self.buckets.expire(now, EXPIRE_PER_OP);
         self.counters.expire(now, EXPIRE_PER_OP);
         self.members.expire(now, EXPIRE_PER_OP);
+        self.ledger.expire(now, EXPIRE_PER_OP);
+    }
+
+    /// The table holding the members of `set`.
+    fn set_table(&mut self, set: &str) -> &mut Table<()> {
+        if set.starts_with(LEDGER_SET_PREFIX) {
+            &mut self.ledger
+        } else {
+            &mut self.members
+        }
     }
 
     /// Decides buckets (see [`BucketSpec::enforce`]); `take_enforced` false decides enforced
@@ -493,7 +527,7 @@ impl Tables {
     }
 
     fn set_contains(&mut self, set: &str, member: &str, now: i64) -> bool {
-        self.members.live(&member_key(set, member), now).is_some()
+        self.set_table(set).live(&member_key(set, member), now).is_some()
     }
 
     fn claim_dedup(&mut self, k: &str, lease: Duration, now: i64) -> Result<DedupClaim, StoreError> {
@@ -533,6 +567,7 @@ impl EmbeddedStore {
                 buckets: Table::new("buckets", cfg.max_buckets),
                 counters: Table::new("counters", cfg.max_counters),
                 members: Table::new("deny-list members", cfg.max_deny_entries),
+                ledger: Table::new("ledger entries", cfg.max_ledger_entries),
             }),
         }
     }
@@ -547,6 +582,7 @@ impl EmbeddedStore {
             row(&t.buckets),
             row(&t.counters),
             row(&t.members),
+            row(&t.ledger),
         ]
     }
 
@@ -675,7 +711,7 @@ impl Store for EmbeddedStore {
 
     async fn set_add(&self, set: &str, member: &str, ttl: Duration) -> Result<(), StoreError> {
         self.with(|t, now| {
-            t.members.put(
+            t.set_table(set).put(
                 &member_key(set, member),
                 (),
                 now.saturating_add(ms_i64(ttl)),
@@ -688,8 +724,9 @@ impl Store for EmbeddedStore {
     async fn set_remove(&self, set: &str, member: &str) -> Result<bool, StoreError> {
         self.with(|t, now| {
             let k = member_key(set, member);
-            let live = t.members.live(&k, now).is_some();
-            t.members.remove(&k);
+            let table = t.set_table(set);
+            let live = table.live(&k, now).is_some();
+            table.remove(&k);
             Ok(live)
         })
     }
@@ -706,7 +743,7 @@ impl Store for EmbeddedStore {
         let prefix = member_key(set, "");
         Ok(self.with(|t, now| {
             let mut out: Vec<(String, Duration)> = t
-                .members
+                .set_table(set)
                 .map
                 .iter()
                 .filter(|(_, r)| r.deadline > now)
@@ -738,10 +775,29 @@ mod tests {
             max_buckets: n,
             max_counters: n,
             max_deny_entries: n,
+            max_ledger_entries: n,
         }
     }
 
     const MINUTE: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn a_full_ledger_never_takes_the_room_of_a_deny_list_entry() {
+        let (store, _clock) = store(small(2));
+        store.set_add("ledger:wx:2026-12-03", "e1", MINUTE).await.unwrap();
+        store.set_add("ledger:wx:2026-12-04", "e2", MINUTE).await.unwrap();
+        assert_eq!(
+            store.set_add("ledger:wx:2026-12-04", "e3", MINUTE).await,
+            Err(StoreError::Full("ledger entries"))
+        );
+        // The deny list has its own budget, untouched by the ledger.
+        store.set_add("deny", "203.0.113.7", MINUTE).await.unwrap();
+        store.set_add("deny", "203.0.113.8", MINUTE).await.unwrap();
+        assert!(store.set_contains("deny", "203.0.113.8").await.unwrap());
+        assert_eq!(store.set_members("ledger:wx:2026-12-04").await.unwrap().len(), 1);
+        assert!(store.set_remove("ledger:wx:2026-12-03", "e1").await.unwrap());
+        store.set_add("ledger:wx:2026-12-04", "e3", MINUTE).await.unwrap();
+    }
 
     #[tokio::test]
     async fn a_full_nonce_budget_refuses_new_nonces_and_never_forgets_a_live_one() {
