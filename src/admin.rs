@@ -74,6 +74,16 @@ fn json(status: StatusCode, body: serde_json::Value) -> Response<Vec<u8>> {
         .unwrap_or_default()
 }
 
+/// Body of `POST /admin/reconcile`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReconcileRequest {
+    merchant: String,
+    date: String,
+    #[serde(default)]
+    forward_missing: bool,
+}
+
 /// Body of `POST /admin/deny`.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -232,6 +242,46 @@ impl ServeHttp for AdminApp {
                     Err(e) => store_error(e),
                 }
             }
+            ("POST", "/admin/reconcile") => {
+                if let Err(resp) = self.authorized(session) {
+                    return resp;
+                }
+                let body = match read_small_body(session).await {
+                    Ok(b) => b,
+                    Err(resp) => return resp,
+                };
+                let req: ReconcileRequest = match serde_json::from_slice(&body) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let msg = format!("expected {{\"merchant\": \"shop-wechat\", \"date\": \"2026-12-03\", \"forward_missing\": false}}: {e}");
+                        return json(StatusCode::BAD_REQUEST, serde_json::json!({ "error": msg }));
+                    }
+                };
+                if !crate::orders::is_date(&req.date) {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        serde_json::json!({"error": "`date` must be a day as YYYY-MM-DD (Beijing time)"}),
+                    );
+                }
+                let config = self.state.config();
+                let Some(link) = config.reconcile_accounts.iter().find(|a| a.name == req.merchant) else {
+                    let msg = format!(
+                        "no WeChat Pay or Alipay account `{:.64}` that a notify route names in `merchant:`",
+                        req.merchant
+                    );
+                    return json(StatusCode::NOT_FOUND, serde_json::json!({ "error": msg }));
+                };
+                let upstream = config.upstream.socket;
+                match crate::reconcile::run(&self.state, link, &req.date, req.forward_missing, upstream).await {
+                    Ok(report) => json(StatusCode::OK, serde_json::to_value(report).unwrap_or_default()),
+                    Err(crate::reconcile::ReconcileError::Bill(e)) => {
+                        json(StatusCode::BAD_GATEWAY, serde_json::json!({ "error": e }))
+                    }
+                    Err(crate::reconcile::ReconcileError::Store(e)) => {
+                        json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "error": e }))
+                    }
+                }
+            }
             ("GET", "/admin/deny") => {
                 if let Err(resp) = self.authorized(session) {
                     return resp;
@@ -316,12 +366,19 @@ impl ServeHttp for AdminApp {
                     Err(e) => store_error(e),
                 }
             }
-            (_, "/healthz" | "/readyz" | "/metrics" | "/admin/reload" | "/admin/deny" | "/admin/orders/awaiting") => {
-                json(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    serde_json::json!({"error": "method not allowed"}),
-                )
-            }
+            (
+                _,
+                "/healthz"
+                | "/readyz"
+                | "/metrics"
+                | "/admin/reload"
+                | "/admin/deny"
+                | "/admin/orders/awaiting"
+                | "/admin/reconcile",
+            ) => json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                serde_json::json!({"error": "method not allowed"}),
+            ),
             _ => json(StatusCode::NOT_FOUND, serde_json::json!({"error": "not found"})),
         }
     }

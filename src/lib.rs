@@ -27,6 +27,7 @@ pub mod orders;
 pub mod outcome;
 pub mod problem;
 pub mod proxy;
+pub mod reconcile;
 pub mod schema;
 pub mod secret;
 pub mod server;

@@ -64,6 +64,10 @@ pub(crate) struct Metrics {
     pub(crate) certificate_downloads: IntCounterVec,
     /// `payguard_order_queries_total{merchant,result}`.
     pub(crate) order_queries: IntCounterVec,
+    /// `payguard_reconcile_runs_total{merchant,result}`.
+    pub(crate) reconcile_runs: IntCounterVec,
+    /// `payguard_reconcile_findings_total{merchant,problem}`.
+    pub(crate) reconcile_findings: IntCounterVec,
     /// `payguard_orders_awaiting{merchant}`.
     pub(crate) orders_awaiting: prometheus::IntGaugeVec,
     /// `payguard_orders_tracked_total{merchant,result}`.
@@ -248,6 +252,16 @@ impl Metrics {
             "Orders created through egress and tracked (or not, when the store refused), by merchant account and result.",
             &["merchant", "result"],
         );
+        let reconcile_runs = counter(
+            "reconcile_runs_total",
+            "Daily bill reconciliations that produced a report, by merchant account and result (reconciled or unreconciled).",
+            &["merchant", "result"],
+        );
+        let reconcile_findings = counter(
+            "reconcile_findings_total",
+            "Differences between a channel's daily bill and the delivered events, by merchant account and problem.",
+            &["merchant", "problem"],
+        );
         let orders_awaiting = merchant_gauge(
             "orders_awaiting",
             "Tracked orders whose final event has not been delivered, by merchant account (as of the last query round).",
@@ -298,6 +312,8 @@ impl Metrics {
             egress_duration,
             certificate_downloads,
             order_queries,
+            reconcile_runs,
+            reconcile_findings,
             orders_awaiting,
             orders_tracked,
             platform_certificates,

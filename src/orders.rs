@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use crate::channels::EventKind;
 use crate::egress::{Merchant, QueryAnswer};
 use crate::issue::ConfigIssue;
-use crate::notify::NotifyRoute;
+use crate::notify::{EventSource, NotifyRoute};
 use crate::state::SharedState;
 use crate::store::{DedupClaim, Store, StoreError};
 
@@ -475,21 +475,78 @@ fn due_step(order: &TrackedOrder, cfg: &OrderQueryConfig, now: i64) -> Option<u6
     passed.checked_sub(1).map(|i| i as u64)
 }
 
-/// An account whose orders are queried, with the notify route its recovered events go to.
+/// A merchant account with the notify route that names it in `merchant:`: where events that
+/// payguard recovers itself (order queries, reconciliation) are delivered.
 #[derive(Debug, Clone)]
-pub(crate) struct QueryAccount {
+pub(crate) struct AccountLink {
     /// The name under `merchants:` (metric label, log field).
     pub(crate) name: String,
     /// The account.
     pub(crate) merchant: Arc<Merchant>,
-    /// Its tracking.
-    pub(crate) tracking: Arc<Tracking>,
     /// The notify route with `merchant: <name>`.
     pub(crate) route_name: String,
     /// Its handler.
     pub(crate) notify: Arc<NotifyRoute>,
     /// The backend path recovered events are posted to.
     pub(crate) deliver_path: String,
+}
+
+/// An account whose orders are queried.
+#[derive(Debug, Clone)]
+pub(crate) struct QueryAccount {
+    /// The account and its notify route.
+    pub(crate) link: AccountLink,
+    /// Its tracking.
+    pub(crate) tracking: Arc<Tracking>,
+}
+
+/// The link of account `name` to the one notify route with `merchant: <name>`, which must
+/// forward `normalized` (a recovered event has no channel body) to a known backend path; `Err`
+/// says what is missing.
+pub(crate) fn link_account(
+    name: &str,
+    merchant: &Arc<Merchant>,
+    routes: &crate::proxy::routes::RouteTable,
+) -> Result<AccountLink, String> {
+    let linked: Vec<_> = routes
+        .routes()
+        .iter()
+        .filter_map(|r| r.notify.as_ref().map(|n| (r, n)))
+        .filter(|(_, n)| n.merchant.as_deref() == Some(name))
+        .collect();
+    let (route, notify) = match linked.as_slice() {
+        [one] => *one,
+        [] => {
+            return Err(format!(
+                "recovered events are delivered through the notify route with `merchant: {name}`; there is none"
+            ))
+        }
+        _ => {
+            return Err(format!(
+                "more than one notify route has `merchant: {name}`; recovered events need exactly one"
+            ))
+        }
+    };
+    if notify.forward != crate::notify::ForwardMode::Normalized {
+        return Err(format!("the notify route `{}` forwards `passthrough`; a recovered event has no channel body to pass through, so it must forward `normalized`", route.name));
+    }
+    let deliver_path = match (&notify.backend_path, &route.path) {
+        (Some(p), _) => p.clone(),
+        (None, crate::proxy::routes::PathMatch::Exact(p)) => p.clone(),
+        (None, crate::proxy::routes::PathMatch::Prefix(_)) => {
+            return Err(format!(
+                "the notify route `{}` matches a path prefix: set its `notify.backend_path`, where recovered events go",
+                route.name
+            ))
+        }
+    };
+    Ok(AccountLink {
+        name: name.to_string(),
+        merchant: merchant.clone(),
+        route_name: route.name.clone(),
+        notify: notify.clone(),
+        deliver_path,
+    })
 }
 
 /// The accounts with `order_query`, each with the notify route that names it in `merchant:`
@@ -501,56 +558,13 @@ pub(crate) fn query_accounts(
 ) -> Vec<QueryAccount> {
     let mut out = Vec::new();
     for (name, merchant, tracking) in merchants.tracked() {
-        let at = format!("merchants.{name}.order_query");
-        let linked: Vec<_> = routes
-            .routes()
-            .iter()
-            .filter_map(|r| r.notify.as_ref().map(|n| (r, n)))
-            .filter(|(_, n)| n.merchant.as_deref() == Some(name))
-            .collect();
-        let (route, notify) = match linked.as_slice() {
-            [one] => *one,
-            [] => {
-                issues.push(ConfigIssue::new(
-                    &at,
-                    format!("recovered events are delivered through the notify route with `merchant: {name}`; there is none"),
-                ));
-                continue;
-            }
-            _ => {
-                issues.push(ConfigIssue::new(
-                    &at,
-                    format!("more than one notify route has `merchant: {name}`; recovered events need exactly one"),
-                ));
-                continue;
-            }
-        };
-        if notify.forward != crate::notify::ForwardMode::Normalized {
-            issues.push(ConfigIssue::new(
-                &at,
-                format!("the notify route `{}` forwards `passthrough`; a recovered event has no channel body to pass through, so it must forward `normalized`", route.name),
-            ));
-            continue;
+        match link_account(name, merchant, routes) {
+            Ok(link) => out.push(QueryAccount {
+                link,
+                tracking: tracking.clone(),
+            }),
+            Err(e) => issues.push(ConfigIssue::new(format!("merchants.{name}.order_query"), e)),
         }
-        let deliver_path = match (&notify.backend_path, &route.path) {
-            (Some(p), _) => p.clone(),
-            (None, crate::proxy::routes::PathMatch::Exact(p)) => p.clone(),
-            (None, crate::proxy::routes::PathMatch::Prefix(_)) => {
-                issues.push(ConfigIssue::new(
-                    &at,
-                    format!("the notify route `{}` matches a path prefix: set its `notify.backend_path`, where recovered events go", route.name),
-                ));
-                continue;
-            }
-        };
-        out.push(QueryAccount {
-            name: name.to_string(),
-            merchant: merchant.clone(),
-            tracking: tracking.clone(),
-            route_name: route.name.clone(),
-            notify: notify.clone(),
-            deliver_path,
-        });
     }
     out
 }
@@ -578,7 +592,7 @@ pub(crate) async fn awaiting(accounts: &[QueryAccount], store: &dyn Store) -> Re
                 })
             })
             .collect();
-        out.insert(account.name.clone(), listed.into());
+        out.insert(account.link.name.clone(), listed.into());
     }
     Ok(serde_json::json!({ "merchants": out }))
 }
@@ -635,17 +649,17 @@ impl OrderQueryService {
         let orders = match tracking.tracked_orders(store).await {
             Ok(orders) => orders,
             Err(e) => {
-                tracing::warn!(target: "payguard::orders", merchant = %account.name, error = %e, "order query: the store could not be read");
+                tracing::warn!(target: "payguard::orders", merchant = %account.link.name, error = %e, "order query: the store could not be read");
                 return;
             }
         };
         let m = &self.state.metrics;
         m.orders_awaiting
-            .with_label_values(&[account.name.as_str()])
+            .with_label_values(&[account.link.name.as_str()])
             .set(i64::try_from(orders.len()).unwrap_or(i64::MAX));
         // Every result's series exists from the first round, at 0.
         for result in QUERY_RESULTS {
-            m.order_queries.with_label_values(&[account.name.as_str(), result]);
+            m.order_queries.with_label_values(&[account.link.name.as_str(), result]);
         }
         for order in orders {
             let now = self.state.clock.unix_seconds();
@@ -659,7 +673,7 @@ impl OrderQueryService {
                 // Another replica queries (or queried) this step.
                 Ok(_) => continue,
                 Err(e) => {
-                    tracing::warn!(target: "payguard::orders", merchant = %account.name, error = %e, "order query: the store could not lease a query");
+                    tracing::warn!(target: "payguard::orders", merchant = %account.link.name, error = %e, "order query: the store could not lease a query");
                     continue;
                 }
             };
@@ -667,11 +681,11 @@ impl OrderQueryService {
             self.state
                 .metrics
                 .order_queries
-                .with_label_values(&[account.name.as_str(), result])
+                .with_label_values(&[account.link.name.as_str(), result])
                 .inc();
             let keep = Duration::from_secs(secs(tracking.config.retry_for).max(0) as u64 + 86_400);
             if let Err(e) = store.dedup_complete(&key, &token, keep).await {
-                tracing::warn!(target: "payguard::orders", merchant = %account.name, error = %e, "order query: the store could not record a query");
+                tracing::warn!(target: "payguard::orders", merchant = %account.link.name, error = %e, "order query: the store could not record a query");
             }
         }
     }
@@ -687,76 +701,100 @@ impl OrderQueryService {
         let store = self.state.store.as_ref();
         let clock = self.state.clock.as_ref();
         let no = order.out_trade_no.as_str();
-        let answer = account.merchant.query_order(no, QUERY_LIMITS, clock).await;
+        let answer = account.link.merchant.query_order(no, QUERY_LIMITS, clock).await;
         let event = match answer {
             Err(reason) => {
-                tracing::warn!(target: "payguard::orders", merchant = %account.name, out_trade_no = no, reason = %reason, result = "failed", "order query");
+                tracing::warn!(target: "payguard::orders", merchant = %account.link.name, out_trade_no = no, reason = %reason, result = "failed", "order query");
                 return "failed";
             }
             Ok(QueryAnswer::NotFound) => {
-                tracing::info!(target: "payguard::orders", merchant = %account.name, out_trade_no = no, result = "not_found", "order query");
+                tracing::info!(target: "payguard::orders", merchant = %account.link.name, out_trade_no = no, result = "not_found", "order query");
                 return "not_found";
             }
             Ok(QueryAnswer::Event(event)) => event,
         };
         if !is_final(event.kind) {
-            tracing::info!(target: "payguard::orders", merchant = %account.name, out_trade_no = no, raw_status = event.raw_status.as_deref(), result = "pending", "order query");
+            tracing::info!(target: "payguard::orders", merchant = %account.link.name, out_trade_no = no, raw_status = event.raw_status.as_deref(), result = "pending", "order query");
             return "pending";
         }
-        let request_id = crate::proxy::new_request_id();
-        let headers = http::HeaderMap::new();
-        let incoming = crate::notify::Incoming {
-            path_and_query: &account.deliver_path,
-            headers: &headers,
-            body: b"",
-            request_id: &request_id,
-            source: crate::notify::EventSource::Query,
-        };
-        let io = crate::notify::NotifyIo {
-            store,
-            backend: &self.state.backend,
+        let result = deliver_recovered(
+            &self.state,
+            &account.link,
+            &event,
+            EventSource::Query,
             upstream,
-            clock,
-        };
-        let (_, record) = crate::notify::deliver(&account.notify, io, incoming, &event).await;
-        let m = &self.state.metrics;
-        m.notifications
-            .with_label_values(&[
-                account.route_name.as_str(),
-                event.channel.as_str(),
-                record.outcome.as_str(),
-            ])
-            .inc();
-        use crate::outcome::NotifyOutcome;
-        let result = match record.outcome {
-            NotifyOutcome::Forwarded => "delivered",
-            NotifyOutcome::Duplicate | NotifyOutcome::LatePending => "duplicate",
-            _ => "undelivered",
-        };
-        tracing::info!(
-            target: "payguard::orders",
-            request_id = %request_id,
-            merchant = %account.name,
-            route = %account.route_name,
-            out_trade_no = no,
-            kind = event.kind.as_str(),
-            event_id = record.event_id.as_deref(),
-            raw_status = event.raw_status.as_deref(),
-            dedup = record.dedup,
-            backend_status = record.backend_status,
-            reason = record.reason.as_deref(),
-            result,
-            "order query"
-        );
+            "order query",
+        )
+        .await;
         if result == "undelivered" && order.found_undelivered.is_none() {
             let mut kept = order.clone();
             kept.found_undelivered = Some(now);
             if let Err(e) = account.tracking.keep(store, &kept, Some(order), now).await {
-                tracing::warn!(target: "payguard::orders", merchant = %account.name, error = %e, "order query: the store could not keep an undelivered order");
+                tracing::warn!(target: "payguard::orders", merchant = %account.link.name, error = %e, "order query: the store could not keep an undelivered order");
             }
         }
         result
     }
+}
+
+/// Delivers an event payguard recovered itself (`source` `query` or `bill`) through the
+/// account's notify route, deduplicated like its notification; logs `what` with the outcome and
+/// returns it: `delivered`, `duplicate` (it had been delivered) or `undelivered`.
+pub(crate) async fn deliver_recovered(
+    state: &SharedState,
+    link: &AccountLink,
+    event: &crate::channels::VerifiedEvent,
+    source: EventSource,
+    upstream: std::net::SocketAddr,
+    what: &'static str,
+) -> &'static str {
+    let request_id = crate::proxy::new_request_id();
+    let headers = http::HeaderMap::new();
+    let incoming = crate::notify::Incoming {
+        path_and_query: &link.deliver_path,
+        headers: &headers,
+        body: b"",
+        request_id: &request_id,
+        source,
+    };
+    let io = crate::notify::NotifyIo {
+        store: state.store.as_ref(),
+        backend: &state.backend,
+        upstream,
+        clock: state.clock.as_ref(),
+    };
+    let (_, record) = crate::notify::deliver(&link.notify, io, incoming, event).await;
+    state
+        .metrics
+        .notifications
+        .with_label_values(&[
+            link.route_name.as_str(),
+            event.channel.as_str(),
+            record.outcome.as_str(),
+        ])
+        .inc();
+    use crate::outcome::NotifyOutcome;
+    let result = match record.outcome {
+        NotifyOutcome::Forwarded => "delivered",
+        NotifyOutcome::Duplicate | NotifyOutcome::LatePending => "duplicate",
+        _ => "undelivered",
+    };
+    tracing::info!(
+        target: "payguard::orders",
+        request_id = %request_id,
+        merchant = %link.name,
+        route = %link.route_name,
+        out_trade_no = %event.out_trade_no,
+        kind = event.kind.as_str(),
+        event_id = record.event_id.as_deref(),
+        raw_status = event.raw_status.as_deref(),
+        dedup = record.dedup,
+        backend_status = record.backend_status,
+        reason = record.reason.as_deref(),
+        result,
+        "{what}"
+    );
+    result
 }
 
 /// Kinds that end an order's tracking once delivered.

@@ -228,7 +228,8 @@ fn a_paid_order_whose_notification_never_comes_is_delivered_by_the_query() {
 
     // The ledger of the day the channel says the order was paid (Beijing time) holds each
     // delivered event once, with where it came from.
-    let day = ledger(&pg, "wx", "2026-12-03");
+    let paid_on = sim.paid_day("LOST-0001");
+    let day = ledger(&pg, "wx", &paid_on);
     let entries = day["events"].as_array().expect("events");
     assert_eq!(entries.len(), 1, "{day}");
     assert_eq!(entries[0]["out_trade_no"], "LOST-0001");
@@ -237,9 +238,9 @@ fn a_paid_order_whose_notification_never_comes_is_delivered_by_the_query() {
     assert_eq!(entries[0]["channel_txn_id"], "42000LOST-0001");
     assert_eq!(entries[0]["source"], "query");
     assert_eq!(entries[0]["event_id"], wx[0]["id"]);
-    let ali_day = ledger(&pg, "ali", "2026-12-03");
+    let ali_day = ledger(&pg, "ali", &sim.paid_day("LOST-0002"));
     assert_eq!(ali_day["events"][0]["amount_minor"], 1999, "{ali_day}");
-    assert_eq!(ledger(&pg, "wx", "2026-12-02")["events"], serde_json::json!([]));
+    assert_eq!(ledger(&pg, "wx", "2026-01-01")["events"], serde_json::json!([]));
     let admin = |path: &str, token: bool| {
         let mut req = reqwest::blocking::Client::new().get(pg.admin_url(path));
         if token {
@@ -340,7 +341,7 @@ fn two_replicas_query_each_order_once_per_step_and_deliver_it_once() {
     }
     assert_eq!(delivered(&a) + delivered(&b), 6.0);
     // The ledger is shared through Redis: either replica shows all six.
-    let day = ledger(&b, "wx", "2026-12-03");
+    let day = ledger(&b, "wx", &sim.paid_day(&orders[0]));
     let mut listed: Vec<&str> = day["events"]
         .as_array()
         .expect("events")
@@ -395,4 +396,330 @@ fn check_names_a_tracked_account_without_a_notify_route_for_its_events() {
         out.contains("merchants.ali.order_query") && out.contains("more than one"),
         "{out}"
     );
+}
+
+/// `payguard simulate CHANNEL` to `path` on `pg` with `args`; its output.
+fn simulate_to(pg: &Payguard, channel: &str, path: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_payguard"))
+        .args(["simulate", channel, "--to", &pg.url(path)])
+        .args(args)
+        .output()
+        .expect("run payguard simulate");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// An Alipay notification of `no` (`extra`: kind, refund number, ...), signed with the test
+/// Alipay key, sent to `pg`.
+fn notify_ali(pg: &Payguard, no: &str, amount: &str, extra: &[&str]) {
+    let key = fixture("alipay/app_private_key.pem");
+    let mut args = vec![
+        "--private-key",
+        key.to_str().unwrap(),
+        "--app-id",
+        ALI_APP_ID,
+        "--out-trade-no",
+        no,
+        "--amount",
+        amount,
+    ];
+    args.extend_from_slice(extra);
+    let out = simulate_to(pg, "alipay", "/notify/alipay", &args);
+    assert!(out.starts_with("#1 200 OK success"), "{out}\n{}", pg.logs());
+}
+
+/// `payguard reconcile` against `pg`'s admin listener; exit code and stdout (stderr on failure).
+fn reconcile(pg: &Payguard, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_payguard"))
+        .args(["reconcile", "--admin", &pg.admin_url("")])
+        .args(args)
+        .env("PAYGUARD_ADMIN_TOKEN", "test-admin-token")
+        .output()
+        .expect("run payguard reconcile");
+    let code = out.status.code().unwrap_or(-1);
+    let text = if code == 2 { out.stderr } else { out.stdout };
+    (code, String::from_utf8_lossy(&text).into_owned())
+}
+
+fn reconcile_json(pg: &Payguard, args: &[&str]) -> (i32, serde_json::Value) {
+    let mut all = args.to_vec();
+    all.extend(["--format", "json"]);
+    let (code, out) = reconcile(pg, &all);
+    let report = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{}", pg.logs()));
+    (code, report)
+}
+
+/// The findings as `problem kind order refund bill-amount delivered-amount`.
+fn findings(report: &serde_json::Value) -> Vec<String> {
+    report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {} {} {} {} {}",
+                f["problem"].as_str().unwrap(),
+                f["kind"].as_str().unwrap(),
+                f["out_trade_no"].as_str().unwrap(),
+                f["out_refund_no"].as_str().unwrap_or("-"),
+                f["bill_amount_minor"],
+                f["delivered_amount_minor"]
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn reconcile_reports_each_difference_with_the_wechat_bill_and_forwards_only_the_missing_once() {
+    use support::channel_sim::BillEdit;
+    let up = Upstream::start();
+    let sim = ChannelSim::start();
+    // Queries come too late to matter here: what reaches the ledger is what this test sends.
+    let pg = Payguard::start(&config_with(&up, &sim, "", "[1h]"));
+    for (no, total) in [("RC-1", 8880), ("RC-2", 100), ("RC-3", 500), ("RC-4", 300)] {
+        create_wx_order(&pg, no, total);
+        sim.set_order_state(no, "SUCCESS");
+    }
+    let day = sim.paid_day("RC-1");
+    // The notifications of RC-1, RC-3 and RC-4 arrive; RC-2's is lost.
+    for (no, amount) in [("RC-1", "88.80"), ("RC-3", "5.00"), ("RC-4", "3.00")] {
+        assert_eq!(notify_wx(&pg, no, amount), 204, "{}", pg.logs());
+    }
+    // The bill differs: RC-3 shows 4.99, RC-4 is not in it, a payment payguard never saw is,
+    // and RC-1 was refunded 10.00 at the channel without a notification.
+    sim.edit_bill(BillEdit::Amount {
+        out_trade_no: "RC-3".into(),
+        amount_minor: 499,
+    });
+    sim.edit_bill(BillEdit::Drop("RC-4".into()));
+    sim.edit_bill(BillEdit::Add {
+        out_trade_no: "wx-unknown-1".into(),
+        amount_minor: 700,
+    });
+    let refund_no = sim.refund("RC-1", 1000);
+    let forwarded_before = up.requests().len();
+
+    let (code, report) = reconcile_json(&pg, &["--account", "wx", "--date", &day]);
+    assert_eq!(code, 1, "unreconciled: exit 1\n{report}");
+    assert_eq!(report["reconciled"], false);
+    assert_eq!(report["matched"], 1, "{report}");
+    assert_eq!(
+        findings(&report),
+        [
+            "missing payment RC-2 - 100 null".to_string(),
+            "missing payment wx-unknown-1 - 700 null".into(),
+            format!("missing refund RC-1 {refund_no} 1000 null"),
+            "not_in_bill payment RC-4 - null 300".into(),
+            "amount_mismatch payment RC-3 - 499 500".into(),
+        ],
+        "{report}"
+    );
+    assert_eq!(report["bill"]["payments"], 4);
+    assert_eq!(report["bill"]["payment_total_minor"], 8880 + 100 + 499 + 700);
+    assert_eq!(report["bill"]["refund_total_minor"], 1000);
+    assert_eq!(report["delivered"]["payments"], 3);
+    assert_eq!(up.requests().len(), forwarded_before, "a report alone forwards nothing");
+
+    // The table names each finding and the verdict.
+    let (code, table) = reconcile(&pg, &["--account", "wx", "--date", &day]);
+    assert_eq!(code, 1);
+    assert!(
+        table.contains("  missing          payment  RC-2  bill 1.00\n"),
+        "{table}"
+    );
+    assert!(
+        table.contains("amount_mismatch  payment  RC-3  bill 4.99  delivered payment.succeeded 5.00"),
+        "{table}"
+    );
+    assert!(table.ends_with("unreconciled: 5 findings\n"), "{table}");
+
+    // --forward-missing: RC-2 is queried and delivered as paid; the refund is delivered from
+    // the bill's row; the unknown order is not (no such order at the channel); mismatches are
+    // never forwarded.
+    let (code, report) = reconcile_json(&pg, &["--account", "wx", "--date", &day, "--forward-missing"]);
+    assert_eq!(code, 1, "the mismatches stay unreconciled\n{report}");
+    let forwarded: Vec<String> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {}",
+                f["out_trade_no"].as_str().unwrap(),
+                f["forwarded"].as_str().unwrap_or("-")
+            )
+        })
+        .collect();
+    assert_eq!(forwarded[0], "RC-2 delivered", "{report}");
+    assert!(
+        forwarded[1].starts_with("wx-unknown-1 not forwarded: the order query"),
+        "{report}"
+    );
+    assert_eq!(forwarded[2], "RC-1 delivered");
+    assert_eq!(forwarded[3], "RC-4 -");
+    assert_eq!(forwarded[4], "RC-3 -");
+    let paid = events_for(&up, "RC-2");
+    assert_eq!(paid.len(), 1);
+    assert_eq!(
+        (paid[0]["kind"].as_str(), paid[0]["source"].as_str()),
+        (Some("payment.succeeded"), Some("query"))
+    );
+    assert_eq!(paid[0]["amount_minor"], 100);
+    let refund: Vec<_> = events_for(&up, "RC-1")
+        .into_iter()
+        .filter(|e| e["kind"] == "refund.succeeded")
+        .collect();
+    assert_eq!(refund.len(), 1);
+    assert_eq!(refund[0]["source"], "bill");
+    assert_eq!(refund[0]["refund"]["out_refund_no"], refund_no.as_str());
+    assert_eq!(refund[0]["refund"]["amount_minor"], 1000);
+    assert!(events_for(&up, "wx-unknown-1").is_empty());
+    assert_eq!(events_for(&up, "RC-3").len(), 1, "only its notification");
+    assert_eq!(up.requests().len(), forwarded_before + 2);
+
+    // Again: what was delivered is in the ledger now; nothing is forwarded twice.
+    let (code, report) = reconcile_json(&pg, &["--account", "wx", "--date", &day, "--forward-missing"]);
+    assert_eq!(code, 1);
+    assert_eq!(report["matched"], 3, "{report}");
+    assert_eq!(findings(&report).len(), 3, "{report}");
+    assert_eq!(up.requests().len(), forwarded_before + 2, "delivered once");
+    assert!(pg.metric("payguard_reconcile_findings_total{merchant=\"wx\",problem=\"missing\"}") >= 3.0);
+    assert_eq!(
+        pg.metric("payguard_reconcile_runs_total{merchant=\"wx\",result=\"unreconciled\"}"),
+        4.0
+    );
+    assert!(pg.logged("\"reconciliation\""));
+}
+
+#[test]
+fn reconcile_with_the_alipay_bill_on_redis_settles_the_missing_and_then_exits_0() {
+    let up = Upstream::start();
+    let sim = ChannelSim::start();
+    let redis = RedisServer::start();
+    let store = redis_store(&redis, &format!("pg:reconcile-{}:", std::process::id()));
+    let pg = Payguard::start(&config_with(&up, &sim, &store, "[1h]"));
+    create_ali_order(&pg, "AR-1", "19.99");
+    create_ali_order(&pg, "AR-2", "0.10");
+    sim.set_order_state("AR-1", "TRADE_SUCCESS");
+    sim.set_order_state("AR-2", "TRADE_SUCCESS");
+    let day = sim.paid_day("AR-1");
+    notify_ali(&pg, "AR-1", "19.99", &[]);
+    // Two partial refunds of AR-1: the first notified (Alipay's refund_fee is the total so
+    // far), the second not.
+    let first = sim.refund("AR-1", 500);
+    notify_ali(
+        &pg,
+        "AR-1",
+        "19.99",
+        &[
+            "--kind",
+            "refund.succeeded",
+            "--refund-no",
+            &first,
+            "--refund-amount",
+            "5.00",
+        ],
+    );
+    let second = sim.refund("AR-1", 250);
+
+    let (code, report) = reconcile_json(&pg, &["--account", "ali", "--date", &day]);
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(
+        findings(&report),
+        [
+            "missing payment AR-2 - 10 null".to_string(),
+            format!("missing refund AR-1 {second} 750 null"),
+        ],
+        "{report}"
+    );
+    assert_eq!(report["matched"], 2, "AR-1 and its first refund\n{report}");
+    assert_eq!(
+        report["bill"]["payment_total_minor"],
+        1999 + 10,
+        "exact fen from yuan text"
+    );
+    assert_eq!(report["bill"]["refund_total_minor"], 750);
+
+    let (code, report) = reconcile_json(&pg, &["--account", "ali", "--date", &day, "--forward-missing"]);
+    assert_eq!(code, 0, "every missing event delivered: reconciled\n{report}");
+    assert_eq!(report["reconciled"], true);
+    let paid = events_for(&up, "AR-2");
+    assert_eq!((paid.len(), paid[0]["amount_minor"].as_i64()), (1, Some(10)));
+    let refunds: Vec<_> = events_for(&up, "AR-1")
+        .into_iter()
+        .filter(|e| e["kind"] == "refund.succeeded")
+        .collect();
+    assert_eq!(refunds.len(), 2);
+    assert_eq!(refunds[1]["source"], "bill");
+    assert_eq!(refunds[1]["refund"]["out_refund_no"], second.as_str());
+    assert_eq!(
+        refunds[1]["refund"]["amount_minor"], 750,
+        "cumulative, as Alipay's refund_fee"
+    );
+
+    let (code, table) = reconcile(&pg, &["--account", "ali", "--date", &day]);
+    assert_eq!(code, 0, "{table}");
+    assert!(table.ends_with("matched   : 4\nreconciled\n"), "{table}");
+    assert_eq!(events_for(&up, "AR-2").len(), 1, "delivered once");
+}
+
+#[test]
+fn reconcile_errors_name_their_cause_and_exit_2() {
+    let up = Upstream::start();
+    let sim = ChannelSim::start();
+    let pg = Payguard::start(&config_with(&up, &sim, "", "[1h]"));
+    let (code, err) = reconcile(&pg, &["--account", "nobody", "--date", "2026-12-01"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("404") && err.contains("no WeChat Pay or Alipay account `nobody`"),
+        "{err}"
+    );
+    let (code, err) = reconcile(&pg, &["--account", "wx", "--date", "2999-01-01"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("no trade bill for 2999-01-01 yet (NO_STATEMENT_EXIST)"),
+        "{err}"
+    );
+    let (code, err) = reconcile(&pg, &["--account", "ali", "--date", "2999-01-01"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("isp.bill_not_exist"), "{err}");
+    let (code, err) = reconcile(&pg, &["--account", "wx", "--date", "2026-02-30"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not a day"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_payguard"))
+        .args(["reconcile", "--admin", &pg.admin_url(""), "--account", "wx"])
+        .env("PAYGUARD_ADMIN_TOKEN", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    // A bill file that does not match the hash in the signed answer is refused, and so is a
+    // download link to another host (payguard would sign the request for it).
+    sim.edit_bill(support::channel_sim::BillEdit::TamperedFile);
+    let (code, err) = reconcile(&pg, &["--account", "wx", "--date", "2026-12-01"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("502") && err.contains("does not match the hash"), "{err}");
+    sim.edit_bill(support::channel_sim::BillEdit::ForeignDownloadUrl);
+    let downloads = sim
+        .requests()
+        .iter()
+        .filter(|r| r.target.starts_with("/v3/billdownload/"))
+        .count();
+    let (code, err) = reconcile(&pg, &["--account", "wx", "--date", "2026-12-01"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not on the account's base_url"), "{err}");
+    assert_eq!(
+        sim.requests()
+            .iter()
+            .filter(|r| r.target.starts_with("/v3/billdownload/"))
+            .count(),
+        downloads,
+        "nothing downloaded"
+    );
+    assert!(!pg.logs().contains("test-admin-token"), "no token in the logs");
 }

@@ -394,6 +394,20 @@ impl AlipayChannel {
         normalize(fields)
     }
 
+    /// The event of notification-style `fields` payguard built from verified data (a bill's
+    /// refund row: `out_trade_no`, `trade_no`, `trade_status`, `out_biz_no`, `refund_fee`,
+    /// `gmt_refund`), addressed to this app, with the dedup key of that notification.
+    pub(crate) fn event_from_fields(&self, mut fields: BTreeMap<String, String>) -> Result<VerifiedEvent, ChannelError> {
+        fields.insert("app_id".into(), self.app_id.clone());
+        if let Some(seller) = &self.seller_id {
+            fields.insert("seller_id".into(), seller.clone());
+        }
+        if let Some(auth) = &self.auth_app_id {
+            fields.insert("auth_app_id".into(), auth.clone());
+        }
+        normalize(fields)
+    }
+
     fn check_business(&self, fields: &BTreeMap<String, String>) -> Result<(), ChannelError> {
         let app_id = fields.get("app_id").map(String::as_str);
         if app_id != Some(self.app_id.as_str()) {

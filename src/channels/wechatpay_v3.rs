@@ -537,6 +537,14 @@ impl WechatpayV3 {
         Ok(event)
     }
 
+    /// The event a refund object describes — one with the fields of a refund notification's
+    /// resource, built from a verified bill row — with the dedup key of that notification.
+    pub(crate) fn event_from_refund_object(&self, object: Value) -> Result<VerifiedEvent, ChannelError> {
+        let event = normalize_object("REFUND.SUCCESS", None, None, object)?;
+        self.check_business(&event)?;
+        Ok(event)
+    }
+
     /// The verifying key `Wechatpay-Serial` names: the public key when the serial is the
     /// configured `PUB_KEY_ID_…`, else the platform certificate with that serial, if it is
     /// valid at `now`.

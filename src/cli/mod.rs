@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod reconcile;
 pub mod sign;
 pub mod simulate;
 pub(crate) mod verify_notify;
@@ -58,6 +59,9 @@ enum Command {
     Simulate(Box<simulate::SimulateArgs>),
     /// Check one saved notification offline against the channel of a notify route.
     VerifyNotify(verify_notify::VerifyNotifyArgs),
+    /// Reconcile a merchant account's daily bill against the events payguard delivered (asks
+    /// the running payguard); exits 1 when anything is unreconciled.
+    Reconcile(reconcile::ReconcileArgs),
 }
 
 /// Parses the command line and runs the command.
@@ -96,6 +100,7 @@ pub fn main() -> ExitCode {
             }
         },
         Command::VerifyNotify(args) => verify_notify::run(&args),
+        Command::Reconcile(args) => reconcile::run(&args),
         Command::Schema => {
             println!(
                 "{}",
@@ -200,9 +205,9 @@ fn check(path: &std::path::Path) -> ExitCode {
                     .collect();
                 println!(
                     "  order query    : {} at {} after creation, recovered events to route {}",
-                    account.name,
+                    account.link.name,
                     schedule.join(", "),
-                    account.route_name
+                    account.link.route_name
                 );
             }
             if !cfg.warnings.is_empty() {

@@ -268,6 +268,10 @@ fn build(file: &FileConfig, mode: Mode) -> Result<Config, ConfigIssues> {
         .as_ref()
         .map(|table| crate::orders::query_accounts(&merchants, table, &mut issues))
         .unwrap_or_default();
+    let reconcile_accounts = routes
+        .as_ref()
+        .map(|table| merchants.reconcilable(table))
+        .unwrap_or_default();
     if !issues.is_empty() {
         return Err(ConfigIssues(issues));
     }
@@ -314,6 +318,7 @@ fn build(file: &FileConfig, mode: Mode) -> Result<Config, ConfigIssues> {
         guard,
         certificate_accounts: merchants.certificate_accounts(),
         query_accounts,
+        reconcile_accounts,
     })
 }
 

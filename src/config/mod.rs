@@ -425,6 +425,8 @@ pub struct Config {
     pub(crate) certificate_accounts: Vec<crate::egress::certificates::CertificateAccount>,
     /// Merchant accounts whose orders are tracked and queried (`order_query`).
     pub(crate) query_accounts: Vec<crate::orders::QueryAccount>,
+    /// Merchant accounts whose daily bills can be reconciled (`POST /admin/reconcile`).
+    pub(crate) reconcile_accounts: Vec<crate::orders::AccountLink>,
 }
 
 /// Internal upstream settings.

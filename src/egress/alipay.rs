@@ -131,6 +131,11 @@ impl AlipayMerchantConfig {
                 key: Arc::new(key),
                 alipay_key,
                 client,
+                extra_ca_pem: self
+                    .extra_ca
+                    .as_ref()
+                    .and_then(|source| source.resolve().ok())
+                    .map(|ca| ca.expose().to_vec()),
             }),
             _ => Err(issues),
         }
@@ -148,6 +153,8 @@ pub(crate) struct AlipayMerchant {
     key: Arc<RsaSigningKey>,
     alipay_key: RsaVerifyingKey,
     client: ChannelClient,
+    /// `extra_ca`, for the bill download host.
+    extra_ca_pem: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for AlipayMerchant {
@@ -452,6 +459,89 @@ impl AlipayMerchant {
         }
     }
 }
+
+impl AlipayMerchant {
+    /// The trade bill of `date`: `alipay.data.dataservice.bill.downloadurl.query` (`bill_type`
+    /// `trade`, the answer verified), then the zip from its `bill_download_url`, always fetched
+    /// over HTTPS and only from an Alipay host (`alipay.com` or below) or the account's own
+    /// `base_url` host. The zip is not signed: TLS to Alipay authenticates it.
+    pub(crate) async fn trade_bill(&self, date: &str, limits: Limits, clock: &dyn Clock) -> Result<Vec<u8>, String> {
+        let biz = serde_json::json!({ "bill_type": "trade", "bill_date": date }).to_string();
+        let (_, response) = self
+            .send(BILL_METHOD, None, Some(biz), limits, clock, &mut CallRecord::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let member = match crate::canonical::json::parse_strict(response.as_bytes()) {
+            Ok(Some(serde_json::Value::Object(member))) => member,
+            Ok(_) => return Err("the bill answer is not a JSON object".into()),
+            Err(e) => return Err(format!("the bill answer: {e}")),
+        };
+        let field = |k: &str| member.get(k).and_then(serde_json::Value::as_str).unwrap_or("");
+        match (field("code"), field("sub_code")) {
+            ("10000", _) => {}
+            ("40004", "isp.bill_not_exist") => {
+                return Err(format!(
+                    "Alipay has no trade bill for {date} yet (isp.bill_not_exist); a day's bill is ready from 09:00 the next day"
+                ))
+            }
+            (code, sub_code) => {
+                return Err(format!(
+                    "Alipay answered code {} sub_code {}",
+                    if is_error_code(code) { code } else { "-" },
+                    if is_error_code(sub_code) { sub_code } else { "-" }
+                ))
+            }
+        }
+        let url: http::Uri = field("bill_download_url")
+            .parse()
+            .map_err(|_| "the bill answer has no bill_download_url".to_string())?;
+        let host = url.host().unwrap_or("").to_ascii_lowercase();
+        let alipay_host = host == "alipay.com" || host.ends_with(".alipay.com");
+        if !matches!(url.scheme_str(), Some("https" | "http")) || !(alipay_host || host == self.client.host()) {
+            return Err("the bill_download_url is not an Alipay URL; payguard downloads bills only from Alipay".into());
+        }
+        let target = url
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
+        let client = if host == self.client.host() {
+            self.client.clone()
+        } else {
+            self.client.for_host(&host, self.extra_ca_pem.as_deref())?
+        };
+        let request = ChannelRequest {
+            method: http::Method::GET,
+            path_and_query: target,
+            headers: vec![(
+                http::header::USER_AGENT,
+                http::HeaderValue::from_static(concat!("payguard/", env!("CARGO_PKG_VERSION"))),
+            )],
+            body: Default::default(),
+        };
+        let file_limits = Limits {
+            max_answer_bytes: crate::reconcile::bill::MAX_BILL_BYTES,
+            ..limits
+        };
+        let file = client.send(request, file_limits).await.map_err(|e| e.to_string())?;
+        if file.status != 200 {
+            return Err(format!("the bill download answered {}", file.status));
+        }
+        Ok(file.body.to_vec())
+    }
+}
+
+impl AlipayMerchant {
+    /// The event of notification-style fields built from verified data (a bill's refund row).
+    pub(crate) fn event_from_fields(
+        &self,
+        fields: BTreeMap<String, String>,
+    ) -> Result<crate::channels::VerifiedEvent, String> {
+        self.notify.event_from_fields(fields).map_err(|e| e.to_string())
+    }
+}
+
+/// The bill download method.
+const BILL_METHOD: &str = "alipay.data.dataservice.bill.downloadurl.query";
 
 /// The order query method.
 const QUERY_METHOD: &str = "alipay.trade.query";

@@ -181,6 +181,33 @@ impl ChannelClient {
         })
     }
 
+    /// The path and query of `url` when it is an `https://` URL of this client's host and port
+    /// (a download link the channel gave, which payguard then signs: never for another host).
+    pub(crate) fn same_origin_target(&self, url: &str) -> Option<String> {
+        let uri: http::Uri = url.parse().ok()?;
+        let authority = uri.authority()?;
+        let same = uri.scheme_str() == Some("https")
+            && !authority.as_str().contains('@')
+            && authority.host().eq_ignore_ascii_case(&self.base.host)
+            && authority.port_u16().unwrap_or(443) == self.base.port;
+        same.then(|| {
+            uri.path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| "/".into())
+        })
+    }
+
+    /// This client's host.
+    pub(crate) fn host(&self) -> &str {
+        &self.base.host
+    }
+
+    /// A client of `host` (port 443) with the trust of this one; `extra_ca_pem` as given to
+    /// [`Self::new`].
+    pub(crate) fn for_host(&self, host: &str, extra_ca_pem: Option<&[u8]>) -> Result<Self, String> {
+        Self::new(BaseUrl::parse(&format!("https://{host}"))?, extra_ca_pem)
+    }
+
     /// Sends `req` and reads the whole answer, within `limits`.
     pub(crate) async fn send(&self, req: ChannelRequest, limits: Limits) -> Result<ChannelAnswer, SendError> {
         let endpoint = self.base.display();

@@ -104,6 +104,22 @@ impl Merchant {
         }
     }
 
+    /// The channel's trade bill of `date` (`YYYY-MM-DD`), downloaded, checked and read.
+    pub(crate) async fn trade_bill(
+        &self,
+        date: &str,
+        limits: client::Limits,
+        clock: &dyn Clock,
+    ) -> Result<Vec<crate::reconcile::bill::BillRow>, String> {
+        use crate::reconcile::bill;
+        match self {
+            Self::WechatpayV3(m) => bill::wechatpay_trade_bill(&m.trade_bill(date, limits, clock).await?),
+            Self::Alipay(m) => bill::alipay_trade_bill(&m.trade_bill(date, limits, clock).await?),
+            Self::Stripe(_) => Err("Stripe accounts have no daily trade bill to reconcile".into()),
+        }
+        .map_err(|e| format!("the {} bill of {date}: {e}", self.channel()))
+    }
+
     /// Whether the channel signs its answers (then a relayed answer was verified); Stripe's
     /// are authenticated by TLS only.
     pub(crate) fn signs_answers(&self) -> bool {
@@ -159,6 +175,16 @@ impl Merchants {
             None if self.broken.contains(name) => Ok(None),
             None => Err(format!("no account `{name}` in `merchants`")),
         }
+    }
+
+    /// The WeChat Pay and Alipay accounts that a notify route names in `merchant:` (their
+    /// delivered events are in the ledger, and their bills can be reconciled), by name.
+    pub(crate) fn reconcilable(&self, routes: &crate::proxy::routes::RouteTable) -> Vec<crate::orders::AccountLink> {
+        self.built
+            .iter()
+            .filter(|(_, m)| !matches!(m.as_ref(), Merchant::Stripe(_)))
+            .filter_map(|(name, m)| crate::orders::link_account(name, m, routes).ok())
+            .collect()
     }
 
     /// The accounts with `order_query`, by name.

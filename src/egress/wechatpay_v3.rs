@@ -356,6 +356,67 @@ impl WechatpayV3Merchant {
         }
     }
 
+    /// The trade bill of `date` (`GET /v3/bill/tradebill?bill_date=…&bill_type=ALL`, the
+    /// answer verified), then the file from its `download_url` — which must be on this
+    /// account's `base_url`, as it is signed too — checked against the answer's SHA1 hash.
+    pub(crate) async fn trade_bill(&self, date: &str, limits: Limits, clock: &dyn Clock) -> Result<Vec<u8>, String> {
+        let target = format!("/v3/bill/tradebill?bill_date={date}&bill_type=ALL");
+        let request = self.signed_request(http::Method::GET, target, Default::default(), None, clock)?;
+        let answer = self.client.send(request, limits).await.map_err(|e| e.to_string())?;
+        self.verifier
+            .verify_signature(&answer.headers, &answer.body, clock.now())
+            .map_err(|e| format!("the bill answer does not verify: {}", answer_problem(e)))?;
+        if answer.status != 200 {
+            let code = error_code(&answer.body).unwrap_or_else(|| "-".into());
+            return Err(if code == "NO_STATEMENT_EXIST" {
+                format!("WeChat Pay has no trade bill for {date} yet (NO_STATEMENT_EXIST); a day's bill is ready from 10:00 the next day")
+            } else {
+                format!("WeChat Pay answered {} (code {code})", answer.status)
+            });
+        }
+        #[derive(serde::Deserialize)]
+        struct BillAnswer {
+            hash_type: String,
+            hash_value: String,
+            download_url: String,
+        }
+        let bill: BillAnswer = serde_json::from_slice(&answer.body).map_err(|e| format!("the bill answer: {e}"))?;
+        if !bill.hash_type.eq_ignore_ascii_case("SHA1") {
+            return Err(format!("the bill's hash type {:.10} is not SHA1", bill.hash_type));
+        }
+        let target = self.client.same_origin_target(&bill.download_url).ok_or(
+            "the bill's download_url is not on the account's base_url; payguard signs no request to another host",
+        )?;
+        let request = self.signed_request(http::Method::GET, target, Default::default(), None, clock)?;
+        let file_limits = Limits {
+            max_answer_bytes: crate::reconcile::bill::MAX_BILL_BYTES,
+            ..limits
+        };
+        let file = self
+            .client
+            .send(request, file_limits)
+            .await
+            .map_err(|e| e.to_string())?;
+        if file.status != 200 {
+            return Err(format!("the bill download answered {}", file.status));
+        }
+        // The file itself is not signed: its hash is, in the verified answer.
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &file.body);
+        if !hex::encode(digest.as_ref()).eq_ignore_ascii_case(bill.hash_value.trim()) {
+            return Err("the downloaded bill does not match the hash of the verified answer".into());
+        }
+        Ok(file.body.to_vec())
+    }
+
+    /// The refund event a verified bill's refund row describes (see
+    /// [`WechatpayV3::event_from_refund_object`]).
+    pub(crate) fn event_from_refund_object(
+        &self,
+        object: serde_json::Value,
+    ) -> Result<crate::channels::VerifiedEvent, String> {
+        self.verifier.event_from_refund_object(object).map_err(answer_problem)
+    }
+
     /// The merchant id.
     pub(crate) fn mchid(&self) -> &str {
         &self.signer.mchid

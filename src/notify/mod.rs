@@ -88,6 +88,8 @@ pub(crate) enum EventSource {
     Notification,
     /// An order query ([`crate::orders`]) found the order in this state.
     Query,
+    /// Reconciliation ([`crate::reconcile`]) found it in the channel's daily bill.
+    Bill,
 }
 
 impl EventSource {
@@ -95,6 +97,7 @@ impl EventSource {
         match self {
             Self::Notification => "notification",
             Self::Query => "query",
+            Self::Bill => "bill",
         }
     }
 }

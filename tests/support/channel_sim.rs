@@ -132,6 +132,34 @@ struct Shared {
     ali_response: Mutex<String>,
     /// Orders created through the simulator, by `out_trade_no`, which the query APIs answer.
     orders: Mutex<std::collections::BTreeMap<String, SimOrder>>,
+    /// Differences injected into the bills.
+    bill_edits: Mutex<Vec<BillEdit>>,
+}
+
+/// A difference injected into the daily bills, against the orders the simulator saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BillEdit {
+    /// The order's payment row is left out.
+    Drop(String),
+    /// A paid row for an order the simulator never saw created (minor units), paid at the
+    /// day's noon: in the WeChat Pay bill when the number starts with `wx`, else in Alipay's.
+    Add { out_trade_no: String, amount_minor: i64 },
+    /// The order's payment row shows another amount (minor units).
+    Amount { out_trade_no: String, amount_minor: i64 },
+    /// WeChat Pay's bill file differs from the one whose hash the signed answer names.
+    TamperedFile,
+    /// WeChat Pay's `download_url` points to another host.
+    ForeignDownloadUrl,
+}
+
+/// A refund of a simulated order.
+#[derive(Debug, Clone)]
+pub struct SimRefund {
+    pub out_refund_no: String,
+    /// Minor units.
+    pub amount_minor: i64,
+    /// Unix seconds.
+    pub at: i64,
 }
 
 /// An order the simulator saw created.
@@ -143,6 +171,59 @@ pub struct SimOrder {
     pub amount: String,
     /// The channel's state: WeChat Pay `trade_state` or Alipay `trade_status`.
     pub state: String,
+    /// When it was paid (Unix seconds), for its bill row and query answers.
+    pub paid_at: Option<i64>,
+    /// Its refunds (no notification is sent for them).
+    pub refunds: Vec<SimRefund>,
+}
+
+impl SimOrder {
+    /// A WeChat Pay order (`appid` set at creation); otherwise Alipay.
+    fn is_wechat(&self) -> bool {
+        self.appid.is_some()
+    }
+
+    /// The amount in minor units (WeChat Pay's is already; Alipay's is yuan text).
+    pub fn amount_minor(&self) -> i64 {
+        if self.is_wechat() {
+            self.amount.parse().unwrap_or(0)
+        } else {
+            yuan_minor(&self.amount)
+        }
+    }
+
+    fn pay(&mut self, state: &str) {
+        if matches!(state, "SUCCESS" | "TRADE_SUCCESS" | "TRADE_FINISHED") && self.paid_at.is_none() {
+            self.paid_at = Some(now());
+        }
+        self.state = state.to_string();
+    }
+}
+
+/// `"19.99"` as 1999.
+fn yuan_minor(text: &str) -> i64 {
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    let frac = format!("{frac:0<2}");
+    int.parse::<i64>().unwrap_or(0) * 100 + frac[..2].parse::<i64>().unwrap_or(0)
+}
+
+/// 1999 as `"19.99"`.
+fn minor_yuan(minor: i64) -> String {
+    format!(
+        "{}{}.{:02}",
+        if minor < 0 { "-" } else { "" },
+        minor.abs() / 100,
+        minor.abs() % 100
+    )
+}
+
+/// Unix seconds as Beijing wall-clock text in `format`.
+fn beijing(at: i64, format: &str) -> String {
+    jiff::Timestamp::from_second(at)
+        .expect("time")
+        .to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(8)))
+        .strftime(format)
+        .to_string()
 }
 
 impl Shared {
@@ -220,6 +301,7 @@ impl ChannelSim {
             connections: Default::default(),
             break_next: Default::default(),
             orders: Mutex::new(Default::default()),
+            bill_edits: Mutex::new(Vec::new()),
             ali_response: Mutex::new(
                 r#"{"code":"10000", "msg":"Success","out_trade_no":"20261203000001","qr_code":"https://qr.alipay.com/bax08431ecsdyzzkxlah0066"}"#.into(),
             ),
@@ -314,7 +396,30 @@ impl ChannelSim {
         let order = orders
             .get_mut(out_trade_no)
             .unwrap_or_else(|| panic!("the simulator saw no order {out_trade_no} created"));
-        order.state = state.to_string();
+        order.pay(state);
+    }
+
+    /// Refunds `amount_minor` of a paid order at the channel, without a notification; the
+    /// refund number is `<out_trade_no>-R<n>`, returned.
+    pub fn refund(&self, out_trade_no: &str, amount_minor: i64) -> String {
+        let mut orders = self.shared.orders.lock().unwrap();
+        let order = orders
+            .get_mut(out_trade_no)
+            .unwrap_or_else(|| panic!("the simulator saw no order {out_trade_no} created"));
+        refund_order(out_trade_no, order, Some(amount_minor))
+    }
+
+    /// The Beijing day `out_trade_no` was paid (`YYYY-MM-DD`): the day of its bill.
+    pub fn paid_day(&self, out_trade_no: &str) -> String {
+        let paid = self.shared.orders.lock().unwrap()[out_trade_no]
+            .paid_at
+            .unwrap_or_else(|| panic!("{out_trade_no} is not paid"));
+        beijing(paid, "%Y-%m-%d")
+    }
+
+    /// Injects a difference into the bills.
+    pub fn edit_bill(&self, edit: BillEdit) {
+        self.shared.bill_edits.lock().unwrap().push(edit);
     }
 
     /// The orders created so far.
@@ -529,12 +634,12 @@ async fn handle(sh: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Result<
         let mut orders = sh.orders.lock().unwrap();
         let (status, text) = match orders.get_mut(no) {
             Some(order) => {
-                order.state = if matches!(order.state.as_str(), "WAIT_BUYER_PAY" | "NOT_EXIST") {
+                let paid = if matches!(order.state.as_str(), "WAIT_BUYER_PAY" | "NOT_EXIST") {
                     "TRADE_SUCCESS"
                 } else {
                     "SUCCESS"
-                }
-                .into();
+                };
+                order.pay(paid);
                 (200, format!("paid ({}), no notification sent", order.state))
             }
             None => (404, "no such order".to_string()),
@@ -543,6 +648,50 @@ async fn handle(sh: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Result<
             .status(status)
             .header("content-type", "text/plain")
             .body(Full::new(Bytes::from(text)).boxed())
+            .expect("response"));
+    }
+    if let Some(no) = parts.uri.path().strip_prefix("/sim/refund/") {
+        // The sandbox's "the merchant refunded": no notification is sent.
+        let amount = parts
+            .uri
+            .query()
+            .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "amount"))
+            .and_then(|(_, v)| v.parse::<i64>().ok());
+        let mut orders = sh.orders.lock().unwrap();
+        let (status, text) = match orders.get_mut(no) {
+            Some(order) if order.paid_at.is_some() => {
+                let refund_no = refund_order(no, order, amount);
+                (200, format!("refunded {refund_no}, no notification sent"))
+            }
+            Some(_) => (409, "the order is not paid".to_string()),
+            None => (404, "no such order".to_string()),
+        };
+        return Ok(Response::builder()
+            .status(status)
+            .header("content-type", "text/plain")
+            .body(Full::new(Bytes::from(text)).boxed())
+            .expect("response"));
+    }
+    if parts.uri.path() == "/sim/alipay/bill" {
+        // Alipay's bill download link: not signed, the zip as it is.
+        let date = parts
+            .uri
+            .query()
+            .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "date"))
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        let zip = alipay_bill_zip(&sh, &date);
+        sh.record(SimRequest {
+            method,
+            target,
+            headers,
+            body,
+            signature_check: Ok(()),
+        });
+        return Ok(Response::builder()
+            .status(200)
+            .header("content-type", "application/zip")
+            .body(Full::new(Bytes::from(zip)).boxed())
             .expect("response"));
     }
     if parts.uri.path() == "/gateway.do" {
@@ -560,6 +709,44 @@ async fn handle(sh: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Result<
             .await
             .unwrap_or_else(|e| Err(format!("check panicked: {e}")))
     };
+    if parts.uri.path() == "/v3/billdownload/file" {
+        // WeChat Pay does not sign the bill file: the signed tradebill answer names its hash.
+        let date = parts
+            .uri
+            .query()
+            .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "token"))
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        let (status, file) = match &check {
+            Ok(()) => {
+                let mut file = wechat_bill_csv(&sh, &date);
+                if sh.bill_edits.lock().unwrap().contains(&BillEdit::TamperedFile) {
+                    file = file.replace("`0.00000,`", "`0.00001,`");
+                    file.push(' ');
+                }
+                (200, file.into_bytes())
+            }
+            Err(_) => (401, br#"{"code":"SIGN_ERROR","message":"signature error"}"#.to_vec()),
+        };
+        sh.record(SimRequest {
+            method,
+            target,
+            headers,
+            body,
+            signature_check: check,
+        });
+        return Ok(Response::builder()
+            .status(status)
+            .header("content-type", "application/octet-stream")
+            .body(Full::new(Bytes::from(file)).boxed())
+            .expect("response"));
+    }
+    let host = parts
+        .headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let certificates = (parts.method == hyper::Method::GET && target == "/v3/certificates")
         .then(|| *sh.wx_certificates.lock().unwrap());
     let (status, answer) = match (&check, certificates) {
@@ -574,9 +761,8 @@ async fn handle(sh: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Result<
                 std::fs::read(fixture(&format!("wechatpay_v3/{file}"))).expect("certificate fixture"),
             )
         }
-        (Ok(()), None) => {
-            wx_order_answer(&sh, &parts.method, &target, &body).unwrap_or_else(|| sh.wx_body.lock().unwrap().clone())
-        }
+        (Ok(()), None) => wx_order_answer(&sh, &parts.method, &target, &body, &host)
+            .unwrap_or_else(|| sh.wx_body.lock().unwrap().clone()),
         (Err(_), _) => (401, br#"{"code":"SIGN_ERROR","message":"signature error"}"#.to_vec()),
     };
     // A request that fails the check is answered genuinely: WeChat Pay signs its errors too.
@@ -610,7 +796,38 @@ async fn handle(sh: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Result<
 
 /// The order APIs: a create call (`POST /v3/pay/transactions/<kind>`) records the order and gets
 /// the usual answer (`None`); a query (`GET …/out-trade-no/<no>`) is answered from the orders.
-fn wx_order_answer(sh: &Shared, method: &hyper::Method, target: &str, body: &[u8]) -> Option<(u16, Vec<u8>)> {
+fn wx_order_answer(
+    sh: &Shared,
+    method: &hyper::Method,
+    target: &str,
+    body: &[u8],
+    host: &str,
+) -> Option<(u16, Vec<u8>)> {
+    if let Some(query) = target.strip_prefix("/v3/bill/tradebill?") {
+        let date = form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "bill_date")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        if !bill_exists(&date) {
+            return Some((
+                400,
+                br#"{"code":"NO_STATEMENT_EXIST","message":"the bill does not exist"}"#.to_vec(),
+            ));
+        }
+        let file = wechat_bill_csv(sh, &date);
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, file.as_bytes());
+        let hash: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let answer = serde_json::json!({
+            "hash_type": "SHA1",
+            "hash_value": hash,
+            "download_url": if sh.bill_edits.lock().unwrap().contains(&BillEdit::ForeignDownloadUrl) {
+                format!("https://bills.example.net/v3/billdownload/file?token={date}")
+            } else {
+                format!("https://{host}/v3/billdownload/file?token={date}")
+            },
+        });
+        return Some((200, answer.to_string().into_bytes()));
+    }
     if let Some(rest) = target.strip_prefix("/v3/pay/transactions/out-trade-no/") {
         let no = rest.split('?').next().unwrap_or("");
         let orders = sh.orders.lock().unwrap();
@@ -628,9 +845,9 @@ fn wx_order_answer(sh: &Shared, method: &hyper::Method, target: &str, body: &[u8
             if let Some(appid) = &order.appid {
                 answer["appid"] = appid.clone().into();
             }
-            if order.state == "SUCCESS" {
-                answer["transaction_id"] = format!("42000{no}").into();
-                answer["success_time"] = "2026-12-03T12:00:05+08:00".into();
+            if let Some(paid) = order.paid_at {
+                answer["transaction_id"] = wx_transaction_id(no).into();
+                answer["success_time"] = beijing(paid, "%Y-%m-%dT%H:%M:%S+08:00").into();
             }
             (200, answer.to_string().into_bytes())
         });
@@ -644,6 +861,8 @@ fn wx_order_answer(sh: &Shared, method: &hyper::Method, target: &str, body: &[u8
                         appid: call.get("appid").and_then(|v| v.as_str()).map(str::to_owned),
                         amount: call.pointer("/amount/total").map(|v| v.to_string()).unwrap_or_default(),
                         state: "NOTPAY".into(),
+                        paid_at: None,
+                        refunds: Vec::new(),
                     },
                 );
             }
@@ -652,12 +871,216 @@ fn wx_order_answer(sh: &Shared, method: &hyper::Method, target: &str, body: &[u8
     None
 }
 
+/// WeChat Pay's transaction id of a simulated order.
+fn wx_transaction_id(out_trade_no: &str) -> String {
+    format!("42000{out_trade_no}")
+}
+
+/// Alipay's trade number of a simulated order.
+fn ali_trade_no(out_trade_no: &str) -> String {
+    format!("2026120322{out_trade_no}")
+}
+
+/// Refunds `amount` (default: what is left) of `order`; the refund number.
+fn refund_order(out_trade_no: &str, order: &mut SimOrder, amount: Option<i64>) -> String {
+    let refunded: i64 = order.refunds.iter().map(|r| r.amount_minor).sum();
+    let out_refund_no = format!("{out_trade_no}-R{}", order.refunds.len() + 1);
+    order.refunds.push(SimRefund {
+        out_refund_no: out_refund_no.clone(),
+        amount_minor: amount.unwrap_or(order.amount_minor() - refunded),
+        at: now(),
+    });
+    if order.is_wechat() {
+        order.state = "REFUND".into();
+    }
+    out_refund_no
+}
+
+/// Whether the channel has the bill of `date`: any day up to today (Beijing time). Real
+/// channels have a day's bill the next morning; the simulator serves today's too.
+fn bill_exists(date: &str) -> bool {
+    date.len() == 10 && date <= beijing(now(), "%Y-%m-%d").as_str()
+}
+
+/// One row of a simulated bill.
+struct SimBillRow {
+    out_trade_no: String,
+    refund_no: Option<String>,
+    amount_minor: i64,
+    at: i64,
+}
+
+/// The rows of `date`'s bill of one channel: the payments and refunds of the orders the
+/// simulator saw, on that Beijing day, with the injected differences.
+fn bill_rows(sh: &Shared, date: &str, wechat: bool) -> Vec<SimBillRow> {
+    let edits = sh.bill_edits.lock().unwrap().clone();
+    let on_day = |at: i64| beijing(at, "%Y-%m-%d") == date;
+    let mut rows = Vec::new();
+    for (no, order) in sh.orders.lock().unwrap().iter() {
+        if order.is_wechat() != wechat {
+            continue;
+        }
+        if let Some(paid) = order.paid_at.filter(|at| on_day(*at)) {
+            if !edits.contains(&BillEdit::Drop(no.clone())) {
+                let amount_minor = edits
+                    .iter()
+                    .find_map(|e| match e {
+                        BillEdit::Amount {
+                            out_trade_no,
+                            amount_minor,
+                        } if out_trade_no == no => Some(*amount_minor),
+                        _ => None,
+                    })
+                    .unwrap_or_else(|| order.amount_minor());
+                rows.push(SimBillRow {
+                    out_trade_no: no.clone(),
+                    refund_no: None,
+                    amount_minor,
+                    at: paid,
+                });
+            }
+        }
+        for refund in order.refunds.iter().filter(|r| on_day(r.at)) {
+            rows.push(SimBillRow {
+                out_trade_no: no.clone(),
+                refund_no: Some(refund.out_refund_no.clone()),
+                amount_minor: refund.amount_minor,
+                at: refund.at,
+            });
+        }
+    }
+    for edit in &edits {
+        if let BillEdit::Add {
+            out_trade_no,
+            amount_minor,
+        } = edit
+        {
+            let noon = format!("{date}T12:00:00+08:00")
+                .parse::<jiff::Timestamp>()
+                .expect("date")
+                .as_second();
+            // Extra rows go to the bill of the channel their number names (`wx…` or not).
+            if out_trade_no.starts_with("wx") == wechat {
+                rows.push(SimBillRow {
+                    out_trade_no: out_trade_no.clone(),
+                    refund_no: None,
+                    amount_minor: *amount_minor,
+                    at: noon,
+                });
+            }
+        }
+    }
+    rows.sort_by_key(|r| r.at);
+    rows
+}
+
+/// WeChat Pay's trade bill of `date` (`bill_type` `ALL`), as the file download serves it.
+fn wechat_bill_csv(sh: &Shared, date: &str) -> String {
+    let rows = bill_rows(sh, date, true);
+    let mut out = String::from("交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注\r\n");
+    let (mut paid, mut refunded) = (0, 0);
+    for r in &rows {
+        let time = beijing(r.at, "%Y-%m-%d %H:%M:%S");
+        let txn = wx_transaction_id(&r.out_trade_no);
+        let no = &r.out_trade_no;
+        let amount = minor_yuan(r.amount_minor);
+        let line = match &r.refund_no {
+            None => {
+                paid += r.amount_minor;
+                format!("`{time},`wxd678efh567hg6787,`{WX_MCHID},`0,`,`{txn},`{no},`oUpF8uMuAJO_M2pxb1Q9zNjWeS6o,`NATIVE,`SUCCESS,`OTHERS,`CNY,`{amount},`0.00,`0,`0,`0.00,`0.00,`,`,`sandbox order,`,`0.00000,`0.60%,`{amount},`0.00,`")
+            }
+            Some(refund_no) => {
+                refunded += r.amount_minor;
+                format!("`{time},`wxd678efh567hg6787,`{WX_MCHID},`0,`,`{txn},`{no},`oUpF8uMuAJO_M2pxb1Q9zNjWeS6o,`NATIVE,`REFUND,`OTHERS,`CNY,`0.00,`0.00,`50300{refund_no},`{refund_no},`{amount},`0.00,`ORIGINAL,`SUCCESS,`sandbox order,`,`0.00000,`0.60%,`0.00,`{amount},`")
+            }
+        };
+        out += &line;
+        out += "\r\n";
+    }
+    out += "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额\r\n";
+    out += &format!(
+        "`{},`{},`{},`0.00,`0.00000,`{},`{}\r\n",
+        rows.len(),
+        minor_yuan(paid),
+        minor_yuan(refunded),
+        minor_yuan(paid),
+        minor_yuan(refunded)
+    );
+    out
+}
+
+/// Alipay's trade bill of `date`: a zip of the detail and summary files, GBK CSV.
+fn alipay_bill_zip(sh: &Shared, date: &str) -> Vec<u8> {
+    use std::io::Write as _;
+    let rows = bill_rows(sh, date, false);
+    let compact = date.replace('-', "");
+    let mut detail = format!("#支付宝业务明细查询\r\n#账号：[20880000000000000156]\r\n#起始日期：[{date} 00:00:00]   终止日期：[{date} 23:59:59]\r\n#-----------------------------------------业务明细列表----------------------------------------\r\n支付宝交易号,商户订单号,业务类型,商品名称,创建时间,完成时间,门店编号,门店名称,操作员,终端号,对方账户,订单金额（元）,商家实收（元）,支付宝红包（元）,集分宝（元）,支付宝优惠（元）,商家优惠（元）,券核销金额（元）,券名称,商家红包消费金额（元）,卡消费金额（元）,退款批次号/请求号,服务费（元）,分润（元）,备注\r\n");
+    let (mut payments, mut refunds) = ((0, 0), (0, 0));
+    for r in &rows {
+        let time = beijing(r.at, "%Y-%m-%d %H:%M:%S");
+        let trade_no = ali_trade_no(&r.out_trade_no);
+        let (kind, amount, refund_no) = match &r.refund_no {
+            None => {
+                payments = (payments.0 + 1, payments.1 + r.amount_minor);
+                ("交易", minor_yuan(r.amount_minor), String::new())
+            }
+            Some(no) => {
+                refunds = (refunds.0 + 1, refunds.1 + r.amount_minor);
+                ("退款", minor_yuan(-r.amount_minor), no.clone())
+            }
+        };
+        detail += &format!(
+            "{trade_no}\t,{}\t,{kind}\t,沙箱订单\t,{time}\t,{time}\t,\t,\t,\t,\t,159****5620\t,{amount}\t,{amount}\t,0.00\t,0.00\t,0.00\t,0.00\t,0.00\t,\t,0.00\t,0.00\t,{refund_no}\t,0.00\t,0.00\t,\r\n",
+            r.out_trade_no
+        );
+    }
+    detail += &format!(
+        "#-----------------------------------------业务明细列表结束------------------------------------\r\n#交易合计：{}笔，商家实收共{}元，商家优惠共0.00元\r\n#退款合计：{}笔，商家实收退款共-{}元，商家优惠退款共0.00元\r\n#导出时间：[{}]\r\n",
+        payments.0,
+        minor_yuan(payments.1),
+        refunds.0,
+        minor_yuan(refunds.1),
+        beijing(now(), "%Y-%m-%d %H:%M:%S")
+    );
+    let summary = format!(
+        "#支付宝业务汇总查询\r\n门店编号,门店名称,交易订单总笔数,退款订单总笔数,订单金额（元）\r\n合计,,{},{},{}\r\n",
+        payments.0,
+        refunds.0,
+        minor_yuan(payments.1)
+    );
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut zip = zip::ZipWriter::new(&mut out);
+    let options = zip::write::SimpleFileOptions::default();
+    for (name, text) in [
+        (format!("20880000000000000156_{compact}_业务明细.csv"), detail),
+        (format!("20880000000000000156_{compact}_业务明细(汇总).csv"), summary),
+    ] {
+        zip.start_file(name, options).expect("zip entry");
+        zip.write_all(&encoding_rs::GBK.encode(&text).0).expect("zip write");
+    }
+    zip.finish().expect("zip");
+    out.into_inner()
+}
+
 /// Alipay's order APIs: a create call records the order (`None`: the usual answer); a query is
 /// answered from the orders.
-fn ali_order_answer(sh: &Shared, api_method: &str, form: &[u8]) -> Option<String> {
+fn ali_order_answer(sh: &Shared, api_method: &str, form: &[u8], host: &str) -> Option<String> {
     let biz = form_urlencoded::parse(form)
         .find(|(k, _)| k == "biz_content")
         .and_then(|(_, v)| serde_json::from_str::<serde_json::Value>(&v).ok())?;
+    if api_method == "alipay.data.dataservice.bill.downloadurl.query" {
+        let date = biz.get("bill_date").and_then(|v| v.as_str()).unwrap_or("");
+        return Some(if bill_exists(date) {
+            serde_json::json!({
+                "code": "10000",
+                "msg": "Success",
+                "bill_download_url": format!("https://{host}/sim/alipay/bill?date={date}"),
+            })
+            .to_string()
+        } else {
+            r#"{"code":"40004","msg":"Business Failed","sub_code":"isp.bill_not_exist","sub_msg":"bill does not exist"}"#.to_string()
+        });
+    }
     let no = biz.get("out_trade_no").and_then(|v| v.as_str())?.to_string();
     match api_method {
         "alipay.trade.query" => {
@@ -670,14 +1093,14 @@ fn ali_order_answer(sh: &Shared, api_method: &str, form: &[u8]) -> Option<String
                     let mut answer = serde_json::json!({
                         "code": "10000",
                         "msg": "Success",
-                        "trade_no": format!("2026120322{no}"),
+                        "trade_no": ali_trade_no(&no),
                         "out_trade_no": no,
                         "buyer_logon_id": "159****5620",
                         "trade_status": order.state,
                         "total_amount": order.amount,
                     });
-                    if order.state == "TRADE_SUCCESS" {
-                        answer["send_pay_date"] = "2026-12-03 12:00:05".into();
+                    if let Some(paid) = order.paid_at {
+                        answer["send_pay_date"] = beijing(paid, "%Y-%m-%d %H:%M:%S").into();
                     }
                     answer.to_string()
                 }
@@ -700,6 +1123,8 @@ fn ali_order_answer(sh: &Shared, api_method: &str, form: &[u8]) -> Option<String
                         "WAIT_BUYER_PAY"
                     }
                     .into(),
+                    paid_at: None,
+                    refunds: Vec::new(),
                 },
             );
             None
@@ -814,10 +1239,15 @@ async fn alipay_gateway(
     let (check, api_method) = tokio::task::spawn_blocking(move || check_ali_form(&form))
         .await
         .expect("check");
+    let host = headers
+        .iter()
+        .find(|(k, _)| k == "host")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
     let (member_name, member, how) = match &check {
         Ok(()) => (
             format!("{}_response", api_method.replace('.', "_")),
-            ali_order_answer(sh, &api_method, &body).unwrap_or_else(|| sh.ali_response.lock().unwrap().clone()),
+            ali_order_answer(sh, &api_method, &body, &host).unwrap_or_else(|| sh.ali_response.lock().unwrap().clone()),
             *sh.ali_answer.lock().unwrap(),
         ),
         Err(_) => (
