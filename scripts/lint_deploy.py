@@ -123,8 +123,11 @@ def consistency(path):
     probe_listen = config["admin"].get("probe_listen")
     if not probe_listen or ports.get("probes") != port_of(probe_listen):
         problems.append(f"container port probes {ports.get('probes')} is not admin.probe_listen {probe_listen}")
-    if not str(config["admin"]["listen"]).startswith("127.0.0.1:"):
-        problems.append("admin.listen must stay on loopback; probes and metrics use admin.probe_listen")
+    admin_listen = str(config["admin"]["listen"])
+    if not admin_listen.startswith("127.0.0.1:") and ports.get("admin") != port_of(admin_listen):
+        problems.append(f"container port admin {ports.get('admin')} is not admin.listen {admin_listen}")
+    if not admin_listen.startswith("127.0.0.1:") and not config["admin"].get("token"):
+        problems.append("an admin API reachable from other pods needs admin.token")
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         if pg.get(probe, {}).get("httpGet", {}).get("port") != "probes":
             problems.append(f"{probe} must use the probes port")
@@ -157,11 +160,27 @@ def consistency(path):
                 problems.append(f"container {c['name']}: subPath mounts never see ConfigMap/Secret updates")
     # Only payguard's ports are reachable from outside the pod: every ingress rule names its
     # ports (a rule without ports opens all of them), and they are payguard's.
-    (policy,) = by_kind(docs, "NetworkPolicy")
+    # The admin port only to the reconcile CronJob's pods.
+    (policy,) = [p for p in by_kind(docs, "NetworkPolicy") if p["metadata"]["name"] == "shop"]
+    reconcile_pods = [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "payguard-reconcile"}}}]
     for i, rule in enumerate(policy["spec"].get("ingress", [])):
         open_ports = [p.get("port") for p in rule.get("ports", [])]
-        if not open_ports or any(p not in ("http", "probes") for p in open_ports):
-            problems.append(f"NetworkPolicy ingress[{i}] opens {open_ports or 'every port'}; only payguard's http and probes ports may be reachable")
+        if not open_ports or any(p not in ("http", "probes", "admin") for p in open_ports):
+            problems.append(f"NetworkPolicy ingress[{i}] opens {open_ports or 'every port'}; only payguard's http, probes and admin ports may be reachable")
+        if "admin" in open_ports and rule.get("from") != reconcile_pods:
+            problems.append(f"NetworkPolicy ingress[{i}] opens the admin port to more than the reconcile CronJob's pods")
+    for job in by_kind(docs, "CronJob"):
+        spec = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        labels = job["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+        if labels.get("app.kubernetes.io/name") != "payguard-reconcile":
+            problems.append(f"CronJob {job['metadata']['name']}: its pods must carry app.kubernetes.io/name: payguard-reconcile")
+        for c in spec["containers"]:
+            sc = c.get("securityContext", {})
+            if not (sc.get("readOnlyRootFilesystem") and sc.get("allowPrivilegeEscalation") is False and sc.get("capabilities", {}).get("drop") == ["ALL"]):
+                problems.append(f"CronJob container {c['name']}: restricted securityContext missing")
+            args = c.get("args", [])
+            if "--admin" in args and not args[args.index("--admin") + 1].endswith(f":{port_of(admin_listen)}"):
+                problems.append(f"CronJob container {c['name']}: --admin is not the admin port {port_of(admin_listen)}")
     if "Egress" not in policy["spec"].get("policyTypes", []):
         problems.append("the NetworkPolicy must restrict egress too (DNS and Redis)")
     for p in problems:

@@ -13,6 +13,13 @@ when both orders were created and verified. Standard library only.
 
     python3 scripts/sandbox-backend.py [--port 3000] [--secret whsec_...]
     python3 scripts/sandbox-backend.py orders [--payguard http://127.0.0.1:8080]
+
+`pay NO` and `refund NO [--amount FEN]` play the shopper paying and the merchant refunding at the
+channel API simulator (`cargo run --example channel_sim`), without any notification: the lost
+callbacks that order queries and `payguard reconcile` recover.
+
+    python3 scripts/sandbox-backend.py pay NO [--simulator https://127.0.0.1:9443]
+    python3 scripts/sandbox-backend.py refund NO [--amount FEN] [--simulator https://127.0.0.1:9443]
 """
 import argparse
 import base64
@@ -59,10 +66,14 @@ def handler(secret):
             )
             if ok:
                 event = json.loads(body)
-                # `source` is "query" when payguard recovered the event by querying the channel.
-                via = " (recovered by an order query)" if event.get("source") == "query" else ""
+                # `source` says how payguard recovered an event the channel did not notify.
+                via = {"query": " (recovered by an order query)",
+                       "bill": " (found in the daily bill)"}.get(event.get("source"), "")
+                refund = event.get("refund") or {}
+                what = (f"refund {refund.get('out_refund_no')} amount_minor {refund.get('amount_minor')}"
+                        if refund else f"amount_minor {event['amount_minor']} {event['currency']}")
                 print(f"accepted {event['id']}: {event['channel']} {event['kind']} "
-                      f"order {event['out_trade_no']} amount_minor {event['amount_minor']} {event['currency']}{via}",
+                      f"order {event['out_trade_no']} {what}{via}",
                       flush=True)
                 self.send_response(204)
             else:
@@ -122,10 +133,15 @@ def create_orders(payguard):
     return ok
 
 
-def pay(simulator, out_trade_no):
-    """Marks an order paid at the channel API simulator, sending no notification."""
+def pay(simulator, out_trade_no, refund_fen=None):
+    """Marks an order paid at the channel API simulator (or refunds `refund_fen` of it), sending
+    no notification."""
     context = ssl.create_default_context(cafile=SANDBOX_CA)
-    request = urllib.request.Request(f"{simulator}/sim/pay/{out_trade_no}", data=b"", method="POST")
+    if refund_fen is None:
+        url = f"{simulator}/sim/pay/{out_trade_no}"
+    else:
+        url = f"{simulator}/sim/refund/{out_trade_no}?amount={refund_fen}"
+    request = urllib.request.Request(url, data=b"", method="POST")
     try:
         with urllib.request.urlopen(request, timeout=15, context=context) as answer:
             print(f"{out_trade_no}: {answer.read().decode()}", flush=True)
@@ -137,8 +153,9 @@ def pay(simulator, out_trade_no):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", nargs="?", choices=["serve", "orders", "pay"], default="serve")
-    parser.add_argument("order", nargs="?", help="pay: the out_trade_no to mark paid")
+    parser.add_argument("command", nargs="?", choices=["serve", "orders", "pay", "refund"], default="serve")
+    parser.add_argument("order", nargs="?", help="pay, refund: the out_trade_no")
+    parser.add_argument("--amount", type=int, help="refund: the amount in fen (default: all of it)")
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--secret", default=SANDBOX_SECRET)
     parser.add_argument("--payguard", default="http://127.0.0.1:8080")
@@ -146,6 +163,9 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if args.command == "pay":
         sys.exit(0 if args.order and pay(args.simulator.rstrip("/"), args.order) else 1)
+    if args.command == "refund":
+        amount = "" if args.amount is None else args.amount
+        sys.exit(0 if args.order and pay(args.simulator.rstrip("/"), args.order, amount) else 1)
     if args.command == "orders":
         sys.exit(0 if create_orders(args.payguard.rstrip("/")) else 1)
     print(f"sandbox backend on http://127.0.0.1:{args.port}", flush=True)

@@ -618,6 +618,16 @@ impl BackgroundService for OrderQueryService {
         loop {
             let config = self.state.config();
             let mut wake = Duration::from_secs(15);
+            // The reconciliation series exist from the start, at 0, for alerts on `increase`.
+            for link in &config.reconcile_accounts {
+                let m = &self.state.metrics;
+                for result in ["reconciled", "unreconciled"] {
+                    m.reconcile_runs.with_label_values(&[link.name.as_str(), result]);
+                }
+                for problem in crate::reconcile::PROBLEMS {
+                    m.reconcile_findings.with_label_values(&[link.name.as_str(), problem]);
+                }
+            }
             for account in &config.query_accounts {
                 wake = wake.min(account.tracking.config.tick());
                 self.round(account, config.upstream.socket).await;

@@ -1,4 +1,5 @@
-//! Lost callbacks recovered by order queries (docs/channels.md, "Lost callbacks"): orders
+//! Lost callbacks recovered by order queries (docs/channels.md, "Lost callbacks") and by daily
+//! bill reconciliation (docs/reconcile.md, the simulator's bills): orders
 //! created through egress at the channel simulator are tracked in the store; one whose
 //! notification never comes is queried on the account's schedule, and the verified answer is
 //! delivered through the account's notify route with the notification's dedup key, so a query
@@ -371,6 +372,14 @@ fn check_shows_each_queried_account_and_where_its_events_go() {
     );
     assert!(
         out.contains("order query    : ali at 1s, 2s after creation, recovered events to route ali-notify"),
+        "{out}"
+    );
+    assert!(
+        out.contains("reconcile      : ali (alipay daily bill), missing events to route ali-notify\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("reconcile      : wx (wechatpay_v3 daily bill), missing events to route wx-notify\n"),
         "{out}"
     );
 }

@@ -77,7 +77,7 @@ fn sandbox_backend(args: &[&str]) -> (bool, String) {
 }
 
 #[test]
-fn a_lost_callback_is_recovered_by_the_order_query_as_in_the_walkthrough() {
+fn a_lost_callback_is_recovered_and_a_missed_refund_reconciled_as_in_the_walkthrough() {
     let up = support::upstream::Upstream::start();
     let sim = ChannelSim::start_sandbox(&format!("127.0.0.1:{}", support::free_port()));
     let pg = Payguard::start(&sandbox_config(up.addr.port(), sim.addr.port()));
@@ -116,6 +116,73 @@ fn a_lost_callback_is_recovered_by_the_order_query_as_in_the_walkthrough() {
     }
     let amounts: Vec<i64> = events.iter().filter_map(|e| e["amount_minor"].as_i64()).collect();
     assert!(amounts.contains(&100) && amounts.contains(&8888), "{amounts:?}");
+
+    // "A refund nobody was told about, found by reconciliation": the merchant refunds 0.30 of
+    // the WeChat Pay order at the channel; no notification comes.
+    let wechat = created
+        .iter()
+        .find(|no| no.starts_with("sandbox-wx-"))
+        .expect("a WeChat Pay order");
+    let (ok, out) = sandbox_backend(&["refund", wechat, "--amount", "30", "--simulator", &simulator]);
+    let refund_no = format!("{wechat}-R1");
+    assert!(
+        ok && out.contains(&format!("refunded {refund_no}, no notification sent")),
+        "{out}"
+    );
+    let day = sim.paid_day(wechat);
+    let reconcile = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_payguard"))
+            .current_dir(ROOT)
+            .arg("reconcile")
+            .arg("-c")
+            .arg(pg.config_path())
+            .args(["--account", "sandbox-wechat", "--date", &day])
+            .args(extra)
+            .output()
+            .expect("run payguard reconcile");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    let (code, report) = reconcile(&[]);
+    assert_eq!(code, Some(1), "{report}\n{}", pg.logs());
+    assert!(
+        report.starts_with(&format!("sandbox-wechat {day} (wechatpay_v3)\n")),
+        "{report}"
+    );
+    assert!(
+        report.contains("  bill      : 1 payment 1.00, 1 refund 0.30\n"),
+        "{report}"
+    );
+    assert!(
+        report.contains("  delivered : 1 payment 1.00, 0 refunds 0.00\n"),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!(
+            "  missing          refund   {wechat} refund {refund_no}  bill 0.30\n"
+        )),
+        "{report}"
+    );
+    assert!(report.ends_with("unreconciled: 1 finding\n"), "{report}");
+    let (code, report) = reconcile(&["--forward-missing"]);
+    assert_eq!(code, Some(0), "{report}\n{}", pg.logs());
+    assert!(report.contains("bill 0.30  forwarded: delivered\n"), "{report}");
+    assert!(
+        report.ends_with("reconciled: every missing event is now delivered (1 finding)\n"),
+        "{report}"
+    );
+    let refund: Vec<serde_json::Value> = up
+        .requests()
+        .iter()
+        .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
+        .filter(|e| e["kind"] == "refund.succeeded")
+        .collect();
+    assert_eq!(refund.len(), 1);
+    assert_eq!(refund[0]["source"], "bill");
+    assert_eq!(refund[0]["refund"]["amount_minor"], 30);
+    let (code, report) = reconcile(&[]);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(report.ends_with("  matched   : 2\nreconciled\n"), "{report}");
 }
 
 /// `payguard simulate` as in docs/channels.md "Sandbox walkthrough"; returns its output.

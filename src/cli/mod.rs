@@ -210,6 +210,14 @@ fn check(path: &std::path::Path) -> ExitCode {
                     account.link.route_name
                 );
             }
+            for link in &cfg.reconcile_accounts {
+                println!(
+                    "  reconcile      : {} ({} daily bill), missing events to route {}",
+                    link.name,
+                    link.merchant.channel(),
+                    link.route_name
+                );
+            }
             if !cfg.warnings.is_empty() {
                 println!(
                     "{} warning{}:",

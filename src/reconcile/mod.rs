@@ -45,6 +45,9 @@ pub(crate) enum Problem {
     StatusMismatch,
 }
 
+/// Every problem (the `problem` label of `payguard_reconcile_findings_total`).
+pub(crate) const PROBLEMS: [&str; 4] = ["missing", "not_in_bill", "amount_mismatch", "status_mismatch"];
+
 impl Problem {
     fn as_str(self) -> &'static str {
         match self {

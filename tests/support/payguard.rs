@@ -166,6 +166,11 @@ impl Payguard {
         format!("http://{}:{}{path}", self.host, self.port)
     }
 
+    /// The config file it runs with.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
     /// URL on the admin listener.
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.admin_port)
