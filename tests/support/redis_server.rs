@@ -408,10 +408,11 @@ impl SentinelGroup {
             sentinels,
         };
         for i in 0..group.sentinels.len() {
-            wait_for("a sentinel to see the replica", || {
-                group
-                    .sentinel_cli(i, &["SENTINEL", "REPLICAS", SENTINEL_MASTER_NAME])
-                    .contains(&group.servers[1].port().to_string())
+            // Listed is not enough: a sentinel promotes only a replica it has read INFO from
+            // itself and that reports its link to the master up.
+            wait_for("a sentinel to see the replica in sync", || {
+                let replicas = group.sentinel_cli(i, &["SENTINEL", "REPLICAS", SENTINEL_MASTER_NAME]);
+                replicas.contains(&group.servers[1].port().to_string()) && replicas.contains("master-link-status\nok")
             });
         }
         group
@@ -434,6 +435,21 @@ impl SentinelGroup {
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default()
+    }
+
+    /// Asks the sentinels for a failover, again while they answer `NOGOODSLAVE` (a sentinel
+    /// that has just restarted its replica links); panics when they never accept.
+    pub fn failover(&self) {
+        let mut answer = String::new();
+        let accepted = (0..READY_TIMEOUT.as_millis() / 100).any(|_| {
+            answer = self.sentinel_cli(0, &["SENTINEL", "FAILOVER", SENTINEL_MASTER_NAME]);
+            if answer.trim() == "OK" {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            false
+        });
+        assert!(accepted, "the sentinels refuse the failover: {answer}");
     }
 
     /// The port of the master the sentinels name now.
