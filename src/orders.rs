@@ -338,7 +338,7 @@ fn timeout_express_secs(text: &str) -> Option<i64> {
 }
 
 /// How long the ledger keeps a delivered event: longer than a month of daily bills.
-const LEDGER_KEEP: Duration = Duration::from_secs(40 * 86_400);
+pub(crate) const LEDGER_KEEP: Duration = Duration::from_secs(40 * 86_400);
 
 /// The delivered-event ledger of one merchant account: every event its notify route forwarded
 /// and the backend accepted, from a notification or an order query, kept [`LEDGER_KEEP`] in a

@@ -492,22 +492,28 @@ impl AlipayMerchant {
                 ))
             }
         }
-        let url: http::Uri = field("bill_download_url")
+        let text = field("bill_download_url");
+        let url: http::Uri = text
             .parse()
             .map_err(|_| "the bill answer has no bill_download_url".to_string())?;
         let host = url.host().unwrap_or("").to_ascii_lowercase();
-        let alipay_host = host == "alipay.com" || host.ends_with(".alipay.com");
-        if !matches!(url.scheme_str(), Some("https" | "http")) || !(alipay_host || host == self.client.host()) {
-            return Err("the bill_download_url is not an Alipay URL; payguard downloads bills only from Alipay".into());
-        }
-        let target = url
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".into());
-        let client = if host == self.client.host() {
-            self.client.clone()
+        let not_alipay =
+            || "the bill_download_url is not an Alipay URL; payguard downloads bills only from Alipay".to_string();
+        // Alipay's own download host is named with `http://`; payguard fetches it over https
+        // all the same. Any other host must be exactly the configured base URL's origin.
+        let (client, target) = if host == "alipay.com" || host.ends_with(".alipay.com") {
+            let userinfo = url.authority().is_some_and(|a| a.as_str().contains('@'));
+            if !matches!(url.scheme_str(), Some("https" | "http")) || url.port().is_some() || userinfo {
+                return Err(not_alipay());
+            }
+            let target = url
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| "/".into());
+            (self.client.for_host(&host, self.extra_ca_pem.as_deref())?, target)
         } else {
-            self.client.for_host(&host, self.extra_ca_pem.as_deref())?
+            let target = self.client.same_origin_target(text).ok_or_else(not_alipay)?;
+            (self.client.clone(), target)
         };
         let request = ChannelRequest {
             method: http::Method::GET,

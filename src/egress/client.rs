@@ -197,11 +197,6 @@ impl ChannelClient {
         })
     }
 
-    /// This client's host.
-    pub(crate) fn host(&self) -> &str {
-        &self.base.host
-    }
-
     /// A client of `host` (port 443) with the trust of this one; `extra_ca_pem` as given to
     /// [`Self::new`].
     pub(crate) fn for_host(&self, host: &str, extra_ca_pem: Option<&[u8]>) -> Result<Self, String> {

@@ -82,8 +82,8 @@ fn beijing_time(text: &str, row: usize) -> Result<String, String> {
 }
 
 /// A WeChat Pay trade bill (`GET /v3/bill/tradebill`, `bill_type` `ALL`): `SUCCESS` rows are
-/// payments (`订单金额`), `REFUND` rows refunds (`申请退款金额`); other states (`REVOKED`) are
-/// left out. The summary's `总交易单数` must count the rows read.
+/// payments (`订单金额`), `REFUND` rows with `退款状态` `SUCCESS` refunds (`申请退款金额`);
+/// other rows (`REVOKED`, refunds `PROCESSING`, `CLOSED` or `ABNORMAL`) are left out. The summary's `总交易单数` must count the rows read.
 pub(crate) fn wechatpay_trade_bill(file: &[u8]) -> Result<Vec<BillRow>, String> {
     let file = file.strip_prefix("\u{feff}".as_bytes()).unwrap_or(file);
     let mut reader = csv::ReaderBuilder::new()
@@ -116,7 +116,8 @@ pub(crate) fn wechatpay_trade_bill(file: &[u8]) -> Result<Vec<BillRow>, String> 
         };
         let kind = match get("交易状态") {
             "SUCCESS" => RowKind::Payment,
-            "REFUND" => RowKind::Refund,
+            // A refund still processing, closed or abnormal has not refunded anything yet.
+            "REFUND" if get("退款状态") == "SUCCESS" => RowKind::Refund,
             _ => continue,
         };
         let out_trade_no = get("商户订单号").to_string();
@@ -286,6 +287,16 @@ mod tests {
         assert_eq!((refund.kind, refund.amount_minor), (RowKind::Refund, 1000));
         assert_eq!(refund.out_refund_no.as_deref(), Some("T-1-R1"));
         assert_eq!(refund.refund_id.as_deref(), Some("50300000012026120300000001"));
+    }
+
+    #[test]
+    fn a_wechat_refund_not_yet_successful_is_not_a_refund() {
+        for state in ["PROCESSING", "CLOSED", "ABNORMAL"] {
+            let bill = WECHAT.replace("`ORIGINAL,`SUCCESS,", &format!("`ORIGINAL,`{state},"));
+            let rows = wechatpay_trade_bill(bill.as_bytes()).unwrap();
+            assert_eq!(rows.len(), 1, "{state}");
+            assert_eq!(rows[0].kind, RowKind::Payment);
+        }
     }
 
     #[test]

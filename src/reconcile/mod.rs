@@ -100,9 +100,9 @@ impl Finding {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub(crate) struct Totals {
     pub(crate) payments: usize,
-    pub(crate) payment_total_minor: i64,
+    pub(crate) payment_total_minor: i128,
     pub(crate) refunds: usize,
-    pub(crate) refund_total_minor: i64,
+    pub(crate) refund_total_minor: i128,
 }
 
 /// A reconciliation report.
@@ -134,16 +134,20 @@ fn refund_key(row: &BillRow) -> String {
         .unwrap_or_else(|| row.out_trade_no.clone())
 }
 
-/// Each refund row's amount as the ledger holds it: the refund's own, or with
-/// `cumulative_refunds` (Alipay's `refund_fee`) the order's refunds up to and including it.
-fn refund_amounts(rows: &[BillRow], cumulative_refunds: bool) -> Vec<i64> {
+/// Each row's amount as the ledger holds it: a payment's and a refund's own, or with
+/// `cumulative_refunds` (Alipay's `refund_fee`) the order's refunds up to and including it,
+/// starting from what `prior` says was refunded on earlier days.
+fn row_amounts(rows: &[BillRow], cumulative_refunds: bool, prior: &BTreeMap<String, i64>) -> Vec<i64> {
     // Bills list rows in time order; rows of one second keep their listed order.
     let mut so_far: BTreeMap<&str, i64> = BTreeMap::new();
     rows.iter()
         .map(|row| {
             if cumulative_refunds && row.kind == RowKind::Refund {
-                let total = so_far.entry(&row.out_trade_no).or_insert(0);
-                *total += row.amount_minor;
+                let total = so_far
+                    .entry(&row.out_trade_no)
+                    .or_insert_with(|| prior.get(&row.out_trade_no).copied().unwrap_or(0));
+                // An overflowing sum cannot equal a delivered amount: it shows as a mismatch.
+                *total = total.saturating_add(row.amount_minor);
                 *total
             } else {
                 row.amount_minor
@@ -152,33 +156,57 @@ fn refund_amounts(rows: &[BillRow], cumulative_refunds: bool) -> Vec<i64> {
         .collect()
 }
 
+/// With cumulative refund amounts, what the ledger of earlier days shows refunded of each
+/// order: the largest delivered refund total.
+fn refunded_before(earlier: &[LedgerEntry]) -> BTreeMap<String, i64> {
+    let mut prior = BTreeMap::new();
+    for e in earlier.iter().filter(|e| e.kind == REFUNDED) {
+        let amount = e.refund_amount_minor.unwrap_or(0);
+        let total = prior.entry(e.out_trade_no.clone()).or_insert(amount);
+        *total = (*total).max(amount);
+    }
+    prior
+}
+
 /// Compares a day's bill with the day's ledger: the rows found equal on both sides, and every
 /// difference, by problem (missing, not in the bill, amount, status), then payments before
 /// refunds, then order and refund number.
-pub(crate) fn compare(rows: &[BillRow], ledger: &[LedgerEntry], cumulative_refunds: bool) -> (usize, Vec<Finding>) {
-    let mut payments: BTreeMap<&str, &LedgerEntry> = BTreeMap::new();
-    let mut other_payment: BTreeMap<&str, &LedgerEntry> = BTreeMap::new();
-    let mut refunds: BTreeMap<&str, &LedgerEntry> = BTreeMap::new();
-    let mut other_refund: BTreeMap<&str, &LedgerEntry> = BTreeMap::new();
+pub(crate) fn compare(
+    rows: &[BillRow],
+    ledger: &[LedgerEntry],
+    cumulative_refunds: bool,
+    prior: &BTreeMap<String, i64>,
+) -> (usize, Vec<Finding>) {
+    // Payments by order number; refunds by order and refund number (refund numbers are unique
+    // per order only).
+    type Key = (String, String);
+    let mut payments: BTreeMap<Key, &LedgerEntry> = BTreeMap::new();
+    let mut other_payment: BTreeMap<Key, &LedgerEntry> = BTreeMap::new();
+    let mut refunds: BTreeMap<Key, &LedgerEntry> = BTreeMap::new();
+    let mut other_refund: BTreeMap<Key, &LedgerEntry> = BTreeMap::new();
     for e in ledger {
-        let refund_no = e.out_refund_no.as_deref().unwrap_or(e.out_trade_no.as_str());
+        let payment_key = (e.out_trade_no.clone(), String::new());
+        let refund_key = (
+            e.out_trade_no.clone(),
+            e.out_refund_no.clone().unwrap_or_else(|| e.out_trade_no.clone()),
+        );
         match e.kind.as_str() {
-            PAID => payments.entry(&e.out_trade_no).or_insert(e),
-            REFUNDED => refunds.entry(refund_no).or_insert(e),
-            k if k.starts_with("refund.") => other_refund.entry(refund_no).or_insert(e),
-            "payment.closed" | "payment.failed" => other_payment.entry(&e.out_trade_no).or_insert(e),
+            PAID => payments.entry(payment_key).or_insert(e),
+            REFUNDED => refunds.entry(refund_key).or_insert(e),
+            k if k.starts_with("refund.") => other_refund.entry(refund_key).or_insert(e),
+            "payment.closed" | "payment.failed" => other_payment.entry(payment_key).or_insert(e),
             _ => continue,
         };
     }
-    let amounts = refund_amounts(rows, cumulative_refunds);
+    let amounts = row_amounts(rows, cumulative_refunds, prior);
     let mut matched = 0;
     let mut findings = Vec::new();
     let mut seen_payments = std::collections::BTreeSet::new();
     let mut seen_refunds = std::collections::BTreeSet::new();
     for (row, amount) in rows.iter().zip(amounts) {
-        let key = match row.kind {
-            RowKind::Payment => row.out_trade_no.clone(),
-            RowKind::Refund => refund_key(row),
+        let key: Key = match row.kind {
+            RowKind::Payment => (row.out_trade_no.clone(), String::new()),
+            RowKind::Refund => (row.out_trade_no.clone(), refund_key(row)),
         };
         let (delivered, other, seen) = match row.kind {
             RowKind::Payment => (&payments, &other_payment, &mut seen_payments),
@@ -193,7 +221,7 @@ pub(crate) fn compare(rows: &[BillRow], ledger: &[LedgerEntry], cumulative_refun
             problem,
             kind: row.kind,
             out_trade_no: row.out_trade_no.clone(),
-            out_refund_no: (row.kind == RowKind::Refund).then(|| key.clone()),
+            out_refund_no: (row.kind == RowKind::Refund).then(|| key.1.clone()),
             bill_amount_minor: Some(amount),
             delivered_amount_minor: entry.and_then(delivered_amount),
             delivered_kind: entry.map(|e| e.kind.clone()),
@@ -201,7 +229,7 @@ pub(crate) fn compare(rows: &[BillRow], ledger: &[LedgerEntry], cumulative_refun
             forwarded: None,
             row: Some(row.clone()),
         };
-        match (delivered.get(key.as_str()), other.get(key.as_str())) {
+        match (delivered.get(&key), other.get(&key)) {
             (Some(e), _) if delivered_amount(e) == Some(amount) => matched += 1,
             (Some(e), _) => findings.push(finding(Problem::AmountMismatch, Some(e))),
             (None, Some(e)) => findings.push(finding(Problem::StatusMismatch, Some(e))),
@@ -212,12 +240,12 @@ pub(crate) fn compare(rows: &[BillRow], ledger: &[LedgerEntry], cumulative_refun
         (RowKind::Payment, &payments, &seen_payments),
         (RowKind::Refund, &refunds, &seen_refunds),
     ] {
-        for (key, e) in delivered.iter().filter(|(k, _)| !seen.contains(**k)) {
+        for (key, e) in delivered.iter().filter(|(k, _)| !seen.contains(*k)) {
             findings.push(Finding {
                 problem: Problem::NotInBill,
                 kind,
                 out_trade_no: e.out_trade_no.clone(),
-                out_refund_no: (kind == RowKind::Refund).then(|| key.to_string()),
+                out_refund_no: (kind == RowKind::Refund).then(|| key.1.clone()),
                 bill_amount_minor: None,
                 delivered_amount_minor: match kind {
                     RowKind::Payment => e.amount_minor,
@@ -247,11 +275,11 @@ fn totals_of_bill(rows: &[BillRow]) -> Totals {
         match r.kind {
             RowKind::Payment => {
                 t.payments += 1;
-                t.payment_total_minor += r.amount_minor;
+                t.payment_total_minor += i128::from(r.amount_minor);
             }
             RowKind::Refund => {
                 t.refunds += 1;
-                t.refund_total_minor += r.amount_minor;
+                t.refund_total_minor += i128::from(r.amount_minor);
             }
         }
     }
@@ -266,13 +294,13 @@ fn totals_of_ledger(ledger: &[LedgerEntry], cumulative_refunds: bool) -> Totals 
         match e.kind.as_str() {
             PAID if paid.insert(&e.out_trade_no) => {
                 t.payments += 1;
-                t.payment_total_minor += e.amount_minor.unwrap_or(0);
+                t.payment_total_minor += i128::from(e.amount_minor.unwrap_or(0));
             }
             REFUNDED if refunded.insert((&e.out_trade_no, &e.out_refund_no)) => {
                 t.refunds += 1;
                 // A cumulative refund amount is not a sum of refunds: only counted.
                 if !cumulative_refunds {
-                    t.refund_total_minor += e.refund_amount_minor.unwrap_or(0);
+                    t.refund_total_minor += i128::from(e.refund_amount_minor.unwrap_or(0));
                 }
             }
             _ => {}
@@ -310,19 +338,29 @@ pub(crate) async fn run(
         .day(state.store.as_ref(), date)
         .await
         .map_err(|e| ReconcileError::Store(e.to_string()))?;
-    let (matched, mut findings) = compare(&rows, &ledger, cumulative_refunds);
+    let prior = if cumulative_refunds && rows.iter().any(|r| r.kind == RowKind::Refund) {
+        refunded_before(&earlier_days(state, link, date).await?)
+    } else {
+        BTreeMap::new()
+    };
+    let (matched, mut findings) = compare(&rows, &ledger, cumulative_refunds, &prior);
     if forward_missing {
-        let amounts: BTreeMap<String, i64> = {
-            let per_row = refund_amounts(&rows, cumulative_refunds);
-            rows.iter().zip(per_row).map(|(r, a)| (refund_key(r), a)).collect()
-        };
+        let too_old = older_than_dedup(date, link.notify.keep, state.clock.now());
         for finding in findings.iter_mut().filter(|f| f.problem == Problem::Missing) {
             let Some(row) = finding.row.clone() else { continue };
-            let outcome = match row.kind {
-                RowKind::Payment => forward_payment(state, link, &row, upstream).await,
-                RowKind::Refund => {
-                    let amount = amounts.get(&refund_key(&row)).copied().unwrap_or(row.amount_minor);
-                    forward_refund(state, link, &row, amount, upstream).await
+            let outcome = if too_old {
+                format!(
+                    "not forwarded: {date} is older than route {}'s dedup keep ({}), a delivery could repeat",
+                    link.route_name,
+                    humantime::format_duration(link.notify.keep)
+                )
+            } else {
+                match row.kind {
+                    RowKind::Payment => forward_payment(state, link, &row, upstream).await,
+                    RowKind::Refund => {
+                        let amount = finding.bill_amount_minor.unwrap_or(row.amount_minor);
+                        forward_refund(state, link, &row, amount, upstream).await
+                    }
                 }
             };
             finding.forwarded = Some(outcome);
@@ -365,6 +403,41 @@ pub(crate) async fn run(
         forward_missing,
         reconciled,
     })
+}
+
+/// The ledger entries of the days before `date` that the ledger still keeps.
+async fn earlier_days(state: &SharedState, link: &AccountLink, date: &str) -> Result<Vec<LedgerEntry>, ReconcileError> {
+    let Ok(day) = date.parse::<jiff::civil::Date>() else {
+        return Ok(Vec::new());
+    };
+    let ledger = crate::orders::Ledger::new(&link.name);
+    let days = (crate::orders::LEDGER_KEEP.as_secs() / 86_400) as i64;
+    let mut entries = Vec::new();
+    for back in 1..days {
+        let Ok(earlier) = day.checked_sub(jiff::Span::new().days(back)) else {
+            break;
+        };
+        let mut of_day = ledger
+            .day(state.store.as_ref(), &earlier.to_string())
+            .await
+            .map_err(|e| ReconcileError::Store(e.to_string()))?;
+        entries.append(&mut of_day);
+    }
+    Ok(entries)
+}
+
+/// Whether the dedup records of events of `date` (Beijing time) may have expired: an event of
+/// the day was delivered no earlier than the day's start, and its record is kept `keep` from
+/// its delivery.
+fn older_than_dedup(date: &str, keep: Duration, now: jiff::Timestamp) -> bool {
+    let start = date
+        .parse::<jiff::civil::Date>()
+        .ok()
+        .and_then(|d| d.to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(8))).ok());
+    match (start, jiff::SignedDuration::try_from(keep)) {
+        (Some(start), Ok(keep)) => start.timestamp().saturating_add(keep).map_or(true, |end| end <= now),
+        _ => true,
+    }
 }
 
 /// A missing payment: the order is queried, and what the verified answer shows is delivered
@@ -421,6 +494,9 @@ async fn forward_refund(
                 object["refund_id"] = id.clone().into();
             }
             m.event_from_refund_object(object)
+        }
+        Merchant::Alipay(_) if row.out_refund_no.is_none() => {
+            Err("the bill's refund row has no refund number (退款批次号/请求号) to deduplicate it by".into())
         }
         Merchant::Alipay(m) => {
             let wall_clock = row.at.get(..19).unwrap_or("").replacen('T', " ", 1);
@@ -501,7 +577,7 @@ mod tests {
             entry(REFUNDED, "ok", 100, Some(("ok-R1", 50))),
             entry(REFUNDED, "gone", 100, Some(("gone-R1", 10))),
         ];
-        let (matched, findings) = compare(&rows, &ledger, false);
+        let (matched, findings) = compare(&rows, &ledger, false, &BTreeMap::new());
         assert_eq!(matched, 2, "the payment `ok` and its refund ok-R1");
         type Seen<'a> = (Problem, &'a str, Option<&'a str>, Option<i64>, Option<i64>);
         let got: Vec<Seen> = findings
@@ -545,8 +621,77 @@ mod tests {
             entry(REFUNDED, "A", 1000, Some(("A-R1", 300))),
             entry(REFUNDED, "A", 1000, Some(("A-R2", 500))),
         ];
-        assert_eq!(compare(&rows, &ledger, true), (3, Vec::new()));
-        assert_eq!(compare(&rows, &ledger, false).1[0].problem, Problem::AmountMismatch);
+        assert_eq!(compare(&rows, &ledger, true, &BTreeMap::new()), (3, Vec::new()));
+        assert_eq!(
+            compare(&rows, &ledger, false, &BTreeMap::new()).1[0].problem,
+            Problem::AmountMismatch
+        );
+    }
+
+    #[test]
+    fn cumulative_refunds_start_from_what_earlier_days_refunded() {
+        // 300 refunded on an earlier day, 500 today: today's notification says 800.
+        let rows = [row(
+            RowKind::Refund,
+            "A",
+            500,
+            Some("A-R2"),
+            "2026-12-03T12:00:00+08:00",
+        )];
+        let earlier = [
+            entry(REFUNDED, "A", 1000, Some(("A-R1", 300))),
+            entry(REFUNDED, "B", 1000, Some(("B-R1", 10))),
+        ];
+        let prior = refunded_before(&earlier);
+        assert_eq!(prior.get("A"), Some(&300));
+        let ledger = [entry(REFUNDED, "A", 1000, Some(("A-R2", 800)))];
+        assert_eq!(compare(&rows, &ledger, true, &prior), (1, Vec::new()));
+        // Without the earlier day, today's row alone is a missing refund of 500.
+        let (_, findings) = compare(&rows, &[], true, &prior);
+        assert_eq!(
+            findings[0].bill_amount_minor,
+            Some(800),
+            "forwarded as the order's total"
+        );
+    }
+
+    #[test]
+    fn refunds_are_matched_by_order_and_refund_number() {
+        let at = "2026-12-03T12:00:00+08:00";
+        // Two orders each with a refund numbered R1: one delivered, one not.
+        let rows = [
+            row(RowKind::Refund, "A", 50, Some("R1"), at),
+            row(RowKind::Refund, "B", 70, Some("R1"), at),
+        ];
+        let ledger = [entry(REFUNDED, "A", 100, Some(("R1", 50)))];
+        let (matched, findings) = compare(&rows, &ledger, false, &BTreeMap::new());
+        assert_eq!(matched, 1);
+        assert_eq!(findings.len(), 1);
+        assert_eq!(
+            (findings[0].problem, findings[0].out_trade_no.as_str()),
+            (Problem::Missing, "B")
+        );
+    }
+
+    #[test]
+    fn a_day_whose_dedup_records_may_have_expired_is_not_forwarded() {
+        let keep = Duration::from_secs(7 * 86_400);
+        let now: jiff::Timestamp = "2026-12-10T15:59:59Z".parse().unwrap();
+        // 2026-12-03 starts at 2026-12-02T16:00:00Z; its records last until 12-09T16:00Z at least.
+        assert!(older_than_dedup("2026-12-03", keep, now));
+        assert!(!older_than_dedup("2026-12-04", keep, now));
+        assert!(!older_than_dedup("2026-12-10", keep, now));
+        assert!(older_than_dedup("not a date", keep, now));
+    }
+
+    #[test]
+    fn totals_do_not_overflow() {
+        let at = "2026-12-03T12:00:00+08:00";
+        let rows = [
+            row(RowKind::Payment, "A", i64::MAX, None, at),
+            row(RowKind::Payment, "B", i64::MAX, None, at),
+        ];
+        assert_eq!(totals_of_bill(&rows).payment_total_minor, 2 * i128::from(i64::MAX));
     }
 
     #[test]
@@ -555,6 +700,7 @@ mod tests {
             &[row(RowKind::Payment, "m", 1, None, "2026-12-03T12:00:00+08:00")],
             &[],
             false,
+            &BTreeMap::new(),
         );
         assert!(!findings[0].settled());
         findings[0].forwarded = Some("duplicate".into());
