@@ -206,6 +206,26 @@ impl ServeHttp for AdminApp {
                     Err(e) => store_error(e),
                 }
             }
+            ("GET", p) if p.starts_with("/admin/orders/") => {
+                if let Err(resp) = self.authorized(session) {
+                    return resp;
+                }
+                // /admin/orders/<out_trade_no>, percent-encoded as one path segment.
+                let Some(order) = decode_segment(&p["/admin/orders/".len()..]).filter(|o| !o.is_empty()) else {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        serde_json::json!({"error": "expected /admin/orders/<out_trade_no> (one percent-encoded path segment)"}),
+                    );
+                };
+                let now = self.state.clock.now();
+                match crate::history::of_order(self.state.store.as_ref(), &order, now).await {
+                    Ok(history) => json(
+                        StatusCode::OK,
+                        serde_json::json!({"out_trade_no": order, "history": history}),
+                    ),
+                    Err(e) => store_error(e),
+                }
+            }
             ("GET", p) if p.starts_with("/admin/ledger/") => {
                 if let Err(resp) = self.authorized(session) {
                     return resp;
@@ -380,6 +400,43 @@ impl ServeHttp for AdminApp {
                 serde_json::json!({"error": "method not allowed"}),
             ),
             _ => json(StatusCode::NOT_FOUND, serde_json::json!({"error": "not found"})),
+        }
+    }
+}
+
+/// A path segment with its `%XX` escapes decoded; `None` for a broken escape, a `/`, or text
+/// that is not UTF-8.
+fn decode_segment(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'/' => return None,
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))?;
+                out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+                i += 3;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_order_segment_is_decoded_strictly() {
+        assert_eq!(super::decode_segment("T-1%2F2").as_deref(), Some("T-1/2"));
+        assert_eq!(super::decode_segment("%E8%AE%A2").as_deref(), Some("订"));
+        for bad in ["a/b", "%2", "%zz", "%+1", "%FF", "%"] {
+            assert_eq!(super::decode_segment(bad), None, "{bad}");
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod egress;
 pub mod fuzzing;
 pub mod guard;
 pub mod health;
+pub mod history;
 pub mod issue;
 pub mod listener;
 pub mod listener_tls;

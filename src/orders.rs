@@ -774,6 +774,16 @@ pub(crate) async fn deliver_recovered(
         clock: state.clock.as_ref(),
     };
     let (_, record) = crate::notify::deliver(&link.notify, io, incoming, event).await;
+    let place = crate::history::Place {
+        route: &link.route_name,
+        channel: event.channel.as_str(),
+        source,
+        request_id: &request_id,
+        answered: None,
+    };
+    if let Err(e) = crate::history::record(state.store.as_ref(), &record, place, state.clock.now()).await {
+        tracing::warn!(out_trade_no = %event.out_trade_no, error = %e, "could not add to the order's delivery history");
+    }
     state
         .metrics
         .notifications

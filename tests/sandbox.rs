@@ -183,6 +183,29 @@ fn a_lost_callback_is_recovered_and_a_missed_refund_reconciled_as_in_the_walkthr
     let (code, report) = reconcile(&[]);
     assert_eq!(code, Some(0), "{report}");
     assert!(report.ends_with("  matched   : 2\nreconciled\n"), "{report}");
+
+    // "What happened to order X?": its history shows both recovered events.
+    let history: serde_json::Value = reqwest::blocking::Client::new()
+        .get(pg.admin_url(&format!("/admin/orders/{wechat}")))
+        .bearer_auth("test-admin-token")
+        .send()
+        .expect("admin answers")
+        .json()
+        .expect("JSON");
+    let seen: Vec<String> = history["history"]
+        .as_array()
+        .expect("a history")
+        .iter()
+        .map(|e| format!("{} {} {} {}", e["route"], e["source"], e["kind"], e["outcome"]))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "\"wechatpay_v3\" \"query\" \"payment.succeeded\" \"forwarded\"",
+            "\"wechatpay_v3\" \"bill\" \"refund.succeeded\" \"forwarded\"",
+        ],
+        "{history}"
+    );
 }
 
 /// `payguard simulate` as in docs/channels.md "Sandbox walkthrough"; returns its output.

@@ -93,7 +93,7 @@ pub(crate) enum EventSource {
 }
 
 impl EventSource {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Notification => "notification",
             Self::Query => "query",

@@ -749,6 +749,18 @@ impl PayguardProxy {
                 .with_label_values(&[ctx.route.as_str()])
                 .observe(latency.as_secs_f64());
         }
+        crate::history::spawn_record(
+            self.state.store.clone(),
+            &record,
+            crate::history::Place {
+                route: ctx.route.as_str(),
+                channel: channel.as_str(),
+                source: crate::notify::EventSource::Notification,
+                request_id: &ctx.request_id,
+                answered: Some(reply.status),
+            },
+            self.state.clock.now(),
+        );
         // The transaction log the shop's support team reads.
         tracing::info!(
             target: "payguard::notify",

@@ -11,6 +11,7 @@
 //! | order counters | refused: order rules apply their `on_store_error` |
 //! | deny-list members | refused: the admin API reports it |
 //! | ledger entries | refused: a delivered event is not added to the ledger (logged), nothing else is affected |
+//! | history entries | refused: a delivery is not added to its order's history (logged), nothing else is affected |
 //! | token buckets | the bucket closest to refilling is dropped; it starts full again when next used, which is what it was about to be |
 //!
 //! One mutex guards everything: a guard batch reads and writes several records atomically, as
@@ -62,6 +63,10 @@ pub struct EmbeddedStoreConfig {
     /// of a deny-list entry; when full, new events are not added to the ledger.
     #[serde(default = "default_max_ledger_entries")]
     pub(crate) max_ledger_entries: u64,
+    /// Entries of the orders' delivery histories (`GET /admin/orders/<out_trade_no>`; a few per
+    /// order, kept 7 days). When full, new deliveries are not added to a history.
+    #[serde(default = "default_max_history_entries")]
+    pub(crate) max_history_entries: u64,
 }
 
 fn default_max_nonces() -> u64 {
@@ -82,6 +87,9 @@ fn default_max_deny_entries() -> u64 {
 fn default_max_ledger_entries() -> u64 {
     100_000
 }
+fn default_max_history_entries() -> u64 {
+    200_000
+}
 
 impl Default for EmbeddedStoreConfig {
     fn default() -> Self {
@@ -92,13 +100,14 @@ impl Default for EmbeddedStoreConfig {
             max_counters: default_max_counters(),
             max_deny_entries: default_max_deny_entries(),
             max_ledger_entries: default_max_ledger_entries(),
+            max_history_entries: default_max_history_entries(),
         }
     }
 }
 
 impl EmbeddedStoreConfig {
     /// (key, value) of every budget, for validation and `payguard check`.
-    pub(crate) fn budgets(&self) -> [(&'static str, u64); 6] {
+    pub(crate) fn budgets(&self) -> [(&'static str, u64); 7] {
         [
             ("max_nonces", self.max_nonces),
             ("max_dedup_records", self.max_dedup_records),
@@ -106,17 +115,19 @@ impl EmbeddedStoreConfig {
             ("max_counters", self.max_counters),
             ("max_deny_entries", self.max_deny_entries),
             ("max_ledger_entries", self.max_ledger_entries),
+            ("max_history_entries", self.max_history_entries),
         ]
     }
 }
 
 /// The kinds of record a full budget refuses (metric label values of `payguard_store_full_total`).
-pub(crate) const BUDGETED_KINDS: [&str; 5] = [
+pub(crate) const BUDGETED_KINDS: [&str; 6] = [
     "nonces",
     "dedup records",
     "counters",
     "deny-list members",
     "ledger entries",
+    "history entries",
 ];
 
 /// Sets whose name starts with this are the delivered-event ledger's ([`Tables::ledger`]).
@@ -303,6 +314,8 @@ struct Tables {
     members: Table<()>,
     /// Members of the ledger's sets ([`LEDGER_SET_PREFIX`]), keyed the same way.
     ledger: Table<()>,
+    /// Members of the delivery histories ([`crate::history::HISTORY_SET_PREFIX`]).
+    history: Table<()>,
 }
 
 /// In-process [`Store`] for a single payguard instance.
@@ -321,6 +334,7 @@ impl std::fmt::Debug for EmbeddedStore {
             .field("counters", &t.counters.map.len())
             .field("members", &t.members.map.len())
             .field("ledger", &t.ledger.map.len())
+            .field("history", &t.history.map.len())
             .finish()
     }
 }
@@ -381,12 +395,15 @@ impl Tables {
         self.counters.expire(now, EXPIRE_PER_OP);
         self.members.expire(now, EXPIRE_PER_OP);
         self.ledger.expire(now, EXPIRE_PER_OP);
+        self.history.expire(now, EXPIRE_PER_OP);
     }
 
     /// The table holding the members of `set`.
     fn set_table(&mut self, set: &str) -> &mut Table<()> {
         if set.starts_with(LEDGER_SET_PREFIX) {
             &mut self.ledger
+        } else if set.starts_with(crate::history::HISTORY_SET_PREFIX) {
+            &mut self.history
         } else {
             &mut self.members
         }
@@ -568,6 +585,7 @@ impl EmbeddedStore {
                 counters: Table::new("counters", cfg.max_counters),
                 members: Table::new("deny-list members", cfg.max_deny_entries),
                 ledger: Table::new("ledger entries", cfg.max_ledger_entries),
+                history: Table::new("history entries", cfg.max_history_entries),
             }),
         }
     }
@@ -583,6 +601,7 @@ impl EmbeddedStore {
             row(&t.counters),
             row(&t.members),
             row(&t.ledger),
+            row(&t.history),
         ]
     }
 
@@ -776,6 +795,7 @@ mod tests {
             max_counters: n,
             max_deny_entries: n,
             max_ledger_entries: n,
+            max_history_entries: n,
         }
     }
 

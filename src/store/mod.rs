@@ -388,8 +388,14 @@ impl StoreConfig {
             _ => {
                 let e = &self.embedded;
                 format!(
-                    "embedded (budgets: {} nonces, {} dedup records, {} buckets, {} counters, {} deny entries, {} ledger entries)",
-                    e.max_nonces, e.max_dedup_records, e.max_buckets, e.max_counters, e.max_deny_entries, e.max_ledger_entries
+                    "embedded (budgets: {} nonces, {} dedup records, {} buckets, {} counters, {} deny entries, {} ledger entries, {} history entries)",
+                    e.max_nonces,
+                    e.max_dedup_records,
+                    e.max_buckets,
+                    e.max_counters,
+                    e.max_deny_entries,
+                    e.max_ledger_entries,
+                    e.max_history_entries
                 )
             }
         }
