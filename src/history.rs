@@ -90,7 +90,7 @@ pub(crate) struct Place<'a> {
 impl Entry {
     /// The entry of `record`, or `None` when it names no verified order.
     pub(crate) fn of(record: &NotifyRecord, place: Place<'_>, now: jiff::Timestamp) -> Option<Self> {
-        record.out_trade_no.as_deref().filter(|o| !o.is_empty())?;
+        record.out_trade_no.as_ref().filter(|o| !o.is_empty())?;
         // Only a forward is an instant of its own; a repeat of anything else is the same
         // entry again.
         let exchanged = record.outcome == NotifyOutcome::Forwarded;
@@ -119,40 +119,37 @@ fn set_of(out_trade_no: &str) -> String {
     format!("{HISTORY_SET_PREFIX}{out_trade_no}")
 }
 
-/// Files `record` under its order (nothing for a record without a verified order).
-pub(crate) async fn record(
-    store: &dyn Store,
-    record: &NotifyRecord,
-    place: Place<'_>,
-    now: jiff::Timestamp,
-) -> Result<(), StoreError> {
-    let Some(entry) = Entry::of(record, place, now) else {
-        return Ok(());
-    };
+/// The set and member `record` is filed as; `None` for a record without a verified order.
+fn filing(record: &NotifyRecord, place: Place<'_>, now: jiff::Timestamp) -> Option<(String, String)> {
+    let entry = Entry::of(record, place, now)?;
     let order = record.out_trade_no.as_deref().unwrap_or_default();
     let json = serde_json::to_string(&entry).expect("a history entry serializes");
-    store.set_add(&set_of(order), &json, HISTORY_KEEP).await
+    Some((set_of(order), json))
 }
 
-/// Files `record` from a spawned task, logging a failed write.
+/// Files `record` under its order; a failed write is logged, never a failed delivery.
+pub(crate) async fn record(store: &dyn Store, record: &NotifyRecord, place: Place<'_>, now: jiff::Timestamp) {
+    if let Some((set, member)) = filing(record, place, now) {
+        add(store, &set, &member).await;
+    }
+}
+
+/// [`record`] from a spawned task, so the caller's answer never waits for it.
 pub(crate) fn spawn_record(
     store: std::sync::Arc<dyn Store>,
     record: &NotifyRecord,
     place: Place<'_>,
     now: jiff::Timestamp,
 ) {
-    let Some(order) = record.out_trade_no.clone().filter(|o| !o.is_empty()) else {
-        return;
-    };
-    let Some(entry) = Entry::of(record, place, now) else {
-        return;
-    };
-    tokio::spawn(async move {
-        let json = serde_json::to_string(&entry).expect("a history entry serializes");
-        if let Err(e) = store.set_add(&set_of(&order), &json, HISTORY_KEEP).await {
-            tracing::warn!(out_trade_no = %order, error = %e, "could not add to the order's delivery history");
-        }
-    });
+    if let Some((set, member)) = filing(record, place, now) {
+        tokio::spawn(async move { add(store.as_ref(), &set, &member).await });
+    }
+}
+
+async fn add(store: &dyn Store, set: &str, member: &str) {
+    if let Err(e) = store.set_add(set, member, HISTORY_KEEP).await {
+        tracing::warn!(history = %set, error = %e, "could not add to the order's delivery history");
+    }
 }
 
 /// The history of `out_trade_no`, oldest first.
@@ -234,8 +231,7 @@ mod tests {
                 place(&format!("r{i}")),
                 clock.now(),
             )
-            .await
-            .unwrap();
+            .await;
             clock.advance_millis(1000);
         }
         super::record(
@@ -244,13 +240,12 @@ mod tests {
             place("r3"),
             clock.now(),
         )
-        .await
-        .unwrap();
+        .await;
         for _ in 0..50 {
             clock.advance_millis(1000);
             let mut dup = record(NotifyOutcome::Duplicate, None);
             dup.dedup = Some("done");
-            super::record(&store, &dup, place("r-dup"), clock.now()).await.unwrap();
+            super::record(&store, &dup, place("r-dup"), clock.now()).await;
         }
         let shown = of_order(&store, "T-1", clock.now()).await.unwrap();
         let outcomes: Vec<&str> = shown.iter().map(|s| s.entry.outcome.as_str()).collect();

@@ -781,9 +781,7 @@ pub(crate) async fn deliver_recovered(
         request_id: &request_id,
         answered: None,
     };
-    if let Err(e) = crate::history::record(state.store.as_ref(), &record, place, state.clock.now()).await {
-        tracing::warn!(out_trade_no = %event.out_trade_no, error = %e, "could not add to the order's delivery history");
-    }
+    crate::history::record(state.store.as_ref(), &record, place, state.clock.now()).await;
     state
         .metrics
         .notifications
